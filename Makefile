@@ -1,0 +1,63 @@
+# dynlog: build, test and check.
+#
+#   make            build dynlog.core for Lua 5.4 into build54/
+#   make luajit     build dynlog.core for LuaJIT (nginx) into buildjit/
+#   make test       install what is missing, start DynamoDB Local, run every spec
+#   make memcheck   the specs that touch C, under valgrind
+#   make install    used by `luarocks make` (INST_LIBDIR, INST_LUADIR)
+
+LUA_PC     ?= lua5.4
+BUILD      ?= build54
+CC         ?= cc
+CFLAGS     ?= -O2 -g
+LIBFLAG    ?= -shared
+# luarocks passes LUA_INCDIR; a plain `make` asks pkg-config.
+ifdef LUA_INCDIR
+LUA_CFLAGS := -I$(LUA_INCDIR)
+else
+LUA_CFLAGS := $(shell pkg-config --cflags $(LUA_PC))
+endif
+DEP_CFLAGS := $(shell pkg-config --cflags libcurl libcrypto yajl)
+DEP_LIBS   := $(shell pkg-config --libs libcurl libcrypto yajl) -lz -pthread
+
+WARN      := -std=c99 -Wall -Wextra -Werror=implicit-function-declaration -D_POSIX_C_SOURCE=200809L
+ALL_CFLAGS = $(CFLAGS) $(WARN) -fPIC $(LUA_CFLAGS) $(DEP_CFLAGS) -Isrc
+
+SOURCES := $(sort $(wildcard src/*.c))
+HEADERS := $(wildcard src/*.h)
+OBJECTS  = $(SOURCES:src/%.c=$(BUILD)/obj/%.o)
+MODULE   = $(BUILD)/dynlog/core.so
+
+INST_LIBDIR ?= /usr/local/lib/lua/5.4
+INST_LUADIR ?= /usr/local/share/lua/5.4
+
+.PHONY: all luajit test memcheck install clean
+
+all: $(MODULE)
+
+$(BUILD)/obj/%.o: src/%.c $(HEADERS)
+	@mkdir -p $(dir $@)
+	@echo "  CC      $<"
+	@$(CC) $(ALL_CFLAGS) -c $< -o $@
+
+$(MODULE): $(OBJECTS)
+	@mkdir -p $(dir $@)
+	@echo "  LD      $@"
+	@$(CC) $(LIBFLAG) $(LDFLAGS) -o $@ $(OBJECTS) $(DEP_LIBS)
+
+luajit:
+	$(MAKE) BUILD=buildjit LUA_PC=luajit
+
+test:
+	scripts/test.sh
+
+memcheck:
+	scripts/memcheck.sh
+
+install: $(MODULE)
+	install -d $(INST_LIBDIR)/dynlog $(INST_LUADIR)/dynlog
+	install -m 0755 $(MODULE) $(INST_LIBDIR)/dynlog/core.so
+	install -m 0644 lua/dynlog/*.lua $(INST_LUADIR)/dynlog/
+
+clean:
+	rm -rf build54 buildjit build-vg build-asan build-rocks

@@ -1,0 +1,41 @@
+--- The blocking HTTP transport: one libcurl handle per transport, so that
+-- consecutive requests share one keep-alive connection.
+--
+--   local t = http.new{timeout=10, connect_timeout=3, cafile=nil}
+--   local res, err = t:request{method="POST", url=, headers=, body=, timeout=}
+--   -- res = {status=, headers=<lower-case names>, body=, new_connections=, local_port=}
+--
+-- Failures to talk at all (timeout, refused connection, TLS) are `nil, err`
+-- with err.code "timeout", "connection" or "tls" and err.retryable set; any
+-- HTTP status, 5xx included, is a response for the caller to judge.
+local core = require "dynlog.core"
+local errors = require "dynlog.errors"
+
+local setmetatable = setmetatable
+
+local _M = {}
+local mt = { __index = _M }
+
+local RETRYABLE = { timeout = true, connection = true }
+
+--- Creates a transport. Options: `timeout` and `connect_timeout` (seconds),
+-- `cafile` (a PEM file of trusted CAs; default the system's store),
+-- `max_response_bytes`.
+function _M.new(opts)
+  opts = opts or {}
+  return setmetatable({ handle = core.http_client(opts) }, mt)
+end
+
+function _M:request(req)
+  local res, code, message = self.handle:request(req.method or "GET", req.url,
+    req.headers, req.body, req.timeout)
+  if res then return res end
+  return nil, errors.new(code, message, { retryable = RETRYABLE[code] or false })
+end
+
+--- Releases the connection now rather than at garbage collection.
+function _M:close()
+  self.handle:close()
+end
+
+return _M

@@ -1,0 +1,42 @@
+--- dynlog: append-only event logs on Amazon DynamoDB.
+-- This module is the entry point; the C core (`dynlog.core`) does signing,
+-- ULIDs, JSON and HTTP, and the Lua modules beside this one build on it.
+local core = require "dynlog.core"
+local errors = require "dynlog.errors"
+
+local rawset, require, setmetatable = rawset, require, setmetatable
+local core_ulid, core_ulid_decode = core.ulid, core.ulid_decode
+
+local _M = {
+  _VERSION = core._VERSION,
+  errors = errors,
+}
+
+--- ulid() -> a new 26-character ULID, strictly greater than every ULID this
+-- process made before, or nil, err if the random part overflowed (2^80 ULIDs
+-- in one millisecond).
+function _M.ulid()
+  local id, code, message = core_ulid()
+  if id then return id end
+  return nil, errors.new(code, message)
+end
+
+--- ulid_time(s) -> the ULID's time in milliseconds since the epoch, or
+-- nil, err (code "invalid_argument") when s is not a valid ULID.
+function _M.ulid_time(s)
+  local time_ms, code, message = core_ulid_decode(s)
+  if time_ms then return time_ms end
+  return nil, errors.new(code, message)
+end
+
+-- Submodules load on first use, so `require "dynlog"` stays cheap.
+local lazy = { sigv4 = "dynlog.sigv4", json = "dynlog.json" }
+return setmetatable(_M, {
+  __index = function(t, name)
+    local module = lazy[name]
+    if not module then return nil end
+    local value = require(module)
+    rawset(t, name, value)
+    return value
+  end,
+})

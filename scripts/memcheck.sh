@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# `make memcheck`: the specs that touch C, with the module built for valgrind
+# (-O1, and -z nodelete so that lua_close does not unload libcurl before
+# valgrind's leak check, which would turn its static data into false leaks).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export DEPS_GROUPS=memcheck
+# make reads these from the environment (BUILD and CFLAGS are ?= there)
+export BUILD=build-vg CFLAGS="-O1 -g" LDFLAGS="-Wl,-z,nodelete"
+export DYNLOG_SPEC_CPATH='build-vg/?.so'
+export RUNNER="valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite --show-leak-kinds=definite"
+# Every spec file exercises the C module, directly or through the client.
+exec scripts/test.sh "$@"

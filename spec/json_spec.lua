@@ -1,0 +1,109 @@
+local json = require "dynlog.json"
+
+describe("dynlog.json", function()
+  describe("decode", function()
+    it("builds Lua values, with null as json.null and arrays marked", function()
+      local v = assert(json.decode('{"a":[1,2,{"x":null}],"s":"\\u00e9\\ud83d\\ude00","t":true,"f":false}'))
+      assert.are.equal(json.null, v.a[3].x)
+      assert.are.equal("é😀", v.s)
+      assert.is_true(v.t)
+      assert.is_false(v.f)
+      assert.is_true(json.is_array(v.a))
+      assert.is_false(json.is_array(v))
+    end)
+
+    it("keeps integers up to 2^63-1 exact and reads floats bit-identical", function()
+      local v = assert(json.decode('[9223372036854775807,-9223372036854775808,0.1,1e300,-0.0]'))
+      assert.are.equal(math.maxinteger, v[1])
+      assert.are.equal(math.mininteger, v[2])
+      assert.are.equal("integer", math.type(v[1]))
+      assert.are.equal(0.1, v[3])
+      assert.are.equal(1e300, v[4])
+      assert.are.equal("float", math.type(v[5]))
+    end)
+
+    it("reads integers beyond 64 bits as floats", function()
+      local v = assert(json.decode('123456789012345678901234'))
+      assert.are.equal("float", math.type(v))
+      assert.are.equal(1.2345678901234568e+23, v)
+    end)
+
+    it("returns invalid_json for truncated text, trailing garbage, bad UTF-8 and empty input", function()
+      for _, text in ipairs({ '{"a":', '{"a":1} x', '"\255"', "", "   ", "nul", "{'a':1}" }) do
+        local v, err = json.decode(text)
+        assert.is_nil(v)
+        assert.are.equal("invalid_json", err.code)
+        assert.is_string(err.message)
+        assert.is_nil(err.message:find("\n"), "message is one line")
+      end
+    end)
+
+    it("refuses nesting deeper than 1000 levels without crashing", function()
+      assert.is_truthy(json.decode(string.rep("[", 1000) .. string.rep("]", 1000)))
+      local v, err = json.decode(string.rep("[", 1001) .. string.rep("]", 1001))
+      assert.is_nil(v)
+      assert.matches("deeper than 1000", err.message)
+    end)
+
+    it("rejects non-string input as a programming error", function()
+      assert.has_error(function() json.decode({}) end)
+    end)
+  end)
+
+  describe("encode", function()
+    it("round-trips nested values", function()
+      local value = { a = { 1, 2, { b = "c" } }, n = json.null, yes = true, s = "x\0y" }
+      local back = assert(json.decode(json.encode(value)))
+      assert.are.same({ 1, 2, { b = "c" } }, back.a)
+      assert.are.equal(json.null, back.n)
+      assert.are.equal("x\0y", back.s)
+    end)
+
+    it("writes an empty table as {} and a marked one as []", function()
+      assert.are.equal("{}", json.encode({}))
+      assert.are.equal("[]", json.encode(json.array()))
+      assert.are.equal("[]", json.encode(json.array({})))
+      assert.are.equal("[[]]", json.encode(json.decode("[[]]")))
+    end)
+
+    it("writes floats with the fewest digits that read back identical", function()
+      assert.are.equal("0.1", json.encode(0.1))
+      assert.are.equal("[1e+300,0.30000000000000004]", json.encode({ 1e300, 0.1 + 0.2 }))
+      assert.are.equal(tostring(math.maxinteger), json.encode(math.maxinteger))
+      for _, x in ipairs({ math.pi, 1 / 3, 2 ^ 60 + 0.0, -1.5e-310, 5e-324, 1.7976931348623157e308 }) do
+        assert.are.equal(x, json.decode(json.encode(x)))
+      end
+    end)
+
+    it("does not escape the solidus", function()
+      assert.are.equal('"a/b"', json.encode("a/b"))
+    end)
+
+    local function encode_error(value)
+      local ok, err = pcall(json.encode, value)
+      assert.is_false(ok)
+      return err
+    end
+
+    it("names the path of a value JSON cannot hold", function()
+      assert.matches("NaN and infinity cannot be encoded at value%.a%[2%]", encode_error({ a = { 1, 0 / 0 } }))
+      assert.matches("NaN and infinity", encode_error(math.huge))
+      assert.matches("cannot encode a function at value%.f", encode_error({ f = print }))
+      assert.matches("cannot encode a userdata at value%.u", encode_error({ u = io.stdout }))
+      assert.matches("not valid UTF%-8 at value%.s", encode_error({ s = "\255" }))
+    end)
+
+    it("refuses mixed, sparse and non-string-keyed tables", function()
+      assert.matches("mixes string keys", encode_error({ 1, 2, x = 3 }))
+      assert.matches("holes", encode_error({ [1] = 1, [3] = 3 }))
+      assert.matches("not a positive integer", encode_error({ [1.5] = 1 }))
+      assert.matches("neither a string nor a number", encode_error({ [true] = 1 }))
+    end)
+
+    it("stops on cycles with an error instead of recursing forever", function()
+      local t = {}
+      t.self = t
+      assert.matches("a cycle", encode_error(t))
+    end)
+  end)
+end)

@@ -1,0 +1,24 @@
+/* dynlog.core: the C half of dynlog. This file only assembles the module; each
+ * concern registers its own functions (see dynlog.h). */
+#include "dynlog.h"
+
+int dl_push_failure(lua_State *L, const char *code, const char *message)
+{
+    lua_pushnil(L);
+    lua_pushstring(L, code);
+    lua_pushstring(L, message);
+    return 3;
+}
+
+int luaopen_dynlog_core(lua_State *L)
+{
+    lua_newtable(L);
+    lua_pushliteral(L, DYNLOG_VERSION);
+    lua_setfield(L, -2, "_VERSION");
+    dl_open_hash(L);
+    dl_open_ulid(L);
+    dl_open_sigv4(L);
+    dl_open_http(L);
+    dl_open_json(L);
+    return 1;
+}

@@ -1,0 +1,26 @@
+/* What the Lua binding files of dynlog.core share.
+ *
+ * Each concern has one binding file (lua_ulid.c, lua_sigv4.c, lua_http.c,
+ * lua_json.c, …) that exports one dl_open_* function. core.c calls them in
+ * turn; each adds its functions to the module table on top of the stack and
+ * registers its metatables, if any. No binding keeps C globals that belong to
+ * one Lua state: per-state data lives in userdata or the registry. */
+#ifndef DYNLOG_H
+#define DYNLOG_H
+
+#include "compat.h"
+
+#define DYNLOG_VERSION "0.1.0"
+
+void dl_open_hash(lua_State *L);
+void dl_open_ulid(lua_State *L);
+void dl_open_sigv4(lua_State *L);
+void dl_open_http(lua_State *L);
+void dl_open_json(lua_State *L);
+
+/* Pushes nil, code, message and returns 3: the shape of every expected
+ * failure that crosses from C into Lua. The Lua layer turns code and message
+ * into dynlog's error table. */
+int dl_push_failure(lua_State *L, const char *code, const char *message);
+
+#endif

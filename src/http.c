@@ -1,0 +1,198 @@
+#include "http.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+static pthread_once_t global_once = PTHREAD_ONCE_INIT;
+static CURLcode global_status = CURLE_FAILED_INIT;
+
+static void global_init(void)
+{
+    global_status = curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+int dl_http_global_init(void)
+{
+    /* curl_global_init is process-wide and, before curl 7.84, not
+     * thread-safe: run it exactly once, whichever Lua state loads first. */
+    pthread_once(&global_once, global_init);
+    return global_status == CURLE_OK ? 0 : -1;
+}
+
+int dl_http_init(dl_http *h)
+{
+    memset(h, 0, sizeof *h);
+    h->connect_timeout_ms = 3000;
+    h->timeout_ms = 10000;
+    h->max_response_bytes = 64u * 1024 * 1024;
+    h->curl = curl_easy_init();
+    return h->curl ? 0 : -1;
+}
+
+void dl_http_cleanup(dl_http *h)
+{
+    if (h->curl)
+        curl_easy_cleanup(h->curl);
+    free(h->cafile);
+    h->curl = NULL;
+    h->cafile = NULL;
+}
+
+int dl_http_set_cafile(dl_http *h, const char *path)
+{
+    char *copy = NULL;
+    if (path) {
+        copy = strdup(path);
+        if (!copy)
+            return -1;
+    }
+    free(h->cafile);
+    h->cafile = copy;
+    return 0;
+}
+
+void dl_http_response_init(dl_http_response *r)
+{
+    r->status = 0;
+    dl_buf_init(&r->header_block);
+    dl_buf_init(&r->body);
+    r->new_connections = 0;
+    r->local_port = 0;
+    r->truncated = 0;
+}
+
+void dl_http_response_free(dl_http_response *r)
+{
+    dl_buf_free(&r->header_block);
+    dl_buf_free(&r->body);
+}
+
+typedef struct {
+    dl_http_response *response;
+    size_t limit;
+} sink;
+
+static size_t on_body(char *data, size_t size, size_t count, void *userdata)
+{
+    sink *s = userdata;
+    size_t n = size * count;
+    if (s->response->body.len + n > s->limit) {
+        s->response->truncated = 1;
+        return 0; /* makes curl stop with CURLE_WRITE_ERROR */
+    }
+    return dl_buf_add(&s->response->body, data, n) == 0 ? n : 0;
+}
+
+static size_t on_header(char *data, size_t size, size_t count, void *userdata)
+{
+    sink *s = userdata;
+    size_t n = size * count;
+    /* A new status line starts a new response (after a 1xx): keep only the
+     * headers of the last one. */
+    if (n >= 5 && memcmp(data, "HTTP/", 5) == 0)
+        dl_buf_reset(&s->response->header_block);
+    return dl_buf_add(&s->response->header_block, data, n) == 0 ? n : 0;
+}
+
+static const char *classify(CURLcode rc)
+{
+    switch (rc) {
+    case CURLE_OPERATION_TIMEDOUT:
+        return DL_HTTP_TIMEOUT;
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_CERTPROBLEM:
+    case CURLE_SSL_CIPHER:
+    case CURLE_SSL_CACERT_BADFILE:
+    case CURLE_SSL_ISSUER_ERROR:
+    case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+    case CURLE_SSL_INVALIDCERTSTATUS:
+        return DL_HTTP_TLS;
+    case CURLE_URL_MALFORMAT:
+    case CURLE_UNSUPPORTED_PROTOCOL:
+        return DL_HTTP_INVALID;
+    case CURLE_OUT_OF_MEMORY:
+        return DL_HTTP_NOMEM;
+    default:
+        return DL_HTTP_CONNECTION;
+    }
+}
+
+/* The method decides which body options curl needs. Every option that a
+ * previous request may have set is set again, because the handle is reused. */
+static CURLcode set_method(CURL *c, const dl_http_request *req)
+{
+    CURLcode rc = CURLE_OK;
+    const char *m = req->method;
+    int has_body = req->body != NULL;
+    curl_easy_setopt(c, CURLOPT_NOBODY, 0L);
+    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, (char *)NULL);
+    if (strcmp(m, "GET") == 0 && !has_body)
+        return curl_easy_setopt(c, CURLOPT_HTTPGET, 1L);
+    if (strcmp(m, "HEAD") == 0 && !has_body)
+        return curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
+    if (strcmp(m, "POST") != 0)
+        rc = curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, m);
+    if (rc == CURLE_OK)
+        rc = curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE,
+                              (curl_off_t)(has_body ? req->body_len : 0));
+    if (rc == CURLE_OK)
+        rc = curl_easy_setopt(c, CURLOPT_POSTFIELDS, has_body ? req->body : "");
+    return rc;
+}
+
+static CURLcode set_options(dl_http *h, const dl_http_request *req, sink *s)
+{
+    CURL *c = h->curl;
+    long timeout = req->timeout_ms > 0 ? req->timeout_ms : h->timeout_ms;
+    CURLcode rc = CURLE_OK;
+#define SET(opt, val) \
+    if (rc == CURLE_OK) \
+    rc = curl_easy_setopt(c, opt, val)
+    SET(CURLOPT_URL, req->url);
+    SET(CURLOPT_HTTPHEADER, req->headers);
+    SET(CURLOPT_NOSIGNAL, 1L); /* no SIGALRM for timeouts: we live in threads and nginx */
+    SET(CURLOPT_CONNECTTIMEOUT_MS, h->connect_timeout_ms);
+    SET(CURLOPT_TIMEOUT_MS, timeout);
+    SET(CURLOPT_SSL_VERIFYPEER, 1L);
+    SET(CURLOPT_SSL_VERIFYHOST, 2L);
+    SET(CURLOPT_CAINFO, h->cafile);
+    SET(CURLOPT_FOLLOWLOCATION, 0L);
+    SET(CURLOPT_TCP_NODELAY, 1L);
+    SET(CURLOPT_TCP_KEEPALIVE, 1L);
+    SET(CURLOPT_ERRORBUFFER, h->errbuf);
+    SET(CURLOPT_WRITEFUNCTION, on_body);
+    SET(CURLOPT_WRITEDATA, s);
+    SET(CURLOPT_HEADERFUNCTION, on_header);
+    SET(CURLOPT_HEADERDATA, s);
+#undef SET
+    if (rc == CURLE_OK)
+        rc = set_method(c, req);
+    return rc;
+}
+
+int dl_http_perform(dl_http *h, const dl_http_request *req, dl_http_response *r,
+                    const char **code, const char **message)
+{
+    sink s = { r, h->max_response_bytes };
+    h->errbuf[0] = '\0';
+    CURLcode rc = set_options(h, req, &s);
+    if (rc == CURLE_OK)
+        rc = curl_easy_perform(h->curl);
+    /* The handle outlives this request's headers and body: drop the
+     * pointers now so that it never holds dangling ones. */
+    curl_easy_setopt(h->curl, CURLOPT_HTTPHEADER, (struct curl_slist *)NULL);
+    curl_easy_setopt(h->curl, CURLOPT_POSTFIELDS, (char *)NULL);
+    if (rc != CURLE_OK) {
+        *code = r->truncated ? DL_HTTP_TOO_LARGE : classify(rc);
+        *message = r->truncated ? "response body over the size limit"
+                   : h->errbuf[0] ? h->errbuf
+                                  : curl_easy_strerror(rc);
+        return -1;
+    }
+    curl_easy_getinfo(h->curl, CURLINFO_RESPONSE_CODE, &r->status);
+    curl_easy_getinfo(h->curl, CURLINFO_NUM_CONNECTS, &r->new_connections);
+    curl_easy_getinfo(h->curl, CURLINFO_LOCAL_PORT, &r->local_port);
+    return 0;
+}

@@ -1,0 +1,65 @@
+/* One HTTP client over a libcurl easy handle.
+ *
+ * A client owns one easy handle for its whole life, so consecutive requests
+ * to the same host share one keep-alive connection (curl keeps it in the
+ * handle's connection cache). A client is used by one thread at a time. */
+#ifndef DYNLOG_HTTP_H
+#define DYNLOG_HTTP_H
+
+#include "buf.h"
+
+#include <curl/curl.h>
+
+typedef struct dl_http {
+    CURL *curl;
+    long connect_timeout_ms;
+    long timeout_ms;
+    size_t max_response_bytes;
+    char *cafile; /* NULL: the system's CA store */
+    char errbuf[CURL_ERROR_SIZE];
+} dl_http;
+
+typedef struct dl_http_request {
+    const char *method;
+    const char *url;
+    struct curl_slist *headers; /* "Name: value" lines */
+    const char *body;           /* may be NULL */
+    size_t body_len;
+    long timeout_ms; /* 0: the client's */
+} dl_http_request;
+
+typedef struct dl_http_response {
+    long status;
+    dl_buf header_block; /* the raw header lines of the final response */
+    dl_buf body;
+    long new_connections; /* connections opened for this request (0 = reused) */
+    long local_port;
+    int truncated; /* body went over max_response_bytes */
+} dl_http_response;
+
+/* Error classes a failed request maps to; the Lua layer uses them as codes. */
+#define DL_HTTP_TIMEOUT "timeout"
+#define DL_HTTP_CONNECTION "connection"
+#define DL_HTTP_TLS "tls"
+#define DL_HTTP_INVALID "invalid_argument"
+#define DL_HTTP_TOO_LARGE "too_large"
+#define DL_HTTP_NOMEM "out_of_memory"
+
+/* Once per process, thread-safe. Returns 0 or -1. */
+int dl_http_global_init(void);
+
+/* Returns 0, or -1 when curl could not be set up. */
+int dl_http_init(dl_http *h);
+void dl_http_cleanup(dl_http *h);
+int dl_http_set_cafile(dl_http *h, const char *path);
+
+void dl_http_response_init(dl_http_response *r);
+void dl_http_response_free(dl_http_response *r);
+
+/* Performs one request. Returns 0 with *r filled (any status), or -1 with
+ * *code set to one of the DL_HTTP_* classes and *message to a description
+ * that holds no secrets. */
+int dl_http_perform(dl_http *h, const dl_http_request *req, dl_http_response *r,
+                    const char **code, const char **message);
+
+#endif

@@ -1,0 +1,290 @@
+/* dynlog.core.http_client: the blocking libcurl transport for Lua.
+ *
+ *   local h = core.http_client{connect_timeout=, timeout=, cafile=, max_response_bytes=}
+ *   local res = h:request(method, url, headers, body [, timeout])
+ *   -- res = {status=, headers={<lower-case name> = value}, body=,
+ *   --        new_connections=, local_port=}   or nil, code, message
+ *
+ * Timeouts are in seconds (fractions allowed). Header names and values are
+ * checked for CR, LF and NUL so that no caller can inject a header. */
+#include "dynlog.h"
+#include "http.h"
+
+#include <ctype.h>
+#include <string.h>
+#include <strings.h>
+
+#define CLIENT_MT "dynlog.http_client"
+
+typedef struct {
+    dl_http http;
+    struct curl_slist *headers; /* owned between building and the request's end */
+    int closed;
+} client;
+
+static client *check_client(lua_State *L)
+{
+    client *c = luaL_checkudata(L, 1, CLIENT_MT);
+    if (c->closed)
+        luaL_error(L, "dynlog.core: http client is closed");
+    return c;
+}
+
+static void drop_headers(client *c)
+{
+    curl_slist_free_all(c->headers);
+    c->headers = NULL;
+}
+
+static long seconds_to_ms(lua_State *L, int idx, const char *field)
+{
+    lua_Number s = lua_tonumber(L, idx);
+    if (!(s > 0) || s > 86400)
+        luaL_error(L, "dynlog.core: %s must be a number of seconds in (0, 86400]", field);
+    return (long)(s * 1000 + 0.5);
+}
+
+static int l_client_gc(lua_State *L)
+{
+    client *c = luaL_checkudata(L, 1, CLIENT_MT);
+    if (!c->closed) {
+        drop_headers(c);
+        dl_http_cleanup(&c->http);
+        c->closed = 1;
+    }
+    return 0;
+}
+
+static void read_options(lua_State *L, client *c)
+{
+    if (lua_isnoneornil(L, 1))
+        return;
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_getfield(L, 1, "connect_timeout");
+    if (!lua_isnil(L, -1))
+        c->http.connect_timeout_ms = seconds_to_ms(L, -1, "connect_timeout");
+    lua_getfield(L, 1, "timeout");
+    if (!lua_isnil(L, -1))
+        c->http.timeout_ms = seconds_to_ms(L, -1, "timeout");
+    lua_getfield(L, 1, "max_response_bytes");
+    if (!lua_isnil(L, -1)) {
+        lua_Number n = lua_tonumber(L, -1);
+        if (!(n >= 1024))
+            luaL_error(L, "dynlog.core: max_response_bytes must be at least 1024");
+        c->http.max_response_bytes = (size_t)n;
+    }
+    lua_getfield(L, 1, "cafile");
+    if (!lua_isnil(L, -1)) {
+        if (lua_type(L, -1) != LUA_TSTRING)
+            luaL_error(L, "dynlog.core: cafile must be a path");
+        if (dl_http_set_cafile(&c->http, lua_tostring(L, -1)) != 0)
+            luaL_error(L, "dynlog.core: out of memory");
+    }
+    lua_pop(L, 4);
+}
+
+/* http_client([opts]) -> client */
+static int l_http_client(lua_State *L)
+{
+    client *c = lua_newuserdata(L, sizeof *c);
+    memset(c, 0, sizeof *c);
+    c->closed = 1; /* until curl is set up, __gc has nothing to free */
+    luaL_setmetatable(L, CLIENT_MT);
+    if (dl_http_global_init() != 0 || dl_http_init(&c->http) != 0)
+        return luaL_error(L, "dynlog.core: libcurl could not be initialised");
+    c->closed = 0;
+    read_options(L, c);
+    return 1;
+}
+
+static int is_token_char(unsigned char ch)
+{
+    return ch > 32 && ch < 127 && !strchr("\"(),/:;<=>?@[\\]{}", ch);
+}
+
+static void check_header(lua_State *L, const char *name, size_t nlen, const char *value, size_t vlen)
+{
+    if (nlen == 0)
+        luaL_error(L, "dynlog.core: empty header name");
+    for (size_t i = 0; i < nlen; i++)
+        if (!is_token_char((unsigned char)name[i]))
+            luaL_error(L, "dynlog.core: invalid character in header name '%s'", name);
+    for (size_t i = 0; i < vlen; i++)
+        if (value[i] == '\r' || value[i] == '\n' || value[i] == '\0')
+            luaL_error(L, "dynlog.core: header '%s' has a CR, LF or NUL in its value", name);
+}
+
+static void append_header(lua_State *L, client *c, const char *line)
+{
+    struct curl_slist *next = curl_slist_append(c->headers, line);
+    if (!next)
+        luaL_error(L, "dynlog.core: out of memory");
+    c->headers = next;
+}
+
+/* Turns the Lua headers table into curl's list. Also switches off curl's
+ * additions that AWS services neither need nor expect: `Expect: 100-continue`
+ * and a form Content-Type on POSTs. */
+static void build_headers(lua_State *L, client *c, int idx)
+{
+    int has_content_type = 0;
+    drop_headers(c);
+    if (!lua_isnil(L, idx)) {
+        luaL_checktype(L, idx, LUA_TTABLE);
+        lua_pushnil(L);
+        while (lua_next(L, idx)) {
+            if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TSTRING)
+                luaL_error(L, "dynlog.core: headers must map names to strings");
+            size_t nlen, vlen;
+            const char *name = lua_tolstring(L, -2, &nlen);
+            const char *value = lua_tolstring(L, -1, &vlen);
+            check_header(L, name, nlen, value, vlen);
+            if (strcasecmp(name, "content-type") == 0)
+                has_content_type = 1;
+            /* "Name;" is curl's way to send a header with an empty value */
+            lua_pushfstring(L, vlen ? "%s: %s" : "%s;", name, value);
+            append_header(L, c, lua_tostring(L, -1));
+            lua_pop(L, 2);
+        }
+    }
+    append_header(L, c, "Expect:");
+    if (!has_content_type)
+        append_header(L, c, "Content-Type:");
+}
+
+static void push_lower(lua_State *L, const char *s, size_t n)
+{
+    char small[128];
+    if (n > sizeof small)
+        n = sizeof small; /* longer names are not headers anyone reads */
+    for (size_t i = 0; i < n; i++)
+        small[i] = (char)tolower((unsigned char)s[i]);
+    lua_pushlstring(L, small, n);
+}
+
+/* Pushes {<lower-case name> = value}; repeated headers are joined with ", ". */
+static void push_headers(lua_State *L, const dl_buf *block)
+{
+    lua_newtable(L);
+    int t = lua_gettop(L);
+    const char *p = block->data ? block->data : "";
+    const char *end = p + block->len;
+    while (p < end) {
+        const char *eol = memchr(p, '\n', (size_t)(end - p));
+        const char *line_end = eol ? eol : end;
+        const char *colon = memchr(p, ':', (size_t)(line_end - p));
+        if (colon && colon > p) {
+            const char *v = colon + 1, *vend = line_end;
+            while (v < vend && (*v == ' ' || *v == '\t'))
+                v++;
+            while (vend > v && (vend[-1] == '\r' || vend[-1] == ' ' || vend[-1] == '\t'))
+                vend--;
+            push_lower(L, p, (size_t)(colon - p));
+            lua_pushvalue(L, -1);
+            lua_rawget(L, t);
+            if (lua_isnil(L, -1)) {
+                lua_pop(L, 1);
+                lua_pushlstring(L, v, (size_t)(vend - v));
+            } else {
+                lua_pushliteral(L, ", ");
+                lua_pushlstring(L, v, (size_t)(vend - v));
+                lua_concat(L, 3);
+            }
+            lua_rawset(L, t);
+        }
+        p = eol ? eol + 1 : end;
+    }
+}
+
+static void push_response(lua_State *L, const dl_http_response *r)
+{
+    lua_createtable(L, 0, 5);
+    lua_pushinteger(L, (lua_Integer)r->status);
+    lua_setfield(L, -2, "status");
+    push_headers(L, &r->header_block);
+    lua_setfield(L, -2, "headers");
+    lua_pushlstring(L, r->body.data ? r->body.data : "", r->body.len);
+    lua_setfield(L, -2, "body");
+    lua_pushinteger(L, (lua_Integer)r->new_connections);
+    lua_setfield(L, -2, "new_connections");
+    lua_pushinteger(L, (lua_Integer)r->local_port);
+    lua_setfield(L, -2, "local_port");
+}
+
+/* The response buffers are C memory: keep them in a userdata with __gc
+ * while Lua values are built, so an out-of-memory error cannot leak them. */
+#define RESPONSE_MT "dynlog.http_response"
+
+static int l_response_gc(lua_State *L)
+{
+    dl_http_response_free(luaL_checkudata(L, 1, RESPONSE_MT));
+    return 0;
+}
+
+/* client:request(method, url [, headers [, body [, timeout]]]) */
+static int l_request(lua_State *L)
+{
+    client *c = check_client(L);
+    dl_http_request req;
+    memset(&req, 0, sizeof req);
+    req.method = luaL_checkstring(L, 2);
+    req.url = luaL_checkstring(L, 3);
+    if (!lua_isnoneornil(L, 5))
+        req.body = luaL_checklstring(L, 5, &req.body_len);
+    if (!lua_isnoneornil(L, 6))
+        req.timeout_ms = seconds_to_ms(L, 6, "timeout");
+    build_headers(L, c, 4);
+    req.headers = c->headers;
+
+    dl_http_response *r = lua_newuserdata(L, sizeof *r);
+    dl_http_response_init(r);
+    luaL_setmetatable(L, RESPONSE_MT);
+    const char *code = NULL, *message = NULL;
+    int rc = dl_http_perform(&c->http, &req, r, &code, &message);
+    drop_headers(c);
+    if (rc != 0) {
+        dl_push_failure(L, code, message);
+        dl_http_response_free(r);
+        return 3;
+    }
+    push_response(L, r);
+    dl_http_response_free(r);
+    return 1;
+}
+
+static int l_close(lua_State *L)
+{
+    return l_client_gc(L);
+}
+
+static int l_curl_version(lua_State *L)
+{
+    lua_pushstring(L, curl_version());
+    return 1;
+}
+
+void dl_open_http(lua_State *L)
+{
+    static const luaL_Reg methods[] = {
+        { "request", l_request },
+        { "close", l_close },
+        { NULL, NULL },
+    };
+    static const luaL_Reg funcs[] = {
+        { "http_client", l_http_client },
+        { "curl_version", l_curl_version },
+        { NULL, NULL },
+    };
+    luaL_newmetatable(L, CLIENT_MT);
+    luaL_setfuncs(L, methods, 0);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, l_client_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pop(L, 1);
+    luaL_newmetatable(L, RESPONSE_MT);
+    lua_pushcfunction(L, l_response_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pop(L, 1);
+    luaL_setfuncs(L, funcs, 0);
+}
