@@ -1,0 +1,77 @@
+--- AWS Signature Version 4 (header flavour), signed by dynlog.core.
+--
+-- A request is a table:
+--   { method = "POST", url = "https://host[:port]/raw path?query",
+--     headers = { Name = "value" or { "v1", "v2" } }, body = "...",
+--     region = "us-east-1", service = "dynamodb",
+--     credentials = { access_key_id =, secret_access_key =, session_token = },
+--     time = <epoch seconds, default now>,
+--     normalize_path = true,          -- false for S3
+--     content_sha256_header = false,  -- true adds and signs x-amz-content-sha256
+--     sign_session_token = true }     -- false: token header added after signing
+-- The result is the table of headers to send: the given ones (lists joined
+-- with ','), Host when it came from the URL, X-Amz-Date, X-Amz-Security-Token,
+-- x-amz-content-sha256 when asked, and Authorization.
+--
+-- Malformed requests raise, naming the field (never a secret). A failure of
+-- the signer itself (libcrypto, memory) returns nil, err (dynlog.errors).
+local core = require "dynlog.core"
+local errors = require "dynlog.errors"
+
+local setmetatable, tostring = setmetatable, tostring
+
+local _M = { _VERSION = "0.1.0" }
+
+local function checked(headers, code_or_steps, message)
+  if headers == nil then
+    return nil, errors.new(code_or_steps, message)
+  end
+  return headers, code_or_steps
+end
+
+local signer_mt = {}
+signer_mt.__index = signer_mt
+
+--- Signs req; returns the headers to send, or nil, err.
+function signer_mt:sign(req)
+  return checked(self.core:sign(req))
+end
+
+--- Signs req; returns headers and the intermediate steps
+-- {canonical_request=, string_to_sign=, signature=, signed_headers=,
+--  payload_hash=, amz_date=, key_cached=}, or nil, err.
+function signer_mt:explain(req)
+  return checked(self.core:sign(req, true))
+end
+
+--- {key_derivations=, key_cache_hits=, cached_keys=}
+function signer_mt:stats()
+  return self.core:stats()
+end
+
+signer_mt.__tostring = function(self)
+  return tostring(self.core)
+end
+
+--- A signer with its own cache of signing keys (one per secret, date,
+-- region and service, a few at most).
+function _M.new_signer()
+  return setmetatable({ core = core.sigv4_signer() }, signer_mt)
+end
+
+-- Most programs sign with one set of credentials: share one cache.
+local default_signer = _M.new_signer()
+
+function _M.sign(req)
+  return default_signer:sign(req)
+end
+
+function _M.explain(req)
+  return default_signer:explain(req)
+end
+
+function _M.stats()
+  return default_signer:stats()
+end
+
+return _M
