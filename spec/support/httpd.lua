@@ -1,0 +1,196 @@
+--- A scripted loopback HTTP/1.1 server for the specs.
+--
+--   lua5.4 spec/support/httpd.lua ROUTES.json LOG.jsonl PORTFILE [MAX_SECONDS]
+--
+-- Binds 127.0.0.1 on a port the kernel picks, writes that port to PORTFILE,
+-- and serves until killed (or MAX_SECONDS, default 300, so a spec that dies
+-- without stopping it leaves nothing behind for long).
+--
+-- ROUTES.json is an array of
+--   { "method": "GET", "path": "/x", "responses": [ {status, headers, body, delay_ms}, ... ] }
+-- The responses of a route are served in order and the last one repeats. A
+-- route's path matches the request target with its query string, or without
+-- it. `body` may be a JSON object, which is sent encoded. Unknown routes → 404.
+--
+-- Every request is appended to LOG.jsonl, before the response goes out, as
+-- one line {"method", "path", "headers" (lower-cased names), "body"}.
+-- Keep-alive, Content-Length and chunked request bodies and
+-- `Expect: 100-continue` are supported; several connections are served
+-- alternately through select().
+local socket = require("socket")
+local cjson = require("cjson")
+
+local ipairs, pairs, tonumber, tostring, type = ipairs, pairs, tonumber, tostring, type
+local str_format, str_lower, str_match = string.format, string.lower, string.match
+
+local ROUTES_FILE, LOG_FILE, PORT_FILE, MAX_SECONDS = arg[1], arg[2], arg[3], arg[4]
+if not (ROUTES_FILE and LOG_FILE and PORT_FILE) then
+  io.stderr:write("usage: httpd.lua ROUTES.json LOG.jsonl PORTFILE [MAX_SECONDS]\n")
+  os.exit(2)
+end
+MAX_SECONDS = tonumber(MAX_SECONDS) or 300
+
+local REASONS = {
+  [100] = "Continue", [200] = "OK", [201] = "Created", [204] = "No Content",
+  [400] = "Bad Request", [401] = "Unauthorized", [403] = "Forbidden",
+  [404] = "Not Found", [405] = "Method Not Allowed", [429] = "Too Many Requests",
+  [500] = "Internal Server Error", [502] = "Bad Gateway",
+  [503] = "Service Unavailable", [504] = "Gateway Timeout",
+}
+
+local function read_all(path)
+  local f = assert(io.open(path, "rb"))
+  local text = f:read("a")
+  f:close()
+  return text
+end
+
+local function load_routes(path)
+  local routes = {}
+  for _, route in ipairs(cjson.decode(read_all(path))) do
+    route.next = 1
+    routes[route.method .. " " .. route.path] = route
+  end
+  return routes
+end
+
+-- Written then renamed, so the waiting spec never reads a half-written port.
+local function write_port(path, port)
+  local tmp = path .. ".tmp"
+  local f = assert(io.open(tmp, "wb"))
+  f:write(tostring(port))
+  f:close()
+  assert(os.rename(tmp, path))
+end
+
+-- Opened and closed per request so the spec reading the log sees every line.
+local function log_request(req)
+  local f = assert(io.open(LOG_FILE, "ab"))
+  f:write(cjson.encode({
+    method = req.method, path = req.target, headers = req.headers, body = req.body,
+  }), "\n")
+  f:close()
+end
+
+local function next_response(routes, req)
+  local path_only = str_match(req.target, "^[^?]*")
+  local route = routes[req.method .. " " .. req.target]
+    or routes[req.method .. " " .. path_only]
+  if not route then
+    return { status = 404, body = "no route for " .. req.method .. " " .. req.target }
+  end
+  local responses = route.responses
+  local response = responses[route.next] or responses[#responses]
+  if route.next <= #responses then route.next = route.next + 1 end
+  return response
+end
+
+local function read_chunked(client)
+  local parts = {}
+  while true do
+    local size_line, err = client:receive("*l")
+    if not size_line then return nil, err end
+    local size = tonumber(str_match(size_line, "^%x+"), 16)
+    if not size then return nil, "bad chunk size" end
+    if size == 0 then
+      repeat -- trailers, up to the empty line
+        local line = client:receive("*l")
+      until not line or line == ""
+      return table.concat(parts)
+    end
+    local data, derr = client:receive(size)
+    if not data then return nil, derr end
+    parts[#parts + 1] = data
+    client:receive("*l") -- the CRLF after each chunk
+  end
+end
+
+-- Reads one request; nil when the client closed or sent garbage.
+local function read_request(client)
+  local line = client:receive("*l")
+  if not line or line == "" then return nil end
+  local method, target, version = str_match(line, "^(%u+) (%S+) HTTP/(%d%.%d)$")
+  if not method then return nil end
+  local headers = {}
+  while true do
+    local h = client:receive("*l")
+    if not h then return nil end
+    if h == "" then break end
+    local name, value = str_match(h, "^([^:]+):%s*(.-)%s*$")
+    if name then headers[str_lower(name)] = value end
+  end
+  if headers["expect"] and str_lower(headers["expect"]) == "100-continue" then
+    client:send("HTTP/1.1 100 Continue\r\n\r\n")
+  end
+  local body = ""
+  if headers["transfer-encoding"] and str_lower(headers["transfer-encoding"]):find("chunked") then
+    body = read_chunked(client)
+    if not body then return nil end
+  elseif tonumber(headers["content-length"] or "0") > 0 then
+    body = client:receive(tonumber(headers["content-length"]))
+    if not body then return nil end
+  end
+  local connection = str_lower(headers["connection"] or "")
+  local keep_alive = connection ~= "close" and (version == "1.1" or connection == "keep-alive")
+  return { method = method, target = target, headers = headers, body = body,
+           keep_alive = keep_alive }
+end
+
+local function send_response(client, response, keep_alive)
+  local body = response.body or ""
+  if type(body) == "table" then body = cjson.encode(body) end
+  local status = response.status or 200
+  local lines = { str_format("HTTP/1.1 %d %s", status, REASONS[status] or "Status") }
+  local has_type = false
+  for name, value in pairs(response.headers or {}) do
+    lines[#lines + 1] = name .. ": " .. value
+    if str_lower(name) == "content-type" then has_type = true end
+  end
+  if not has_type then lines[#lines + 1] = "Content-Type: application/json" end
+  lines[#lines + 1] = "Content-Length: " .. #body
+  lines[#lines + 1] = "Connection: " .. (keep_alive and "keep-alive" or "close")
+  return client:send(table.concat(lines, "\r\n") .. "\r\n\r\n" .. body)
+end
+
+-- Serves one request of a readable client; false when it should be closed.
+local function serve_one(routes, client)
+  local req = read_request(client)
+  if not req then return false end
+  log_request(req)
+  local response = next_response(routes, req)
+  if response.delay_ms then socket.sleep(response.delay_ms / 1000) end
+  -- The client may have given up during the delay; that is its business.
+  local sent = send_response(client, response, req.keep_alive)
+  return sent ~= nil and req.keep_alive
+end
+
+local function main()
+  local routes = load_routes(ROUTES_FILE)
+  local server = assert(socket.bind("127.0.0.1", 0))
+  local _, port = server:getsockname()
+  write_port(PORT_FILE, port)
+
+  local clients = {}
+  local deadline = socket.gettime() + MAX_SECONDS
+  while socket.gettime() < deadline do
+    local watched = { server }
+    for _, c in ipairs(clients) do watched[#watched + 1] = c end
+    local readable = socket.select(watched, nil, 0.5)
+    for _, sock in ipairs(readable) do
+      if sock == server then
+        local client = server:accept()
+        if client then
+          client:settimeout(5) -- a stalled client must not wedge the server
+          clients[#clients + 1] = client
+        end
+      elseif not serve_one(routes, sock) then
+        sock:close()
+        for i, c in ipairs(clients) do
+          if c == sock then table.remove(clients, i) break end
+        end
+      end
+    end
+  end
+end
+
+main()
