@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 export DEPS_GROUPS=memcheck
 # make reads these from the environment (BUILD and CFLAGS are ?= there)
 export BUILD=build-vg CFLAGS="-O1 -g" LDFLAGS="-Wl,-z,nodelete"
-export DYNLOG_SPEC_CPATH='build-vg/?.so'
+export DYNLOG_SPEC_CPATH='build-vg/?.so' LUAS=lua5.4
 export RUNNER="valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite --show-leak-kinds=definite"
 # Every spec file exercises the C module, directly or through the client.
 exec scripts/test.sh "$@"

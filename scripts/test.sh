@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
 # `make test`: installs what is missing, builds, starts a private DynamoDB Local,
-# runs every spec under Lua 5.4, and stops DynamoDB Local whatever happens.
+# runs every spec under Lua 5.4 and then under LuaJIT (the VM of nginx), stops
+# DynamoDB Local whatever happens, and ends with `N passed, N failed, N skipped`.
 #
 #   scripts/test.sh [busted arguments...]
-#   BUILD=… DYNLOG_SPEC_CPATH=… RUNNER=… scripts/test.sh   (see scripts/memcheck.sh)
+#   LUAS=lua5.4 scripts/test.sh ...                          one Lua only
+#   BUILD=… DYNLOG_SPEC_CPATH=… RUNNER=… scripts/test.sh      (see scripts/memcheck.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/deps.sh ${DEPS_GROUPS:-test}
+luas=(${LUAS:-lua5.4 luajit})
 make -s
+[[ " ${luas[*]} " != *" luajit "* ]] || make -s luajit
 
 state=$(mktemp -d)
 cleanup() { scripts/dynamodb-local stop "$state"; rm -rf "$state"; }
@@ -23,10 +27,15 @@ export AWS_ACCESS_KEY_ID=dynlogtest AWS_SECRET_ACCESS_KEY=dynlogtestsecret AWS_R
 unset AWS_PROFILE AWS_SESSION_TOKEN AWS_ENDPOINT_URL AWS_CONTAINER_CREDENTIALS_RELATIVE_URI \
     AWS_CONTAINER_CREDENTIALS_FULL_URI 2>/dev/null || true
 
-args=("$@")
-if [[ -n ${DYNLOG_SPEC_CPATH:-} ]]; then args=(--cpath="$DYNLOG_SPEC_CPATH" "${args[@]}"); fi
-set +e
-scripts/run-specs.sh "${args[@]}"
-rc=$?
-set -e
+rc=0 passed=0 failed=0 skipped=0
+for lua in "${luas[@]}"; do
+    case $lua in
+    luajit) cpath=buildjit/?.so ;;
+    *) cpath=${DYNLOG_SPEC_CPATH:-build54/?.so} ;;
+    esac
+    LUA=$lua SUMMARY_FILE="$state/summary" scripts/run-specs.sh --cpath="$cpath" "$@" || rc=1
+    read -r p f s <"$state/summary"
+    passed=$((passed + p)) failed=$((failed + f)) skipped=$((skipped + s))
+done
+echo "$passed passed, $failed failed, $skipped skipped"
 exit "$rc"

@@ -35,6 +35,8 @@ static int is_integer_text(const char *text, size_t len)
 /* 2^53: above it a double no longer holds every integer. */
 #define EXACT_DOUBLE_LIMIT 9007199254740992LL
 
+/* On LuaJIT an integer a double cannot hold exactly comes back as its
+ * decimal string, so that no digit is lost silently. */
 int dl_push_json_number(lua_State *L, const char *text, size_t len)
 {
     char small[64];
@@ -50,7 +52,10 @@ int dl_push_json_number(lua_State *L, const char *text, size_t len)
         long long v = strtoll(copy, &end, 10);
         int exact = errno == 0 && *end == '\0';
 #if LUA_VERSION_NUM == 501
-        exact = exact && v <= EXACT_DOUBLE_LIMIT && v >= -EXACT_DOUBLE_LIMIT;
+        if (!exact || v > EXACT_DOUBLE_LIMIT || v < -EXACT_DOUBLE_LIMIT) {
+            lua_pushlstring(L, copy, len);
+            goto done;
+        }
 #endif
         if (exact) {
             lua_pushinteger(L, (lua_Integer)v);
