@@ -243,10 +243,24 @@ describe("dynlog.credentials", function()
       assert.is_nil(c)
       assert.equal("credentials", err.code)
       for _, part in ipairs({ "explicit:", "env: AWS_ACCESS_KEY_ID", "shared files: no profile default",
+          "web identity: AWS_WEB_IDENTITY_TOKEN_FILE not set",
           "container: AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "imds: disabled by AWS_EC2_METADATA_DISABLED" }) do
         assert.matches(part, err.message, 1, true)
       end
-      assert.equal(5, #err.tried)
+      assert.equal(6, #err.tried)
+      assert.equal(0, #calls)
+    end)
+
+    it("stops at web identity, which it does not support, instead of falling through to IMDS", function()
+      local vars = everything()
+      vars.AWS_ACCESS_KEY_ID, vars.AWS_SECRET_ACCESS_KEY = nil, nil
+      vars.AWS_WEB_IDENTITY_TOKEN_FILE = "/var/run/secrets/eks.amazonaws.com/serviceaccount/token"
+      local send, calls = scripted(routes())
+      local p = credentials.provider({ getenv = env(vars), read_file = files(), http = send })
+      local c, err = p:get()
+      assert.is_nil(c)
+      assert.matches("web identity", err.message, 1, true)
+      assert.matches("not supported", err.message, 1, true)
       assert.equal(0, #calls)
     end)
   end)

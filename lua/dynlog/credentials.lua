@@ -7,8 +7,9 @@
 --   1. opts.credentials (explicit keys)
 --   2. AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN
 --   3. the profile in the shared credentials file, then in the config file
---   4. container credentials (ECS, EKS Pod Identity)
---   5. EC2 instance metadata (IMDSv2)
+--   4. web identity (EKS IRSA): recognised, refused with a clear error
+--   5. container credentials (ECS, EKS Pod Identity)
+--   6. EC2 instance metadata (IMDSv2)
 -- A source that is not configured is skipped; a source that is configured but
 -- fails ends the chain, so a broken setup never silently resolves to another
 -- identity (the node's IMDS role, say).
@@ -484,10 +485,22 @@ local function from_imds(p)
   return creds
 end
 
+-- The SDKs try web identity (EKS IRSA) here. dynlog cannot exchange the token
+-- with STS yet; stopping with a clear error beats falling through to IMDS,
+-- which on EKS would silently act as the node's role.
+local function from_web_identity(p)
+  if not p._getenv("AWS_WEB_IDENTITY_TOKEN_FILE") then
+    return nil, "AWS_WEB_IDENTITY_TOKEN_FILE not set"
+  end
+  return nil, "AWS_WEB_IDENTITY_TOKEN_FILE is set, but web identity (STS AssumeRoleWithWebIdentity)"
+    .. " is not supported: give keys explicitly or through the environment", true
+end
+
 local CHAIN = {
   { name = "explicit", fetch = from_explicit },
   { name = "env", fetch = from_env },
   { name = "shared files", fetch = from_shared_files },
+  { name = "web identity", fetch = from_web_identity },
   { name = "container", fetch = from_container },
   { name = "imds", fetch = from_imds },
 }
