@@ -20,7 +20,7 @@ local errors = require "dynlog.errors"
 
 local setmetatable, tostring = setmetatable, tostring
 
-local _M = { _VERSION = "0.1.0" }
+local _M = {}
 
 local function checked(headers, code_or_steps, message)
   if headers == nil then
