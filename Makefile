@@ -4,6 +4,7 @@
 #   make luajit     build dynlog.core for LuaJIT (nginx) into buildjit/
 #   make test       install what is missing, start DynamoDB Local, run every spec
 #   make memcheck   the specs that touch C, under valgrind
+#   make bench      micro-benchmarks of the C core
 #   make install    used by `luarocks make` (INST_LIBDIR, INST_LUADIR)
 
 LUA_PC     ?= lua5.4
@@ -31,7 +32,7 @@ MODULE   = $(BUILD)/dynlog/core.so
 INST_LIBDIR ?= /usr/local/lib/lua/5.4
 INST_LUADIR ?= /usr/local/share/lua/5.4
 
-.PHONY: all luajit test memcheck install clean
+.PHONY: all luajit test memcheck bench install clean
 
 all: $(MODULE)
 
@@ -53,6 +54,9 @@ test:
 
 memcheck:
 	scripts/memcheck.sh
+
+bench: $(MODULE)
+	LUA_PATH='lua/?.lua;lua/?/init.lua;;' LUA_CPATH='$(BUILD)/?.so;;' lua5.4 bench/core.lua
 
 install: $(MODULE)
 	install -d $(INST_LIBDIR)/dynlog $(INST_LUADIR)/dynlog

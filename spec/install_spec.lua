@@ -1,0 +1,34 @@
+-- The install path a user takes: luarocks builds and installs dynlog into a
+-- fresh tree without reaching the LuaRocks server, and it loads from there.
+local run = require("spec.support.run").run
+
+describe("luarocks install", function()
+  local tree
+
+  setup(function()
+    tree = os.tmpname()
+    os.remove(tree)
+  end)
+
+  teardown(function()
+    os.execute("rm -rf " .. tree .. " build-rocks")
+  end)
+
+  it("builds, installs and loads dynlog from a fresh tree", function()
+    local status, out = run("luarocks --lua-version=5.4 --tree=" .. tree .. " make dynlog-scm-1.rockspec")
+    assert.are.equal(0, status, out)
+    assert.matches("dynlog scm%-1 is now installed", out)
+
+    -- A clean interpreter that sees only the tree (and the system paths).
+    status, out = run("cd / && eval \"$(luarocks --lua-version=5.4 --tree=" .. tree .. " path)\" && "
+      .. "lua5.4 -e 'local d = require \"dynlog\"; local c = require \"dynlog.core\"; "
+      .. "print(d._VERSION, #d.ulid(), package.searchpath(\"dynlog.core\", package.cpath))'")
+    assert.are.equal(0, status, out)
+    assert.matches("^%d+%.%d+%.%d+\t26\t" .. tree:gsub("%p", "%%%0") .. "/lib/lua/5%.4/dynlog/core%.so", out)
+  end)
+
+  it("passes luarocks lint", function()
+    local status, out = run("luarocks --lua-version=5.4 lint dynlog-scm-1.rockspec")
+    assert.are.equal(0, status, out)
+  end)
+end)

@@ -1,0 +1,35 @@
+--- Runs a command the way a user would and returns its exit status and output.
+local _M = {}
+
+--- Quotes a string for sh.
+function _M.quote(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+
+--- run(cmd [, env]) -> status, output (stdout and stderr together).
+-- env maps variable names to values, set for this command only.
+function _M.run(cmd, env)
+  local prefix = {}
+  for name, value in pairs(env or {}) do
+    prefix[#prefix + 1] = name .. "=" .. _M.quote(value)
+  end
+  local line = (#prefix > 0 and ("env " .. table.concat(prefix, " ") .. " ") or "") .. cmd
+  local pipe = assert(io.popen(line .. " 2>&1; echo \"exit=$?\""))
+  local out = pipe:read("*a")
+  pipe:close()
+  local status = tonumber(out:match("exit=(%d+)%s*$"))
+  return status, (out:gsub("exit=%d+%s*$", ""))
+end
+
+--- Environment for running a script of this repository under lua5.4 with
+-- the freshly built module, as `make` leaves it.
+function _M.lua_env(extra)
+  local env = {
+    LUA_PATH = "lua/?.lua;lua/?/init.lua;;",
+    LUA_CPATH = "build54/?.so;;",
+  }
+  for k, v in pairs(extra or {}) do env[k] = v end
+  return env
+end
+
+return _M
