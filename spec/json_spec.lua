@@ -37,7 +37,8 @@ describe("dynlog.json", function()
       end)
     else
       it("returns integers a double cannot hold exactly as strings (LuaJIT)", function()
-        local v = assert(json.decode('[9007199254740992,9007199254740993,-9223372036854775808,123456789012345678901234]'))
+        local v = assert(json.decode(
+          '[9007199254740992,9007199254740993,-9223372036854775808,123456789012345678901234]'))
         assert.are.equal(9007199254740992, v[1])
         assert.are.same({ "9007199254740993", "-9223372036854775808", "123456789012345678901234" },
           { v[2], v[3], v[4] })

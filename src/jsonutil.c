@@ -1,21 +1,99 @@
 #include "jsonutil.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+/* ---- numbers --------------------------------------------------------- */
+
+static int format_integer(long long v, char out[DL_NUMBER_TEXT_MAX])
+{
+    char reversed[24];
+    int n = 0, len = 0;
+    /* negate as unsigned: -LLONG_MIN does not fit a long long */
+    unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+    do {
+        reversed[n++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0)
+        out[len++] = '-';
+    while (n)
+        out[len++] = reversed[--n];
+    out[len] = '\0';
+    return len;
+}
+
+/* Below 1e15 an integral double prints the same through %.15g as through
+ * integer formatting, which is much cheaper. */
+#define INTEGRAL_FAST_LIMIT 1e15
+
+/* Powers of ten that doubles hold exactly (up to 10^22). */
+static const double exact_powers_of_ten[] = {
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10,
+    1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19,
+};
+
+/* The usual float (a price, a ratio) is a short decimal. For k = 1, 2, ...
+ * m = round(|v| * 10^k) is tried: m / 10^k is correctly rounded (both are
+ * exact doubles), so it equals v exactly when the text "m with k decimals"
+ * reads back as v, and the first k that works gives the fewest digits.
+ * Limited to what %.15g writes in fixed notation (1e-4 <= |v| < 1e15, at
+ * most 15 digits, where m stays exact), so the text is the one printf
+ * would give. Returns the length, or -1 to leave it to printf. */
+static int format_short_decimal(double v, char out[DL_NUMBER_TEXT_MAX])
+{
+    double a = fabs(v);
+    if (!(a >= 1e-4 && a < 1e15))
+        return -1;
+    for (int k = 1; k < (int)(sizeof exact_powers_of_ten / sizeof exact_powers_of_ten[0]); k++) {
+        double scaled = a * exact_powers_of_ten[k];
+        if (scaled >= 1e15)
+            return -1;
+        double m = floor(scaled + 0.5);
+        if (m / exact_powers_of_ten[k] != a)
+            continue;
+        char digits[DL_NUMBER_TEXT_MAX];
+        int n = format_integer((long long)m, digits), len = 0;
+        if (v < 0)
+            out[len++] = '-';
+        if (n > k) {
+            memcpy(out + len, digits, (size_t)(n - k));
+            len += n - k;
+        } else {
+            out[len++] = '0';
+        }
+        out[len++] = '.';
+        for (int zeros = k - n; zeros > 0; zeros--)
+            out[len++] = '0';
+        int frac = n > k ? k : n;
+        memcpy(out + len, digits + n - frac, (size_t)frac);
+        len += frac;
+        out[len] = '\0';
+        return len;
+    }
+    return -1;
+}
+
 int dl_format_lua_number(lua_State *L, int idx, char out[DL_NUMBER_TEXT_MAX])
 {
     if (lua_isinteger(L, idx))
-        return snprintf(out, DL_NUMBER_TEXT_MAX, "%lld", (long long)lua_tointeger(L, idx));
+        return format_integer((long long)lua_tointeger(L, idx), out);
     double v = (double)lua_tonumber(L, idx);
     if (isnan(v) || isinf(v))
         return -1;
+    if (v > -INTEGRAL_FAST_LIMIT && v < INTEGRAL_FAST_LIMIT && v == (double)(long long)v &&
+        !(v == 0 && signbit(v)))
+        return format_integer((long long)v, out);
+    int n = format_short_decimal(v, out);
+    if (n >= 0)
+        return n;
     /* %.17g always round-trips; shorter forms are tried first because they
      * are what people expect to read (0.1, not 0.10000000000000001). */
-    int n = 0;
     for (int digits = 15; digits <= 17; digits++) {
         n = snprintf(out, DL_NUMBER_TEXT_MAX, "%.*g", digits, v);
         if (strtod(out, NULL) == v)
@@ -34,23 +112,30 @@ static int is_integer_text(const char *text, size_t len)
 
 /* 2^53: above it a double no longer holds every integer. */
 #define EXACT_DOUBLE_LIMIT 9007199254740992LL
+#define SHORT_NUMBER 64
 
-/* On LuaJIT an integer a double cannot hold exactly comes back as its
- * decimal string, so that no digit is lost silently. */
+/* The text needs a NUL for strtoll/strtod. Long texts are copied into a
+ * Lua string rather than malloc'd memory, so that nothing leaks if a push
+ * raises. On LuaJIT an integer a double cannot hold exactly comes back as
+ * its decimal string, so that no digit is lost silently. */
 int dl_push_json_number(lua_State *L, const char *text, size_t len)
 {
-    char small[64];
-    char *copy = len < sizeof small ? small : malloc(len + 1);
-    if (!copy)
-        return -1;
-    memcpy(copy, text, len);
-    copy[len] = '\0';
+    char small[SHORT_NUMBER];
+    const char *copy = small;
+    int long_copy = len >= sizeof small;
+    if (long_copy) {
+        lua_pushlstring(L, text, len);
+        copy = lua_tostring(L, -1);
+    } else {
+        memcpy(small, text, len);
+        small[len] = '\0';
+    }
     int rc = 0;
     char *end;
     if (is_integer_text(copy, len)) {
         errno = 0;
         long long v = strtoll(copy, &end, 10);
-        int exact = errno == 0 && *end == '\0';
+        int exact = errno == 0 && end != copy && *end == '\0';
 #if LUA_VERSION_NUM == 501
         if (!exact || v > EXACT_DOUBLE_LIMIT || v < -EXACT_DOUBLE_LIMIT) {
             lua_pushlstring(L, copy, len);
@@ -63,31 +148,151 @@ int dl_push_json_number(lua_State *L, const char *text, size_t len)
         }
     }
     double d = strtod(copy, &end);
-    if (*end != '\0')
+    if (end == copy || *end != '\0')
         rc = -1;
     else
         lua_pushnumber(L, (lua_Number)d);
 done:
-    if (copy != small)
-        free(copy);
+    if (long_copy) {
+        if (rc == 0)
+            lua_remove(L, -2);
+        else
+            lua_pop(L, 1);
+    }
     return rc;
 }
 
-static int has_metatable(lua_State *L, int idx, const char *name)
+/* ---- JSON strings ---------------------------------------------------- */
+
+/* What follows the backslash for each byte that JSON must escape; 'u'
+ * means \u00XX. Bytes >= 0x80 pass through once checked as UTF-8. */
+static const char escape_of[256] = {
+    'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'b', 't', 'n', 'u', 'f', 'r', 'u', 'u',
+    'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u',
+    0, 0, '"', 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, '\\', 0, 0, 0,
+};
+
+static int add_escape(dl_buf *b, unsigned char c)
 {
-    if (!name || !lua_getmetatable(L, idx))
-        return 0;
-    luaL_getmetatable(L, name);
-    int same = lua_rawequal(L, -1, -2);
-    lua_pop(L, 2);
-    return same;
+    static const char hex[] = "0123456789abcdef";
+    char e = escape_of[c];
+    if (e != 'u') {
+        char pair[2] = { '\\', e };
+        return dl_buf_add(b, pair, 2);
+    }
+    char u[6] = { '\\', 'u', '0', '0', hex[c >> 4], hex[c & 15] };
+    return dl_buf_add(b, u, 6);
 }
 
-enum dl_table_kind dl_classify_table(lua_State *L, int idx, const char *array_mt,
-                                     lua_Integer *n, const char **why)
+#define ONES 0x0101010101010101ULL
+#define HIGHS 0x8080808080808080ULL
+
+/* Nonzero when some byte of w is below n (n <= 128), from "Bit Twiddling
+ * Hacks"; exact as a yes/no answer. */
+static uint64_t has_less(uint64_t w, unsigned n)
+{
+    return (w - ONES * n) & ~w & HIGHS;
+}
+
+static uint64_t has_byte(uint64_t w, unsigned char c)
+{
+    return has_less(w ^ (ONES * c), 1);
+}
+
+/* Eight bytes that need neither escaping nor UTF-8 checks. */
+static int plain_word(const unsigned char *p)
+{
+    uint64_t w;
+    memcpy(&w, p, sizeof w);
+    return !((w & HIGHS) | has_less(w, 0x20) | has_byte(w, '"') | has_byte(w, '\\'));
+}
+
+/* One pass: copies runs of plain bytes, escapes what JSON requires, and
+ * checks multi-byte sequences as UTF-8 on the way. */
+int dl_json_add_string(dl_buf *b, const char *s, size_t len)
+{
+    /* room for the common case, a string with nothing to escape */
+    if (len > (size_t)-1 - 3 || dl_buf_reserve(b, len + 2) != 0)
+        return -1;
+    b->data[b->len++] = '"';
+    const unsigned char *p = (const unsigned char *)s, *end = p + len, *run = p;
+    while (p < end) {
+        if (end - p >= 8 && plain_word(p)) {
+            p += 8;
+            continue;
+        }
+        unsigned char c = *p;
+        if (c >= 0x80) {
+            size_t n = dl_utf8_sequence(p, (size_t)(end - p));
+            if (n == 0)
+                return -2;
+            p += n;
+        } else if (!escape_of[c]) {
+            p++;
+        } else {
+            if (dl_buf_add(b, run, (size_t)(p - run)) != 0 || add_escape(b, c) != 0)
+                return -1;
+            run = ++p;
+        }
+    }
+    if (dl_buf_add(b, run, (size_t)(end - run)) != 0)
+        return -1;
+    return dl_buf_addc(b, '"');
+}
+
+/* ---- marks ----------------------------------------------------------- */
+
+static void push_mark(lua_State *L, const char *name, int *idx, const void **p)
+{
+    luaL_getmetatable(L, name);
+    *idx = lua_gettop(L);
+    *p = lua_topointer(L, -1); /* NULL if the module never registered it */
+}
+
+void dl_marks_push(lua_State *L, dl_marks *m)
+{
+    push_mark(L, DL_ARRAY_MT, &m->array, &m->array_p);
+    push_mark(L, DL_SET_MT, &m->set, &m->set_p);
+    push_mark(L, DL_BINARY_MT, &m->binary, &m->binary_p);
+    push_mark(L, DL_ATTRIBUTE_MAP_MT, &m->attribute_map, &m->attribute_map_p);
+}
+
+enum dl_mark dl_mark_of(lua_State *L, int idx, const dl_marks *m)
+{
+    if (!lua_getmetatable(L, idx))
+        return DL_MARK_NONE;
+    const void *p = lua_topointer(L, -1);
+    lua_pop(L, 1);
+    if (p == m->array_p)
+        return DL_MARK_ARRAY;
+    if (p == m->attribute_map_p)
+        return DL_MARK_ATTRIBUTE_MAP;
+    if (p == m->set_p)
+        return DL_MARK_SET;
+    if (p == m->binary_p)
+        return DL_MARK_BINARY;
+    return DL_MARK_NONE;
+}
+
+void dl_push_binary(lua_State *L, const dl_marks *m, const char *bytes, size_t len)
+{
+    lua_createtable(L, 0, 1);
+    lua_pushlstring(L, bytes, len);
+    lua_setfield(L, -2, "value");
+    lua_pushvalue(L, m->binary);
+    lua_setmetatable(L, -2);
+}
+
+/* ---- table shape ----------------------------------------------------- */
+
+enum dl_table_kind dl_classify_table(lua_State *L, int idx, int marked, lua_Integer *n,
+                                     const char **why)
 {
     idx = lua_absindex(L, idx);
-    if (has_metatable(L, idx, array_mt)) {
+    if (marked) {
         *n = (lua_Integer)lua_rawlen(L, idx);
         return DL_TABLE_ARRAY;
     }
@@ -125,6 +330,316 @@ enum dl_table_kind dl_classify_table(lua_State *L, int idx, const char *array_mt
     return DL_TABLE_ARRAY;
 }
 
+enum dl_table_kind dl_table_shape(lua_State *L, int idx, int marked, lua_Integer *n,
+                                  const char **why)
+{
+    idx = lua_absindex(L, idx);
+    lua_Integer len = (lua_Integer)lua_rawlen(L, idx);
+    if (marked) {
+        *n = len;
+        return DL_TABLE_ARRAY;
+    }
+    if (len == 0)
+        return DL_TABLE_OBJECT;
+    /* A sequence has exactly #t keys; count them, stopping at one more. */
+    lua_Integer count = 0;
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        lua_pop(L, 1);
+        if (++count > len) {
+            lua_pop(L, 1);
+            break;
+        }
+    }
+    if (count == len) {
+        *n = len;
+        return DL_TABLE_ARRAY;
+    }
+    return dl_classify_table(L, idx, 0, n, why);
+}
+
+/* ---- AttributeValues ------------------------------------------------- */
+
+static const char *cannot_store(int type)
+{
+    switch (type) {
+    case LUA_TNIL:
+        return "nil cannot be stored in DynamoDB (use core.null)";
+    case LUA_TFUNCTION:
+        return "a function cannot be stored in DynamoDB";
+    case LUA_TTHREAD:
+        return "a thread cannot be stored in DynamoDB";
+    default:
+        return "a userdata cannot be stored in DynamoDB";
+    }
+}
+
+static int classify_number(lua_State *L, int idx, dl_av *av, const char **why)
+{
+    int len = dl_format_lua_number(L, idx, av->text);
+    if (len < 0) {
+        lua_Number v = lua_tonumber(L, idx);
+        *why = v != v ? "NaN cannot be stored in DynamoDB"
+                      : "infinity cannot be stored in DynamoDB";
+        return 0;
+    }
+    av->bytes = av->text;
+    av->len = (size_t)len;
+    if (lua_isinteger(L, idx))
+        return 1; /* 19 digits at most: always within DynamoDB's limits */
+    /* The range is checked on the text DynamoDB will read, so that the
+     * check and DynamoDB agree exactly. */
+    dl_ddb_number number;
+    dl_number_status st = dl_ddb_number_parse(av->text, av->len, &number);
+    if (st == DL_NUMBER_OK)
+        return 1;
+    *why = st == DL_NUMBER_TOO_SMALL
+               ? "number is too close to zero for DynamoDB (smallest magnitude 1E-130)"
+               : "number is too large for DynamoDB (largest magnitude 9.99E+125)";
+    return 0;
+}
+
+static int classify_string(lua_State *L, int idx, dl_av *av, const char **why)
+{
+    av->bytes = lua_tolstring(L, idx, &av->len);
+    if (dl_utf8_valid(av->bytes, av->len))
+        return 1;
+    *why = "string is not valid UTF-8 (use core.binary for bytes)";
+    return 0;
+}
+
+/* Leaves nothing on the stack: the binary table keeps its value alive. */
+static int classify_binary(lua_State *L, int idx, dl_av *av, const char **why)
+{
+    lua_pushliteral(L, "value");
+    lua_rawget(L, idx);
+    int ok = lua_type(L, -1) == LUA_TSTRING;
+    if (ok)
+        av->bytes = lua_tolstring(L, -1, &av->len);
+    else
+        *why = "a binary's value must be a string";
+    lua_pop(L, 1);
+    return ok;
+}
+
+/* The type of one set member, checked; DL_AV_NONE with *why if refused. */
+static enum dl_av_type classify_member(lua_State *L, int idx, const dl_marks *m,
+                                       const char **why)
+{
+    dl_av member;
+    switch (lua_type(L, idx)) {
+    case LUA_TSTRING:
+        return classify_string(L, idx, &member, why) ? DL_AV_SS : DL_AV_NONE;
+    case LUA_TNUMBER:
+        return classify_number(L, idx, &member, why) ? DL_AV_NS : DL_AV_NONE;
+    case LUA_TTABLE:
+        if (dl_mark_of(L, idx, m) == DL_MARK_BINARY)
+            return classify_binary(L, idx, &member, why) ? DL_AV_BS : DL_AV_NONE;
+        /* fall through */
+    default:
+        *why = "set members must be strings, numbers or binaries";
+        return DL_AV_NONE;
+    }
+}
+
+/* Sets are checked whole before anything is written, so that walkers can
+ * emit members without checks of their own. Duplicates are found through
+ * a scratch table keyed by member (1 and 1.0 are one key, as they are one
+ * number); binaries are keyed by their bytes. */
+static enum dl_av_type check_members(lua_State *L, int idx, const dl_marks *m, dl_av *av,
+                                     const char **why)
+{
+    enum dl_av_type type = DL_AV_NONE;
+    int seen = lua_gettop(L) + 1;
+    lua_createtable(L, 0, av->n < 1024 ? (int)av->n : 1024);
+    for (lua_Integer i = 1; i <= av->n; i++) {
+        av->bad = i;
+        lua_rawgeti(L, idx, (int)i);
+        enum dl_av_type t = classify_member(L, seen + 1, m, why);
+        if (t == DL_AV_NONE)
+            goto refused;
+        if (type != DL_AV_NONE && t != type) {
+            *why = "set mixes member types (a set holds only strings, only numbers or only binaries)";
+            goto refused;
+        }
+        type = t;
+        if (t == DL_AV_BS) {
+            lua_pushliteral(L, "value");
+            lua_rawget(L, seen + 1);
+            lua_replace(L, seen + 1);
+        }
+        lua_pushvalue(L, seen + 1);
+        lua_rawget(L, seen);
+        if (!lua_isnil(L, -1)) {
+            *why = "set holds a duplicate member";
+            goto refused;
+        }
+        lua_pop(L, 1);
+        lua_pushboolean(L, 1);
+        lua_rawset(L, seen);
+    }
+    av->bad = 0;
+    lua_settop(L, seen - 1);
+    return type;
+refused:
+    lua_settop(L, seen - 1);
+    return DL_AV_NONE;
+}
+
+static enum dl_av_type classify_set(lua_State *L, int idx, const dl_marks *m, dl_av *av,
+                                    const char **why)
+{
+    av->bad = 0;
+    switch (dl_classify_table(L, idx, 0, &av->n, why)) {
+    case DL_TABLE_INVALID:
+        return DL_AV_NONE;
+    case DL_TABLE_OBJECT:
+        lua_pushnil(L);
+        if (lua_next(L, idx)) {
+            lua_pop(L, 2);
+            *why = "a set must be a sequence of members, not a map";
+        } else {
+            *why = "set is empty (DynamoDB has no empty sets)";
+        }
+        return DL_AV_NONE;
+    default:
+        break;
+    }
+    if (av->n > INT_MAX) {
+        *why = "set is too large";
+        return DL_AV_NONE;
+    }
+    if (!lua_checkstack(L, 6)) {
+        *why = "no room on the Lua stack";
+        return DL_AV_NONE;
+    }
+    return check_members(L, idx, m, av, why);
+}
+
+static enum dl_av_type classify_table(lua_State *L, int idx, const dl_marks *m, dl_av *av,
+                                      const char **why)
+{
+    switch (dl_mark_of(L, idx, m)) {
+    case DL_MARK_BINARY:
+        return classify_binary(L, idx, av, why) ? DL_AV_B : DL_AV_NONE;
+    case DL_MARK_SET:
+        return classify_set(L, idx, m, av, why);
+    case DL_MARK_ATTRIBUTE_MAP:
+        return DL_AV_M;
+    case DL_MARK_ARRAY:
+        av->n = (lua_Integer)lua_rawlen(L, idx);
+        return DL_AV_L;
+    default:
+        break;
+    }
+    switch (dl_table_shape(L, idx, 0, &av->n, why)) {
+    case DL_TABLE_ARRAY:
+        return DL_AV_L;
+    case DL_TABLE_OBJECT:
+        return DL_AV_M;
+    default:
+        return DL_AV_NONE;
+    }
+}
+
+enum dl_av_type dl_av_classify(lua_State *L, int idx, const dl_marks *m, dl_av *av,
+                               const char **why)
+{
+    idx = lua_absindex(L, idx);
+    av->bad = 0;
+    switch (lua_type(L, idx)) {
+    case LUA_TSTRING:
+        return classify_string(L, idx, av, why) ? DL_AV_S : DL_AV_NONE;
+    case LUA_TNUMBER:
+        return classify_number(L, idx, av, why) ? DL_AV_N : DL_AV_NONE;
+    case LUA_TBOOLEAN:
+        return DL_AV_BOOL;
+    case LUA_TTABLE:
+        return classify_table(L, idx, m, av, why);
+    case LUA_TLIGHTUSERDATA:
+        if (lua_touserdata(L, idx) == NULL)
+            return DL_AV_NULL;
+        /* fall through */
+    default:
+        *why = cannot_store(lua_type(L, idx));
+        return DL_AV_NONE;
+    }
+}
+
+int dl_av_check_name(lua_State *L, int table_idx, int key_idx, const char **name, size_t *len,
+                     const char **why)
+{
+    if (lua_type(L, key_idx) != LUA_TSTRING) {
+        lua_Integer n;
+        if (dl_classify_table(L, table_idx, 0, &n, why) != DL_TABLE_INVALID)
+            *why = "attribute names must be strings";
+        return 0;
+    }
+    *name = lua_tolstring(L, key_idx, len);
+    if (*len == 0) {
+        *why = "attribute name is empty";
+        return 0;
+    }
+    if (!dl_utf8_valid(*name, *len)) {
+        *why = "attribute name is not valid UTF-8";
+        return 0;
+    }
+    return 1;
+}
+
+enum dl_av_type dl_av_descriptor(const char *s, size_t len)
+{
+    switch (len) {
+    case 1:
+        switch (s[0]) {
+        case 'S': return DL_AV_S;
+        case 'N': return DL_AV_N;
+        case 'B': return DL_AV_B;
+        case 'M': return DL_AV_M;
+        case 'L': return DL_AV_L;
+        default: return DL_AV_NONE;
+        }
+    case 2:
+        if (s[1] != 'S')
+            return DL_AV_NONE;
+        return s[0] == 'S' ? DL_AV_SS : s[0] == 'N' ? DL_AV_NS : s[0] == 'B' ? DL_AV_BS : DL_AV_NONE;
+    case 4:
+        if (memcmp(s, "BOOL", 4) == 0)
+            return DL_AV_BOOL;
+        return memcmp(s, "NULL", 4) == 0 ? DL_AV_NULL : DL_AV_NONE;
+    default:
+        return DL_AV_NONE;
+    }
+}
+
+const char *dl_av_descriptor_name(enum dl_av_type t)
+{
+    static const char *const names[] = { "?", "S", "N", "B", "BOOL", "NULL",
+                                         "M", "L", "SS", "NS", "BS" };
+    return (unsigned)t < sizeof names / sizeof names[0] ? names[t] : "?";
+}
+
+int dl_push_av_number(lua_State *L, const char *text, size_t len, int as_string,
+                      const char **why)
+{
+    dl_ddb_number number;
+    dl_number_status st = dl_ddb_number_parse(text, len, &number);
+    if (st != DL_NUMBER_OK) {
+        *why = dl_ddb_number_message(st);
+        return -1;
+    }
+    if (as_string) {
+        lua_pushlstring(L, text, len);
+        return 0;
+    }
+    if (dl_push_json_number(L, text, len) == 0)
+        return 0;
+    *why = "not a decimal number";
+    return -1;
+}
+
+/* ---- paths ----------------------------------------------------------- */
+
 void dl_json_path_init(dl_json_path *p, const char *root)
 {
     p->root = root;
@@ -159,22 +674,31 @@ void dl_json_path_pop(dl_json_path *p)
 #define KEY_SHOWN_MAX 40
 #define STEPS_SHOWN_MAX 12
 
-int dl_json_path_error(lua_State *L, const dl_json_path *p, const char *what)
+void dl_json_path_push_message(lua_State *L, const dl_json_path *p, const char *what)
 {
     luaL_Buffer b;
     int shown = p->depth < DL_JSON_PATH_MAX ? p->depth : DL_JSON_PATH_MAX;
     int first = shown > STEPS_SHOWN_MAX ? shown - STEPS_SHOWN_MAX : 0;
     luaL_buffinit(L, &b);
     luaL_addstring(&b, what);
+    if (p->root[0] == '\0' && shown == 0) {
+        luaL_pushresult(&b);
+        return;
+    }
     luaL_addstring(&b, " at ");
     luaL_addstring(&b, p->root);
-    if (first > 0)
+    /* a key needs a dot after the root or a previous step, not first */
+    int need_dot = p->root[0] != '\0';
+    if (first > 0) {
         luaL_addstring(&b, "...");
+        need_dot = 0;
+    }
     for (int i = first; i < shown; i++) {
         const dl_json_path_step *s = &p->steps[i];
         char num[32];
         if (s->key) {
-            luaL_addchar(&b, '.');
+            if (need_dot)
+                luaL_addchar(&b, '.');
             luaL_addlstring(&b, s->key, s->key_len < KEY_SHOWN_MAX ? s->key_len : KEY_SHOWN_MAX);
             if (s->key_len > KEY_SHOWN_MAX)
                 luaL_addstring(&b, "...");
@@ -182,7 +706,13 @@ int dl_json_path_error(lua_State *L, const dl_json_path *p, const char *what)
             snprintf(num, sizeof num, "[%lld]", (long long)s->index);
             luaL_addstring(&b, num);
         }
+        need_dot = 1;
     }
     luaL_pushresult(&b);
+}
+
+int dl_json_path_error(lua_State *L, const dl_json_path *p, const char *what)
+{
+    dl_json_path_push_message(L, p, what);
     return lua_error(L);
 }

@@ -1,33 +1,122 @@
-/* Pieces shared by every Lua <-> JSON walker of the core (plain JSON now,
- * DynamoDB's typed AttributeValue JSON later): number text, table shape, and
- * the path of the value being encoded, for errors that say where. */
+/* Pieces shared by every Lua <-> JSON walker of the core (plain JSON and
+ * DynamoDB's typed AttributeValue JSON, and the Lua-table forms of the
+ * latter): number text, table shape, the marks that say what a table is,
+ * the classification of a Lua value as an AttributeValue, JSON string
+ * output, and the path of the value being walked, for errors that say
+ * where. */
 #ifndef DYNLOG_JSONUTIL_H
 #define DYNLOG_JSONUTIL_H
 
+#include "buf.h"
 #include "compat.h"
+#include "marshal.h"
 
 #include <stddef.h>
 
 /* Longest text dl_format_lua_number writes ("-1.2345678901234567e-308"). */
 #define DL_NUMBER_TEXT_MAX 32
-#define DL_JSON_PATH_MAX 1000
+/* Steps a path remembers. Encoding stops at 128 levels of plain JSON plus
+ * 32 of AttributeValues, so deeper steps are never needed for a message. */
+#define DL_JSON_PATH_MAX 200
+
+/* Registry names of the metatables that mark tables. */
+#define DL_ARRAY_MT "dynlog.array"
+#define DL_SET_MT "dynlog.set"
+#define DL_BINARY_MT "dynlog.binary"
+#define DL_ATTRIBUTE_MAP_MT "dynlog.attribute_map"
 
 /* Writes the number at idx: integers exactly, floats with the fewest digits
  * that read back bit-identical. Returns the length, or -1 for NaN/inf. */
 int dl_format_lua_number(lua_State *L, int idx, char out[DL_NUMBER_TEXT_MAX]);
 
-/* Pushes the JSON number text as an integer when it is one and fits exactly,
+/* Pushes the JSON number text as an integer when it is one and fits exactly
+ * (on LuaJIT: when a double holds it exactly, else as its decimal string),
  * else as a float. Returns 0, or -1 when the text is not a number. */
 int dl_push_json_number(lua_State *L, const char *text, size_t len);
 
+/* Appends s as a JSON string (quoted, escaped), checking that s is UTF-8
+ * on the way. Returns 0, -1 without memory, or -2 when s is not UTF-8 (the
+ * buffer then holds a partial string). */
+int dl_json_add_string(dl_buf *b, const char *s, size_t len);
+
+/* ---- marks ----------------------------------------------------------- */
+
+/* The marking metatables, pushed once per call so that telling a table's
+ * mark costs a pointer comparison rather than a registry look-up. */
+typedef struct {
+    int array, set, binary, attribute_map; /* absolute stack indices */
+    const void *array_p, *set_p, *binary_p, *attribute_map_p;
+} dl_marks;
+
+enum dl_mark { DL_MARK_NONE, DL_MARK_ARRAY, DL_MARK_SET, DL_MARK_BINARY, DL_MARK_ATTRIBUTE_MAP };
+
+/* Pushes the four metatables (4 slots) and records where they are. */
+void dl_marks_push(lua_State *L, dl_marks *m);
+enum dl_mark dl_mark_of(lua_State *L, int idx, const dl_marks *m);
+/* Pushes { value = bytes } carrying the binary mark. */
+void dl_push_binary(lua_State *L, const dl_marks *m, const char *bytes, size_t len);
+
+/* ---- table shape ----------------------------------------------------- */
+
 enum dl_table_kind { DL_TABLE_INVALID, DL_TABLE_ARRAY, DL_TABLE_OBJECT };
 
-/* Decides how a table encodes: a table carrying the metatable registered as
- * array_mt, or a non-empty sequence 1..n, is an array (*n set); a table with
- * only string keys (or none) is an object; anything else is invalid with *why
- * saying what is wrong. */
-enum dl_table_kind dl_classify_table(lua_State *L, int idx, const char *array_mt,
-                                     lua_Integer *n, const char **why);
+/* Decides how a table encodes: a marked table (marked != 0), or a
+ * non-empty sequence 1..n, is an array (*n set); a table with only string
+ * keys (or none) is an object; anything else is invalid with *why saying
+ * what is wrong. Looks at every key. */
+enum dl_table_kind dl_classify_table(lua_State *L, int idx, int marked, lua_Integer *n,
+                                     const char **why);
+
+/* The fast form for walkers: when #t is 0 it answers "object" without
+ * looking at the keys, so the walker must check each key as it goes (and
+ * call dl_classify_table for the reason when one is not a string). */
+enum dl_table_kind dl_table_shape(lua_State *L, int idx, int marked, lua_Integer *n,
+                                  const char **why);
+
+/* ---- AttributeValues ------------------------------------------------- */
+
+enum dl_av_type {
+    DL_AV_NONE, /* not a valid AttributeValue, or an unknown descriptor */
+    DL_AV_S, DL_AV_N, DL_AV_B, DL_AV_BOOL, DL_AV_NULL,
+    DL_AV_M, DL_AV_L, DL_AV_SS, DL_AV_NS, DL_AV_BS,
+};
+
+/* What dl_av_classify found out about a value. */
+typedef struct {
+    const char *bytes;         /* S: the string; B: the raw bytes; N: text */
+    size_t len;
+    char text[DL_NUMBER_TEXT_MAX]; /* N */
+    lua_Integer n;             /* L and sets: elements */
+    lua_Integer bad;           /* a refused set: the member at fault, or 0 */
+} dl_av;
+
+/* Classifies the Lua value at idx as DynamoDB would store it (string -> S,
+ * number -> N, core.binary -> B, boolean -> BOOL, core.null -> NULL, marked
+ * set -> SS/NS/BS, list -> L, map -> M), checking everything but the keys
+ * and members of M and L, which the walker checks as it goes. Sets are
+ * checked whole: non-empty, one member type, no duplicates. Returns
+ * DL_AV_NONE with *why when DynamoDB cannot hold the value. The strings
+ * av->bytes points into stay referenced by the value. */
+enum dl_av_type dl_av_classify(lua_State *L, int idx, const dl_marks *m, dl_av *av,
+                               const char **why);
+
+/* Checks that the key at key_idx, of the table at table_idx, can name an
+ * attribute: a non-empty UTF-8 string. Returns 1 with the name, or 0 with
+ * *why. */
+int dl_av_check_name(lua_State *L, int table_idx, int key_idx, const char **name, size_t *len,
+                     const char **why);
+
+/* The descriptor a JSON or Lua key names ("S", "NS", ...), or DL_AV_NONE. */
+enum dl_av_type dl_av_descriptor(const char *s, size_t len);
+const char *dl_av_descriptor_name(enum dl_av_type t);
+
+/* Pushes an N's value: its decimal text when as_string, else a number as
+ * dl_push_json_number does. Returns 0, or -1 (nothing pushed, *why set)
+ * when the text is not a DynamoDB number. */
+int dl_push_av_number(lua_State *L, const char *text, size_t len, int as_string,
+                      const char **why);
+
+/* ---- paths ----------------------------------------------------------- */
 
 typedef struct {
     const char *key; /* NULL for an array position */
@@ -36,7 +125,7 @@ typedef struct {
 } dl_json_path_step;
 
 typedef struct {
-    const char *root;
+    const char *root; /* "" prints the steps alone: "Item.payload[2]" */
     int depth;
     dl_json_path_step steps[DL_JSON_PATH_MAX + 1];
 } dl_json_path;
@@ -45,7 +134,10 @@ void dl_json_path_init(dl_json_path *p, const char *root);
 void dl_json_path_push_key(dl_json_path *p, const char *key, size_t len);
 void dl_json_path_push_index(dl_json_path *p, lua_Integer index);
 void dl_json_path_pop(dl_json_path *p);
-/* Raises "<what> at <root>.key[3].other". Does not return. */
+/* Pushes "<what> at <root>.key[3].other" (just <what> when there is
+ * nothing to name). */
+void dl_json_path_push_message(lua_State *L, const dl_json_path *p, const char *what);
+/* Raises that message. Does not return. */
 int dl_json_path_error(lua_State *L, const dl_json_path *p, const char *what);
 
 #endif

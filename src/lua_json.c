@@ -1,5 +1,5 @@
-/* JSON for Lua on top of yajl: decode straight onto the Lua stack (no DOM),
- * encode by walking Lua values into a yajl generator.
+/* JSON for Lua: decode with yajl straight onto the Lua stack (no DOM),
+ * encode by walking Lua values into a growable buffer.
  *
  * Choices made explicit rather than guessed:
  *  - null is a light userdata NULL (the same value as cjson.null), exposed
@@ -9,62 +9,215 @@
  *  - integers stay integers when they fit lua_Integer (and, on LuaJIT, a
  *    double exactly); other numbers are doubles written with the fewest
  *    digits that read back bit-identical;
- *  - strings must be valid UTF-8 in both directions. */
+ *  - strings must be valid UTF-8 in both directions.
+ *
+ * DynamoDB's typed JSON rides on the same walkers, in one pass each way:
+ *  - encoding, a table marked by core.attribute_map becomes a map of
+ *    AttributeValues ({"name": {"S": "x"}, ...}) wherever it sits in the
+ *    request; outside such maps a core.binary is written as its base64 text
+ *    and a core.set as an array;
+ *  - decoding with unwrap, the members that hold attribute maps (Item,
+ *    Items, Key, ...) come back as plain Lua values. */
+#include "base64.h"
 #include "dynlog.h"
 #include "jsonutil.h"
 
-#include <errno.h>
-#include <math.h>
-#include <stdlib.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <string.h>
 
-#include <yajl/yajl_gen.h>
 #include <yajl/yajl_parse.h>
 
 #define JSON_MAX_DEPTH 1000
-/* yajl's generator refuses to nest deeper than 128; say so ourselves, with
- * the path, before it does. */
-#define JSON_MAX_ENCODE_DEPTH YAJL_MAX_DEPTH
-#define ARRAY_MT "dynlog.array"
+/* Deeper plain JSON is almost surely a cycle. */
+#define JSON_MAX_ENCODE_DEPTH 128
 #define PARSER_MT "dynlog.json_parser"
-#define GEN_MT "dynlog.json_gen"
+#define ENCODER_MT "dynlog.json_encoder"
+/* The encoder keeps its buffer between calls unless it grew beyond this. */
+#define KEEP_BUFFER_MAX (1u << 20)
+#define BASE64_INPUT_MAX ((size_t)INT_MAX / 4 * 3)
 
-/* ---- decoding -------------------------------------------------------- */
+/* ==== decoding ========================================================= */
+
+/* What each open JSON container is. */
+enum frame_kind {
+    FRAME_OBJECT,    /* plain JSON object */
+    FRAME_ARRAY,     /* plain JSON array */
+    FRAME_ITEM,      /* attribute map, name -> AttributeValue (Item, M) */
+    FRAME_ITEM_LIST, /* array of attribute maps (Items) */
+    FRAME_AV,        /* {"<descriptor>": value}: no Lua table of its own */
+    FRAME_AV_LIST,   /* L: array of AttributeValues */
+    FRAME_AV_SET,    /* SS, NS, BS: a scratch table of seen members below it */
+};
+
+typedef struct {
+    unsigned char kind;
+    unsigned char type;       /* FRAME_AV, FRAME_AV_SET: the descriptor */
+    unsigned char holds_item; /* FRAME_OBJECT: the pending member holds attribute maps */
+    int count;                /* arrays: elements stored so far */
+} frame;
 
 typedef struct {
     lua_State *L;
+    yajl_handle handle;
+    dl_buf scratch; /* decoded base64 */
+    dl_marks marks;
+    int unwrap;
+    int numbers_as_strings;
     int depth;
-    /* Per open container: is it an array? Arrays never hold nil (null is a
-     * light userdata), so the next position is always #t + 1. */
-    unsigned char is_array[JSON_MAX_DEPTH];
     const char *failure; /* set when a callback aborts the parse */
+    char message[200];
+    frame frames[JSON_MAX_DEPTH];
 } decoder;
 
-/* A value was pushed: store it in the container below it, if any. */
-static int store_value(decoder *d)
+/* What the next value must be, given the container it goes into. */
+enum expect {
+    EXPECT_PLAIN,  /* any JSON */
+    EXPECT_HOLDER, /* an attribute map, an array of them, or null */
+    EXPECT_AV,     /* an AttributeValue object */
+    EXPECT_ITEM,   /* an attribute map object */
+    EXPECT_TYPED,  /* the value of the descriptor in the enclosing frame */
+    EXPECT_MEMBER, /* a set member: a string */
+};
+
+static frame *top_frame(decoder *d)
 {
-    lua_State *L = d->L;
+    return &d->frames[d->depth - 1];
+}
+
+static enum expect expected(decoder *d)
+{
     if (d->depth == 0)
-        return 1; /* the document's root stays on the stack */
-    if (d->is_array[d->depth - 1])
-        lua_rawseti(L, -2, (int)lua_rawlen(L, -2) + 1);
-    else
-        lua_rawset(L, -3); /* table, key, value */
-    return 1;
+        return EXPECT_PLAIN;
+    const frame *f = top_frame(d);
+    switch (f->kind) {
+    case FRAME_OBJECT:
+        return f->holds_item ? EXPECT_HOLDER : EXPECT_PLAIN;
+    case FRAME_ITEM:
+    case FRAME_AV_LIST:
+        return EXPECT_AV;
+    case FRAME_ITEM_LIST:
+        return EXPECT_ITEM;
+    case FRAME_AV:
+        return EXPECT_TYPED;
+    case FRAME_AV_SET:
+        return EXPECT_MEMBER;
+    default:
+        return EXPECT_PLAIN;
+    }
+}
+
+static int fail(decoder *d, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(d->message, sizeof d->message, fmt, ap);
+    va_end(ap);
+    d->failure = d->message;
+    return 0;
+}
+
+static const char *wanted_for(enum dl_av_type t)
+{
+    switch (t) {
+    case DL_AV_S:
+    case DL_AV_N:
+    case DL_AV_B:
+        return "a string";
+    case DL_AV_BOOL:
+        return "a boolean";
+    case DL_AV_NULL:
+        return "true";
+    case DL_AV_M:
+        return "an object";
+    default:
+        return "an array";
+    }
+}
+
+/* A JSON value of the wrong kind for where it is. */
+static int unexpected(decoder *d, const char *found)
+{
+    switch (expected(d)) {
+    case EXPECT_HOLDER:
+        return fail(d, "an attribute map member (Item, Items, Key, ...) holds a %s", found);
+    case EXPECT_AV:
+        return fail(d, "expected an AttributeValue object, found a %s", found);
+    case EXPECT_ITEM:
+        return fail(d, "expected an attribute map object, found a %s", found);
+    case EXPECT_TYPED: {
+        enum dl_av_type t = (enum dl_av_type)top_frame(d)->type;
+        return fail(d, "AttributeValue %s must hold %s, found a %s", dl_av_descriptor_name(t),
+                    wanted_for(t), found);
+    }
+    case EXPECT_MEMBER:
+        return fail(d, "members of %s must be strings, found a %s",
+                    dl_av_descriptor_name((enum dl_av_type)top_frame(d)->type), found);
+    default:
+        return fail(d, "unexpected %s", found);
+    }
 }
 
 static int make_room(decoder *d)
 {
-    if (!lua_checkstack(d->L, 4)) {
+    if (!lua_checkstack(d->L, 6)) {
         d->failure = "JSON nested too deeply for the Lua stack";
         return 0;
     }
     return 1;
 }
 
+/* A value was pushed: store it in the container below it, if any. An
+ * AttributeValue's value stays on the stack until its object closes. */
+static int store_value(decoder *d)
+{
+    lua_State *L = d->L;
+    if (d->depth == 0)
+        return 1; /* the document's root stays on the stack */
+    frame *f = top_frame(d);
+    switch (f->kind) {
+    case FRAME_OBJECT:
+    case FRAME_ITEM:
+        lua_rawset(L, -3); /* table, key, value */
+        break;
+    case FRAME_AV:
+        break;
+    default:
+        lua_rawseti(L, -2, ++f->count);
+    }
+    return 1;
+}
+
+/* mt: stack index of the metatable to set, 0 for none; FRAME_AV pushes no
+ * table at all. */
+static int open_frame(decoder *d, enum frame_kind kind, int mt)
+{
+    if (d->depth >= JSON_MAX_DEPTH)
+        return fail(d, "JSON nested deeper than %d levels", JSON_MAX_DEPTH);
+    if (!make_room(d))
+        return 0;
+    if (kind != FRAME_AV) {
+        lua_newtable(d->L);
+        if (mt) {
+            lua_pushvalue(d->L, mt);
+            lua_setmetatable(d->L, -2);
+        }
+    }
+    frame *f = &d->frames[d->depth++];
+    f->kind = (unsigned char)kind;
+    f->type = DL_AV_NONE;
+    f->holds_item = 0;
+    f->count = 0;
+    return 1;
+}
+
 static int on_null(void *ctx)
 {
     decoder *d = ctx;
+    enum expect e = expected(d);
+    if (e != EXPECT_PLAIN && e != EXPECT_HOLDER)
+        return unexpected(d, "null");
     if (!make_room(d))
         return 0;
     lua_pushlightuserdata(d->L, NULL);
@@ -76,18 +229,116 @@ static int on_boolean(void *ctx, int b)
     decoder *d = ctx;
     if (!make_room(d))
         return 0;
-    lua_pushboolean(d->L, b);
-    return store_value(d);
+    switch (expected(d)) {
+    case EXPECT_PLAIN:
+        lua_pushboolean(d->L, b);
+        return store_value(d);
+    case EXPECT_TYPED:
+        if (top_frame(d)->type == DL_AV_BOOL) {
+            lua_pushboolean(d->L, b);
+            return store_value(d);
+        }
+        if (top_frame(d)->type == DL_AV_NULL && b) {
+            lua_pushlightuserdata(d->L, NULL);
+            return store_value(d);
+        }
+        /* fall through */
+    default:
+        return unexpected(d, b ? "true" : "false");
+    }
 }
 
 static int on_number(void *ctx, const char *text, size_t len)
 {
     decoder *d = ctx;
+    if (expected(d) != EXPECT_PLAIN)
+        return unexpected(d, "number");
     if (!make_room(d))
         return 0;
-    if (dl_push_json_number(d->L, text, len) != 0) {
-        d->failure = "number out of range";
-        return 0;
+    if (dl_push_json_number(d->L, text, len) != 0)
+        return fail(d, "number out of range");
+    return store_value(d);
+}
+
+static int push_number(decoder *d, const unsigned char *s, size_t len)
+{
+    const char *why;
+    if (dl_push_av_number(d->L, (const char *)s, len, d->numbers_as_strings, &why) == 0)
+        return 1;
+    return fail(d, "N \"%.*s\" is not a DynamoDB number: %s", len > 40 ? 40 : (int)len, s, why);
+}
+
+/* Decodes base64 into the scratch buffer. */
+static int decode_base64(decoder *d, const unsigned char *s, size_t len)
+{
+    d->scratch.len = 0;
+    int rc = dl_base64_decode(&d->scratch, (const char *)s, len);
+    if (rc == -2)
+        return fail(d, "a binary AttributeValue is not valid base64");
+    if (rc != 0)
+        luaL_error(d->L, "dynlog.core: out of memory");
+    return 1;
+}
+
+static const char *scratch_bytes(const decoder *d)
+{
+    return d->scratch.data ? d->scratch.data : "";
+}
+
+/* Adds a member to the set on top of the stack, refusing duplicates, which
+ * the scratch table below the set remembers (keyed by string, number, or a
+ * binary's bytes). */
+static int add_member(decoder *d, const unsigned char *s, size_t len)
+{
+    lua_State *L = d->L;
+    frame *f = top_frame(d);
+    int set = lua_gettop(L), seen = set - 1;
+    switch (f->type) {
+    case DL_AV_SS:
+        lua_pushlstring(L, (const char *)s, len);
+        break;
+    case DL_AV_NS:
+        if (!push_number(d, s, len))
+            return 0;
+        break;
+    default:
+        if (!decode_base64(d, s, len))
+            return 0;
+        lua_pushlstring(L, scratch_bytes(d), d->scratch.len);
+    }
+    lua_pushvalue(L, -1);
+    lua_rawget(L, seen);
+    if (!lua_isnil(L, -1))
+        return fail(d, "%s holds a duplicate member", dl_av_descriptor_name((enum dl_av_type)f->type));
+    lua_pop(L, 1);
+    lua_pushvalue(L, -1);
+    lua_pushboolean(L, 1);
+    lua_rawset(L, seen);
+    if (f->type == DL_AV_BS) {
+        dl_push_binary(L, &d->marks, scratch_bytes(d), d->scratch.len);
+        lua_remove(L, -2);
+    }
+    lua_rawseti(L, set, ++f->count);
+    return 1;
+}
+
+static int on_typed_string(decoder *d, const unsigned char *s, size_t len)
+{
+    switch (top_frame(d)->type) {
+    case DL_AV_S:
+        lua_pushlstring(d->L, (const char *)s, len);
+        break;
+    case DL_AV_N:
+        if (!push_number(d, s, len))
+            return 0;
+        break;
+    case DL_AV_B:
+        if (!decode_base64(d, s, len))
+            return 0;
+        dl_push_binary(d->L, &d->marks, scratch_bytes(d), d->scratch.len);
+        break;
+    default:
+        return unexpected(d, "string");
     }
     return store_value(d);
 }
@@ -97,194 +348,513 @@ static int on_string(void *ctx, const unsigned char *s, size_t len)
     decoder *d = ctx;
     if (!make_room(d))
         return 0;
-    lua_pushlstring(d->L, (const char *)s, len);
-    return store_value(d);
-}
-
-static int open_container_at(decoder *d, int is_array)
-{
-    if (d->depth >= JSON_MAX_DEPTH) {
-        d->failure = "JSON nested deeper than 1000 levels";
-        return 0;
+    switch (expected(d)) {
+    case EXPECT_PLAIN:
+        lua_pushlstring(d->L, (const char *)s, len);
+        return store_value(d);
+    case EXPECT_TYPED:
+        return on_typed_string(d, s, len);
+    case EXPECT_MEMBER:
+        return add_member(d, s, len);
+    default:
+        return unexpected(d, "string");
     }
-    if (!make_room(d))
-        return 0;
-    lua_newtable(d->L);
-    if (is_array) {
-        luaL_getmetatable(d->L, ARRAY_MT);
-        lua_setmetatable(d->L, -2);
-    }
-    d->is_array[d->depth++] = (unsigned char)is_array;
-    return 1;
 }
 
 static int on_start_map(void *ctx)
 {
-    return open_container_at(ctx, 0);
-}
-
-static int on_start_array(void *ctx)
-{
-    return open_container_at(ctx, 1);
-}
-
-static int on_end_container(void *ctx)
-{
     decoder *d = ctx;
-    d->depth--;
-    return store_value(d);
+    switch (expected(d)) {
+    case EXPECT_PLAIN:
+        return open_frame(d, FRAME_OBJECT, 0);
+    case EXPECT_HOLDER:
+    case EXPECT_ITEM:
+        return open_frame(d, FRAME_ITEM, 0);
+    case EXPECT_AV:
+        return open_frame(d, FRAME_AV, 0);
+    case EXPECT_TYPED:
+        if (top_frame(d)->type == DL_AV_M)
+            return open_frame(d, FRAME_ITEM, 0);
+        /* fall through */
+    default:
+        return unexpected(d, "object");
+    }
+}
+
+/* Members whose value is an attribute map (or an array of them). */
+static int holds_attribute_maps(const unsigned char *key, size_t len)
+{
+    static const char *const names[] = {
+        "Item", "Items", "Attributes", "LastEvaluatedKey", "ExclusiveStartKey",
+        "Key", "Keys", "NewImage", "OldImage",
+    };
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (strlen(names[i]) == len && memcmp(names[i], key, len) == 0)
+            return 1;
+    return 0;
 }
 
 static int on_map_key(void *ctx, const unsigned char *key, size_t len)
 {
     decoder *d = ctx;
+    frame *f = top_frame(d);
+    if (f->kind == FRAME_AV) {
+        enum dl_av_type t = dl_av_descriptor((const char *)key, len);
+        int shown = len > 40 ? 40 : (int)len;
+        if (f->type != DL_AV_NONE)
+            return fail(d, "AttributeValue has several type descriptors (%s and %.*s)",
+                        dl_av_descriptor_name((enum dl_av_type)f->type), shown, key);
+        if (t == DL_AV_NONE)
+            return fail(d, "unknown AttributeValue type descriptor \"%.*s\"", shown, key);
+        f->type = (unsigned char)t;
+        return 1;
+    }
     if (!make_room(d))
         return 0;
     lua_pushlstring(d->L, (const char *)key, len);
+    if (f->kind == FRAME_OBJECT)
+        f->holds_item = (unsigned char)(d->unwrap && holds_attribute_maps(key, len));
     return 1;
+}
+
+static int on_end_map(void *ctx)
+{
+    decoder *d = ctx;
+    frame *f = top_frame(d);
+    if (f->kind == FRAME_AV && f->type == DL_AV_NONE)
+        return fail(d, "AttributeValue has no type descriptor");
+    d->depth--;
+    return store_value(d);
+}
+
+static int on_start_array(void *ctx)
+{
+    decoder *d = ctx;
+    switch (expected(d)) {
+    case EXPECT_PLAIN:
+        return open_frame(d, FRAME_ARRAY, d->marks.array);
+    case EXPECT_HOLDER:
+        return open_frame(d, FRAME_ITEM_LIST, d->marks.array);
+    case EXPECT_TYPED: {
+        enum dl_av_type t = (enum dl_av_type)top_frame(d)->type;
+        if (t == DL_AV_L)
+            return open_frame(d, FRAME_AV_LIST, d->marks.array);
+        if (t != DL_AV_SS && t != DL_AV_NS && t != DL_AV_BS)
+            break;
+        if (!make_room(d))
+            return 0;
+        lua_newtable(d->L); /* members seen, for duplicates */
+        if (!open_frame(d, FRAME_AV_SET, d->marks.set))
+            return 0;
+        top_frame(d)->type = (unsigned char)t;
+        return 1;
+    }
+    default:
+        break;
+    }
+    return unexpected(d, "array");
+}
+
+static int on_end_array(void *ctx)
+{
+    decoder *d = ctx;
+    frame *f = top_frame(d);
+    if (f->kind == FRAME_AV_SET) {
+        if (f->count == 0)
+            return fail(d, "%s is empty (DynamoDB has no empty sets)",
+                        dl_av_descriptor_name((enum dl_av_type)f->type));
+        lua_remove(d->L, -2); /* the seen-members table */
+    }
+    d->depth--;
+    return store_value(d);
 }
 
 static const yajl_callbacks decode_callbacks = {
     on_null, on_boolean, NULL, NULL, on_number, on_string,
-    on_start_map, on_map_key, on_end_container,
-    on_start_array, on_end_container,
+    on_start_map, on_map_key, on_end_map,
+    on_start_array, on_end_array,
 };
 
-/* yajl handles live in userdata so that a Lua error raised in a callback
- * (out of memory) cannot leak them: the collector frees them. */
-static int parser_gc(lua_State *L)
+/* The yajl handle and the scratch buffer live in userdata so that a Lua
+ * error raised in a callback (out of memory) cannot leak them. */
+static int decoder_gc(lua_State *L)
 {
-    yajl_handle *h = luaL_checkudata(L, 1, PARSER_MT);
-    if (*h) {
-        yajl_free(*h);
-        *h = NULL;
+    decoder *d = luaL_checkudata(L, 1, PARSER_MT);
+    if (d->handle) {
+        yajl_free(d->handle);
+        d->handle = NULL;
     }
+    dl_buf_free(&d->scratch);
     return 0;
 }
 
-static int json_failure(lua_State *L, yajl_handle h, const char *text, size_t len,
-                        const char *failure)
+static int json_failure(lua_State *L, decoder *d, const char *text, size_t len)
 {
-    if (failure)
-        return dl_push_failure(L, "invalid_json", failure);
-    unsigned char *msg = yajl_get_error(h, 0, (const unsigned char *)text, len);
+    if (d->failure)
+        return dl_push_failure(L, "invalid_json", d->failure);
+    unsigned char *msg = yajl_get_error(d->handle, 0, (const unsigned char *)text, len);
     const char *what = msg ? (const char *)msg : "parse error";
     lua_pushnil(L);
     lua_pushliteral(L, "invalid_json");
     /* yajl ends its message with a newline; keep the first line only */
     lua_pushlstring(L, what, strcspn(what, "\n"));
     if (msg)
-        yajl_free_error(h, msg);
+        yajl_free_error(d->handle, msg);
     return 3;
 }
 
-/* json_decode(text) -> value | nil, "invalid_json", message */
+static int check_numbers_option(lua_State *L, int arg)
+{
+    if (lua_isnoneornil(L, arg))
+        return 0;
+    const char *mode = luaL_checkstring(L, arg);
+    if (strcmp(mode, "string") == 0)
+        return 1;
+    if (strcmp(mode, "number") != 0)
+        luaL_argerror(L, arg, "numbers must be \"number\" or \"string\"");
+    return 0;
+}
+
+/* json_decode(text [, unwrap [, numbers]]) -> value | nil, "invalid_json", message
+ * unwrap: members that hold attribute maps come back as plain values;
+ * numbers = "string": N values stay decimal strings. */
 static int l_json_decode(lua_State *L)
 {
     size_t len;
     const char *text = luaL_checklstring(L, 1, &len);
+    int unwrap = lua_toboolean(L, 2);
+    int numbers_as_strings = check_numbers_option(L, 3);
+    lua_settop(L, 3);
     decoder *d = lua_newuserdata(L, sizeof *d);
+    d->handle = NULL;
+    dl_buf_init(&d->scratch);
+    luaL_setmetatable(L, PARSER_MT);
     d->L = L;
+    d->unwrap = unwrap;
+    d->numbers_as_strings = numbers_as_strings;
     d->depth = 0;
     d->failure = NULL;
-    yajl_handle *h = lua_newuserdata(L, sizeof *h);
-    *h = NULL;
-    luaL_setmetatable(L, PARSER_MT);
-    *h = yajl_alloc(&decode_callbacks, NULL, d);
-    if (!*h)
+    d->handle = yajl_alloc(&decode_callbacks, NULL, d);
+    if (!d->handle)
         return luaL_error(L, "dynlog.core: out of memory");
+    dl_marks_push(L, &d->marks);
     int base = lua_gettop(L);
-    yajl_status st = yajl_parse(*h, (const unsigned char *)text, len);
+    yajl_status st = yajl_parse(d->handle, (const unsigned char *)text, len);
     if (st == yajl_status_ok)
-        st = yajl_complete_parse(*h);
+        st = yajl_complete_parse(d->handle);
     if (st != yajl_status_ok) {
-        const char *failure = d->failure;
         lua_settop(L, base);
-        return json_failure(L, *h, text, len, failure);
+        return json_failure(L, d, text, len);
     }
     if (lua_gettop(L) != base + 1) /* empty input gives no value */
         return dl_push_failure(L, "invalid_json", "empty JSON text");
     return 1;
 }
 
-/* ---- encoding -------------------------------------------------------- */
+/* ==== encoding ========================================================= */
 
 typedef struct {
     lua_State *L;
-    yajl_gen g;
+    dl_buf out;
+    dl_marks marks;
+    int busy;  /* the cached encoder is in use (a finalizer may re-enter) */
+    int typed; /* > 0 inside an attribute map */
     dl_json_path path;
 } encoder;
 
-static int gen_gc(lua_State *L)
+static int encoder_gc(lua_State *L)
 {
-    yajl_gen *g = luaL_checkudata(L, 1, GEN_MT);
-    if (*g) {
-        yajl_gen_free(*g);
-        *g = NULL;
-    }
+    encoder *e = luaL_checkudata(L, 1, ENCODER_MT);
+    dl_buf_free(&e->out);
     return 0;
 }
 
-static void encode_value(encoder *e, int idx, int depth);
+static encoder *new_encoder(lua_State *L)
+{
+    encoder *e = lua_newuserdata(L, sizeof *e);
+    dl_buf_init(&e->out);
+    e->busy = 0;
+    e->typed = 0;
+    luaL_setmetatable(L, ENCODER_MT);
+    return e;
+}
 
+/* Errors in typed values name the path from the top of the request
+ * ("Item.payload[2]"), which reads like DynamoDB's own parameter names;
+ * plain JSON errors keep the "value" root. */
 static void encode_fail(encoder *e, const char *what)
 {
+    e->busy = 0;
+    e->path.root = e->typed ? "" : "value";
     dl_json_path_error(e->L, &e->path, what);
 }
 
-static void check_gen(encoder *e, yajl_gen_status st)
+static void out_of_memory(encoder *e)
 {
-    if (st == yajl_gen_invalid_string)
-        encode_fail(e, "string is not valid UTF-8");
-    else if (st != yajl_gen_status_ok)
-        encode_fail(e, "JSON generator failed");
+    e->busy = 0;
+    luaL_error(e->L, "dynlog.core: out of memory");
 }
 
-static void encode_string(encoder *e, int idx)
+/* Appends go straight to the buffer: the encoder spends most of its time
+ * here, and dl_buf_add's checks are only needed when it must grow. */
+static void grow(encoder *e, size_t n)
 {
-    size_t len;
-    const char *s = lua_tolstring(e->L, idx, &len);
-    check_gen(e, yajl_gen_string(e->g, (const unsigned char *)s, len));
+    if (dl_buf_reserve(&e->out, n) != 0)
+        out_of_memory(e);
 }
 
-static void encode_number(encoder *e, int idx)
+static inline void put(encoder *e, const char *s, size_t n)
 {
-    char text[DL_NUMBER_TEXT_MAX];
-    int n = dl_format_lua_number(e->L, idx, text);
-    if (n < 0)
-        encode_fail(e, "NaN and infinity cannot be encoded");
-    check_gen(e, yajl_gen_number(e->g, text, (size_t)n));
+    dl_buf *b = &e->out;
+    if (b->cap - b->len <= n)
+        grow(e, n);
+    memcpy(b->data + b->len, s, n);
+    b->len += n;
+    b->data[b->len] = '\0';
 }
+
+#define PUT_LITERAL(e, s) put((e), (s), sizeof(s) - 1)
+
+static inline void put_char(encoder *e, char c)
+{
+    put(e, &c, 1);
+}
+
+static void put_string(encoder *e, const char *s, size_t len, const char *not_utf8)
+{
+    int rc = dl_json_add_string(&e->out, s, len);
+    if (rc == -2)
+        encode_fail(e, not_utf8);
+    if (rc != 0)
+        out_of_memory(e);
+}
+
+#define NOT_UTF8 "string is not valid UTF-8"
+
+static void put_base64(encoder *e, const char *bytes, size_t len)
+{
+    if (len > BASE64_INPUT_MAX)
+        encode_fail(e, "binary is too large to encode");
+    if (dl_base64_encode(&e->out, bytes, len) != 0)
+        out_of_memory(e);
+}
+
+static void check_room(encoder *e)
+{
+    if (!lua_checkstack(e->L, 8))
+        encode_fail(e, "nested too deeply for the Lua stack");
+}
+
+/* The reason a table's key is refused, once the walk met a non-string one. */
+static void fail_on_key(encoder *e, int idx)
+{
+    lua_Integer n;
+    const char *why = "table has a key that is not a string";
+    dl_classify_table(e->L, idx, 0, &n, &why);
+    encode_fail(e, why);
+}
+
+/* ---- AttributeValues ---- */
+
+static void encode_av(encoder *e, int idx, int depth);
+
+/* {"name": AttributeValue, ...}: an item, or the inside of an M */
+static void encode_av_members(encoder *e, int idx, int depth)
+{
+    lua_State *L = e->L;
+    const char *why;
+    int first = 1;
+    put_char(e, '{');
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        int value = lua_gettop(L);
+        const char *name;
+        size_t len;
+        if (!dl_av_check_name(L, idx, value - 1, &name, &len, &why))
+            encode_fail(e, why);
+        if (!first)
+            put_char(e, ',');
+        first = 0;
+        put_string(e, name, len, NOT_UTF8);
+        put_char(e, ':');
+        dl_json_path_push_key(&e->path, name, len);
+        encode_av(e, value, depth);
+        dl_json_path_pop(&e->path);
+        lua_pop(L, 1);
+    }
+    put_char(e, '}');
+}
+
+static void encode_av_list(encoder *e, int idx, lua_Integer n, int depth)
+{
+    lua_State *L = e->L;
+    PUT_LITERAL(e, "{\"L\":[");
+    for (lua_Integer i = 1; i <= n; i++) {
+        if (i > 1)
+            put_char(e, ',');
+        dl_json_path_push_index(&e->path, i);
+        lua_rawgeti(L, idx, (int)i);
+        encode_av(e, lua_gettop(L), depth);
+        lua_pop(L, 1);
+        dl_json_path_pop(&e->path);
+    }
+    PUT_LITERAL(e, "]}");
+}
+
+/* Members were checked by dl_av_classify. */
+static void encode_set(encoder *e, int idx, enum dl_av_type type, lua_Integer n)
+{
+    lua_State *L = e->L;
+    put_char(e, '{');
+    put_string(e, dl_av_descriptor_name(type), strlen(dl_av_descriptor_name(type)), NOT_UTF8);
+    PUT_LITERAL(e, ":[");
+    for (lua_Integer i = 1; i <= n; i++) {
+        size_t len;
+        char text[DL_NUMBER_TEXT_MAX];
+        if (i > 1)
+            put_char(e, ',');
+        lua_rawgeti(L, idx, (int)i);
+        if (type == DL_AV_SS) {
+            const char *s = lua_tolstring(L, -1, &len);
+            put_string(e, s, len, NOT_UTF8);
+        } else if (type == DL_AV_NS) {
+            int tlen = dl_format_lua_number(L, -1, text);
+            put_char(e, '"');
+            put(e, text, (size_t)tlen);
+            put_char(e, '"');
+        } else {
+            lua_pushliteral(L, "value");
+            lua_rawget(L, -2);
+            const char *bytes = lua_tolstring(L, -1, &len);
+            put_char(e, '"');
+            put_base64(e, bytes, len);
+            put_char(e, '"');
+            lua_pop(L, 1);
+        }
+        lua_pop(L, 1);
+    }
+    PUT_LITERAL(e, "]}");
+}
+
+static void check_av_depth(encoder *e, int depth)
+{
+    if (depth >= DL_AV_MAX_DEPTH)
+        encode_fail(e, "nested deeper than 32 levels (a cycle?)");
+    check_room(e);
+}
+
+static void encode_av(encoder *e, int idx, int depth)
+{
+    dl_av av;
+    const char *why = NULL;
+    enum dl_av_type type = dl_av_classify(e->L, idx, &e->marks, &av, &why);
+    switch (type) {
+    case DL_AV_S:
+        PUT_LITERAL(e, "{\"S\":");
+        put_string(e, av.bytes, av.len, NOT_UTF8);
+        put_char(e, '}');
+        break;
+    case DL_AV_N:
+        PUT_LITERAL(e, "{\"N\":\"");
+        put(e, av.text, av.len);
+        PUT_LITERAL(e, "\"}");
+        break;
+    case DL_AV_B:
+        PUT_LITERAL(e, "{\"B\":\"");
+        put_base64(e, av.bytes, av.len);
+        PUT_LITERAL(e, "\"}");
+        break;
+    case DL_AV_BOOL:
+        if (lua_toboolean(e->L, idx))
+            PUT_LITERAL(e, "{\"BOOL\":true}");
+        else
+            PUT_LITERAL(e, "{\"BOOL\":false}");
+        break;
+    case DL_AV_NULL:
+        PUT_LITERAL(e, "{\"NULL\":true}");
+        break;
+    case DL_AV_M:
+        check_av_depth(e, depth);
+        PUT_LITERAL(e, "{\"M\":");
+        encode_av_members(e, idx, depth + 1);
+        put_char(e, '}');
+        break;
+    case DL_AV_L:
+        check_av_depth(e, depth);
+        encode_av_list(e, idx, av.n, depth + 1);
+        break;
+    case DL_AV_SS:
+    case DL_AV_NS:
+    case DL_AV_BS:
+        encode_set(e, idx, type, av.n);
+        break;
+    default:
+        if (av.bad > 0)
+            dl_json_path_push_index(&e->path, av.bad);
+        encode_fail(e, why);
+    }
+}
+
+static void encode_attribute_map(encoder *e, int idx)
+{
+    e->typed++;
+    encode_av_members(e, idx, 0);
+    e->typed--;
+}
+
+/* ---- plain JSON ---- */
+
+static void encode_value(encoder *e, int idx, int depth);
 
 static void encode_array(encoder *e, int idx, lua_Integer n, int depth)
 {
     lua_State *L = e->L;
-    check_gen(e, yajl_gen_array_open(e->g));
+    put_char(e, '[');
     for (lua_Integer i = 1; i <= n; i++) {
+        if (i > 1)
+            put_char(e, ',');
         dl_json_path_push_index(&e->path, i);
         lua_rawgeti(L, idx, (int)i);
         encode_value(e, lua_gettop(L), depth + 1);
         lua_pop(L, 1);
         dl_json_path_pop(&e->path);
     }
-    check_gen(e, yajl_gen_array_close(e->g));
+    put_char(e, ']');
 }
 
 static void encode_object(encoder *e, int idx, int depth)
 {
     lua_State *L = e->L;
-    check_gen(e, yajl_gen_map_open(e->g));
+    int first = 1;
+    put_char(e, '{');
     lua_pushnil(L);
     while (lua_next(L, idx)) {
+        if (lua_type(L, -2) != LUA_TSTRING)
+            fail_on_key(e, idx);
         size_t klen;
-        const char *key = lua_tolstring(L, -2, &klen); /* a string: checked by the classifier */
+        const char *key = lua_tolstring(L, -2, &klen);
         dl_json_path_push_key(&e->path, key, klen);
-        check_gen(e, yajl_gen_string(e->g, (const unsigned char *)key, klen));
+        if (!first)
+            put_char(e, ',');
+        first = 0;
+        put_string(e, key, klen, "key is not valid UTF-8");
+        put_char(e, ':');
         encode_value(e, lua_gettop(L), depth + 1);
         dl_json_path_pop(&e->path);
         lua_pop(L, 1);
     }
-    check_gen(e, yajl_gen_map_close(e->g));
+    put_char(e, '}');
+}
+
+static void encode_binary_text(encoder *e, int idx)
+{
+    dl_av av;
+    const char *why = NULL;
+    if (dl_av_classify(e->L, idx, &e->marks, &av, &why) != DL_AV_B)
+        encode_fail(e, why);
+    put_char(e, '"');
+    put_base64(e, av.bytes, av.len);
+    put_char(e, '"');
 }
 
 static void encode_table(encoder *e, int idx, int depth)
@@ -293,9 +863,20 @@ static void encode_table(encoder *e, int idx, int depth)
     const char *why = NULL;
     if (depth >= JSON_MAX_ENCODE_DEPTH - 1)
         encode_fail(e, "nested deeper than 127 levels (a cycle?)");
-    if (!lua_checkstack(e->L, 8))
-        encode_fail(e, "nested too deeply for the Lua stack");
-    switch (dl_classify_table(e->L, idx, ARRAY_MT, &n, &why)) {
+    check_room(e);
+    enum dl_mark mark = dl_mark_of(e->L, idx, &e->marks);
+    switch (mark) {
+    case DL_MARK_ATTRIBUTE_MAP:
+        encode_attribute_map(e, idx);
+        return;
+    case DL_MARK_BINARY:
+        encode_binary_text(e, idx);
+        return;
+    default:
+        break;
+    }
+    int marked = mark == DL_MARK_ARRAY || mark == DL_MARK_SET;
+    switch (dl_table_shape(e->L, idx, marked, &n, &why)) {
     case DL_TABLE_ARRAY:
         encode_array(e, idx, n, depth);
         break;
@@ -311,21 +892,32 @@ static void encode_value(encoder *e, int idx, int depth)
 {
     lua_State *L = e->L;
     switch (lua_type(L, idx)) {
-    case LUA_TSTRING:
-        encode_string(e, idx);
+    case LUA_TSTRING: {
+        size_t len;
+        const char *s = lua_tolstring(L, idx, &len);
+        put_string(e, s, len, NOT_UTF8);
         break;
-    case LUA_TNUMBER:
-        encode_number(e, idx);
+    }
+    case LUA_TNUMBER: {
+        char text[DL_NUMBER_TEXT_MAX];
+        int n = dl_format_lua_number(L, idx, text);
+        if (n < 0)
+            encode_fail(e, "NaN and infinity cannot be encoded");
+        put(e, text, (size_t)n);
         break;
+    }
     case LUA_TBOOLEAN:
-        check_gen(e, yajl_gen_bool(e->g, lua_toboolean(L, idx)));
+        if (lua_toboolean(L, idx))
+            PUT_LITERAL(e, "true");
+        else
+            PUT_LITERAL(e, "false");
         break;
     case LUA_TTABLE:
         encode_table(e, idx, depth);
         break;
     case LUA_TLIGHTUSERDATA:
         if (lua_touserdata(L, idx) == NULL) {
-            check_gen(e, yajl_gen_null(e->g));
+            PUT_LITERAL(e, "null");
             break;
         }
         /* fall through */
@@ -335,37 +927,41 @@ static void encode_value(encoder *e, int idx, int depth)
     }
 }
 
-/* json_encode(value) -> text; raises on values JSON cannot hold, naming where */
+/* json_encode(value) -> text; raises on values JSON (or DynamoDB, inside
+ * attribute maps) cannot hold, naming where. The encoder and its buffer are
+ * kept between calls (upvalue 1); a call that finds it busy, because a
+ * finalizer encodes in the middle of another encode, makes its own. */
 static int l_json_encode(lua_State *L)
 {
     luaL_checkany(L, 1);
     lua_settop(L, 1);
-    encoder *e = lua_newuserdata(L, sizeof *e);
+    encoder *e = lua_touserdata(L, lua_upvalueindex(1));
+    if (e->busy)
+        e = new_encoder(L);
+    e->busy = 1;
     e->L = L;
+    e->typed = 0;
+    dl_buf_reset(&e->out);
     dl_json_path_init(&e->path, "value");
-    yajl_gen *g = lua_newuserdata(L, sizeof *g);
-    *g = NULL;
-    luaL_setmetatable(L, GEN_MT);
-    *g = e->g = yajl_gen_alloc(NULL);
-    if (!e->g)
-        return luaL_error(L, "dynlog.core: out of memory");
-    yajl_gen_config(e->g, yajl_gen_validate_utf8, 1);
+    dl_marks_push(L, &e->marks);
     encode_value(e, 1, 0);
-    const unsigned char *out;
-    size_t len;
-    yajl_gen_get_buf(e->g, &out, &len);
-    lua_pushlstring(L, (const char *)out, len);
+    lua_pushlstring(L, e->out.data ? e->out.data : "", e->out.len);
+    if (e->out.cap > KEEP_BUFFER_MAX)
+        dl_buf_free(&e->out);
+    e->busy = 0;
     return 1;
 }
 
 /* array([t]) -> t, marked to encode as a JSON array even when empty */
 static int l_array(lua_State *L)
 {
-    if (lua_isnoneornil(L, 1))
+    if (lua_isnoneornil(L, 1)) {
+        lua_settop(L, 0);
         lua_newtable(L);
+    }
     luaL_checktype(L, 1, LUA_TTABLE);
     lua_settop(L, 1);
-    luaL_getmetatable(L, ARRAY_MT);
+    luaL_getmetatable(L, DL_ARRAY_MT);
     lua_setmetatable(L, 1);
     return 1;
 }
@@ -375,35 +971,39 @@ static int l_is_array(lua_State *L)
 {
     int marked = 0;
     if (lua_istable(L, 1) && lua_getmetatable(L, 1)) {
-        luaL_getmetatable(L, ARRAY_MT);
+        luaL_getmetatable(L, DL_ARRAY_MT);
         marked = lua_rawequal(L, -1, -2);
     }
     lua_pushboolean(L, marked);
     return 1;
 }
 
+static void register_gc(lua_State *L, const char *name, lua_CFunction gc)
+{
+    luaL_newmetatable(L, name);
+    lua_pushcfunction(L, gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pop(L, 1);
+}
+
 void dl_open_json(lua_State *L)
 {
     static const luaL_Reg funcs[] = {
         { "json_decode", l_json_decode },
-        { "json_encode", l_json_encode },
         { "array", l_array },
         { "is_array", l_is_array },
         { NULL, NULL },
     };
-    luaL_newmetatable(L, PARSER_MT);
-    lua_pushcfunction(L, parser_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_pop(L, 1);
-    luaL_newmetatable(L, GEN_MT);
-    lua_pushcfunction(L, gen_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_pop(L, 1);
-    luaL_newmetatable(L, ARRAY_MT);
+    register_gc(L, PARSER_MT, decoder_gc);
+    register_gc(L, ENCODER_MT, encoder_gc);
+    luaL_newmetatable(L, DL_ARRAY_MT);
     lua_pushliteral(L, "array");
     lua_setfield(L, -2, "__name");
     lua_pop(L, 1);
     luaL_setfuncs(L, funcs, 0);
+    new_encoder(L);
+    lua_pushcclosure(L, l_json_encode, 1);
+    lua_setfield(L, -2, "json_encode");
     lua_pushlightuserdata(L, NULL);
     lua_setfield(L, -2, "null");
 }

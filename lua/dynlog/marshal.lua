@@ -1,0 +1,58 @@
+--- DynamoDB AttributeValues through dynlog.core.
+-- Plain Lua values map to DynamoDB types: string -> S (UTF-8 text),
+-- `binary(bytes)` -> B, number -> N, boolean -> BOOL, `null` -> NULL,
+-- `set{...}` -> SS/NS/BS (by member type), a list (or `array(t)`) -> L,
+-- a table with string keys (or `{}`) -> M. `attribute_map(t)` marks a table
+-- whose values `dynlog.core.json_encode` writes as AttributeValues, wherever
+-- it sits in a request. Requests and responses never go through the tables
+-- these functions build; they are for users and for stream records that
+-- arrive as Lua tables.
+local core = require "dynlog.core"
+local errors = require "dynlog.errors"
+
+local core_unmarshal, core_unmarshal_item, core_valid_number =
+  core.unmarshal, core.unmarshal_item, core.valid_number
+
+local _M = {
+  null = core.null,
+  array = core.array,
+  binary = core.binary,
+  is_binary = core.is_binary,
+  set = core.set,
+  is_set = core.is_set,
+  attribute_map = core.attribute_map,
+  is_attribute_map = core.is_attribute_map,
+  --- marshal(v) -> the AttributeValue table ({S = "x"}, {M = {...}}, ...);
+  -- raises, naming the path, on values DynamoDB cannot hold.
+  marshal = core.marshal,
+  --- marshal_item(t) -> { name = AttributeValue, ... }; raises like marshal.
+  marshal_item = core.marshal_item,
+  --- item_size(t) -> bytes DynamoDB counts for the item t (plain values);
+  -- raises like marshal.
+  item_size = core.item_size,
+}
+
+--- unmarshal(av [, numbers]) -> plain value, or nil, err (invalid_argument).
+-- numbers = "string" keeps every N as its decimal text.
+function _M.unmarshal(av, numbers)
+  local value, code, message = core_unmarshal(av, numbers)
+  if code then return nil, errors.new(code, message) end
+  return value
+end
+
+--- unmarshal_item(t [, numbers]) -> plain table, or nil, err (invalid_argument).
+function _M.unmarshal_item(item, numbers)
+  local value, code, message = core_unmarshal_item(item, numbers)
+  if code then return nil, errors.new(code, message) end
+  return value
+end
+
+--- valid_number(s) -> true, or nil, err (invalid_argument) when DynamoDB
+-- would refuse s as an N (syntax, more than 38 digits, out of range).
+function _M.valid_number(s)
+  local ok, code, message = core_valid_number(s)
+  if ok then return true end
+  return nil, errors.new(code, message)
+end
+
+return _M
