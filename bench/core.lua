@@ -36,7 +36,8 @@ local decoded = json.decode(body)
 local rows = {
   { "ulid() through Lua", measure(200000, core.ulid) },
   { "ulid_decode() through Lua", measure(200000, function() core.ulid_decode("01ARYZ6S41TSV4RRFFQ69G5FAV") end) },
-  { ("SigV4, PutItem with a %d-byte body, cached key"):format(#body), measure(20000, function() sigv4.sign(request) end) },
+  { ("SigV4, PutItem with a %d-byte body, cached key"):format(#body),
+    measure(20000, function() sigv4.sign(request) end) },
   { ("JSON encode, %d bytes"):format(#body), measure(50000, function() json.encode(decoded) end) },
   { ("JSON decode, %d bytes"):format(#body), measure(50000, function() json.decode(body) end) },
 }

@@ -10,6 +10,11 @@ local core_ulid, core_ulid_decode = core.ulid, core.ulid_decode
 local _M = {
   _VERSION = core._VERSION,
   errors = errors,
+  -- Values with no plain Lua equivalent, for payloads (see dynlog.marshal).
+  null = core.null,          -- NULL; the same value as cjson.null
+  array = core.array,        -- array(t): a list (L), even when empty
+  binary = core.binary,      -- binary(bytes): B
+  set = core.set,            -- set{...}: SS, NS or BS
 }
 
 --- ulid() -> a new 26-character ULID, strictly greater than every ULID this
@@ -27,6 +32,22 @@ function _M.ulid_time(s)
   local time_ms, code, message = core_ulid_decode(s)
   if time_ms then return time_ms end
   return nil, errors.new(code, message)
+end
+
+--- new(opts) -> a client of one event table; see dynlog.client.
+function _M.new(opts)
+  return require("dynlog.client").new(opts)
+end
+
+--- marshal(v) -> v as an AttributeValue table; raises on values DynamoDB
+-- cannot hold, naming their path. unmarshal(av [, numbers]) -> the plain
+-- value, or nil, err. See dynlog.marshal for the type mapping.
+function _M.marshal(v)
+  return core.marshal(v)
+end
+
+function _M.unmarshal(av, numbers)
+  return require("dynlog.marshal").unmarshal(av, numbers)
 end
 
 -- Submodules load on first use, so `require "dynlog"` stays cheap.

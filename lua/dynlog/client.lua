@@ -1,0 +1,307 @@
+--- The DynamoDB client: configuration, signed requests, retries, errors.
+--
+--   local c = dynlog.new{ table = "events", sort_key = "ulid" }
+--   local resp, err = c:call("DescribeTable", { TableName = "events" })
+--
+-- The event-log operations (append, query, …) live in dynlog.events and the
+-- table operations in dynlog.tables; both are methods of this client.
+--
+-- Nothing here touches the network before the first request: `new` only
+-- resolves configuration (arguments, environment, shared files).
+local config = require "dynlog.config"
+local core = require "dynlog.core"
+local credentials = require "dynlog.credentials"
+local errors = require "dynlog.errors"
+local retry = require "dynlog.retry"
+local timeutil = require "dynlog.timeutil"
+
+local error, pairs, pcall, require, setmetatable, tonumber, tostring, type =
+  error, pairs, pcall, require, setmetatable, tonumber, tostring, type
+local math_floor = math.floor
+local str_find, str_format, str_match, str_sub = string.find, string.format, string.match, string.sub
+local core_crc32, core_json_decode, core_json_encode = core.crc32, core.json_decode, core.json_encode
+
+local _M = {}
+local mt = { __index = _M }
+
+local DYNAMODB_TARGET = "DynamoDB_20120810."
+local CONTENT_TYPE = "application/x-amz-json-1.0"
+
+local SORT_KEYS = { ulid = true, version = true }
+
+local DEFAULTS = {
+  sort_key = "ulid",
+  timeout = 10,
+  connect_timeout = 3,
+  max_attempts = 8,
+  base_delay = 0.05,
+  max_delay = 20,
+  conflict_retries = 10,
+}
+
+local function option_error(name, what)
+  error("dynlog.new: " .. name .. " " .. what, 3)
+end
+
+local function check_type(opts, name, expected)
+  local v = opts[name]
+  if v ~= nil and type(v) ~= expected then
+    option_error(name, "must be a " .. expected .. ", got " .. type(v))
+  end
+end
+
+local function check_positive(opts, name, integer)
+  local v = opts[name]
+  if v == nil then return end
+  if type(v) ~= "number" or not (v > 0) or (integer and v ~= math_floor(v)) then
+    option_error(name, "must be a positive " .. (integer and "integer" or "number"))
+  end
+end
+
+-- DynamoDB table names: 3-255 characters of [a-zA-Z0-9_.-].
+local function check_table_name(name)
+  if type(name) ~= "string" then option_error("table", "must be a string (the table name)") end
+  if #name < 3 or #name > 255 or str_find(name, "[^%w_%.%-]") then
+    option_error("table", "must be 3-255 characters of letters, digits, '_', '-' and '.'")
+  end
+end
+
+local function check_options(opts)
+  if type(opts) ~= "table" then error("dynlog.new: expects a table of options", 3) end
+  check_table_name(opts.table)
+  if opts.sort_key ~= nil and not SORT_KEYS[opts.sort_key] then
+    option_error("sort_key", 'must be "ulid" or "version"')
+  end
+  for _, name in pairs({ "region", "endpoint", "profile", "cafile" }) do check_type(opts, name, "string") end
+  for _, name in pairs({ "timeout", "connect_timeout", "base_delay", "max_delay" }) do
+    check_positive(opts, name, false)
+  end
+  check_positive(opts, "max_attempts", true)
+  check_positive(opts, "conflict_retries", true)
+  if opts.numbers ~= nil and opts.numbers ~= "string" then
+    option_error("numbers", 'must be nil or "string"')
+  end
+  local creds = opts.credentials
+  if creds ~= nil and type(creds) ~= "table" then
+    option_error("credentials", "must be a table of keys or a provider with :get()")
+  end
+end
+
+-- A provider with :get() is used as it is; a table of keys becomes an
+-- explicit provider; nothing means the default chain.
+local function credentials_provider(opts)
+  local given = opts.credentials
+  if given and type(given.get) == "function" then return given end
+  return credentials.provider({
+    credentials = given, profile = opts.profile, getenv = opts.getenv, read_file = opts.read_file,
+  })
+end
+
+local function pick(opts, name)
+  local v = opts[name]
+  if v == nil then return DEFAULTS[name] end
+  return v
+end
+
+--- Creates a client. Raises on invalid configuration (a bad option, no
+-- region); does no I/O beyond reading the environment and shared files.
+function _M.new(opts)
+  check_options(opts)
+  local env_opts = { region = opts.region, profile = opts.profile, getenv = opts.getenv,
+                     read_file = opts.read_file }
+  local region, rerr = config.region(env_opts)
+  if not region then error("dynlog.new: " .. tostring(rerr.message), 2) end
+  env_opts.region, env_opts.endpoint = region, opts.endpoint
+  local endpoint, eerr = config.endpoint("dynamodb", env_opts)
+  if not endpoint then error("dynlog.new: " .. tostring(eerr.message), 2) end
+
+  local self = {
+    table = opts.table,
+    sort_key = pick(opts, "sort_key"),
+    region = region,
+    url = endpoint.url .. "/",
+    signing_name = endpoint.signing_name,
+    timeout = pick(opts, "timeout"),
+    max_attempts = pick(opts, "max_attempts"),
+    base_delay = pick(opts, "base_delay"),
+    max_delay = pick(opts, "max_delay"),
+    conflict_retries = pick(opts, "conflict_retries"),
+    numbers = opts.numbers,
+    provider = credentials_provider(opts),
+    signer = core.sigv4_signer(),
+    sleep = opts.sleep or core.sleep,
+    now = opts.now or core.now,
+    clock_skew = 0, -- seconds to add to our clock, learnt from the server's Date
+    transport = opts.transport,
+    transport_opts = { timeout = pick(opts, "timeout"), connect_timeout = pick(opts, "connect_timeout"),
+                       cafile = opts.cafile },
+  }
+  return setmetatable(self, mt)
+end
+
+function mt.__tostring(self)
+  return str_format("dynlog.client(%s, %s, %s)", self.table, self.sort_key, self.url)
+end
+
+-- The transport is made on first use: creating a client stays free of I/O
+-- and of libcurl state until it is needed.
+local function transport(self)
+  local t = self.transport
+  if not t then
+    t = require("dynlog.http").new(self.transport_opts)
+    self.transport = t
+  end
+  return t
+end
+
+---------------------------------------------------------------------------
+-- One attempt
+---------------------------------------------------------------------------
+
+local function excerpt(body)
+  body = str_sub(body or "", 1, 120)
+  return (body:gsub("[%c]", " "))
+end
+
+-- An AWS error response → dynlog error value.
+local function aws_error(res)
+  local fields = { status = res.status, request_id = res.headers["x-amzn-requestid"] }
+  local doc = core_json_decode(res.body, true)
+  local aws_type = type(doc) == "table" and doc.__type
+  if type(aws_type) ~= "string" then
+    fields.retryable = retry.retryable(nil, res.status)
+    return errors.new("bad_response", "HTTP " .. tostring(res.status) .. " without an AWS error body: "
+      .. excerpt(res.body), fields)
+  end
+  local code = str_match(aws_type, "#(.+)$") or aws_type
+  local message = doc.message or doc.Message or ""
+  fields.retryable = retry.retryable(code, res.status)
+  local reasons = doc.CancellationReasons
+  if type(reasons) == "table" then
+    fields.reasons = reasons
+    -- A transaction cancelled only by conflicts with other transactions is
+    -- worth retrying; one cancelled by a failed condition is not.
+    local conflict, condition = false, false
+    for _, r in pairs(reasons) do
+      if r.Code == "TransactionConflict" then conflict = true end
+      if r.Code == "ConditionalCheckFailed" then condition = true end
+    end
+    fields.retryable = conflict and not condition
+  end
+  return errors.new(code, tostring(message), fields)
+end
+
+local function checked_crc32(res)
+  local sent = res.headers["x-amz-crc32"]
+  if not sent then return true end
+  if tonumber(sent) == core_crc32(res.body) then return true end
+  return nil, errors.new("crc32_mismatch", "response body does not match its x-amz-crc32 header",
+    { status = res.status, retryable = true })
+end
+
+local function attempt(self, target, body, unwrap, numbers)
+  local creds, cerr = self.provider:get()
+  if not creds then return nil, cerr end
+  local headers = self.signer:sign({
+    method = "POST", url = self.url, body = body,
+    region = self.region, service = self.signing_name, credentials = creds,
+    time = math_floor(self.now() + self.clock_skew),
+    headers = { ["Content-Type"] = CONTENT_TYPE, ["X-Amz-Target"] = target },
+  })
+  local res, terr = transport(self):request({ method = "POST", url = self.url, headers = headers,
+                                              body = body, timeout = self.timeout })
+  if not res then return nil, terr end
+  local ok, crc_err = checked_crc32(res)
+  if not ok then return nil, crc_err end
+  if res.status ~= 200 then return nil, aws_error(res), res end
+  local value, code, message = core_json_decode(res.body, unwrap, numbers)
+  if value == nil then
+    return nil, errors.new("bad_response", "response is not valid JSON (" .. tostring(message) .. ")",
+      { status = res.status, retryable = false, code_detail = code })
+  end
+  return value
+end
+
+---------------------------------------------------------------------------
+-- Attempts, retries and recoveries
+---------------------------------------------------------------------------
+
+-- Signature rejected because our clock is off: learn the server's time from
+-- its Date header so that the next signature carries it.
+local SKEW_CODES = { InvalidSignatureException = true, RequestTimeTooSkewed = true,
+                     SignatureDoesNotMatch = true }
+
+local function learn_clock_skew(self, err, res)
+  if not (err and SKEW_CODES[err.code] and res) then return false end
+  local msg = err.message or ""
+  if err.code ~= "RequestTimeTooSkewed" and not str_find(msg, "expired", 1, true)
+      and not str_find(msg, "skew", 1, true) then
+    return false
+  end
+  local server = timeutil.parse_http_date(res.headers.date)
+  if not server then return false end
+  self.clock_skew = server - self.now()
+  return true
+end
+
+-- An outcome we cannot know: the request may have been applied.
+local function ambiguous(err)
+  return err.code == "timeout" or err.code == "connection" or (err.status or 0) >= 500
+    or err.code == "crc32_mismatch"
+end
+
+--- Sends one DynamoDB operation with retries. `body` is the JSON text.
+-- Returns the decoded response, or nil, err where err.attempts counts the
+-- attempts made and err.ambiguous tells that an earlier attempt may have
+-- been applied although this one failed.
+function _M:_send(operation, body, unwrap, numbers)
+  local target = DYNAMODB_TARGET .. operation
+  local was_ambiguous, recovered = false, {}
+  local n = 0
+  while true do
+    n = n + 1
+    local value, err, res = attempt(self, target, body, unwrap, numbers)
+    if value ~= nil then return value end
+    -- One free re-sign for each kind of recovery, not counted as an attempt.
+    if not recovered.skew and learn_clock_skew(self, err, res) then
+      recovered.skew, n = true, n - 1
+    elseif not recovered.token and err.code == "ExpiredTokenException" and self.provider.invalidate then
+      self.provider:invalidate()
+      recovered.token, n = true, n - 1
+    elseif err.retryable and n < self.max_attempts then
+      was_ambiguous = was_ambiguous or ambiguous(err)
+      self.sleep(retry.delay(n, self.base_delay, self.max_delay))
+    else
+      err.attempts = n
+      err.ambiguous = was_ambiguous
+      return nil, err
+    end
+  end
+end
+
+--- call(operation, params) -> the decoded response, or nil, err.
+-- Any DynamoDB operation; params are in AttributeValue form already and the
+-- response comes back as DynamoDB sends it.
+function _M:call(operation, params)
+  if type(operation) ~= "string" or not str_find(operation, "^%u%a+$") then
+    error("call: operation must be a DynamoDB operation name such as \"GetItem\"", 2)
+  end
+  if type(params) ~= "table" then error("call: params must be a table", 2) end
+  local ok, body = pcall(core_json_encode, params)
+  if not ok then return nil, errors.new("invalid_argument", tostring(body)) end
+  return self:_send(operation, body, false)
+end
+
+--- Encodes a request body; a value that cannot be stored becomes an
+-- invalid_argument error instead of a raised one.
+function _M:_encode(params)
+  local ok, body = pcall(core_json_encode, params)
+  if ok then return body end
+  return nil, errors.new("invalid_argument", (tostring(body):gsub("^[^:]*:%d+: ", "")))
+end
+
+-- Methods of the event log and of tables.
+for name, f in pairs(require("dynlog.events")) do _M[name] = f end
+for name, f in pairs(require("dynlog.tables")) do _M[name] = f end
+
+return _M

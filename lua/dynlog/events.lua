@@ -1,0 +1,524 @@
+--- The event log: append, append_batch, get, head, query, query_page.
+-- These are methods of the client (dynlog.client mixes them in).
+--
+-- One event is one item: {pk = "<log>#<id>#stream", sk = <ULID string or
+-- version number>, type, log, payload}, where payload.id == id. Every write
+-- carries attribute_not_exists(pk), so no event is ever overwritten.
+local core = require "dynlog.core"
+local errors = require "dynlog.errors"
+
+local error, ipairs, pairs, pcall, setmetatable, tostring, type =
+  error, ipairs, pairs, pcall, setmetatable, tostring, type
+local math_floor, math_huge, math_min, math_random = math.floor, math.huge, math.min, math.random
+local str_find, str_gsub = string.find, string.gsub
+local attribute_map, array, item_size = core.attribute_map, core.array, core.item_size
+local core_ulid, utf8_valid = core.ulid, core.utf8_valid
+local base64_encode, base64_decode = core.base64_encode, core.base64_decode
+
+local _M = {}
+
+local MAX_PARTITION_KEY = 2048
+local MAX_ITEM = 400 * 1024
+local MAX_TRANSACTION_ITEMS = 100
+local MAX_TRANSACTION_BYTES = 4 * 1024 * 1024
+local CONDITION = "attribute_not_exists(pk)"
+
+local function invalid(message)
+  return nil, errors.new("invalid_argument", message)
+end
+
+---------------------------------------------------------------------------
+-- Keys and items
+---------------------------------------------------------------------------
+
+local function check_name(what, s)
+  if type(s) ~= "string" then error(what .. " must be a string, got " .. type(s), 4) end
+  if s == "" then return invalid(what .. " must not be empty") end
+  local ok, at = utf8_valid(s)
+  if not ok then return invalid(what .. " is not valid UTF-8 (byte " .. tostring(at) .. ")") end
+  if str_find(s, "#", 1, true) then return invalid(what .. " must not contain '#'") end
+  return true
+end
+
+--- The partition key of a stream, or nil, err for an invalid log or id.
+local function stream_key(log, id)
+  local ok, err = check_name("log", log)
+  if not ok then return nil, err end
+  ok, err = check_name("id", id)
+  if not ok then return nil, err end
+  local pk = log .. "#" .. id .. "#stream"
+  if #pk > MAX_PARTITION_KEY then
+    return nil, errors.new("too_large", "partition key is " .. #pk .. " bytes; DynamoDB allows 2048")
+  end
+  return pk
+end
+
+-- The payload stored: the caller's, with id filled in (a copy: the caller's
+-- table is not changed).
+local function event_payload(id, payload)
+  if payload == nil then return { id = id } end
+  if type(payload) ~= "table" then error("payload must be a table, got " .. type(payload), 4) end
+  if payload.id ~= nil then
+    if payload.id ~= id then
+      return invalid("payload.id is " .. tostring(payload.id) .. " but the event is for id " .. id)
+    end
+    return payload
+  end
+  local copy = {}
+  for k, v in pairs(payload) do copy[k] = v end
+  copy.id = id
+  return copy
+end
+
+local function event_item(log, id, pk, sk, event_type, payload)
+  if type(event_type) ~= "string" then error("type must be a string, got " .. type(event_type), 4) end
+  if event_type == "" then return invalid("type must not be empty") end
+  local ok, at = utf8_valid(event_type)
+  if not ok then return invalid("type is not valid UTF-8 (byte " .. tostring(at) .. ")") end
+  local p, err = event_payload(id, payload)
+  if not p then return nil, err end
+  local item = { pk = pk, sk = sk, type = event_type, log = log, payload = p }
+  local sized, size = pcall(item_size, item)
+  if not sized then return invalid((tostring(size):gsub("^[^:]*:%d+: ", ""))) end
+  if size > MAX_ITEM then
+    return nil, errors.new("too_large", "event is " .. size .. " bytes; DynamoDB items hold at most 409600")
+  end
+  return attribute_map(item)
+end
+
+---------------------------------------------------------------------------
+-- Comparing a stored event with ours, after an ambiguous failure
+---------------------------------------------------------------------------
+
+local same
+
+local function count_keys(t)
+  local n = 0
+  for _ in pairs(t) do n = n + 1 end
+  return n
+end
+
+-- Sets come back from DynamoDB in any order.
+local function same_set(a, b)
+  if #a ~= #b then return false end
+  local used = {}
+  for _, x in ipairs(a) do
+    local found = false
+    for j, y in ipairs(b) do
+      if not used[j] and same(x, y) then used[j], found = true, true break end
+    end
+    if not found then return false end
+  end
+  return true
+end
+
+same = function(a, b)
+  if type(a) ~= "table" or type(b) ~= "table" then return a == b end
+  if core.is_set(a) or core.is_set(b) then return core.is_set(a) and core.is_set(b) and same_set(a, b) end
+  if core.is_binary(a) or core.is_binary(b) then
+    return core.is_binary(a) and core.is_binary(b) and a.value == b.value
+  end
+  if count_keys(a) ~= count_keys(b) then return false end
+  for k, v in pairs(a) do
+    if not same(v, b[k]) then return false end
+  end
+  return true
+end
+
+-- Our conditional put failed after an attempt whose outcome we could not
+-- know: if the stored item is ours, that attempt wrote it.
+local function written_by_us(client, item)
+  local stored = client:_get_item(item.pk, item.sk, true)
+  return stored ~= nil and same(stored, item)
+end
+
+---------------------------------------------------------------------------
+-- Append
+---------------------------------------------------------------------------
+
+local function put_event(client, item)
+  local body, berr = client:_encode({ TableName = client.table, Item = item, ConditionExpression = CONDITION })
+  if not body then return nil, berr end
+  local _, err = client:_send("PutItem", body)
+  if not err then return { pk = item.pk, sk = item.sk } end
+  if err.code == "ConditionalCheckFailedException" then
+    if err.ambiguous and written_by_us(client, item) then return { pk = item.pk, sk = item.sk } end
+    return nil, errors.new("conflict", "an event with sort key " .. tostring(item.sk)
+      .. " already exists in " .. item.pk, { status = err.status, request_id = err.request_id })
+  end
+  return nil, err
+end
+
+local function check_expected(expected)
+  if expected == nil or expected == "any" or expected == "no_stream" then return end
+  if type(expected) ~= "number" or expected < 0 or expected ~= math_floor(expected) then
+    error('expected_version must be a version number >= 0, "no_stream" or "any"', 4)
+  end
+end
+
+-- Under "any", a conflict means another writer took the version we read:
+-- read the head again and retry, a bounded number of times.
+local function with_conflict_retries(client, write)
+  local err
+  for attempt = 1, client.conflict_retries do
+    local head, herr = client:head_version_of(write.pk)
+    if not head then return nil, herr end
+    local result
+    result, err = write.at(head)
+    if result or err.code ~= "conflict" then return result, err end
+    client.sleep(math_random() * math_min(0.2, 0.005 * 2 ^ attempt))
+  end
+  return nil, err
+end
+
+--- append(log, id, type, payload [, opts]) -> key {pk=, sk=}, or nil, err.
+-- opts.expected_version (version mode): a number n writes exactly n + 1;
+-- "no_stream" writes 1; "any" (the default) writes after the current head.
+function _M:append(log, id, event_type, payload, opts)
+  local pk, err = stream_key(log, id)
+  if not pk then return nil, err end
+  if self.sort_key == "ulid" then
+    local sk, uerr = core_ulid()
+    if not sk then return nil, errors.new(uerr, "ULID overflow") end
+    local item, ierr = event_item(log, id, pk, sk, event_type, payload)
+    if not item then return nil, ierr end
+    return put_event(self, item)
+  end
+  local expected = opts and opts.expected_version
+  check_expected(expected)
+  -- Validate once, before any read.
+  local probe, perr = event_item(log, id, pk, 1, event_type, payload)
+  if not probe then return nil, perr end
+  local function at(version)
+    probe.sk = version + 1
+    return put_event(self, probe)
+  end
+  if expected == "no_stream" then return at(0) end
+  if type(expected) == "number" then return at(expected) end
+  return with_conflict_retries(self, { pk = pk, at = at })
+end
+
+local function batch_items(log, id, pk, events, first_version)
+  if type(events) ~= "table" then error("events must be a list of {type=, payload=}", 4) end
+  local n = #events
+  if n == 0 then return invalid("events must not be empty") end
+  if n > MAX_TRANSACTION_ITEMS then
+    return nil, errors.new("too_large", n .. " events; one transaction holds at most 100")
+  end
+  local items = {}
+  for i = 1, n do
+    local ev = events[i]
+    if type(ev) ~= "table" then error("events[" .. i .. "] must be a table {type=, payload=}", 4) end
+    local sk
+    if first_version then
+      sk = first_version + i - 1
+    else
+      local uerr
+      sk, uerr = core_ulid()
+      if not sk then return nil, errors.new(uerr, "ULID overflow") end
+    end
+    local item, err = event_item(log, id, pk, sk, ev.type, ev.payload)
+    if not item then
+      err.message = "events[" .. i .. "]: " .. err.message
+      return nil, err
+    end
+    items[i] = item
+  end
+  return items
+end
+
+local function transact(client, items)
+  local actions = {}
+  for i, item in ipairs(items) do
+    actions[i] = { Put = { TableName = client.table, Item = item, ConditionExpression = CONDITION } }
+  end
+  -- One token for all the attempts of this transaction: a retry of one
+  -- that did commit is answered with success instead of running again.
+  local token = core_ulid()
+  local body, berr = client:_encode({ TransactItems = actions, ClientRequestToken = token })
+  if not body then return nil, berr end
+  if #body > MAX_TRANSACTION_BYTES then
+    return nil, errors.new("too_large", "transaction is " .. #body .. " bytes; DynamoDB allows 4 MB")
+  end
+  local _, err = client:_send("TransactWriteItems", body)
+  if not err then
+    local keys = {}
+    for i, item in ipairs(items) do keys[i] = { pk = item.pk, sk = item.sk } end
+    return keys
+  end
+  if err.code == "TransactionCanceledException" and not err.retryable then
+    for _, r in ipairs(err.reasons or {}) do
+      if r.Code == "ConditionalCheckFailed" then
+        return nil, errors.new("conflict", "an event of this batch already exists in " .. items[1].pk,
+          { status = err.status, request_id = err.request_id, reasons = err.reasons })
+      end
+    end
+  end
+  return nil, err
+end
+
+--- append_batch(log, id, events [, opts]) -> list of keys, or nil, err.
+-- events = { {type=, payload=}, ... }: all are written or none, in one
+-- transaction (at most 100 events and 4 MB).
+function _M:append_batch(log, id, events, opts)
+  local pk, err = stream_key(log, id)
+  if not pk then return nil, err end
+  if self.sort_key == "ulid" then
+    local items, ierr = batch_items(log, id, pk, events)
+    if not items then return nil, ierr end
+    return transact(self, items)
+  end
+  local expected = opts and opts.expected_version
+  check_expected(expected)
+  local probe, perr = batch_items(log, id, pk, events, 1)
+  if not probe then return nil, perr end
+  local function at(version)
+    for i, item in ipairs(probe) do item.sk = version + i end
+    return transact(self, probe)
+  end
+  if expected == "no_stream" then return at(0) end
+  if type(expected) == "number" then return at(expected) end
+  return with_conflict_retries(self, { pk = pk, at = at })
+end
+
+---------------------------------------------------------------------------
+-- Reading
+---------------------------------------------------------------------------
+
+function _M:_get_item(pk, sk, consistent)
+  local body = self:_encode({ TableName = self.table, Key = attribute_map({ pk = pk, sk = sk }),
+                              ConsistentRead = consistent == true })
+  local resp, err = self:_send("GetItem", body, true, self.numbers)
+  if not resp then return nil, err end
+  return resp.Item
+end
+
+--- get(log, id, sk [, opts]) -> the event, nil when there is none, or nil, err.
+function _M:get(log, id, sk, opts)
+  local pk, err = stream_key(log, id)
+  if not pk then return nil, err end
+  local ok, serr = self:_check_sort_key("sk", sk)
+  if not ok then return nil, serr end
+  return self:_get_item(pk, sk, opts and opts.consistent)
+end
+
+function _M:_check_sort_key(what, sk)
+  if self.sort_key == "ulid" then
+    if type(sk) ~= "string" then error(what .. " must be a ULID string in ulid mode, got " .. type(sk), 3) end
+  elseif type(sk) ~= "number" then
+    error(what .. " must be a version number in version mode, got " .. type(sk), 3)
+  end
+  return true
+end
+
+local function latest(client, pk, consistent)
+  local body = client:_encode({
+    TableName = client.table, KeyConditionExpression = "pk = :pk",
+    ExpressionAttributeValues = attribute_map({ [":pk"] = pk }),
+    ScanIndexForward = false, Limit = 1, ConsistentRead = consistent,
+  })
+  local resp, err = client:_send("Query", body, true, client.numbers)
+  if not resp then return nil, err end
+  return resp.Items[1] or false
+end
+
+--- head(log, id [, opts]) -> the latest event, nil when the stream is empty,
+-- or nil, err. Reads are strongly consistent unless opts.consistent == false.
+function _M:head(log, id, opts)
+  local pk, err = stream_key(log, id)
+  if not pk then return nil, err end
+  local ev, qerr = latest(self, pk, not (opts and opts.consistent == false))
+  if ev == nil then return nil, qerr end
+  return ev or nil
+end
+
+--- The latest version number of a stream (0 when empty), or nil, err.
+function _M:head_version_of(pk)
+  local ev, err = latest(self, pk, true)
+  if ev == nil then return nil, err end
+  return ev and ev.sk or 0
+end
+
+---------------------------------------------------------------------------
+-- Query
+---------------------------------------------------------------------------
+
+local CURSOR_VERSION = 1
+
+local function encode_cursor(pk, sk, reverse)
+  local text = core.json_encode({ v = CURSOR_VERSION, pk = pk, sk = sk, r = reverse or false })
+  return (str_gsub(str_gsub(base64_encode(text), "+", "-"), "/", "_"))
+end
+
+local function decode_cursor(client, cursor, pk, reverse)
+  if type(cursor) ~= "string" then error("cursor must be a string", 4) end
+  local text = base64_decode((str_gsub(str_gsub(cursor, "-", "+"), "_", "/")))
+  local doc = text and core.json_decode(text)
+  if type(doc) ~= "table" or doc.v ~= CURSOR_VERSION or type(doc.pk) ~= "string" then
+    return invalid("cursor is not one that query_page returned")
+  end
+  if doc.pk ~= pk then return invalid("cursor belongs to another stream") end
+  if doc.r ~= (reverse or false) then return invalid("cursor was made for the other direction") end
+  local expected = client.sort_key == "ulid" and "string" or "number"
+  if type(doc.sk) ~= expected then return invalid("cursor was made for the other sort-key mode") end
+  return doc.sk
+end
+
+-- The Query request of one page.
+local function query_params(client, pk, q, start_sk, page_limit)
+  local values = { [":pk"] = pk }
+  local cond = "pk = :pk"
+  if q.after ~= nil and q.before ~= nil then
+    cond = cond .. " AND sk BETWEEN :after AND :before"
+    values[":after"], values[":before"] = q.after, q.before
+  elseif q.after ~= nil then
+    cond = cond .. " AND sk > :after"
+    values[":after"] = q.after
+  elseif q.before ~= nil then
+    cond = cond .. " AND sk < :before"
+    values[":before"] = q.before
+  end
+  return {
+    TableName = client.table, KeyConditionExpression = cond,
+    ExpressionAttributeValues = attribute_map(values),
+    ScanIndexForward = not q.reverse, ConsistentRead = q.consistent == true,
+    Limit = page_limit,
+    ExclusiveStartKey = start_sk ~= nil and attribute_map({ pk = pk, sk = start_sk }) or nil,
+  }
+end
+
+-- Reads a query's options and checks them. Returns the query state.
+local function new_query(client, log, id, opts)
+  opts = opts or {}
+  if type(opts) ~= "table" then error("query options must be a table", 3) end
+  local pk, err = stream_key(log, id)
+  if not pk then return nil, err end
+  local q = { client = client, pk = pk, after = opts.after, before = opts.before,
+              reverse = opts.reverse == true, consistent = opts.consistent == true,
+              limit = opts.limit, page_size = opts.page_size, fetched = {}, pos = 1, returned = 0 }
+  if q.after ~= nil then client:_check_sort_key("after", q.after) end
+  if q.before ~= nil then client:_check_sort_key("before", q.before) end
+  for _, name in ipairs({ "limit", "page_size" }) do
+    local v = q[name]
+    if v ~= nil and (type(v) ~= "number" or v < 1 or v ~= math_floor(v)) then
+      error(name .. " must be a positive integer", 3)
+    end
+  end
+  -- BETWEEN with its bounds the wrong way round is a DynamoDB error; an
+  -- empty range is simply empty.
+  q.empty = q.after ~= nil and q.before ~= nil and not (q.after < q.before)
+  return q
+end
+
+-- Fetches the next DynamoDB page into q.fetched. Returns true, or nil, err.
+local function fetch_page(q, wanted)
+  local client = q.client
+  -- Bounds are exclusive but BETWEEN includes them: up to two extra items.
+  local limit = q.page_size
+  if wanted then limit = math_min(limit or math_huge, wanted + 2) end
+  if limit == math_huge then limit = nil end
+  local body, berr = client:_encode(query_params(client, q.pk, q, q.start, limit))
+  if not body then return nil, berr end
+  local resp, err = client:_send("Query", body, true, client.numbers)
+  if not resp then return nil, err end
+  q.fetched, q.pos = resp.Items, 1
+  local last = resp.LastEvaluatedKey
+  q.start = last and last.sk
+  q.exhausted = last == nil
+  return true
+end
+
+local function is_bound(q, ev)
+  return (q.after ~= nil and ev.sk == q.after) or (q.before ~= nil and ev.sk == q.before)
+end
+
+-- The next event of the query, false at its end, or nil, err.
+local function next_event(q)
+  if q.empty or (q.limit and q.returned >= q.limit) then return false end
+  while true do
+    local ev = q.fetched[q.pos]
+    if ev then
+      q.pos = q.pos + 1
+      if not is_bound(q, ev) then
+        q.returned = q.returned + 1
+        q.last_sk = ev.sk
+        return ev
+      end
+    elseif q.exhausted then
+      return false
+    else
+      local ok, err = fetch_page(q, q.limit and (q.limit - q.returned))
+      if not ok then return nil, err end
+    end
+  end
+end
+
+local Events = {}
+Events.__index = Events
+
+-- for ev in events do … end: ends at the last event, or at an error, which
+-- is then in events.err.
+function Events.__call(self)
+  if self.done then return nil end
+  local ev, err = next_event(self.q)
+  if ev then return ev end
+  self.done, self.err = true, err
+  return nil
+end
+
+--- events:all() -> a list of every remaining event, or nil, err.
+function Events:all()
+  local list = {}
+  for ev in self do list[#list + 1] = ev end
+  if self.err then return nil, self.err end
+  return list
+end
+
+--- query(log, id [, opts]) -> an iterator over the stream's events in order,
+-- one DynamoDB page at a time. opts: after, before (exclusive sort-key
+-- bounds), limit, reverse, consistent, page_size. After the loop,
+-- `events.err` holds the error that ended it early, if any:
+--   local events = c:query("users", "42")
+--   for ev in events do … end
+--   if events.err then … end
+-- Invalid log or id: nil, err.
+function _M:query(log, id, opts)
+  local q, err = new_query(self, log, id, opts)
+  if not q then return nil, err end
+  q.exhausted = false
+  return setmetatable({ q = q }, Events)
+end
+
+--- query_page(log, id [, opts]) -> {items=, cursor=}, or nil, err.
+-- opts as for query plus cursor (from the previous page); page_size (or
+-- limit) is the number of events per page, default 100. cursor is nil on
+-- the last page.
+function _M:query_page(log, id, opts)
+  opts = opts or {}
+  local q, err = new_query(self, log, id, opts)
+  if not q then return nil, err end
+  local size = opts.page_size or opts.limit or 100
+  q.limit, q.page_size = size + 1, math_min(size + 1, 1000)
+  q.exhausted = false
+  if opts.cursor ~= nil then
+    local sk, cerr = decode_cursor(self, opts.cursor, q.pk, q.reverse)
+    if sk == nil then return nil, cerr end
+    q.start = sk
+  end
+  local items = array()
+  for _ = 1, size + 1 do
+    local ev, qerr = next_event(q)
+    if ev == nil then return nil, qerr end
+    if not ev then break end
+    items[#items + 1] = ev
+  end
+  -- One event beyond the page tells whether there is a next page.
+  local cursor
+  if #items > size then
+    items[#items] = nil
+    cursor = encode_cursor(q.pk, items[#items].sk, q.reverse)
+  end
+  return { items = items, cursor = cursor }
+end
+
+return _M

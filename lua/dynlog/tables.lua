@@ -1,0 +1,127 @@
+--- Table operations of the client: create_table, describe_table,
+-- delete_table. The event table has the key schema {pk HASH (S), sk RANGE}
+-- where sk is S in ulid mode and N in version mode.
+local errors = require "dynlog.errors"
+
+local error, ipairs, tostring = error, ipairs, tostring
+local array = require("dynlog.core").array
+
+local _M = {}
+
+local STREAM_VIEWS = { NEW_IMAGE = true, OLD_IMAGE = true, NEW_AND_OLD_IMAGES = true, KEYS_ONLY = true }
+local BILLING = { PAY_PER_REQUEST = true, PROVISIONED = true }
+
+local function sort_key_type(client)
+  return client.sort_key == "ulid" and "S" or "N"
+end
+
+local function attribute_type(desc, name)
+  for _, def in ipairs(desc.AttributeDefinitions or {}) do
+    if def.AttributeName == name then return def.AttributeType end
+  end
+end
+
+local function key_role(desc, name)
+  for _, k in ipairs(desc.KeySchema or {}) do
+    if k.AttributeName == name then return k.KeyType end
+  end
+end
+
+-- An existing table is fine when its key schema is ours; anything else
+-- would make every append fail later, so say it now.
+local function schema_problem(client, desc)
+  local want = sort_key_type(client)
+  if #(desc.KeySchema or {}) ~= 2 or key_role(desc, "pk") ~= "HASH" or key_role(desc, "sk") ~= "RANGE" then
+    return "its key schema is not {pk HASH, sk RANGE}"
+  end
+  if attribute_type(desc, "pk") ~= "S" then return "its pk is not a string (S)" end
+  if attribute_type(desc, "sk") ~= want then
+    return "its sk is of type " .. tostring(attribute_type(desc, "sk")) .. " but " .. client.sort_key
+      .. " mode needs " .. want
+  end
+end
+
+--- describe_table() -> the table description (DescribeTable's Table), or nil, err.
+function _M:describe_table()
+  local resp, err = self:call("DescribeTable", { TableName = self.table })
+  if not resp then return nil, err end
+  return resp.Table
+end
+
+local function wait_active(client, deadline)
+  while true do
+    local desc, err = client:describe_table()
+    if not desc then return nil, err end
+    if desc.TableStatus == "ACTIVE" then return desc end
+    if client.now() > deadline then
+      return nil, errors.new("timeout", "table " .. client.table .. " is still " .. tostring(desc.TableStatus))
+    end
+    client.sleep(0.2)
+  end
+end
+
+local function enable_stream(client, view)
+  local _, err = client:call("UpdateTable", {
+    TableName = client.table, StreamSpecification = { StreamEnabled = true, StreamViewType = view },
+  })
+  return err == nil, err
+end
+
+--- create_table{stream=, billing=, read_capacity=, write_capacity=, wait=}
+-- -> the table description once it is ACTIVE, or nil, err.
+-- Idempotent: an existing table with our key schema is fine (its stream is
+-- enabled if it has none); a different schema is an error (code
+-- "schema_mismatch"). stream: a view type (default NEW_AND_OLD_IMAGES) or
+-- false for none. billing: PAY_PER_REQUEST (default) or PROVISIONED.
+function _M:create_table(opts)
+  opts = opts or {}
+  local view = opts.stream
+  if view == nil then view = "NEW_AND_OLD_IMAGES" end
+  if view ~= false and not STREAM_VIEWS[view] then
+    error("create_table: stream must be NEW_IMAGE, OLD_IMAGE, NEW_AND_OLD_IMAGES, KEYS_ONLY or false", 2)
+  end
+  local billing = opts.billing or "PAY_PER_REQUEST"
+  if not BILLING[billing] then error("create_table: billing must be PAY_PER_REQUEST or PROVISIONED", 2) end
+  local params = {
+    TableName = self.table,
+    KeySchema = array({ { AttributeName = "pk", KeyType = "HASH" }, { AttributeName = "sk", KeyType = "RANGE" } }),
+    AttributeDefinitions = array({ { AttributeName = "pk", AttributeType = "S" },
+                                   { AttributeName = "sk", AttributeType = sort_key_type(self) } }),
+    BillingMode = billing,
+  }
+  if billing == "PROVISIONED" then
+    params.ProvisionedThroughput = { ReadCapacityUnits = opts.read_capacity or 5,
+                                     WriteCapacityUnits = opts.write_capacity or 5 }
+  end
+  if view then params.StreamSpecification = { StreamEnabled = true, StreamViewType = view } end
+
+  local _, err = self:call("CreateTable", params)
+  if err and err.code ~= "ResourceInUseException" then return nil, err end
+  local deadline = self.now() + (opts.wait or 120)
+  local desc, werr = wait_active(self, deadline)
+  if not desc then return nil, werr end
+  local problem = schema_problem(self, desc)
+  if problem then
+    return nil, errors.new("schema_mismatch", "table " .. self.table .. " exists but " .. problem)
+  end
+  local spec = desc.StreamSpecification
+  if view and not (spec and spec.StreamEnabled) then
+    local ok, serr = enable_stream(self, view)
+    if not ok then return nil, serr end
+    return wait_active(self, deadline)
+  end
+  if view and spec.StreamViewType ~= view then
+    return nil, errors.new("schema_mismatch", "table " .. self.table .. " has a " .. tostring(spec.StreamViewType)
+      .. " stream, not " .. view)
+  end
+  return desc
+end
+
+--- delete_table() -> true, or nil, err. A missing table is not an error.
+function _M:delete_table()
+  local _, err = self:call("DeleteTable", { TableName = self.table })
+  if err and err.code ~= "ResourceNotFoundException" then return nil, err end
+  return true
+end
+
+return _M

@@ -1,0 +1,463 @@
+local dynlog = require "dynlog"
+local ddb = require "spec.support.ddb"
+
+local has_integers = math.type ~= nil
+
+describe("dynlog.new", function()
+  local base = { table = "events", region = "us-east-1", endpoint = "http://127.0.0.1:1" }
+  local function with(changes)
+    local o = {}
+    for k, v in pairs(base) do o[k] = v end
+    for k, v in pairs(changes) do o[k] = v end
+    return o
+  end
+
+  it("raises on invalid configuration, saying which option", function()
+    assert.has_error(function() dynlog.new() end, "dynlog.new: expects a table of options")
+    assert.error_matches(function() dynlog.new(with({ table = "ab" })) end, "table must be 3%-255")
+    assert.error_matches(function() dynlog.new(with({ table = "a b c" })) end, "table must be")
+    assert.error_matches(function() dynlog.new(with({ sort_key = "time" })) end, "sort_key")
+    assert.error_matches(function() dynlog.new(with({ max_attempts = 0 })) end, "max_attempts")
+    assert.error_matches(function() dynlog.new(with({ timeout = "10" })) end, "timeout")
+    assert.error_matches(function() dynlog.new(with({ credentials = "secret" })) end, "credentials")
+  end)
+
+  it("raises when no region can be found", function()
+    assert.error_matches(function()
+      dynlog.new({ table = "events", getenv = function() return nil end, read_file = function() return nil end })
+    end, "region")
+  end)
+
+  it("makes no request when created", function()
+    local c = dynlog.new(with({}))
+    assert.is_nil(rawget(c, "transport"))
+    assert.matches("dynlog.client%(events, ulid, http://127.0.0.1:1/%)", tostring(c))
+  end)
+end)
+
+describe("dynlog client against DynamoDB Local", function()
+  describe("create_table", function()
+    it("creates an ACTIVE table with a stream, and is idempotent", function()
+      local c = ddb.client()
+      local desc = assert(c:create_table())
+      assert.are.equal("ACTIVE", desc.TableStatus)
+      assert.is_true(desc.StreamSpecification.StreamEnabled)
+      assert.are.equal("NEW_AND_OLD_IMAGES", desc.StreamSpecification.StreamViewType)
+      assert.is_string(desc.LatestStreamArn)
+      assert.truthy(c:create_table())
+      assert.is_true(c:delete_table())
+    end)
+
+    it("refuses an existing table whose sort key has the other type", function()
+      local c = ddb.ready_client()
+      local v = ddb.client({ table = c.table, sort_key = "version" })
+      local desc, err = v:create_table()
+      assert.is_nil(desc)
+      assert.are.equal("schema_mismatch", err.code)
+      assert.matches("sk is of type S but version mode needs N", err.message)
+    end)
+
+    it("enables the stream of an existing table that has none", function()
+      local c = ddb.client()
+      assert(c:create_table({ stream = false }))
+      local desc = assert(c:create_table())
+      assert.is_true(desc.StreamSpecification.StreamEnabled)
+    end)
+  end)
+
+  for _, mode in ipairs({ "ulid", "version" }) do
+    describe("in " .. mode .. " mode", function()
+      local c
+      setup(function() c = ddb.ready_client({ sort_key = mode }) end)
+
+      it("reads 1000 appends back complete and in order", function()
+        local keys = {}
+        for i = 1, 1000 do
+          keys[i] = assert(c:append("users", "u1000", "counted", { n = i }))
+        end
+        local n = 0
+        local events = c:query("users", "u1000")
+        local previous
+        for ev in events do
+          n = n + 1
+          assert.are.equal(n, ev.payload.n)
+          assert.are.equal(keys[n].sk, ev.sk)
+          if previous then assert.is_true(previous < ev.sk) end
+          previous = ev.sk
+        end
+        assert.is_nil(events.err)
+        assert.are.equal(1000, n)
+        if mode == "version" then assert.are.equal(1000, previous) end
+      end)
+
+      it("stores the item layout of the original design", function()
+        local key = assert(c:append("users", "42", "signup", { name = "Ada" }))
+        assert.are.equal("users#42#stream", key.pk)
+        local raw = assert(c:call("GetItem", { TableName = c.table, Key = { pk = { S = key.pk },
+          sk = mode == "ulid" and { S = key.sk } or { N = tostring(key.sk) } } }))
+        assert.are.same({ S = "users#42#stream" }, raw.Item.pk)
+        assert.are.same({ S = "signup" }, raw.Item.type)
+        assert.are.same({ S = "users" }, raw.Item.log)
+        assert.are.same({ M = { id = { S = "42" }, name = { S = "Ada" } } }, raw.Item.payload)
+        if mode == "ulid" then
+          assert.are.equal(26, #raw.Item.sk.S)
+        else
+          assert.are.same({ N = "1" }, raw.Item.sk)
+        end
+      end)
+
+      it("fills in payload.id and refuses a different one", function()
+        local payload = { x = 1 }
+        local key = assert(c:append("users", "p1", "t", payload))
+        assert.is_nil(payload.id, "the caller's table is left alone")
+        assert.are.equal("p1", c:get("users", "p1", key.sk).payload.id)
+        assert(c:append("users", "p1", "t", { id = "p1" }))
+        local k, err = c:append("users", "p1", "t", { id = "p2" })
+        assert.is_nil(k)
+        assert.are.equal("invalid_argument", err.code)
+        assert.matches("payload.id", err.message)
+      end)
+
+      it("gets one event and the head of a stream", function()
+        assert.is_nil(c:head("users", "nobody"))
+        local k1 = assert(c:append("users", "h1", "first", {}))
+        local k2 = assert(c:append("users", "h1", "second", {}))
+        assert.are.equal("second", c:head("users", "h1").type)
+        assert.are.equal(k2.sk, c:head("users", "h1").sk)
+        assert.are.equal("first", c:get("users", "h1", k1.sk).type)
+        local missing = mode == "ulid" and dynlog.ulid() or 99
+        local ev, err = c:get("users", "h1", missing)
+        assert.is_nil(ev)
+        assert.is_nil(err)
+      end)
+    end)
+  end
+
+  describe("version mode", function()
+    local c
+    setup(function() c = ddb.ready_client({ sort_key = "version" }) end)
+
+    it("writes exactly expected_version + 1, and reports a taken version as a conflict", function()
+      local first = assert(c:append("acct", "a", "opened", {}, { expected_version = 0 }))
+      assert.are.same({ pk = "acct#a#stream", sk = 1 }, first)
+      assert.are.equal(2, assert(c:append("acct", "a", "deposit", {}, { expected_version = 1 })).sk)
+      local k, err = c:append("acct", "a", "deposit", {}, { expected_version = 1 })
+      assert.is_nil(k)
+      assert.are.equal("conflict", err.code)
+      assert.matches("^conflict: ", tostring(err))
+      -- Nothing was overwritten.
+      assert.are.equal("deposit", c:get("acct", "a", 2).type)
+    end)
+
+    it("no_stream writes version 1 only when the stream is empty", function()
+      assert.are.equal(1, assert(c:append("acct", "b", "opened", {}, { expected_version = "no_stream" })).sk)
+      local _, err = c:append("acct", "b", "opened", {}, { expected_version = "no_stream" })
+      assert.are.equal("conflict", err.code)
+    end)
+
+    it("any appends after the current head", function()
+      assert(c:append("acct", "c", "one", {}, { expected_version = 0 }))
+      assert(c:append("acct", "c", "two", {}, { expected_version = 1 }))
+      assert.are.equal(3, assert(c:append("acct", "c", "three", {}, { expected_version = "any" })).sk)
+      assert.are.equal(4, assert(c:append("acct", "c", "four", {})).sk)
+    end)
+
+    it("raises on an expected_version that is not a version", function()
+      assert.has_error(function() c:append("acct", "d", "x", {}, { expected_version = -1 }) end)
+      assert.has_error(function() c:append("acct", "d", "x", {}, { expected_version = 1.5 }) end)
+      assert.has_error(function() c:append("acct", "d", "x", {}, { expected_version = "latest" }) end)
+    end)
+  end)
+
+  describe("append_batch", function()
+    it("writes every event or none (ulid mode)", function()
+      local c = ddb.ready_client()
+      local keys = assert(c:append_batch("orders", "o1", {
+        { type = "created", payload = { total = 10 } },
+        { type = "paid", payload = { amount = 10 } },
+        { type = "shipped" },
+      }))
+      assert.are.equal(3, #keys)
+      local list = assert(c:query("orders", "o1"):all())
+      assert.are.same({ "created", "paid", "shipped" }, { list[1].type, list[2].type, list[3].type })
+      assert.are.equal(keys[3].sk, list[3].sk)
+    end)
+
+    it("honours expected_version and writes nothing on a conflict (version mode)", function()
+      local c = ddb.ready_client({ sort_key = "version" })
+      local keys = assert(c:append_batch("orders", "o2", { { type = "a" }, { type = "b" } },
+        { expected_version = "no_stream" }))
+      assert.are.same({ 1, 2 }, { keys[1].sk, keys[2].sk })
+      local k, err = c:append_batch("orders", "o2", { { type = "c" }, { type = "d" } }, { expected_version = 1 })
+      assert.is_nil(k)
+      assert.are.equal("conflict", err.code)
+      assert.are.equal(2, #assert(c:query("orders", "o2"):all()), "nothing of the failed batch was written")
+      keys = assert(c:append_batch("orders", "o2", { { type = "c" }, { type = "d" } }))
+      assert.are.same({ 3, 4 }, { keys[1].sk, keys[2].sk })
+    end)
+
+    it("refuses more than 100 events and more than 4 MB before sending", function()
+      local c = ddb.client() -- no table: nothing may be sent
+      local events = {}
+      for i = 1, 101 do events[i] = { type = "e" } end
+      local k, err = c:append_batch("orders", "o3", events)
+      assert.is_nil(k)
+      assert.are.equal("too_large", err.code)
+      events = {}
+      local big = string.rep("x", 300 * 1024)
+      for i = 1, 15 do events[i] = { type = "e", payload = { blob = big } } end
+      k, err = c:append_batch("orders", "o3", events)
+      assert.is_nil(k)
+      assert.are.equal("too_large", err.code)
+      assert.matches("4 MB", err.message)
+    end)
+  end)
+
+  describe("query", function()
+    local c
+    local keys = {}
+    setup(function()
+      c = ddb.ready_client()
+      for i = 1, 30 do keys[i] = assert(c:append("q", "s", "e", { n = i })).sk end
+    end)
+
+    local function ns(events)
+      local out = {}
+      for ev in events do out[#out + 1] = ev.payload.n end
+      return out
+    end
+
+    it("honours after, before, limit and reverse, with exclusive bounds", function()
+      assert.are.same({ 11, 12, 13 }, ns(c:query("q", "s", { after = keys[10], limit = 3 })))
+      assert.are.same({ 1, 2 }, ns(c:query("q", "s", { before = keys[3] })))
+      assert.are.same({ 6, 7, 8, 9 }, ns(c:query("q", "s", { after = keys[5], before = keys[10] })))
+      assert.are.same({ 30, 29 }, ns(c:query("q", "s", { reverse = true, limit = 2 })))
+      assert.are.same({ 9, 8, 7, 6 }, ns(c:query("q", "s", { after = keys[5], before = keys[10], reverse = true })))
+      assert.are.same({}, ns(c:query("q", "s", { after = keys[10], before = keys[5] })))
+      assert.are.same({}, ns(c:query("q", "s", { after = keys[10], before = keys[11] })))
+    end)
+
+    it("follows DynamoDB pages of a given size", function()
+      local list = {}
+      for ev in c:query("q", "s", { page_size = 7 }) do list[#list + 1] = ev.payload.n end
+      assert.are.equal(30, #list)
+      assert.are.equal(30, list[30])
+    end)
+
+    it("pages with opaque cursors, forwards and in reverse", function()
+      for _, reverse in ipairs({ false, true }) do
+        local seen, cursor, pages = {}, nil, 0
+        repeat
+          local page = assert(c:query_page("q", "s", { page_size = 8, cursor = cursor, reverse = reverse }))
+          pages = pages + 1
+          for _, ev in ipairs(page.items) do seen[#seen + 1] = ev.payload.n end
+          cursor = page.cursor
+        until not cursor
+        assert.are.equal(4, pages)
+        assert.are.equal(30, #seen)
+        assert.are.equal(reverse and 30 or 1, seen[1])
+        assert.are.equal(reverse and 1 or 30, seen[30])
+      end
+    end)
+
+    it("refuses a cursor of another stream, of the other direction, or made up", function()
+      local page = assert(c:query_page("q", "s", { page_size = 5 }))
+      local _, err = c:query_page("q", "other", { cursor = page.cursor })
+      assert.are.equal("invalid_argument", err.code)
+      assert.matches("another stream", err.message)
+      _, err = c:query_page("q", "s", { cursor = page.cursor, reverse = true })
+      assert.matches("other direction", err.message)
+      _, err = c:query_page("q", "s", { cursor = "not-a-cursor" })
+      assert.are.equal("invalid_argument", err.code)
+    end)
+
+    it("returns nil, err for an invalid log or id", function()
+      local events, err = c:query("q#x", "s")
+      assert.is_nil(events)
+      assert.are.equal("invalid_argument", err.code)
+    end)
+  end)
+
+  describe("a stream larger than one 1 MB page", function()
+    local c
+    local N = 40
+    setup(function()
+      c = ddb.ready_client({ sort_key = "version" })
+      local blob = string.rep("e", 60 * 1024) -- 40 x 60 KB = 2.4 MB: three DynamoDB pages
+      for i = 1, N do assert(c:append("big", "b", "chunk", { n = i, blob = blob })) end
+    end)
+
+    it("reads back whole through the iterator, forwards and in reverse", function()
+      for _, reverse in ipairs({ false, true }) do
+        local n, last = 0, nil
+        for ev in c:query("big", "b", { reverse = reverse }) do
+          n = n + 1
+          last = ev.payload.n
+          assert.are.equal(60 * 1024, #ev.payload.blob)
+        end
+        assert.are.equal(N, n)
+        assert.are.equal(reverse and 1 or N, last)
+      end
+    end)
+
+    it("reads a range with limit across pages", function()
+      local got = {}
+      for ev in c:query("big", "b", { after = 5, before = 36, limit = 25 }) do got[#got + 1] = ev.sk end
+      assert.are.equal(25, #got)
+      assert.are.equal(6, got[1])
+      assert.are.equal(30, got[25])
+    end)
+
+    it("reads back whole through cursors", function()
+      local n, cursor = 0, nil
+      repeat
+        local page = assert(c:query_page("big", "b", { page_size = 17, cursor = cursor }))
+        n = n + #page.items
+        cursor = page.cursor
+      until not cursor
+      assert.are.equal(N, n)
+    end)
+  end)
+
+  describe("round trips", function()
+    local c
+    setup(function() c = ddb.ready_client() end)
+
+    local function round_trip(payload)
+      local key = assert(c:append("rt", "x", "value", payload))
+      return c:get("rt", "x", key.sk, { consistent = true }).payload
+    end
+
+    it("keeps Unicode, empty strings, nested maps and lists", function()
+      local p = round_trip({ name = "Zoë 日本 😀", empty = "", nested = { list = { 1, "two", { three = true } } },
+                             flag = false, nothing = dynlog.json.null, emptylist = dynlog.json.array() })
+      assert.are.equal("Zoë 日本 😀", p.name)
+      assert.are.equal("", p.empty)
+      assert.are.same({ three = true }, p.nested.list[3])
+      assert.are.equal("two", p.nested.list[2])
+      assert.is_false(p.flag)
+      assert.are.equal(dynlog.json.null, p.nothing)
+      assert.are.equal(0, #p.emptylist)
+      assert.is_true(dynlog.json.is_array(p.emptylist))
+    end)
+
+    it("keeps binary values and sets", function()
+      local core = require "dynlog.core"
+      local bytes = "\0\1\2\255\254 binary"
+      local p = round_trip({ blob = core.binary(bytes), tags = core.set({ "a", "b", "c" }),
+                             scores = core.set({ 1, 2.5, 3 }) })
+      assert.is_true(core.is_binary(p.blob))
+      assert.are.equal(bytes, p.blob.value)
+      assert.is_true(core.is_set(p.tags))
+      table.sort(p.tags)
+      assert.are.same({ "a", "b", "c" }, { p.tags[1], p.tags[2], p.tags[3] })
+      assert.are.equal(3, #p.scores)
+    end)
+
+    it("keeps integers and floats exact", function()
+      local p = round_trip({ small = 1, negative = -42, float = 0.1, third = 1 / 3, big = 1e125, tiny = 1e-130,
+                             exact53 = 2 ^ 53 })
+      assert.are.equal(1, p.small)
+      assert.are.equal(-42, p.negative)
+      assert.are.equal(0.1, p.float)
+      assert.are.equal(1 / 3, p.third)
+      assert.are.equal(1e125, p.big)
+      assert.are.equal(1e-130, p.tiny)
+      assert.are.equal(2 ^ 53, p.exact53)
+    end)
+
+    if has_integers then
+      it("keeps integers up to 2^63-1 exact (Lua 5.4)", function()
+        local p = round_trip({ max = math.maxinteger, min = math.mininteger, odd = 9007199254740993 })
+        assert.are.equal(math.maxinteger, p.max)
+        assert.are.equal(math.mininteger, p.min)
+        assert.are.equal(9007199254740993, p.odd)
+        assert.are.equal("integer", math.type(p.max))
+      end)
+    end
+
+    it("keeps every number as its decimal string with numbers = \"string\"", function()
+      -- 38 digits, as another tool may write them: more than any Lua number holds.
+      local digits = "12345678901234567890123456789012345678"
+      local sk = dynlog.ulid()
+      assert(c:call("PutItem", { TableName = c.table, Item = {
+        pk = { S = "rt#y#stream" }, sk = { S = sk }, type = { S = "value" }, log = { S = "rt" },
+        payload = { M = { id = { S = "y" }, n = { N = digits }, f = { N = "0.5" } } } } }))
+      local s = ddb.client({ table = c.table, numbers = "string" })
+      local p = s:get("rt", "y", sk).payload
+      assert.are.equal(digits, p.n)
+      assert.are.equal("0.5", p.f)
+      assert.are.equal("number", type(c:get("rt", "y", sk).payload.f), "the default reads numbers")
+    end)
+  end)
+
+  it("reads an item written by a plain PutItem in the original layout", function()
+    local c = ddb.ready_client()
+    local sk = dynlog.ulid()
+    assert(c:call("PutItem", { TableName = c.table, Item = {
+      pk = { S = "users#legacy#stream" }, sk = { S = sk }, type = { S = "signup" }, log = { S = "users" },
+      payload = { M = { id = { S = "legacy" }, email = { S = "a@example.com" } } },
+    } }))
+    local list = assert(c:query("users", "legacy"):all())
+    assert.are.equal(1, #list)
+    assert.are.equal("signup", list[1].type)
+    assert.are.equal("a@example.com", list[1].payload.email)
+    assert.are.equal(sk, list[1].sk)
+  end)
+
+  describe("bad input, refused before anything is written", function()
+    local c
+    setup(function() c = ddb.ready_client() end)
+
+    local function refused(code, pattern, ...)
+      local key, err = c:append(...)
+      assert.is_nil(key)
+      assert.are.equal(code, err.code)
+      if pattern then assert.matches(pattern, err.message) end
+    end
+
+    it("checks log, id and type", function()
+      refused("invalid_argument", "log must not be empty", "", "1", "t", {})
+      refused("invalid_argument", "id must not contain '#'", "users", "a#b", "t", {})
+      refused("invalid_argument", "log is not valid UTF%-8", "us\255ers", "1", "t", {})
+      refused("invalid_argument", "type must not be empty", "users", "1", "", {})
+      refused("too_large", "2048", "users", string.rep("i", 2100), "t", {})
+      assert.has_error(function() c:append("users", 42, "t", {}) end)
+      assert.has_error(function() c:append("users", "1", "t", "payload") end)
+    end)
+
+    it("names the path of a value DynamoDB cannot hold", function()
+      refused("invalid_argument", "payload%.scores%[2%]", "users", "1", "t", { scores = { 1, 0 / 0 } })
+      refused("invalid_argument", "payload%.f", "users", "1", "t", { f = print })
+      local cyclic = {}
+      cyclic.self = cyclic
+      refused("invalid_argument", nil, "users", "1", "t", { c = cyclic })
+      refused("invalid_argument", nil, "users", "1", "t", { mixed = { 1, x = 2 } })
+    end)
+
+    it("refuses an item over 400 KB", function()
+      refused("too_large", "409600", "users", "1", "t", { blob = string.rep("x", 410 * 1024) })
+      assert.is_nil(c:head("users", "1"), "nothing was written")
+    end)
+  end)
+
+  describe("call", function()
+    it("runs any DynamoDB operation and returns its response as sent", function()
+      local c = ddb.ready_client()
+      local resp = assert(c:call("DescribeTable", { TableName = c.table }))
+      assert.are.equal(c.table, resp.Table.TableName)
+    end)
+
+    it("returns AWS errors with their name, status and request id", function()
+      local c = ddb.client()
+      local resp, err = c:call("DescribeTable", { TableName = "no-such-table-" .. dynlog.ulid() })
+      assert.is_nil(resp)
+      assert.are.equal("ResourceNotFoundException", err.code)
+      assert.are.equal(400, err.status)
+      assert.is_false(err.retryable)
+      assert.is_string(err.request_id)
+      assert.are.equal(1, err.attempts, "not retried")
+      assert.matches("^ResourceNotFoundException: ", tostring(err))
+    end)
+  end)
+end)
