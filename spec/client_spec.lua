@@ -28,6 +28,15 @@ describe("dynlog.new", function()
     end, "region")
   end)
 
+  it("uses its own DynamoDB endpoint for streams too, unless told otherwise", function()
+    assert.are.equal("http://127.0.0.1:1/", dynlog.new(with({})).services.streams.url)
+    assert.are.equal("http://127.0.0.1:2/",
+      dynlog.new(with({ streams_endpoint = "http://127.0.0.1:2" })).services.streams.url)
+    local regional = dynlog.new({ table = "events", region = "eu-west-1", getenv = function() return nil end })
+    assert.are.equal("https://streams.dynamodb.eu-west-1.amazonaws.com/", regional.services.streams.url)
+    assert.are.equal("https://events.eu-west-1.amazonaws.com/", regional.services.events.url)
+  end)
+
   it("makes no request when created", function()
     local c = dynlog.new(with({}))
     assert.is_nil(rawget(c, "transport"))

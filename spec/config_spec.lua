@@ -187,12 +187,12 @@ describe("dynlog.config", function()
     it("gives the regional endpoints and signing names of the three services", function()
       local opts = { getenv = env(base) }
       assert.same({ url = "https://dynamodb.eu-west-1.amazonaws.com", region = "eu-west-1",
-        signing_name = "dynamodb", service = "dynamodb" }, config.endpoint("dynamodb", opts))
+        signing_name = "dynamodb", service = "dynamodb", origin = "default" }, config.endpoint("dynamodb", opts))
       assert.same({ url = "https://streams.dynamodb.eu-west-1.amazonaws.com", region = "eu-west-1",
-        signing_name = "dynamodb", service = "dynamodb_streams" },
+        signing_name = "dynamodb", service = "dynamodb_streams", origin = "default" },
         config.endpoint("dynamodb_streams", opts))
       assert.same({ url = "https://events.eu-west-1.amazonaws.com", region = "eu-west-1",
-        signing_name = "events", service = "eventbridge" }, config.endpoint("eventbridge", opts))
+        signing_name = "events", service = "eventbridge", origin = "default" }, config.endpoint("eventbridge", opts))
     end)
 
     it("uses amazonaws.com.cn for China regions", function()
@@ -209,6 +209,7 @@ describe("dynlog.config", function()
         AWS_ENDPOINT_URL_EVENTBRIDGE = "http://127.0.0.1:8002",
       }) }
       assert.equal("http://127.0.0.1:8000", config.endpoint("dynamodb", opts).url)
+      assert.equal("AWS_ENDPOINT_URL_DYNAMODB", config.endpoint("dynamodb", opts).origin)
       assert.equal("http://127.0.0.1:8001", config.endpoint("dynamodb_streams", opts).url)
       assert.equal("http://127.0.0.1:8002", config.endpoint("eventbridge", opts).url)
     end)

@@ -24,8 +24,16 @@ local core_crc32, core_json_decode, core_json_encode = core.crc32, core.json_dec
 local _M = {}
 local mt = { __index = _M }
 
-local DYNAMODB_TARGET = "DynamoDB_20120810."
-local CONTENT_TYPE = "application/x-amz-json-1.0"
+-- The AWS JSON services dynlog speaks: which endpoint setting names each,
+-- the X-Amz-Target prefix and the content type of its protocol.
+local SERVICES = {
+  dynamodb = { config = "dynamodb", option = "endpoint", target = "DynamoDB_20120810.",
+               content_type = "application/x-amz-json-1.0" },
+  streams = { config = "dynamodb_streams", option = "streams_endpoint", target = "DynamoDBStreams_20120810.",
+              content_type = "application/x-amz-json-1.0" },
+  events = { config = "eventbridge", option = "events_endpoint", target = "AWSEvents.",
+             content_type = "application/x-amz-json-1.1" },
+}
 
 local SORT_KEYS = { ulid = true, version = true }
 
@@ -72,7 +80,9 @@ local function check_options(opts)
   if opts.sort_key ~= nil and not SORT_KEYS[opts.sort_key] then
     option_error("sort_key", 'must be "ulid" or "version"')
   end
-  for _, name in pairs({ "region", "endpoint", "profile", "cafile" }) do check_type(opts, name, "string") end
+  for _, name in pairs({ "region", "endpoint", "streams_endpoint", "events_endpoint", "profile", "cafile" }) do
+    check_type(opts, name, "string")
+  end
   for _, name in pairs({ "timeout", "connect_timeout", "base_delay", "max_delay" }) do
     check_positive(opts, name, false)
   end
@@ -111,16 +121,28 @@ function _M.new(opts)
                      read_file = opts.read_file }
   local region, rerr = config.region(env_opts)
   if not region then error("dynlog.new: " .. tostring(rerr.message), 2) end
-  env_opts.region, env_opts.endpoint = region, opts.endpoint
-  local endpoint, eerr = config.endpoint("dynamodb", env_opts)
-  if not endpoint then error("dynlog.new: " .. tostring(eerr.message), 2) end
+  env_opts.region = region
+  local services, origins = {}, {}
+  for name, svc in pairs(SERVICES) do
+    env_opts.endpoint = opts[svc.option]
+    local endpoint, eerr = config.endpoint(svc.config, env_opts)
+    if not endpoint then error("dynlog.new: " .. tostring(eerr.message), 2) end
+    services[name] = { url = endpoint.url .. "/", signing_name = endpoint.signing_name,
+                       target = svc.target, content_type = svc.content_type }
+    origins[name] = endpoint.origin
+  end
+  -- DynamoDB Local serves its streams on its own port: a DynamoDB endpoint
+  -- of one's own is the streams endpoint too, unless one is set for streams.
+  if origins.streams == "default" and origins.dynamodb ~= "default" then
+    services.streams.url = services.dynamodb.url
+  end
 
   local self = {
     table = opts.table,
     sort_key = pick(opts, "sort_key"),
     region = region,
-    url = endpoint.url .. "/",
-    signing_name = endpoint.signing_name,
+    services = services,
+    url = services.dynamodb.url,
     timeout = pick(opts, "timeout"),
     max_attempts = pick(opts, "max_attempts"),
     base_delay = pick(opts, "base_delay"),
@@ -199,16 +221,16 @@ local function checked_crc32(res)
     { status = res.status, retryable = true })
 end
 
-local function attempt(self, target, body, unwrap, numbers)
+local function attempt(self, svc, target, body, unwrap, numbers)
   local creds, cerr = self.provider:get()
   if not creds then return nil, cerr end
   local headers = self.signer:sign({
-    method = "POST", url = self.url, body = body,
-    region = self.region, service = self.signing_name, credentials = creds,
+    method = "POST", url = svc.url, body = body,
+    region = self.region, service = svc.signing_name, credentials = creds,
     time = math_floor(self.now() + self.clock_skew),
-    headers = { ["Content-Type"] = CONTENT_TYPE, ["X-Amz-Target"] = target },
+    headers = { ["Content-Type"] = svc.content_type, ["X-Amz-Target"] = target },
   })
-  local res, terr = transport(self):request({ method = "POST", url = self.url, headers = headers,
+  local res, terr = transport(self):request({ method = "POST", url = svc.url, headers = headers,
                                               body = body, timeout = self.timeout })
   if not res then return nil, terr end
   local ok, crc_err = checked_crc32(res)
@@ -250,17 +272,18 @@ local function ambiguous(err)
     or err.code == "crc32_mismatch"
 end
 
---- Sends one DynamoDB operation with retries. `body` is the JSON text.
--- Returns the decoded response, or nil, err where err.attempts counts the
--- attempts made and err.ambiguous tells that an earlier attempt may have
--- been applied although this one failed.
-function _M:_send(operation, body, unwrap, numbers)
-  local target = DYNAMODB_TARGET .. operation
+--- Sends one operation of a service ("dynamodb", "streams", "events") with
+-- retries. `body` is the JSON text. Returns the decoded response, or nil,
+-- err where err.attempts counts the attempts made and err.ambiguous tells
+-- that an earlier attempt may have been applied although this one failed.
+function _M:_send_to(service, operation, body, unwrap, numbers)
+  local svc = self.services[service]
+  local target = svc.target .. operation
   local was_ambiguous, recovered = false, {}
   local n = 0
   while true do
     n = n + 1
-    local value, err, res = attempt(self, target, body, unwrap, numbers)
+    local value, err, res = attempt(self, svc, target, body, unwrap, numbers)
     if value ~= nil then return value end
     -- One free re-sign for each kind of recovery, not counted as an attempt.
     if not recovered.skew and learn_clock_skew(self, err, res) then
@@ -277,6 +300,11 @@ function _M:_send(operation, body, unwrap, numbers)
       return nil, err
     end
   end
+end
+
+--- Sends one DynamoDB operation; see _send_to.
+function _M:_send(operation, body, unwrap, numbers)
+  return self:_send_to("dynamodb", operation, body, unwrap, numbers)
 end
 
 --- call(operation, params) -> the decoded response, or nil, err.
@@ -300,8 +328,9 @@ function _M:_encode(params)
   return nil, errors.new("invalid_argument", (tostring(body):gsub("^[^:]*:%d+: ", "")))
 end
 
--- Methods of the event log and of tables.
-for name, f in pairs(require("dynlog.events")) do _M[name] = f end
-for name, f in pairs(require("dynlog.tables")) do _M[name] = f end
+-- Methods of the event log, tables, DynamoDB Streams and publishing.
+for _, module in pairs({ "dynlog.events", "dynlog.tables", "dynlog.streams", "dynlog.publish" }) do
+  for name, f in pairs(require(module)) do _M[name] = f end
+end
 
 return _M

@@ -228,7 +228,9 @@ end
 -- A region is always required because SigV4 signs with it, even for an
 -- overridden endpoint (DynamoDB Local namespaces tables by region too).
 -- @param service "dynamodb" | "dynamodb_streams" | "eventbridge"
--- @return { url=, region=, signing_name=, service= } or nil, err (code "config")
+-- @return { url=, region=, signing_name=, service=, origin= } or nil, err
+-- (code "config"); origin names the setting the URL came from, "default"
+-- for the regional endpoint.
 function _M.endpoint(service, opts)
   local spec = check_service(service, "config.endpoint")
   opts = check_opts(opts, "config.endpoint")
@@ -239,13 +241,14 @@ function _M.endpoint(service, opts)
     url, err = normalize_url(url, origin)
     if not url then return nil, err end
   else
-    url = _M.regional_url(service, region)
+    url, origin = _M.regional_url(service, region), "default"
   end
   return {
     url = url,
     region = region,
     signing_name = spec.signing_name,
     service = service,
+    origin = origin,
   }
 end
 
