@@ -11,6 +11,9 @@
 -- The responses of a route are served in order and the last one repeats. A
 -- route's path matches the request target with its query string, or without
 -- it. `body` may be a JSON object, which is sent encoded. Unknown routes → 404.
+-- A response {"putevents": true, "fail": [{"index": 2, "code": "...", "message": "..."}]}
+-- answers an EventBridge PutEvents request as EventBridge does: one EventId
+-- per entry of the request, except the listed (1-based) entries, which fail.
 --
 -- Every request is appended to LOG.jsonl, before the response goes out, as
 -- one line {"method", "path", "headers" (lower-cased names), "body"}.
@@ -20,7 +23,7 @@
 local socket = require("socket")
 local cjson = require("cjson")
 
-local ipairs, pairs, tonumber, tostring, type = ipairs, pairs, tonumber, tostring, type
+local ipairs, pairs, pcall, tonumber, tostring, type = ipairs, pairs, pcall, tonumber, tostring, type
 local str_format, str_lower, str_match = string.format, string.lower, string.match
 
 local ROUTES_FILE, LOG_FILE, PORT_FILE, MAX_SECONDS = arg[1], arg[2], arg[3], arg[4]
@@ -72,6 +75,30 @@ local function log_request(req)
   f:close()
 end
 
+local event_ids = 0
+
+local function putevents_response(response, req)
+  local ok, request = pcall(cjson.decode, req.body or "")
+  if not ok or type(request) ~= "table" or type(request.Entries) ~= "table" then
+    return { status = 400, body = { __type = "ValidationException", message = "no Entries" } }
+  end
+  local failing = {}
+  for _, f in ipairs(response.fail or {}) do failing[f.index] = f end
+  local entries, failed = {}, 0
+  for i = 1, #request.Entries do
+    local f = failing[i]
+    if f then
+      failed = failed + 1
+      entries[i] = { ErrorCode = f.code, ErrorMessage = f.message or f.code }
+    else
+      event_ids = event_ids + 1
+      entries[i] = { EventId = str_format("00000000-0000-4000-8000-%012d", event_ids) }
+    end
+  end
+  return { status = 200, headers = { ["Content-Type"] = "application/x-amz-json-1.1" },
+           body = { FailedEntryCount = failed, Entries = entries } }
+end
+
 local function next_response(routes, req)
   local path_only = str_match(req.target, "^[^?]*")
   local route = routes[req.method .. " " .. req.target]
@@ -82,6 +109,7 @@ local function next_response(routes, req)
   local responses = route.responses
   local response = responses[route.next] or responses[#responses]
   if route.next <= #responses then route.next = route.next + 1 end
+  if response.putevents then return putevents_response(response, req) end
   return response
 end
 

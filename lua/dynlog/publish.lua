@@ -1,0 +1,187 @@
+--- Publishing to Amazon EventBridge (PutEvents), as a method of the client.
+--
+--   local results, err = c:publish({
+--     { source = "dynamodb-log", detail_type = "stream changes", detail = { … }, bus = "dynamodb-log" },
+--   })
+--
+-- Entries are checked before anything is sent, split into calls of at most
+-- 10 entries and `max_request_bytes` (256 KB by default: the limit every
+-- EventBridge emulator enforces; AWS itself allows 1 MB since 2026-01-29),
+-- and the entries EventBridge reports as failed for a passing reason are
+-- sent again with backoff. Results come back one per entry, in input order.
+local core = require "dynlog.core"
+local errors = require "dynlog.errors"
+local retry = require "dynlog.retry"
+local timeutil = require "dynlog.timeutil"
+
+local error, ipairs, pcall, tostring, type = error, ipairs, pcall, tostring, type
+local str_find = string.find
+local array, json_decode, json_encode = core.array, core.json_decode, core.json_encode
+
+local _M = {}
+
+local MAX_ENTRIES = 10
+local DEFAULT_MAX_REQUEST_BYTES = 256 * 1024
+-- EventBridge counts 14 bytes for an entry's Time.
+local TIME_BYTES = 14
+local RETRYABLE_ENTRY = { InternalFailure = true, ThrottlingException = true }
+
+local function bad_entry(i, message)
+  return nil, errors.new("invalid_argument", "entries[" .. i .. "]: " .. message)
+end
+
+local function nonempty_string(v)
+  return type(v) == "string" and v ~= ""
+end
+
+-- The Detail text of an entry: a table is encoded, a string must already be
+-- a JSON object.
+local function detail_text(detail)
+  if type(detail) == "table" then
+    local ok, text = pcall(json_encode, detail)
+    if not ok then return nil, tostring(text) end
+    if not str_find(text, "^{") then return nil, "detail must be a JSON object, not a list" end
+    return text
+  end
+  if type(detail) == "string" then
+    local value = json_decode(detail)
+    if type(value) ~= "table" or core.is_array(value) then return nil, "detail must be a JSON object" end
+    return detail
+  end
+  return nil, "detail must be a table or a JSON object string, got " .. type(detail)
+end
+
+local function entry_time(t)
+  if t == nil or type(t) == "number" then return t end
+  if type(t) == "string" then return timeutil.parse_rfc3339(t) end
+end
+
+-- Entry → {wire = <PutEvents entry>, size = <bytes EventBridge counts>}.
+local function prepare(entry, i, opts)
+  if type(entry) ~= "table" then return bad_entry(i, "must be a table") end
+  if not nonempty_string(entry.source) then return bad_entry(i, "source must be a non-empty string") end
+  if not nonempty_string(entry.detail_type) then return bad_entry(i, "detail_type must be a non-empty string") end
+  local detail, why = detail_text(entry.detail)
+  if not detail then return bad_entry(i, why) end
+  local bus = entry.bus or opts.bus
+  if bus ~= nil and not nonempty_string(bus) then return bad_entry(i, "bus must be a non-empty string") end
+  local time = entry_time(entry.time)
+  if entry.time ~= nil and not time then return bad_entry(i, "time must be epoch seconds or an RFC 3339 string") end
+  local size = #entry.source + #entry.detail_type + #detail + (bus and #bus or 0) + (time and TIME_BYTES or 0)
+  local resources
+  if entry.resources ~= nil then
+    if type(entry.resources) ~= "table" then return bad_entry(i, "resources must be a list of strings") end
+    resources = array()
+    for j, r in ipairs(entry.resources) do
+      if not nonempty_string(r) then return bad_entry(i, "resources[" .. j .. "] must be a non-empty string") end
+      resources[j] = r
+      size = size + #r
+    end
+  end
+  if entry.trace_header ~= nil then
+    if not nonempty_string(entry.trace_header) then return bad_entry(i, "trace_header must be a string") end
+    size = size + #entry.trace_header
+  end
+  return {
+    wire = { Source = entry.source, DetailType = entry.detail_type, Detail = detail, EventBusName = bus,
+             Resources = resources, Time = time, TraceHeader = entry.trace_header },
+    size = size,
+  }
+end
+
+-- Splits the pending entry indexes into calls: at most 10 entries and
+-- max_bytes per call, in order.
+local function calls_of(pending, prepared, max_bytes)
+  local calls, current, bytes = {}, {}, 0
+  for _, idx in ipairs(pending) do
+    local size = prepared[idx].size
+    if #current == MAX_ENTRIES or (#current > 0 and bytes + size > max_bytes) then
+      calls[#calls + 1] = current
+      current, bytes = {}, 0
+    end
+    current[#current + 1] = idx
+    bytes = bytes + size
+  end
+  if #current > 0 then calls[#calls + 1] = current end
+  return calls
+end
+
+-- One PutEvents call. Fills results for its entries; returns the indexes
+-- worth sending again.
+local function put_events(client, call, prepared, results)
+  local wire = array()
+  for j, idx in ipairs(call) do wire[j] = prepared[idx].wire end
+  local body, berr = client:_encode({ Entries = wire })
+  local resp, err
+  if body then resp, err = client:_send_to("events", "PutEvents", body, false) else err = berr end
+  local again = {}
+  local answers = resp and resp.Entries
+  if resp and (type(answers) ~= "table" or #answers ~= #call) then
+    err = errors.new("bad_response", "PutEvents answered " .. tostring(type(answers) == "table" and #answers)
+      .. " results for " .. #call .. " entries")
+  end
+  if err then
+    -- _send has already retried the whole call; what is left is final.
+    for _, idx in ipairs(call) do results[idx] = { error_code = err.code, error_message = err.message } end
+    return again
+  end
+  for j, idx in ipairs(call) do
+    local a = answers[j]
+    if a.EventId then
+      results[idx] = { event_id = a.EventId }
+    else
+      results[idx] = { error_code = a.ErrorCode or "unknown", error_message = a.ErrorMessage }
+      if RETRYABLE_ENTRY[a.ErrorCode] then again[#again + 1] = idx end
+    end
+  end
+  return again
+end
+
+local function failure(results)
+  local failed, first = 0, nil
+  for _, r in ipairs(results) do
+    if r.error_code then
+      failed = failed + 1
+      first = first or r
+    end
+  end
+  if failed == 0 then return nil end
+  return errors.new("publish_failed", failed .. " of " .. #results .. " entries were not published (first: "
+    .. tostring(first.error_code) .. ": " .. tostring(first.error_message) .. ")", { results = results })
+end
+
+--- publish(entries [, opts]) -> results, or nil, err, results.
+-- entries: {source=, detail_type=, detail=<table or JSON object string>,
+-- bus=, resources=, time=<epoch seconds or RFC 3339>, trace_header=}.
+-- opts: bus (default for entries without one), max_request_bytes.
+-- results[i] is {event_id=} or {error_code=, error_message=}.
+function _M:publish(entries, opts)
+  opts = opts or {}
+  if type(entries) ~= "table" then error("publish: entries must be a list", 2) end
+  local max_bytes = opts.max_request_bytes or DEFAULT_MAX_REQUEST_BYTES
+  local prepared, pending = {}, {}
+  for i, entry in ipairs(entries) do
+    local p, err = prepare(entry, i, opts)
+    if not p then return nil, err end
+    if p.size > max_bytes then
+      return nil, errors.new("too_large", "entries[" .. i .. "] is " .. p.size .. " bytes; a PutEvents call holds "
+        .. max_bytes)
+    end
+    prepared[i], pending[i] = p, i
+  end
+  local results = {}
+  for attempt = 1, self.max_attempts do
+    local again = {}
+    for _, call in ipairs(calls_of(pending, prepared, max_bytes)) do
+      for _, idx in ipairs(put_events(self, call, prepared, results)) do again[#again + 1] = idx end
+    end
+    if #again == 0 or attempt == self.max_attempts then break end
+    pending = again
+    self.sleep(retry.delay(attempt, self.base_delay, self.max_delay))
+  end
+  local err = failure(results)
+  if err then return nil, err, results end
+  return results
+end
+
+return _M
