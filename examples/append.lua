@@ -24,10 +24,10 @@ local log = dynlog.new({ table = table_name })
 check(log:create_table())
 
 local events = {
-  { "signup", { email = user .. "@example.com", name = "Ada" } },
-  { "addPhoneNumber", { phone = "+44 20 7946 0000" } },
-  { "verifyPhoneNumber", { code = "123456" } },
-  { "addLocation", { city = "London", country = "GB" } },
+  { "signup", { name = "Ada", email = user .. "@example.com" } },
+  { "addPhoneNumber", { phoneNumber = "+44 20 7946 0000" } },
+  { "verifyPhoneNumber", {} },
+  { "addLocation", { lat = 51.5072, long = -0.1276 } },
 }
 for _, ev in ipairs(events) do
   local key = check(log:append("users", user, ev[1], ev[2]))

@@ -33,6 +33,48 @@ describe("examples", function()
     assert.matches("page 1\taddLocation\npage 1\tverifyPhoneNumber\npage 2\taddPhoneNumber\npage 2\tsignup", out)
   end)
 
+  it("trigger.lua publishes the stream's events and handler.lua projects them into the core table", function()
+    local server = require "spec.support.server"
+    local json = require "dynlog.json"
+    local srv = server.start({ { method = "POST", path = "/", responses = { { putevents = true } } } })
+    local trigger_env = example_env(table_name)
+    trigger_env.AWS_ENDPOINT_URL_EVENTBRIDGE = srv.url
+    local status, out = run.run("lua5.4 examples/trigger.lua", trigger_env)
+    local requests = srv.requests()
+    srv.stop()
+    assert.are.equal(0, status, out)
+    assert.matches("handed 4 stream record%(s%) to the trigger", out)
+
+    -- What EventBridge would deliver to a rule's target, one event per line.
+    local lines = {}
+    for _, req in ipairs(requests) do
+      for _, e in ipairs(json.decode(req.body).Entries) do
+        lines[#lines + 1] = json.encode({ version = "0", id = tostring(#lines + 1), ["detail-type"] = e.DetailType,
+          source = e.Source, account = "000000000000", time = "2026-11-25T12:00:00Z", region = "us-east-1",
+          resources = json.array(), detail = json.decode(e.Detail) })
+      end
+    end
+    assert.are.equal(4, #lines)
+    local events_file = os.tmpname()
+    local f = assert(io.open(events_file, "w"))
+    f:write(table.concat(lines, "\n"), "\n")
+    f:close()
+    status, out = run.run("lua5.4 examples/handler.lua < " .. events_file, example_env(table_name))
+    os.remove(events_file)
+    assert.are.equal(0, status, out)
+    -- The first delivery brings the read model up to date; the rest find nothing new.
+    assert.matches("projected 4 event%(s%); users#ada is at version", out)
+    assert.matches("projected 0 event%(s%)", out)
+
+    local c = ddb.client({ table = table_name .. "-core",
+                           credentials = { access_key_id = "AKIDEXAMPLE", secret_access_key = "example-secret" } })
+    local resp = assert(c:call("GetItem", { TableName = table_name .. "-core",
+      Key = { pk = { S = "users#ada" }, sk = { S = "users#ada" } }, ConsistentRead = true }))
+    assert.are.same({ S = "Ada" }, resp.Item.name)
+    assert.are.same({ BOOL = true }, resp.Item.verifiedPhoneNumber)
+    assert.are.same({ S = "+44 20 7946 0000" }, resp.Item.phoneNumber)
+  end)
+
   it("list-tables.lua lists the tables of an endpoint", function()
     local status, out = run.run("lua5.4 examples/list-tables.lua", example_env(table_name))
     assert.are.equal(0, status, out)

@@ -1,0 +1,121 @@
+--- The trigger: DynamoDB Streams records → EventBridge, as the original
+-- Node.js/Python examples of this design publish them.
+--
+--   local result = require("dynlog.trigger").handle(c, batch)
+--   -- batch = {Records = {...}} as Lambda delivers it (typed NewImage)
+--   -- result = {batchItemFailures = {{itemIdentifier = <SequenceNumber>}, ...}}
+--
+-- INSERT and MODIFY records whose pk ends in "#stream" are grouped by log
+-- and published in order, to bus "dynamodb-log" with Source "dynamodb-log"
+-- and DetailType "stream changes". Detail: {"log", "key": {"pk", "sk"},
+-- "type", "payload"}; when that is longer than 10240 bytes, {"log", "key",
+-- "type", "partial": true, "payload": {"id"}} instead, and the handler
+-- reads the rest from the log.
+local core = require "dynlog.core"
+
+local ipairs, pcall, tostring, type = ipairs, pcall, tostring, type
+local str_match, str_sub = string.match, string.sub
+local json_encode, unmarshal_item = core.json_encode, core.unmarshal_item
+
+local _M = {
+  BUS = "dynamodb-log",
+  SOURCE = "dynamodb-log",
+  DETAIL_TYPE = "stream changes",
+  MAX_DETAIL_BYTES = 10240,
+}
+
+local PUBLISHED = { INSERT = true, MODIFY = true }
+
+local function log_of(item)
+  if type(item.log) == "string" then return item.log end
+  return str_match(item.pk, "^([^#]*)#")
+end
+
+--- The detail JSON of one event item, shortened to the partial form when
+-- the whole would exceed max_bytes.
+function _M.detail(item, max_bytes)
+  local log = log_of(item)
+  local key = { pk = item.pk, sk = item.sk }
+  local whole = json_encode({ log = log, key = key, type = item.type, payload = item.payload })
+  if #whole <= (max_bytes or _M.MAX_DETAIL_BYTES) then return whole end
+  local payload = item.payload
+  local id = type(payload) == "table" and payload.id or nil
+  return json_encode({ log = log, key = key, type = item.type, partial = true, payload = { id = id } })
+end
+
+-- The event item of a record, or nil when the record is not one to publish.
+local function event_item(record)
+  if not PUBLISHED[record.eventName] then return nil end
+  local image = record.dynamodb and record.dynamodb.NewImage
+  if type(image) ~= "table" then return nil end
+  local item = unmarshal_item(image)
+  if type(item) ~= "table" or type(item.pk) ~= "string" or str_sub(item.pk, -7) ~= "#stream" then return nil end
+  return item
+end
+
+local function sequence_number(record)
+  return record.dynamodb and record.dynamodb.SequenceNumber
+end
+
+-- Records grouped by log, in order of first appearance; each entry keeps
+-- the position of its record in the batch.
+local function group(records, opts)
+  local groups, by_log = {}, {}
+  for position, record in ipairs(records) do
+    local item = event_item(record)
+    if item then
+      local log = log_of(item)
+      local g = by_log[log]
+      if not g then
+        g = { entries = {}, positions = {} }
+        by_log[log] = g
+        groups[#groups + 1] = g
+      end
+      g.entries[#g.entries + 1] = {
+        bus = opts.bus or _M.BUS, source = opts.source or _M.SOURCE,
+        detail_type = opts.detail_type or _M.DETAIL_TYPE,
+        detail = _M.detail(item, opts.max_detail_bytes),
+      }
+      g.positions[#g.positions + 1] = position
+    end
+  end
+  return groups
+end
+
+--- handle(c, batch [, opts]) -> {batchItemFailures = {...}}
+-- opts: bus, source, detail_type, max_detail_bytes, log (a function called
+-- as log(level, message) for failures; default none).
+-- On failure, the list names the first record that could not be published
+-- and every record after it, so a retry from there skips nothing; it is
+-- empty when everything was published.
+function _M.handle(c, batch, opts)
+  opts = opts or {}
+  local records = type(batch) == "table" and batch.Records or {}
+  local first_failed
+  for _, g in ipairs(group(records, opts)) do
+    local ok, results, err = pcall(c.publish, c, g.entries)
+    if not ok then
+      first_failed = first_failed or g.positions[1]
+      if opts.log then opts.log("error", "trigger: publish raised: " .. tostring(results)) end
+    elseif not results then
+      local per_entry = err and err.results or {}
+      for j, position in ipairs(g.positions) do
+        local r = per_entry[j]
+        if not r or r.error_code then
+          if not first_failed or position < first_failed then first_failed = position end
+          break
+        end
+      end
+      if opts.log then opts.log("error", "trigger: " .. tostring(err)) end
+    end
+  end
+  local failures = {}
+  if first_failed then
+    for position = first_failed, #records do
+      failures[#failures + 1] = { itemIdentifier = sequence_number(records[position]) }
+    end
+  end
+  return { batchItemFailures = failures }
+end
+
+return _M

@@ -1,0 +1,136 @@
+-- The handler projecting into a real read-model table on DynamoDB Local,
+-- with duplicate, reordered and partial deliveries.
+local ddb = require "spec.support.ddb"
+local dynlog = require "dynlog"
+local handler = require "dynlog.handler"
+local json = require "dynlog.json"
+local logger = require "dynlog.log"
+local trigger = require "dynlog.trigger"
+
+-- The EventBridge event the trigger would produce for an event item.
+local function delivery(ev, max_detail)
+  return { ["detail-type"] = "stream changes", source = "dynamodb-log",
+           detail = json.decode(trigger.detail(ev, max_detail)) }
+end
+
+local users = {
+  handlers = {
+    signup = function(_, ev) return { type = "user", id = ev.payload.id, name = ev.payload.name } end,
+    addPhoneNumber = function(u, ev) u.phoneNumber = ev.payload.phoneNumber return u end,
+    verifyPhoneNumber = function(u) u.verifiedPhoneNumber = true return u end,
+    addLocation = function(u, ev) u.location = { lat = ev.payload.lat, long = ev.payload.long } return u end,
+  },
+}
+
+local function read_model(c, spec, pk)
+  local resp = assert(c:call("GetItem", { TableName = spec.table, Key = { pk = { S = pk }, sk = { S = pk } },
+                                          ConsistentRead = true }))
+  return resp.Item and dynlog.unmarshal({ M = resp.Item }) or nil
+end
+
+for _, mode in ipairs({ "version", "ulid" }) do
+  describe("dynlog.handler (" .. mode .. " mode)", function()
+    local c, spec
+
+    before_each(function()
+      c = ddb.ready_client({ sort_key = mode })
+      spec = { table = ddb.table_name("core"), handlers = users.handlers }
+      assert(handler.create_table(c, spec.table))
+    end)
+
+    local function signup_story(id)
+      local evs = {}
+      local function add(t, p) evs[#evs + 1] = c:get("users", id, assert(c:append("users", id, t, p)).sk) end
+      add("signup", { name = "Ada" })
+      add("addPhoneNumber", { phoneNumber = "+44 1" })
+      add("verifyPhoneNumber", {})
+      add("addLocation", { lat = 51.5, long = -0.1 })
+      return evs
+    end
+
+    it("projects the users example, writing the version of the last event applied", function()
+      local evs = signup_story("1")
+      local result = assert(handler.project(c, delivery(evs[1]), spec))
+      -- One delivery applies everything the read model has not seen yet.
+      assert.are.equal(4, result.applied)
+      local user = read_model(c, spec, "users#1")
+      assert.are.equal("Ada", user.name)
+      assert.are.equal("+44 1", user.phoneNumber)
+      assert.is_true(user.verifiedPhoneNumber)
+      assert.are.same({ lat = 51.5, long = -0.1 }, user.location)
+      assert.are.equal(evs[4].sk, user.version)
+    end)
+
+    it("leaves the read model identical under duplicate and reordered deliveries", function()
+      local evs = signup_story("2")
+      for _, i in ipairs({ 3, 1, 3, 4, 2, 2, 1, 4 }) do assert(handler.project(c, delivery(evs[i]), spec)) end
+      local once = read_model(c, spec, "users#2")
+      local again = assert(handler.project(c, delivery(evs[2]), spec))
+      assert.are.equal(0, again.applied)
+      assert.are.same(once, read_model(c, spec, "users#2"))
+      assert.are.equal(evs[4].sk, once.version)
+    end)
+
+    it("applies events one delivery at a time as they arrive", function()
+      local k1 = assert(c:append("users", "3", "signup", { name = "Grace" }))
+      assert.are.equal(1, assert(handler.project(c, delivery(c:get("users", "3", k1.sk)), spec)).applied)
+      local k2 = assert(c:append("users", "3", "addPhoneNumber", { phoneNumber = "+1" }))
+      assert.are.equal(1, assert(handler.project(c, delivery(c:get("users", "3", k2.sk)), spec)).applied)
+      assert.are.equal(k2.sk, read_model(c, spec, "users#3").version)
+    end)
+
+    it("completes a partial detail from the log", function()
+      local key = assert(c:append("users", "4", "signup", { name = "Big", bio = string.rep("x", 12000) }))
+      local d = delivery(c:get("users", "4", key.sk))
+      assert.is_true(d.detail.partial)
+      assert(handler.project(c, d, spec))
+      assert.are.equal("Big", read_model(c, spec, "users#4").name)
+    end)
+
+    it("logs and skips unknown event types", function()
+      local lines = {}
+      logger.set_handler(function(level, message) lines[#lines + 1] = level .. " " .. message end)
+      assert(c:append("users", "5", "signup", { name = "Lin" }))
+      local k = assert(c:append("users", "5", "renamedTheCat", { cat = "Tom" }))
+      assert(c:append("users", "5", "addPhoneNumber", { phoneNumber = "+2" }))
+      local result = assert(handler.project(c, delivery(c:get("users", "5", k.sk)), spec))
+      logger.set_handler(nil)
+      assert.are.equal(2, result.applied)
+      assert.are.same({ k.sk }, { result.skipped[1] })
+      assert.matches("warn handler: no handler for event type \"renamedTheCat\"", lines[1], 1, true)
+      assert.are.equal("+2", read_model(c, spec, "users#5").phoneNumber)
+    end)
+
+    it("takes the read-model key from spec.key", function()
+      local k = assert(c:append("users", "6", "signup", { name = "Key" }))
+      local custom = { table = spec.table, handlers = users.handlers,
+                       key = function(detail) return "profile#" .. detail.payload.id, "v1" end }
+      assert(handler.project(c, delivery(c:get("users", "6", k.sk)), custom))
+      local resp = assert(c:call("GetItem", { TableName = spec.table,
+        Key = { pk = { S = "profile#6" }, sk = { S = "v1" } }, ConsistentRead = true }))
+      assert.are.same({ S = "Key" }, resp.Item.name)
+    end)
+  end)
+end
+
+describe("dynlog.handler in version mode", function()
+  it("stops at a missing version and reports the gap", function()
+    local c = ddb.ready_client({ sort_key = "version" })
+    local spec = { table = ddb.table_name("core"), handlers = users.handlers }
+    assert(handler.create_table(c, spec.table))
+    assert(c:append("users", "7", "signup", { name = "Gap" }, { expected_version = 0 }))
+    assert(c:append("users", "7", "addPhoneNumber", { phoneNumber = "+3" }, { expected_version = 2 })) -- writes 3
+    local result, err = handler.project(c, delivery(c:get("users", "7", 3)), spec)
+    assert.is_nil(result)
+    assert.are.equal("gap", err.code)
+    assert.matches("version 3 follows 1", err.message)
+    assert.are.equal(1, read_model(c, spec, "users#7").version, "version 1 was applied before the gap")
+  end)
+
+  it("refuses an event without a stream key", function()
+    local c = ddb.client()
+    local result, err = handler.project(c, { detail = { key = { pk = "nonsense" } } }, { table = "t", handlers = {} })
+    assert.is_nil(result)
+    assert.are.equal("invalid_argument", err.code)
+  end)
+end)

@@ -1,0 +1,113 @@
+-- The trigger, fed real records from DynamoDB Local's stream after real
+-- appends, publishing to a loopback PutEvents endpoint.
+local ddb = require "spec.support.ddb"
+local json = require "dynlog.json"
+local server = require "spec.support.server"
+local stream = require "spec.support.stream"
+local trigger = require "dynlog.trigger"
+
+local function published(srv)
+  local out = {}
+  for _, req in ipairs(srv.requests()) do
+    for _, e in ipairs(json.decode(req.body).Entries) do out[#out + 1] = e end
+  end
+  return out
+end
+
+describe("dynlog.trigger", function()
+  local c, records, srv
+  local big = string.rep("b", 11000)
+
+  setup(function()
+    c = ddb.ready_client()
+    assert(c:append("users", "1", "signup", { name = "Ada" }))
+    assert(c:append("orders", "9", "created", { total = 3 }))
+    assert(c:append("users", "1", "addPhoneNumber", { phoneNumber = "+1 555" }))
+    assert(c:append("users", "2", "signup", { name = "Grace", bio = big }))
+    -- Not an event: no "#stream" suffix. And a REMOVE of one.
+    assert(c:call("PutItem", { TableName = c.table, Item = { pk = { S = "meta#x" }, sk = { S = "1" } } }))
+    local doomed = assert(c:append("users", "3", "signup", {}))
+    assert(c:call("DeleteItem", { TableName = c.table, Key = { pk = { S = doomed.pk }, sk = { S = doomed.sk } } }))
+    records = stream.all_records(c)
+  end)
+
+  after_each(function() if srv then srv.stop() end srv = nil end)
+
+  local function with_bus(responses)
+    srv = server.start({ { method = "POST", path = "/", responses = responses or { { putevents = true } } } })
+    return ddb.client({ table = c.table, events_endpoint = srv.url, sleep = function() end })
+  end
+
+  it("reads real INSERT and REMOVE records from the stream", function()
+    local names = {}
+    for _, r in ipairs(records) do names[#names + 1] = r.eventName end
+    assert.are.same({ "INSERT", "INSERT", "INSERT", "INSERT", "INSERT", "INSERT", "REMOVE" }, names)
+  end)
+
+  it("publishes event items grouped by log, in order, with the original contract", function()
+    local tc = with_bus()
+    local result = trigger.handle(tc, { Records = records })
+    assert.are.same({}, result.batchItemFailures)
+    local entries = published(srv)
+    assert.are.equal(5, #entries)
+    local seen = {}
+    for _, e in ipairs(entries) do
+      assert.are.equal("dynamodb-log", e.EventBusName)
+      assert.are.equal("dynamodb-log", e.Source)
+      assert.are.equal("stream changes", e.DetailType)
+      local d = json.decode(e.Detail)
+      seen[#seen + 1] = d.log .. ":" .. d.type
+      assert.are.equal(d.log .. "#", d.key.pk:sub(1, #d.log + 1))
+      assert.is_string(d.key.sk)
+    end
+    -- users first (it appears first), in their order; then orders.
+    assert.are.same({ "users:signup", "users:addPhoneNumber", "users:signup", "users:signup", "orders:created" },
+      seen)
+    local first = json.decode(entries[1].Detail)
+    assert.are.same({ id = "1", name = "Ada" }, first.payload)
+    assert.is_nil(first.partial)
+  end)
+
+  it("sends the partial form when the detail would exceed 10240 bytes", function()
+    local tc = with_bus()
+    trigger.handle(tc, { Records = records })
+    local partial
+    for _, e in ipairs(published(srv)) do
+      local d = json.decode(e.Detail)
+      if d.key.pk == "users#2#stream" then partial = { text = e.Detail, detail = d } end
+    end
+    assert.is_true(partial.detail.partial)
+    assert.are.same({ id = "2" }, partial.detail.payload)
+    assert.are.equal("signup", partial.detail.type)
+    assert.is_true(#partial.text < 10240)
+  end)
+
+  it("takes bus, source, detail type and the detail limit as options", function()
+    local tc = with_bus()
+    trigger.handle(tc, { Records = records }, { bus = "b", source = "s", detail_type = "t", max_detail_bytes = 20 })
+    for _, e in ipairs(published(srv)) do
+      assert.are.same({ "b", "s", "t" }, { e.EventBusName, e.Source, e.DetailType })
+      assert.is_true(json.decode(e.Detail).partial)
+    end
+  end)
+
+  it("names the first record that failed and every record after it", function()
+    -- The first call carries the users (4 entries); its third fails for good.
+    local tc = with_bus({ { putevents = true, fail = { { index = 3, code = "MalformedDetail" } } },
+                          { putevents = true } })
+    local result = trigger.handle(tc, { Records = records })
+    local ids = {}
+    for _, f in ipairs(result.batchItemFailures) do ids[#ids + 1] = f.itemIdentifier end
+    -- The third users entry is the fourth record (users#2 signup): it and
+    -- every record after it, whatever their log, are to be retried.
+    local expected = {}
+    for i = 4, #records do expected[#expected + 1] = records[i].dynamodb.SequenceNumber end
+    assert.are.same(expected, ids)
+  end)
+
+  it("returns an empty list for a batch with nothing to publish", function()
+    local tc = with_bus()
+    assert.are.same({ batchItemFailures = {} }, trigger.handle(tc, { Records = {} }))
+    assert.are.equal(0, #srv.requests())
+  end)
+end)
