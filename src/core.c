@@ -17,6 +17,7 @@ int luaopen_dynlog_core(lua_State *L)
     lua_setfield(L, -2, "_VERSION");
     dl_open_hash(L);
     dl_open_sys(L);
+    dl_open_signal(L);
     dl_open_ulid(L);
     dl_open_sigv4(L);
     dl_open_http(L);

@@ -19,6 +19,7 @@ void dl_open_http(lua_State *L);
 void dl_open_json(lua_State *L);
 void dl_open_marshal(lua_State *L);
 void dl_open_sys(lua_State *L);
+void dl_open_signal(lua_State *L);
 
 /* Pushes nil, code, message and returns 3: the shape of every expected
  * failure that crosses from C into Lua. The Lua layer turns code and message

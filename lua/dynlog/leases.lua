@@ -1,0 +1,233 @@
+--- Shard leases and checkpoints of the stream consumer, kept in a DynamoDB
+-- table: one item per (group, shard), {pk = group, sk = shard id, owner,
+-- counter, checkpoint, parent, wanted_by}.
+--
+-- The rules, after the Kinesis Client Library's:
+-- - a shard is worked only by the owner of its lease;
+-- - the owner heartbeats by incrementing the counter (conditional on still
+--   owning it); a lease whose counter has not moved for lease_duration, as
+--   observed by the reader's own clock, is expired and may be taken: no
+--   two hosts need agreeing clocks;
+-- - to balance, a worker with fewer leases than its share asks a busier one
+--   for a lease (wanted_by); the owner hands it over at a batch boundary, so
+--   no shard is ever worked by two workers at once;
+-- - the checkpoint is written only by the owner, after the work is done;
+--   "SHARD_END" marks a closed shard read to its end, which frees its
+--   children to start.
+local core = require "dynlog.core"
+local errors = require "dynlog.errors"
+
+local ipairs, math_ceil, pairs, tostring = ipairs, math.ceil, pairs, tostring
+local table_sort = table.sort
+local array, attribute_map = core.array, core.attribute_map
+
+local _M = {}
+
+_M.SHARD_END = "SHARD_END"
+
+---------------------------------------------------------------------------
+-- The table
+---------------------------------------------------------------------------
+
+--- create_table(c, name) -> description, or nil, err. Idempotent.
+function _M.create_table(c, name)
+  local _, err = c:call("CreateTable", {
+    TableName = name,
+    KeySchema = array({ { AttributeName = "pk", KeyType = "HASH" }, { AttributeName = "sk", KeyType = "RANGE" } }),
+    AttributeDefinitions = array({ { AttributeName = "pk", AttributeType = "S" },
+                                   { AttributeName = "sk", AttributeType = "S" } }),
+    BillingMode = "PAY_PER_REQUEST",
+  })
+  if err and err.code ~= "ResourceInUseException" then return nil, err end
+  local deadline = c.now() + 120
+  while true do
+    local resp, derr = c:call("DescribeTable", { TableName = name })
+    if not resp then return nil, derr end
+    if resp.Table.TableStatus == "ACTIVE" then return resp.Table end
+    if c.now() > deadline then return nil, errors.new("timeout", "table " .. name .. " did not become ACTIVE") end
+    c.sleep(0.2)
+  end
+end
+
+local function send(c, operation, params)
+  local body, err = c:_encode(params)
+  if not body then return nil, err end
+  return c:_send(operation, body, true)
+end
+
+local function conditional(c, operation, params)
+  local resp, err = send(c, operation, params)
+  if resp then return resp end
+  if err.code == "ConditionalCheckFailedException" then return false end
+  return nil, err
+end
+
+--- All leases of a group: {shard id = lease}, or nil, err.
+function _M.read_all(c, table_name, group)
+  local leases, start = {}, nil
+  repeat
+    local resp, err = send(c, "Query", {
+      TableName = table_name, KeyConditionExpression = "pk = :g",
+      ExpressionAttributeValues = attribute_map({ [":g"] = group }),
+      ConsistentRead = true, ExclusiveStartKey = start and attribute_map(start) or nil,
+    })
+    if not resp then return nil, err end
+    for _, item in ipairs(resp.Items) do leases[item.sk] = item end
+    start = resp.LastEvaluatedKey
+  until not start
+  return leases
+end
+
+--- Creates the lease of a shard if it has none. Returns true, or nil, err.
+function _M.ensure(c, table_name, group, shard)
+  local ok, err = conditional(c, "PutItem", {
+    TableName = table_name,
+    Item = attribute_map({ pk = group, sk = shard.ShardId, counter = 0, parent = shard.ParentShardId }),
+    ConditionExpression = "attribute_not_exists(pk)",
+  })
+  if ok == nil then return nil, err end
+  return true
+end
+
+local function update(c, table_name, group, shard_id, set, condition, values, remove)
+  local expr = "SET " .. set
+  if remove then expr = expr .. " REMOVE " .. remove end
+  return conditional(c, "UpdateItem", {
+    TableName = table_name, Key = attribute_map({ pk = group, sk = shard_id }),
+    UpdateExpression = expr, ConditionExpression = condition,
+    ExpressionAttributeNames = { ["#o"] = "owner", ["#c"] = "counter" },
+    ExpressionAttributeValues = attribute_map(values), ReturnValues = "ALL_NEW",
+  })
+end
+
+--- Takes a lease last seen with `counter` (free, expired, or handed over).
+-- Returns the new lease, false when someone else moved it first, or nil, err.
+function _M.take(c, table_name, group, lease, worker)
+  local resp, err = update(c, table_name, group, lease.sk, "#o = :me, #c = #c + :one",
+    "#c = :seen", { [":me"] = worker, [":one"] = 1, [":seen"] = lease.counter }, "wanted_by")
+  if not resp then return resp, err end
+  return resp.Attributes
+end
+
+--- Heartbeat: counter + 1 while we still own the lease. Returns the new
+-- lease, false when it is no longer ours, or nil, err.
+function _M.renew(c, table_name, group, lease, worker)
+  local resp, err = update(c, table_name, group, lease.sk, "#c = #c + :one",
+    "#o = :me AND #c = :seen", { [":me"] = worker, [":one"] = 1, [":seen"] = lease.counter })
+  if not resp then return resp, err end
+  return resp.Attributes
+end
+
+--- Stores the checkpoint (a sequence number or SHARD_END) of a lease we own.
+function _M.checkpoint(c, table_name, group, lease, worker, sequence)
+  local resp, err = update(c, table_name, group, lease.sk, "checkpoint = :cp, #c = #c + :one",
+    "#o = :me AND #c = :seen", { [":cp"] = sequence, [":me"] = worker, [":one"] = 1, [":seen"] = lease.counter })
+  if not resp then return resp, err end
+  return resp.Attributes
+end
+
+--- Asks the owner of a lease to hand it over to `worker` at its next batch
+-- boundary. Returns true, false when the lease moved meanwhile, or nil, err.
+function _M.request(c, table_name, group, lease, worker)
+  local resp, err = conditional(c, "UpdateItem", {
+    TableName = table_name, Key = attribute_map({ pk = group, sk = lease.sk }),
+    UpdateExpression = "SET wanted_by = :me", ConditionExpression = "#c = :seen AND attribute_not_exists(wanted_by)",
+    ExpressionAttributeNames = { ["#c"] = "counter" },
+    ExpressionAttributeValues = attribute_map({ [":me"] = worker, [":seen"] = lease.counter }),
+  })
+  if resp == nil then return nil, err end
+  return resp ~= false
+end
+
+--- Gives a lease we own to `to` (nil: to nobody, for whoever comes first).
+function _M.release(c, table_name, group, lease, worker, to)
+  local set, values = "#c = #c + :one", { [":me"] = worker, [":one"] = 1, [":seen"] = lease.counter }
+  local remove = "wanted_by"
+  if to then
+    set, values[":to"] = set .. ", #o = :to", to
+  else
+    remove = remove .. ", #o"
+  end
+  local resp, err = update(c, table_name, group, lease.sk, set, "#o = :me AND #c = :seen", values, remove)
+  if not resp then return resp, err end
+  return resp.Attributes
+end
+
+---------------------------------------------------------------------------
+-- Who is alive, what is expired, who should take what
+---------------------------------------------------------------------------
+
+--- Watches counters: a lease is live while its counter keeps moving.
+-- observe(leases, now) records changes; expired(lease, now) is true when its
+-- counter has not moved for `duration` seconds of our own clock.
+function _M.watcher(duration)
+  local seen = {} -- shard id -> {counter=, since=}
+  local w = {}
+  function w.observe(leases, now)
+    for id, lease in pairs(leases) do
+      local s = seen[id]
+      if not s or s.counter ~= lease.counter then seen[id] = { counter = lease.counter, since = now } end
+    end
+  end
+  function w.expired(lease, now)
+    local s = seen[lease.sk]
+    return s ~= nil and s.counter == lease.counter and now - s.since >= duration
+  end
+  return w
+end
+
+-- A shard may start once its parent is done: read to SHARD_END, or gone from
+-- both the stream and the lease table (trimmed long ago).
+local function parent_done(lease, leases)
+  local parent = lease.parent and leases[lease.parent]
+  return parent == nil or parent.checkpoint == _M.SHARD_END
+end
+
+--- Decides what `worker` should do. Pure: leases as read, which are
+-- expired, and the worker's name. Returns {take = {lease...}, request =
+-- lease or nil, target = n}.
+function _M.plan(leases, is_expired, worker)
+  local workable, owned_by, mine = {}, {}, 0
+  for _, lease in pairs(leases) do
+    if lease.checkpoint ~= _M.SHARD_END and parent_done(lease, leases) then
+      workable[#workable + 1] = lease
+      local owner = lease.owner
+      if owner and not is_expired(lease) then
+        owned_by[owner] = (owned_by[owner] or 0) + 1
+        if owner == worker then mine = mine + 1 end
+      end
+    end
+  end
+  table_sort(workable, function(a, b) return a.sk < b.sk end)
+  owned_by[worker] = owned_by[worker] or 0
+  local workers = 0
+  for _ in pairs(owned_by) do workers = workers + 1 end
+  local target = math_ceil(#workable / workers)
+  local plan = { take = {}, target = target }
+  for _, lease in ipairs(workable) do
+    if mine >= target then break end
+    if lease.owner == nil or (lease.owner ~= worker and is_expired(lease)) then
+      plan.take[#plan.take + 1] = lease
+      mine = mine + 1
+    end
+  end
+  if mine < target then
+    -- Nothing free: ask the busiest worker for one of its leases.
+    local busiest, most = nil, target
+    for owner, n in pairs(owned_by) do
+      if owner ~= worker and n > most then busiest, most = owner, n end
+    end
+    if busiest then
+      for _, lease in ipairs(workable) do
+        if lease.owner == busiest and not lease.wanted_by then plan.request = lease break end
+      end
+    end
+  end
+  return plan
+end
+
+function _M.describe(lease)
+  return tostring(lease.sk) .. " (owner " .. tostring(lease.owner) .. ", counter " .. tostring(lease.counter) .. ")"
+end
+
+return _M

@@ -1,0 +1,451 @@
+--- The stream consumer: the job of a Lambda event-source mapping, done by a
+-- plain Lua process (or, later, nginx timers).
+--
+--   local consumer = require("dynlog.stream").new{
+--     client = c, handler = function(batch, shard) ... end,
+--     checkpoint_table = "dynlog-checkpoints",
+--   }
+--   assert(consumer:create_tables())
+--   consumer:run()            -- until consumer:stop(), SIGINT or SIGTERM
+--
+-- Records are handed over in shard order, as batches in the Lambda shape
+-- ({Records = {...}}), so `dynlog.trigger.handle` plugs in as it is. After
+-- the handler succeeds the batch's last sequence number is checkpointed; a
+-- failing handler gets the same batch again, with backoff, and nothing after
+-- it is handed over first. Shards are spread over every consumer that shares
+-- the checkpoint table (see dynlog.leases), and a child shard starts only
+-- after its parent is read to its end.
+local core = require "dynlog.core"
+local errors = require "dynlog.errors"
+local leases = require "dynlog.leases"
+local logger = require "dynlog.log"
+local retry = require "dynlog.retry"
+
+local error, ipairs, pairs, pcall, setmetatable, tostring, type =
+  error, ipairs, pairs, pcall, setmetatable, tostring, type
+local math_ceil, math_floor, math_min = math.ceil, math.floor, math.min
+local str_format = string.format
+
+local _M = {}
+local mt = { __index = _M }
+
+local DEFAULTS = {
+  batch_size = 100,
+  start = "trim_horizon",
+  poll_interval = 0.25,
+  lease_duration = 10,
+  discovery_interval = 10,
+  bisect_on_error = false,
+  retry_base_delay = 0.5,
+  retry_max_delay = 30,
+}
+
+local STARTS = { trim_horizon = "TRIM_HORIZON", latest = "LATEST" }
+
+local function default_worker_id()
+  local f = io.open("/etc/hostname", "r")
+  local host = f and f:read("*l") or "host"
+  if f then f:close() end
+  return str_format("%s:%d:%s", host, core.getpid(), core.ulid():sub(-6))
+end
+
+local function check(opts)
+  if type(opts) ~= "table" then error("stream.new: expects a table of options", 3) end
+  if type(opts.client) ~= "table" then error("stream.new: client is required (dynlog.new{...})", 3) end
+  if type(opts.handler) ~= "function" then error("stream.new: handler must be a function(batch, shard)", 3) end
+  if type(opts.checkpoint_table) ~= "string" then error("stream.new: checkpoint_table must be a table name", 3) end
+  if opts.start ~= nil and not STARTS[opts.start] then
+    error('stream.new: start must be "trim_horizon" or "latest"', 3)
+  end
+  for _, name in ipairs({ "batch_size", "poll_interval", "lease_duration", "max_retries" }) do
+    local v = opts[name]
+    if v ~= nil and (type(v) ~= "number" or v < 0) then error("stream.new: " .. name .. " must be a number >= 0", 3) end
+  end
+  if opts.batch_size and (opts.batch_size < 1 or opts.batch_size > 1000) then
+    error("stream.new: batch_size must be 1..1000", 3)
+  end
+  if opts.on_failure ~= nil and type(opts.on_failure) ~= "function" then
+    error("stream.new: on_failure must be a function(batch, err, shard)", 3)
+  end
+end
+
+--- Creates a consumer. Raises on invalid options; does no I/O.
+-- opts: client, handler, checkpoint_table, group (default: the client's
+-- table), worker_id, batch_size (100), start ("trim_horizon" | "latest"),
+-- poll_interval (0.25 s), lease_duration (10 s: longer than any batch
+-- takes), bisect_on_error, max_retries (nil: retry for ever), on_failure.
+function _M.new(opts)
+  check(opts)
+  local self = {
+    client = opts.client,
+    handler = opts.handler,
+    table = opts.checkpoint_table,
+    group = opts.group or opts.client.table,
+    worker = opts.worker_id or default_worker_id(),
+    on_failure = opts.on_failure,
+    max_retries = opts.max_retries,
+    now = opts.now or opts.client.now,
+    sleep = opts.sleep or opts.client.sleep,
+    owned = {},       -- shard id -> the state of a shard we hold
+    known = {},       -- shard ids whose lease item exists
+    shard_stats = {},
+    next_sync = 0,
+    next_discovery = 0,
+    stopping = false,
+  }
+  for name, default in pairs(DEFAULTS) do
+    local v = opts[name]
+    if v == nil then v = default end
+    self[name] = v
+  end
+  self.watcher = leases.watcher(self.lease_duration)
+  return setmetatable(self, mt)
+end
+
+--- create_tables() -> true, or nil, err: the checkpoint table, idempotently.
+function _M:create_tables()
+  local desc, err = leases.create_table(self.client, self.table)
+  if not desc then return nil, err end
+  return true
+end
+
+-- The checkpoint table lives beside the log table: the same client (every
+-- lease request names its table).
+function _M:_leases_client()
+  return self.client
+end
+
+local function stats_of(self, shard_id)
+  local s = self.shard_stats[shard_id]
+  if not s then
+    s = { records = 0, batches = 0, retries = 0, last_sequence = nil, lag_ms = nil, owned = false }
+    self.shard_stats[shard_id] = s
+  end
+  return s
+end
+
+---------------------------------------------------------------------------
+-- Leases
+---------------------------------------------------------------------------
+
+function _M:_discover(now)
+  local c = self.client
+  if not self.stream_arn then
+    local arn, err = c:latest_stream_arn()
+    if not arn then return nil, err end
+    self.stream_arn = arn
+  end
+  local desc, err = c:describe_stream(self.stream_arn)
+  if not desc then return nil, err end
+  local lc = self:_leases_client()
+  for _, shard in ipairs(desc.Shards) do
+    if not self.known[shard.ShardId] then
+      local ok, eerr = leases.ensure(lc, self.table, self.group, shard)
+      if not ok then return nil, eerr end
+      self.known[shard.ShardId] = true
+    end
+  end
+  self.next_discovery = now + self.discovery_interval
+  return true
+end
+
+function _M:_drop(shard_id, why)
+  if self.owned[shard_id] then
+    logger.log("info", str_format("stream: %s no longer works shard %s (%s)", self.worker, shard_id, why))
+  end
+  self.owned[shard_id] = nil
+  stats_of(self, shard_id).owned = false
+end
+
+function _M:_adopt(lease)
+  self.owned[lease.sk] = { lease = lease, pending = {}, failures = 0, retry_at = 0 }
+  stats_of(self, lease.sk).owned = true
+  logger.log("info", str_format("stream: %s works shard %s", self.worker, lease.sk))
+end
+
+-- Between batches: heartbeat our leases, hand over those asked for, drop
+-- those lost, then take or ask for our share.
+function _M:_sync(now)
+  local lc = self:_leases_client()
+  if now >= self.next_discovery then
+    local ok, err = self:_discover(now)
+    if not ok then return nil, err end
+  end
+  local all, err = leases.read_all(lc, self.table, self.group)
+  if not all then return nil, err end
+  self.watcher.observe(all, now)
+  for shard_id, st in pairs(self.owned) do
+    local current = all[shard_id]
+    if not current or current.owner ~= self.worker then
+      self:_drop(shard_id, "lease taken")
+    elseif current.wanted_by then
+      leases.release(lc, self.table, self.group, current, self.worker, current.wanted_by)
+      self:_drop(shard_id, "handed to " .. tostring(current.wanted_by))
+    else
+      local renewed, rerr = leases.renew(lc, self.table, self.group, current, self.worker)
+      if renewed then
+        st.lease, all[shard_id] = renewed, renewed
+      elseif renewed == false then
+        self:_drop(shard_id, "lease lost")
+      else
+        return nil, rerr
+      end
+    end
+  end
+  local plan = leases.plan(all, function(lease) return self.watcher.expired(lease, now) end, self.worker)
+  for _, lease in ipairs(plan.take) do
+    local taken, terr = leases.take(lc, self.table, self.group, lease, self.worker)
+    if taken then self:_adopt(taken) elseif taken == nil then return nil, terr end
+  end
+  if plan.request then leases.request(lc, self.table, self.group, plan.request, self.worker) end
+  self.next_sync = now + self.lease_duration / 3
+  return true
+end
+
+---------------------------------------------------------------------------
+-- Working a shard
+---------------------------------------------------------------------------
+
+function _M:_iterator(shard_id, st)
+  local cp = st.lease.checkpoint
+  if cp == nil then
+    return self.client:get_shard_iterator(self.stream_arn, shard_id, STARTS[self.start])
+  end
+  return self.client:get_shard_iterator(self.stream_arn, shard_id, "AFTER_SEQUENCE_NUMBER", cp)
+end
+
+-- Stores a checkpoint while we still own the lease. False when it was lost.
+function _M:_checkpoint(shard_id, st, sequence)
+  local updated, err = leases.checkpoint(self:_leases_client(), self.table, self.group, st.lease, self.worker,
+    sequence)
+  if updated then
+    st.lease = updated
+    return true
+  end
+  if updated == false then
+    self:_drop(shard_id, "lease lost before its checkpoint")
+    return false
+  end
+  return nil, err
+end
+
+local function remove_first(list, n)
+  local rest = {}
+  for i = n + 1, #list do rest[#rest + 1] = list[i] end
+  return rest
+end
+
+-- Fetches the next page of a shard into st.pending. Returns true, or nil, err.
+function _M:_fetch(shard_id, st)
+  if not st.iterator then
+    local it, err = self:_iterator(shard_id, st)
+    if not it then return nil, err end
+    st.iterator = it
+  end
+  local page, err = self.client:get_records(st.iterator, self.batch_size)
+  if not page then
+    if err.code == "ExpiredIteratorException" then
+      st.iterator = nil -- a new one from the checkpoint next time
+      return true
+    end
+    if err.code == "TrimmedDataAccessException" then
+      logger.log("error", str_format("stream: shard %s: records after checkpoint %s were trimmed (older than "
+        .. "24 hours); resuming at the oldest record kept: the events between are lost to this consumer",
+        shard_id, tostring(st.lease.checkpoint)))
+      stats_of(self, shard_id).gaps = (stats_of(self, shard_id).gaps or 0) + 1
+      local it, ierr = self.client:get_shard_iterator(self.stream_arn, shard_id, "TRIM_HORIZON")
+      if not it then return nil, ierr end
+      st.iterator = it
+      return true
+    end
+    return nil, err
+  end
+  for _, r in ipairs(page.records) do r.eventSourceARN = r.eventSourceARN or self.stream_arn end
+  st.pending = page.records
+  st.iterator = page.next_iterator
+  st.closed = page.next_iterator == nil
+  return true
+end
+
+-- The position in batch of the first record the handler reported failed.
+local function first_failure(batch, result)
+  local failures = type(result) == "table" and result.batchItemFailures
+  if type(failures) ~= "table" or #failures == 0 then return nil end
+  local failed = {}
+  for _, f in ipairs(failures) do failed[tostring(f.itemIdentifier)] = true end
+  for i, record in ipairs(batch) do
+    if failed[tostring(record.dynamodb and record.dynamodb.SequenceNumber)] then return i end
+  end
+  return 1 -- names no record of ours: retry all of it
+end
+
+local function handler_outcome(ok, result, err)
+  if not ok then return false, errors.new("handler_error", tostring(result)) end
+  if result == false or (result == nil and err ~= nil) then
+    return false, errors.is(err) and err or errors.new("handler_error", tostring(err))
+  end
+  return true
+end
+
+function _M:_succeeded(shard_id, st, batch, count)
+  local last = batch[count]
+  local ok, err = self:_checkpoint(shard_id, st, last.dynamodb.SequenceNumber)
+  if not ok then return ok, err end
+  st.pending = remove_first(st.pending, count)
+  local s = stats_of(self, shard_id)
+  s.records, s.batches = s.records + count, s.batches + 1
+  s.last_sequence = last.dynamodb.SequenceNumber
+  local created = last.dynamodb.ApproximateCreationDateTime
+  if created then s.lag_ms = math_floor((self.now() - created) * 1000) end
+  return true
+end
+
+function _M:_failed(shard_id, st, batch, err)
+  st.failures = st.failures + 1
+  local s = stats_of(self, shard_id)
+  s.retries = s.retries + 1
+  logger.log("warn", str_format("stream: shard %s: batch of %d failed (attempt %d): %s", shard_id, #batch,
+    st.failures, tostring(err)))
+  if self.max_retries and st.failures > self.max_retries then
+    if self.on_failure then pcall(self.on_failure, { Records = batch }, err, shard_id) end
+    logger.log("error", str_format("stream: shard %s: gave up on %d record(s) after %d attempts", shard_id,
+      #batch, st.failures))
+    local ok, cerr = self:_checkpoint(shard_id, st, batch[#batch].dynamodb.SequenceNumber)
+    if not ok then return ok, cerr end
+    st.pending = remove_first(st.pending, #batch)
+    st.failures, st.window = 0, nil
+    return true
+  end
+  if self.bisect_on_error and #batch > 1 then st.window = math_ceil(#batch / 2) end
+  st.retry_at = self.now() + retry.delay(st.failures, self.retry_base_delay, self.retry_max_delay)
+  return true
+end
+
+-- One batch of one shard. Returns the number of records handed over, or
+-- nil, err.
+function _M:_work(shard_id, st)
+  if #st.pending == 0 then
+    if st.closed then
+      local ok, err = self:_checkpoint(shard_id, st, leases.SHARD_END)
+      if ok == nil then return nil, err end
+      if not ok then return 0 end
+      leases.release(self:_leases_client(), self.table, self.group, st.lease, self.worker)
+      self:_drop(shard_id, "shard read to its end")
+      self.next_discovery, self.next_sync = 0, 0 -- its children may start now
+      return 0
+    end
+    local ok, err = self:_fetch(shard_id, st)
+    if not ok then return nil, err end
+    if #st.pending == 0 then return 0 end
+  end
+  local size = math_min(st.window or #st.pending, #st.pending)
+  local batch = {}
+  for i = 1, size do batch[i] = st.pending[i] end
+  -- Still ours? Checked right before the handler, so that a lease taken
+  -- meanwhile never has two workers in it.
+  local renewed, rerr = leases.renew(self:_leases_client(), self.table, self.group, st.lease, self.worker)
+  if renewed == false then self:_drop(shard_id, "lease lost") return 0 end
+  if not renewed then return nil, rerr end
+  st.lease = renewed
+  logger.log("debug", str_format("stream: shard %s: %d record(s) from %s", shard_id, size,
+    tostring(batch[1].dynamodb.SequenceNumber)))
+  local ok, result, herr = pcall(self.handler, { Records = batch }, shard_id)
+  local succeeded, err = handler_outcome(ok, result, herr)
+  if not succeeded then
+    local recorded, ferr = self:_failed(shard_id, st, batch, err)
+    if recorded == nil then return nil, ferr end
+    return 0
+  end
+  local failed_at = first_failure(batch, result)
+  if not failed_at then
+    local done, cerr = self:_succeeded(shard_id, st, batch, size)
+    if done == nil then return nil, cerr end
+    st.failures, st.window = 0, nil
+    return size
+  end
+  if failed_at > 1 then
+    local done, cerr = self:_succeeded(shard_id, st, batch, failed_at - 1)
+    if done == nil then return nil, cerr end
+    if not done then return 0 end
+  end
+  local rest = {}
+  for i = failed_at, size do rest[#rest + 1] = batch[i] end
+  local recorded, ferr = self:_failed(shard_id, st, rest, errors.new("batch_item_failures",
+    "handler reported record " .. tostring(rest[1].dynamodb.SequenceNumber) .. " failed"))
+  if recorded == nil then return nil, ferr end
+  return failed_at - 1
+end
+
+---------------------------------------------------------------------------
+-- The loop
+---------------------------------------------------------------------------
+
+--- poll_once() -> the number of records handed over this round, or nil, err.
+-- One round: leases when due, then one batch from every shard we hold whose
+-- retry time has come. For hosts that schedule their own loop.
+function _M:poll_once()
+  local now = self.now()
+  if now >= self.next_sync then
+    local ok, err = self:_sync(now)
+    if not ok then return nil, err end
+  end
+  local handed = 0
+  for shard_id, st in pairs(self.owned) do
+    if self.now() >= st.retry_at then
+      local n, err = self:_work(shard_id, st)
+      if not n then return nil, err end
+      handed = handed + n
+    end
+  end
+  return handed
+end
+
+--- run() -> true once stopped (by stop(), SIGINT or SIGTERM); leases are
+-- handed back on the way out. Errors of a round are logged and retried
+-- after a pause.
+function _M:run()
+  core.signal_catch()
+  local pause = 0
+  while not self.stopping and not core.signal_caught() do
+    local n, err = self:poll_once()
+    if not n then
+      pause = pause + 1
+      logger.log("error", "stream: " .. tostring(err))
+      self.sleep(retry.delay(pause, self.poll_interval, 10))
+    else
+      pause = 0
+      if n == 0 then self.sleep(self.poll_interval) end
+    end
+  end
+  self:release()
+  core.signal_restore()
+  return true
+end
+
+--- stop(): run() returns after the current round.
+function _M:stop()
+  self.stopping = true
+end
+
+--- release(): hands back every lease this consumer holds, so that other
+-- workers take them at once instead of waiting for them to expire.
+function _M:release()
+  local lc = self:_leases_client()
+  for shard_id, st in pairs(self.owned) do
+    leases.release(lc, self.table, self.group, st.lease, self.worker)
+    self:_drop(shard_id, "released")
+  end
+end
+
+--- stats() -> {worker=, shards = {<shard id> = {records=, batches=,
+-- last_sequence=, lag_ms=, retries=, owned=}}}
+function _M:stats()
+  local shards = {}
+  for id, s in pairs(self.shard_stats) do
+    shards[id] = { records = s.records, batches = s.batches, last_sequence = s.last_sequence, lag_ms = s.lag_ms,
+                   retries = s.retries, owned = s.owned, gaps = s.gaps }
+  end
+  return { worker = self.worker, shards = shards }
+end
+
+return _M

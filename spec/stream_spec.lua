@@ -1,0 +1,370 @@
+-- The stream consumer against DynamoDB Local's streams: in this process, and
+-- as separate processes that crash and share the work.
+local ddb = require "spec.support.ddb"
+local http = require "dynlog.http"
+local run = require "spec.support.run"
+local stream = require "dynlog.stream"
+local socket = require "socket"
+
+local function n_of(record)
+  return tonumber(record.dynamodb.NewImage.payload.M.n.N)
+end
+
+-- Appends n events spread over `streams` streams; payload.n counts up.
+local function append_events(c, n, streams)
+  for i = 1, n do assert(c:append("l", tostring(i % (streams or 1)), "e", { n = i })) end
+end
+
+-- Polls until `done()` or `rounds` rounds have passed, pausing a little
+-- after a round that handed nothing over (a retry may be waiting).
+local function poll_until(consumer, done, rounds)
+  for _ = 1, rounds or 300 do
+    local n = assert(consumer:poll_once())
+    if done() then return true end
+    if n == 0 then socket.sleep(0.01) end
+  end
+  return false
+end
+
+local function consumer_for(c, handler, opts)
+  local o = { client = c, checkpoint_table = opts and opts.checkpoint_table or ddb.table_name("cp"),
+              handler = handler, batch_size = 10, retry_base_delay = 0.001, retry_max_delay = 0.002 }
+  for k, v in pairs(opts or {}) do o[k] = v end
+  local consumer = stream.new(o)
+  assert(consumer:create_tables())
+  return consumer
+end
+
+describe("dynlog.stream consumer", function()
+  -- The consumer logs each failed batch; these specs fail batches on purpose.
+  local logger = require "dynlog.log"
+  setup(function() logger.set_handler(function() end) end)
+  teardown(function() logger.set_handler(nil) end)
+
+  it("raises on invalid options", function()
+    local c = ddb.client()
+    assert.error_matches(function() stream.new({ client = c, checkpoint_table = "t" }) end, "handler")
+    assert.error_matches(function()
+      stream.new({ client = c, handler = print, checkpoint_table = "t", start = "middle" })
+    end, "start")
+    assert.error_matches(function()
+      stream.new({ client = c, handler = print, checkpoint_table = "t", batch_size = 5000 })
+    end, "batch_size")
+  end)
+
+  it("hands every event over exactly once, in per-stream order, in the Lambda shape", function()
+    local c = ddb.ready_client()
+    append_events(c, 60, 4)
+    local seen, per_stream, shapes_ok = {}, {}, true
+    local consumer = consumer_for(c, function(batch)
+      for _, r in ipairs(batch.Records) do
+        shapes_ok = shapes_ok and r.eventName == "INSERT" and r.eventSourceARN ~= nil and r.dynamodb.SequenceNumber
+        local n = n_of(r)
+        seen[n] = (seen[n] or 0) + 1
+        local pk = r.dynamodb.Keys.pk.S
+        assert.is_true((per_stream[pk] or 0) < n, "order within " .. pk)
+        per_stream[pk] = n
+      end
+    end)
+    assert.is_true(poll_until(consumer, function() return seen[60] ~= nil end))
+    for i = 1, 60 do assert.are.equal(1, seen[i], "event " .. i) end
+    assert.is_truthy(shapes_ok)
+    local total = 0
+    for _, s in pairs(consumer:stats().shards) do
+      total = total + s.records
+      assert.is_true(s.batches >= 6)
+      assert.is_string(s.last_sequence)
+      assert.is_number(s.lag_ms)
+    end
+    assert.are.equal(60, total)
+  end)
+
+  it("plugs dynlog.trigger.handle in as it is", function()
+    local server = require "spec.support.server"
+    local srv = server.start({ { method = "POST", path = "/", responses = { { putevents = true } } } })
+    local c = ddb.ready_client()
+    append_events(c, 12, 3)
+    local tc = ddb.client({ table = c.table, events_endpoint = srv.url })
+    local trigger = require "dynlog.trigger"
+    local consumer = consumer_for(tc, function(batch) return trigger.handle(tc, batch) end)
+    local published = 0
+    poll_until(consumer, function()
+      published = 0
+      for _, req in ipairs(srv.requests()) do
+        published = published + #require("dynlog.json").decode(req.body).Entries
+      end
+      return published >= 12
+    end)
+    srv.stop()
+    assert.are.equal(12, published)
+  end)
+
+  it("resumes after its checkpoint when started again", function()
+    local c = ddb.ready_client()
+    append_events(c, 30)
+    local cp = ddb.table_name("cp")
+    local first = {}
+    local a = consumer_for(c, function(batch)
+      for _, r in ipairs(batch.Records) do first[#first + 1] = n_of(r) end
+    end, { checkpoint_table = cp, worker_id = "a" })
+    poll_until(a, function() return #first >= 20 end)
+    a:release()
+    local second = {}
+    local b = consumer_for(c, function(batch)
+      for _, r in ipairs(batch.Records) do second[#second + 1] = n_of(r) end
+    end, { checkpoint_table = cp, worker_id = "b" })
+    assert.is_true(poll_until(b, function() return second[#second] == 30 end))
+    assert.are.equal(#first + 1, second[1], "b starts right after a's checkpoint")
+    assert.are.equal(30, #first + #second)
+  end)
+
+  it("hands a failing batch over again, and nothing after it, until it succeeds", function()
+    local c = ddb.ready_client()
+    append_events(c, 25)
+    local deliveries, failures = {}, 0
+    local consumer = consumer_for(c, function(batch)
+      local first_n = n_of(batch.Records[1])
+      deliveries[#deliveries + 1] = first_n
+      if first_n == 11 and failures < 2 then
+        failures = failures + 1
+        error("downstream is down")
+      end
+    end)
+    poll_until(consumer, function() return deliveries[#deliveries] == 21 end)
+    assert.are.same({ 1, 11, 11, 11, 21 }, deliveries)
+    local s = next(consumer:stats().shards) and select(2, next(consumer:stats().shards))
+    assert.are.equal(2, s.retries)
+  end)
+
+  it("checkpoints just before the first item a handler reports failed", function()
+    local c = ddb.ready_client()
+    append_events(c, 10)
+    local deliveries, reported = {}, false
+    local consumer = consumer_for(c, function(batch)
+      local ns = {}
+      for _, r in ipairs(batch.Records) do ns[#ns + 1] = n_of(r) end
+      deliveries[#deliveries + 1] = table.concat(ns, ",")
+      if not reported then
+        reported = true
+        return { batchItemFailures = { { itemIdentifier = batch.Records[7].dynamodb.SequenceNumber },
+                                       { itemIdentifier = batch.Records[9].dynamodb.SequenceNumber } } }
+      end
+      return { batchItemFailures = {} }
+    end)
+    poll_until(consumer, function() return #deliveries >= 2 end)
+    assert.are.same({ "1,2,3,4,5,6,7,8,9,10", "7,8,9,10" }, deliveries)
+  end)
+
+  it("bisects a failing batch and gives up on a poison record after max_retries", function()
+    local c = ddb.ready_client()
+    append_events(c, 16)
+    local handled, poisoned = {}, {}
+    local consumer = consumer_for(c, function(batch)
+      for _, r in ipairs(batch.Records) do
+        if n_of(r) == 6 then error("poison") end
+      end
+      for _, r in ipairs(batch.Records) do handled[#handled + 1] = n_of(r) end
+    end, { bisect_on_error = true, max_retries = 5, batch_size = 16,
+           on_failure = function(batch, err) poisoned[#poisoned + 1] = { batch = batch, err = err } end })
+    poll_until(consumer, function() return handled[#handled] == 16 end)
+    assert.are.equal(1, #poisoned)
+    assert.are.equal(1, #poisoned[1].batch.Records)
+    assert.are.equal(6, n_of(poisoned[1].batch.Records[1]))
+    assert.matches("poison", tostring(poisoned[1].err))
+    local expected = {}
+    for i = 1, 16 do if i ~= 6 then expected[#expected + 1] = i end end
+    assert.are.same(expected, handled)
+  end)
+
+  it("gets a new iterator from the checkpoint when one has expired", function()
+    local c = ddb.ready_client()
+    append_events(c, 20)
+    -- A transport that answers the second GetRecords as an expired iterator.
+    local real, calls = http.new(), 0
+    local transport = { request = function(_, req)
+      if req.headers["X-Amz-Target"] == "DynamoDBStreams_20120810.GetRecords" then
+        calls = calls + 1
+        if calls == 2 then
+          return { status = 400, headers = {}, body =
+            '{"__type":"com.amazonaws.dynamodb.v20120810#ExpiredIteratorException","message":"expired"}' }
+        end
+      end
+      return real:request(req)
+    end }
+    local fc = ddb.client({ table = c.table, transport = transport })
+    local seen = {}
+    local consumer = consumer_for(fc, function(batch)
+      for _, r in ipairs(batch.Records) do seen[#seen + 1] = n_of(r) end
+    end)
+    poll_until(consumer, function() return seen[#seen] == 20 end)
+    local expected = {}
+    for i = 1, 20 do expected[i] = i end
+    assert.are.same(expected, seen)
+    assert.is_true(calls >= 3)
+  end)
+
+  it("lets one of two consumers work a shard, and the other take it once the lease expires", function()
+    local c = ddb.ready_client()
+    append_events(c, 10)
+    local clock = 1000
+    local now = function() return clock end
+    local cp = ddb.table_name("cp")
+    local by = {}
+    local function handler_of(name)
+      return function(batch) for _ = 1, #batch.Records do by[name] = (by[name] or 0) + 1 end end
+    end
+    local a = consumer_for(c, handler_of("a"), { checkpoint_table = cp, worker_id = "a", now = now,
+                                                 lease_duration = 10, batch_size = 5 })
+    local b = consumer_for(c, handler_of("b"), { checkpoint_table = cp, worker_id = "b", now = now,
+                                                 lease_duration = 10, batch_size = 5 })
+    assert(a:poll_once())
+    assert(b:poll_once())
+    assert.are.equal(5, by.a)
+    assert.is_nil(by.b, "b waits while a holds the lease")
+    -- a dies without handing its lease back; b's clock sees it stand still.
+    for _ = 1, 3 do clock = clock + 4 assert(b:poll_once()) end
+    assert.are.equal(5, by.b, "b took over from a's checkpoint")
+  end)
+end)
+
+---------------------------------------------------------------------------
+-- Separate processes
+---------------------------------------------------------------------------
+
+local function start_consumer(c, cp, worker, out, lease, batch, delay)
+  local env = run.lua_env({ DYNLOG_TEST_ENDPOINT = os.getenv("DYNLOG_TEST_ENDPOINT") })
+  local prefix = {}
+  for k, v in pairs(env) do prefix[#prefix + 1] = k .. "=" .. run.quote(v) end
+  local pipe = assert(io.popen(("env %s lua5.4 spec/support/consumer.lua %s %s %s %s %s %s %s "
+    .. ">>%s.stderr 2>&1 & echo $!"):format(table.concat(prefix, " "), c.table, cp, worker, out,
+    lease, batch, delay, out)))
+  local pid = assert(tonumber(pipe:read("*l")))
+  pipe:close()
+  return pid
+end
+
+local function read_lines(path)
+  local lines = {}
+  local f = io.open(path, "r")
+  if not f then return lines end
+  for line in f:lines() do lines[#lines + 1] = line end
+  f:close()
+  return lines
+end
+
+local function records_in(path)
+  local count, per_key = 0, {}
+  for _, line in ipairs(read_lines(path)) do
+    local pk, sk = line:match("^record %S+ %S+ %S+ (%S+) (%S+)$")
+    if pk then
+      count = count + 1
+      per_key[pk .. "/" .. sk] = (per_key[pk .. "/" .. sk] or 0) + 1
+    end
+  end
+  return count, per_key
+end
+
+local function wait_for(cond, seconds)
+  local deadline = socket.gettime() + seconds
+  while socket.gettime() < deadline do
+    if cond() then return true end
+    socket.sleep(0.1)
+  end
+  return false
+end
+
+local function distinct(per_key)
+  local n = 0
+  for _ in pairs(per_key) do n = n + 1 end
+  return n
+end
+
+describe("dynlog.stream consumer processes", function()
+  local pids = {}
+  after_each(function()
+    for _, pid in ipairs(pids) do os.execute("kill -9 " .. pid .. " 2>/dev/null") end
+    pids = {}
+  end)
+
+  it("loses nothing when killed with SIGKILL mid-run; duplicates come only from the unfinished batch", function()
+    local c = ddb.ready_client()
+    local N, BATCH = 120, 10
+    append_events(c, N, 6)
+    local cp, out = ddb.table_name("cp"), os.tmpname()
+    -- Slow batches, so that the kill lands in the middle of one.
+    pids[1] = start_consumer(c, cp, "first", out, 2, BATCH, 0.15)
+    assert.is_true(wait_for(function() return (records_in(out)) >= 40 end, 30), "first consumer made progress")
+    os.execute("kill -9 " .. pids[1])
+    local before = records_in(out)
+    pids[2] = start_consumer(c, cp, "second", out, 2, BATCH, 0)
+    assert.is_true(wait_for(function()
+      local _, per_key = records_in(out)
+      return distinct(per_key) == N
+    end, 60), "every event was handed over after the restart")
+    local total, per_key = records_in(out)
+    assert.are.equal(N, distinct(per_key))
+    assert.is_true(total - N <= BATCH, ("%d duplicates (after %d before the kill)"):format(total - N, before))
+    os.remove(out)
+  end)
+
+  it("shares the work between two consumers: nothing lost, no shard worked by both at once, "
+    .. "a stopped worker's shard taken over", function()
+    local c = ddb.ready_client()
+    local N = 80
+    append_events(c, N, 4)
+    local cp, out = ddb.table_name("cp"), os.tmpname()
+    pids[1] = start_consumer(c, cp, "w1", out, 2, 5, 0.05)
+    pids[2] = start_consumer(c, cp, "w2", out, 2, 5, 0.05)
+    assert.is_true(wait_for(function() return (records_in(out)) >= 30 end, 30))
+    -- Kill whichever worker holds the shard now; the other must take over.
+    local holder
+    for _, line in ipairs(read_lines(out)) do holder = line:match("^batch (%S+)") or holder end
+    local victim = holder == "w1" and pids[1] or pids[2]
+    os.execute("kill -9 " .. victim)
+    assert.is_true(wait_for(function()
+      local _, per_key = records_in(out)
+      return distinct(per_key) == N
+    end, 60), "all events handed over")
+    -- From the handlers' own log: per shard, batch intervals of different
+    -- workers never overlap.
+    local intervals = {}
+    for _, line in ipairs(read_lines(out)) do
+      local w, shard, s, e = line:match("^batch (%S+) (%S+) (%d+) (%d+)$")
+      if w then
+        intervals[shard] = intervals[shard] or {}
+        table.insert(intervals[shard], { w = w, s = tonumber(s), e = tonumber(e) })
+      end
+    end
+    local workers = {}
+    for _, list in pairs(intervals) do
+      for i = 1, #list do
+        workers[list[i].w] = true
+        for j = i + 1, #list do
+          local a, b = list[i], list[j]
+          if a.w ~= b.w then
+            assert.is_true(a.e <= b.s or b.e <= a.s, ("%s and %s overlap on a shard"):format(a.w, b.w))
+          end
+        end
+      end
+    end
+    assert.is_true(workers.w1 and workers.w2, "both workers handled batches")
+    os.remove(out)
+  end)
+
+  it("hands its leases back on SIGTERM", function()
+    local c = ddb.ready_client()
+    append_events(c, 5)
+    local cp, out = ddb.table_name("cp"), os.tmpname()
+    pids[1] = start_consumer(c, cp, "polite", out, 30, 5, 0)
+    assert.is_true(wait_for(function() return (records_in(out)) >= 5 end, 30))
+    os.execute("kill -TERM " .. pids[1])
+    assert.is_true(wait_for(function()
+      for _, line in ipairs(read_lines(out)) do if line == "stopped polite" then return true end end
+    end, 10), "run() returned on SIGTERM")
+    local leases = require "dynlog.leases"
+    local all = assert(leases.read_all(c, cp, c.table))
+    for _, lease in pairs(all) do assert.is_nil(lease.owner) end
+    os.remove(out)
+  end)
+end)
+

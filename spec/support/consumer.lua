@@ -1,0 +1,37 @@
+-- A stream consumer process for the specs: records every record it is
+-- handed, and every batch with its start and end time, to OUTFILE.
+--   lua5.4 spec/support/consumer.lua TABLE CHECKPOINT_TABLE WORKER OUTFILE LEASE_DURATION BATCH_SIZE DELAY
+-- Lines: "record WORKER SHARD SEQUENCE PK SK" and "batch WORKER SHARD START END" (ms).
+-- Runs until SIGTERM (then hands its leases back) or SIGKILL (then not).
+local core = require "dynlog.core"
+local dynlog = require "dynlog"
+local stream = require "dynlog.stream"
+
+local table_name, checkpoints, worker, outfile = arg[1], arg[2], arg[3], arg[4]
+local lease_duration, batch_size, delay = tonumber(arg[5]), tonumber(arg[6]), tonumber(arg[7])
+
+local c = dynlog.new({
+  table = table_name, endpoint = os.getenv("DYNLOG_TEST_ENDPOINT"), region = "us-east-1",
+  credentials = { access_key_id = "AKIDSPEC", secret_access_key = "spec-secret-key" },
+  base_delay = 0.001, max_delay = 0.05,
+})
+local out = assert(io.open(outfile, "a"))
+out:setvbuf("line")
+
+local consumer = stream.new({
+  client = c, checkpoint_table = checkpoints, worker_id = worker,
+  lease_duration = lease_duration, batch_size = batch_size, poll_interval = 0.05,
+  handler = function(batch, shard)
+    local started = core.now()
+    if delay > 0 then core.sleep(delay) end
+    for _, r in ipairs(batch.Records) do
+      local keys = r.dynamodb.Keys
+      out:write(("record %s %s %s %s %s\n"):format(worker, shard, r.dynamodb.SequenceNumber, keys.pk.S, keys.sk.S))
+    end
+    out:write(("batch %s %s %d %d\n"):format(worker, shard, math.floor(started * 1000), math.floor(core.now() * 1000)))
+  end,
+})
+assert(consumer:create_tables())
+consumer:run()
+out:write(("stopped %s\n"):format(worker))
+out:close()
