@@ -75,6 +75,40 @@ describe("examples", function()
     assert.are.same({ S = "+44 20 7946 0000" }, resp.Item.phoneNumber)
   end)
 
+  it("stream-trigger.lua follows the stream until SIGTERM, publishing every event once", function()
+    local server = require "spec.support.server"
+    local json = require "dynlog.json"
+    local srv = server.start({ { method = "POST", path = "/", responses = { { putevents = true } } } })
+    local e = example_env(table_name)
+    e.AWS_ENDPOINT_URL_EVENTBRIDGE = srv.url
+    local prefix = {}
+    for k, v in pairs(e) do prefix[#prefix + 1] = k .. "=" .. run.quote(v) end
+    local out = os.tmpname()
+    local pipe = assert(io.popen(("env %s lua5.4 examples/stream-trigger.lua >%s 2>&1 & echo $!")
+      :format(table.concat(prefix, " "), out)))
+    local pid = assert(tonumber(pipe:read("*l")))
+    pipe:close()
+    local socket = require "socket"
+    local function published()
+      local n = 0
+      for _, req in ipairs(srv.requests()) do n = n + #json.decode(req.body).Entries end
+      return n
+    end
+    local deadline = socket.gettime() + 30
+    while published() < 4 and socket.gettime() < deadline do socket.sleep(0.1) end
+    os.execute("kill -TERM " .. pid)
+    socket.sleep(1.5)
+    local f = assert(io.open(out))
+    local text = f:read("*a")
+    f:close()
+    os.remove(out)
+    local count = published()
+    srv.stop()
+    assert.are.equal(4, count, text)
+    assert.matches("following the stream of " .. table_name, text, 1, true)
+    assert.matches("4 record%(s%) in %d+ batch%(es%)", text)
+  end)
+
   it("list-tables.lua lists the tables of an endpoint", function()
     local status, out = run.run("lua5.4 examples/list-tables.lua", example_env(table_name))
     assert.are.equal(0, status, out)

@@ -203,6 +203,59 @@ describe("dynlog.stream consumer", function()
     assert.is_true(calls >= 3)
   end)
 
+  -- A transport that changes the answer to the n-th GetRecords.
+  local function doctored_get_records(n, change)
+    local real, calls = http.new(), 0
+    return { request = function(_, req)
+      local res, err = real:request(req)
+      if res and req.headers["X-Amz-Target"] == "DynamoDBStreams_20120810.GetRecords" then
+        calls = calls + 1
+        if calls == n then return change(res) end
+      end
+      return res, err
+    end }
+  end
+
+  it("resumes at the oldest record after TrimmedDataAccessException, and reports the gap", function()
+    local c = ddb.ready_client()
+    append_events(c, 8)
+    local fc = ddb.client({ table = c.table, transport = doctored_get_records(2, function()
+      return { status = 400, headers = {}, body =
+        '{"__type":"com.amazonaws.dynamodb.v20120810#TrimmedDataAccessException","message":"trimmed"}' }
+    end) })
+    local seen = 0
+    local consumer = consumer_for(fc, function(batch) seen = seen + #batch.Records end, { batch_size = 4 })
+    poll_until(consumer, function() return seen >= 12 end)
+    local _, s = next(consumer:stats().shards)
+    assert.are.equal(1, s.gaps)
+    assert.are.equal(12, seen, "4 before the gap, then all 8 again from the oldest record")
+  end)
+
+  it("marks a closed shard read to its end as finished and hands its lease back", function()
+    local c = ddb.ready_client()
+    append_events(c, 5)
+    -- The first page is the shard's last: no NextShardIterator.
+    local json = require "dynlog.json"
+    local fc = ddb.client({ table = c.table, transport = doctored_get_records(1, function(res)
+      local doc = json.decode(res.body)
+      doc.NextShardIterator = nil
+      res.body = json.encode(doc)
+      res.headers["x-amz-crc32"] = nil
+      return res
+    end) })
+    local seen = 0
+    local cp = ddb.table_name("cp")
+    local consumer = consumer_for(fc, function(batch) seen = seen + #batch.Records end,
+      { checkpoint_table = cp, batch_size = 10 })
+    for _ = 1, 5 do assert(consumer:poll_once()) end
+    assert.are.equal(5, seen)
+    local leases = require "dynlog.leases"
+    local all = assert(leases.read_all(c, cp, c.table))
+    local _, lease = next(all)
+    assert.are.equal(leases.SHARD_END, lease.checkpoint)
+    assert.is_nil(lease.owner)
+  end)
+
   it("lets one of two consumers work a shard, and the other take it once the lease expires", function()
     local c = ddb.ready_client()
     append_events(c, 10)

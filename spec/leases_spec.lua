@@ -1,0 +1,86 @@
+-- The lease plan: which shards a worker takes or asks for, from the leases
+-- as read. Pure, so every case of lineage and balance can be laid out here.
+local leases = require "dynlog.leases"
+
+local function lease(id, fields)
+  local l = { sk = id, counter = 1 }
+  for k, v in pairs(fields or {}) do l[k] = v end
+  return l
+end
+
+local function set(list)
+  local all = {}
+  for _, l in ipairs(list) do all[l.sk] = l end
+  return all
+end
+
+local never = function() return false end
+
+local function ids(list)
+  local out = {}
+  for _, l in ipairs(list) do out[#out + 1] = l.sk end
+  return out
+end
+
+describe("dynlog.leases.plan", function()
+  it("takes every free shard when alone", function()
+    local plan = leases.plan(set({ lease("s1"), lease("s2"), lease("s3") }), never, "me")
+    assert.are.same({ "s1", "s2", "s3" }, ids(plan.take))
+    assert.is_nil(plan.request)
+  end)
+
+  it("starts a child shard only once its parent is read to its end", function()
+    local waiting = set({ lease("parent", { owner = "other" }), lease("child", { parent = "parent" }) })
+    assert.are.same({}, ids(leases.plan(waiting, never, "me").take))
+    local done = set({ lease("parent", { checkpoint = leases.SHARD_END }), lease("child", { parent = "parent" }) })
+    assert.are.same({ "child" }, ids(leases.plan(done, never, "me").take))
+    -- A parent trimmed away (no lease, not in the stream) holds nothing up.
+    assert.are.same({ "orphan" }, ids(leases.plan(set({ lease("orphan", { parent = "gone" }) }), never, "me").take))
+  end)
+
+  it("takes only its share, counting the live workers", function()
+    local all = set({ lease("s1", { owner = "other" }), lease("s2", { owner = "other" }), lease("s3"), lease("s4") })
+    local plan = leases.plan(all, never, "me")
+    assert.are.equal(2, plan.target)
+    assert.are.same({ "s3", "s4" }, ids(plan.take))
+  end)
+
+  it("takes an expired lease as a free one", function()
+    local all = set({ lease("s1", { owner = "dead" }) })
+    local plan = leases.plan(all, function(l) return l.owner == "dead" end, "me")
+    assert.are.same({ "s1" }, ids(plan.take))
+  end)
+
+  it("asks the busiest worker for a lease when none is free", function()
+    local all = set({ lease("s1", { owner = "busy" }), lease("s2", { owner = "busy" }),
+                      lease("s3", { owner = "busy" }), lease("s4", { owner = "me" }) })
+    local plan = leases.plan(all, never, "me")
+    assert.are.same({}, ids(plan.take))
+    assert.are.equal("busy", plan.request.owner)
+  end)
+
+  it("does not ask when the work is already even", function()
+    local all = set({ lease("s1", { owner = "other" }), lease("s2", { owner = "me" }) })
+    local plan = leases.plan(all, never, "me")
+    assert.are.same({}, ids(plan.take))
+    assert.is_nil(plan.request)
+  end)
+
+  it("leaves finished shards alone", function()
+    local all = set({ lease("old", { checkpoint = leases.SHARD_END }) })
+    assert.are.same({}, ids(leases.plan(all, never, "me").take))
+  end)
+end)
+
+describe("dynlog.leases.watcher", function()
+  it("calls a lease expired once its counter has stood still for the lease duration", function()
+    local w = leases.watcher(10)
+    local l = lease("s1", { counter = 5 })
+    w.observe({ s1 = l }, 100)
+    assert.is_false(w.expired(l, 105))
+    assert.is_true(w.expired(l, 110))
+    local moved = lease("s1", { counter = 6 })
+    w.observe({ s1 = moved }, 111)
+    assert.is_false(w.expired(moved, 115))
+  end)
+end)
