@@ -15,6 +15,7 @@ DDB_LOCAL_DIR=${DDB_LOCAL_DIR:-$root/.cache/dynamodb-local}
 
 build_packages=(gcc make pkg-config lua5.4 liblua5.4-dev libcurl4-openssl-dev libssl-dev libyajl-dev zlib1g-dev)
 test_packages=(lua-cjson lua-busted lua-socket lua-check luarocks curl ca-certificates openssl libluajit2-5.1-dev luajit2)
+nginx_packages=(nginx libnginx-mod-http-lua lua-resty-core lua-resty-lrucache)
 memcheck_packages=(valgrind)
 
 missing_packages() {
@@ -63,8 +64,8 @@ wanted=("${build_packages[@]}")
 for group in "${groups[@]}"; do
     case $group in
     build) ;;
-    test) wanted+=("${test_packages[@]}") ;;
-    memcheck) wanted+=("${test_packages[@]}" "${memcheck_packages[@]}") ;;
+    test) wanted+=("${test_packages[@]}" "${nginx_packages[@]}") ;;
+    memcheck) wanted+=("${test_packages[@]}" "${nginx_packages[@]}" "${memcheck_packages[@]}") ;;
     *) echo "deps: unknown group '$group' (build, test, memcheck)" >&2; exit 2 ;;
     esac
 done

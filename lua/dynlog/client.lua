@@ -15,8 +15,8 @@ local errors = require "dynlog.errors"
 local retry = require "dynlog.retry"
 local timeutil = require "dynlog.timeutil"
 
-local error, pairs, pcall, require, setmetatable, tonumber, tostring, type =
-  error, pairs, pcall, require, setmetatable, tonumber, tostring, type
+local error, pairs, pcall, rawget, require, setmetatable, tonumber, tostring, type =
+  error, pairs, pcall, rawget, require, setmetatable, tonumber, tostring, type
 local math_floor = math.floor
 local str_find, str_format, str_match, str_sub = string.find, string.format, string.match, string.sub
 local core_crc32, core_json_decode, core_json_encode = core.crc32, core.json_decode, core.json_encode
@@ -98,13 +98,42 @@ local function check_options(opts)
 end
 
 -- A provider with :get() is used as it is; a table of keys becomes an
--- explicit provider; nothing means the default chain.
-local function credentials_provider(opts)
+-- explicit provider; nothing means the default chain, whose container and
+-- instance-metadata requests go through the client's own transport.
+local function credentials_provider(opts, http)
   local given = opts.credentials
   if given and type(given.get) == "function" then return given end
   return credentials.provider({
-    credentials = given, profile = opts.profile, getenv = opts.getenv, read_file = opts.read_file,
+    credentials = given, profile = opts.profile, getenv = opts.getenv, read_file = opts.read_file, http = http,
   })
+end
+
+-- Inside nginx every request goes over cosockets, which exist only in
+-- some phases: say so rather than block the worker or fail obscurely.
+local COSOCKET_PHASES = { rewrite = true, access = true, content = true, timer = true, ssl_cert = true,
+                          ssl_session_fetch = true, ssl_client_hello = true }
+
+local function in_nginx()
+  local ngx = rawget(_G, "ngx")
+  return ngx ~= nil and type(ngx.socket) == "table" and ngx.socket.tcp ~= nil and ngx
+end
+
+local function check_phase(ngx)
+  local phase = ngx.get_phase()
+  if not COSOCKET_PHASES[phase] then
+    error("dynlog: no requests can be made in nginx's " .. tostring(phase) .. " phase (cosockets are not"
+      .. " available there); run the work from a timer, e.g. ngx.timer.at(0, function() ... end)", 0)
+  end
+end
+
+-- Sleeping must not block an nginx worker: ngx.sleep yields instead.
+local function default_sleep(seconds)
+  local ngx = in_nginx()
+  if ngx then
+    check_phase(ngx)
+    return ngx.sleep(seconds)
+  end
+  return core.sleep(seconds)
 end
 
 local function pick(opts, name)
@@ -127,7 +156,11 @@ function _M.new(opts)
     env_opts.endpoint = opts[svc.option]
     local endpoint, eerr = config.endpoint(svc.config, env_opts)
     if not endpoint then error("dynlog.new: " .. tostring(eerr.message), 2) end
-    services[name] = { url = endpoint.url .. "/", signing_name = endpoint.signing_name,
+    -- A bare host gets the root path; an endpoint with a path (a local bus
+    -- on a location of nginx, say) keeps its own.
+    local url = endpoint.url
+    if str_find(url, "^%a+://[^/]+$") then url = url .. "/" end
+    services[name] = { url = url, signing_name = endpoint.signing_name,
                        target = svc.target, content_type = svc.content_type }
     origins[name] = endpoint.origin
   end
@@ -149,16 +182,18 @@ function _M.new(opts)
     max_delay = pick(opts, "max_delay"),
     conflict_retries = pick(opts, "conflict_retries"),
     numbers = opts.numbers,
-    provider = credentials_provider(opts),
+    provider = false, -- below: it needs the client's transport
     signer = core.sigv4_signer(),
-    sleep = opts.sleep or core.sleep,
+    sleep = opts.sleep or default_sleep,
     now = opts.now or core.now,
     clock_skew = 0, -- seconds to add to our clock, learnt from the server's Date
     transport = opts.transport,
     transport_opts = { timeout = pick(opts, "timeout"), connect_timeout = pick(opts, "connect_timeout"),
                        cafile = opts.cafile },
   }
-  return setmetatable(self, mt)
+  setmetatable(self, mt)
+  self.provider = credentials_provider(opts, function(req) return self:_transport():request(req) end)
+  return self
 end
 
 function mt.__tostring(self)
@@ -166,13 +201,19 @@ function mt.__tostring(self)
 end
 
 -- The transport is made on first use: creating a client stays free of I/O
--- and of libcurl state until it is needed.
-local function transport(self)
+-- and of libcurl state until it is needed. Inside nginx it is the cosocket
+-- transport, never the blocking libcurl one.
+function _M:_transport()
   local t = self.transport
-  if not t then
+  if t then return t end
+  local ngx = in_nginx()
+  if ngx then
+    check_phase(ngx)
+    t = require("dynlog.ngx_http").new(self.transport_opts)
+  else
     t = require("dynlog.http").new(self.transport_opts)
-    self.transport = t
   end
+  self.transport = t
   return t
 end
 
@@ -230,7 +271,7 @@ local function attempt(self, svc, target, body, unwrap, numbers)
     time = math_floor(self.now() + self.clock_skew),
     headers = { ["Content-Type"] = svc.content_type, ["X-Amz-Target"] = target },
   })
-  local res, terr = transport(self):request({ method = "POST", url = svc.url, headers = headers,
+  local res, terr = self:_transport():request({ method = "POST", url = svc.url, headers = headers,
                                               body = body, timeout = self.timeout })
   if not res then return nil, terr end
   local ok, crc_err = checked_crc32(res)
