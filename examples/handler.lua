@@ -40,7 +40,7 @@ function M.project(event)
   return handler.project(c, event, users)
 end
 
-if not pcall(debug.getlocal, 4, 1) then -- run as a script, not required
+if arg and arg[0] and arg[0]:match("handler%.lua$") then -- run as a script, not required
   assert(handler.create_table(c, core_table))
   for line in io.lines() do
     local result, err = M.project(assert(dynlog.json.decode(line)))

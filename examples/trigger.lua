@@ -26,7 +26,7 @@ local function check(value, err)
   return value
 end
 
-if not pcall(debug.getlocal, 4, 1) then -- run as a script, not required
+if arg and arg[0] and arg[0]:match("trigger%.lua$") then -- run as a script, not required
   local stream = check(c:describe_stream(check(c:latest_stream_arn())))
   local published = 0
   for _, shard in ipairs(stream.Shards) do

@@ -1,0 +1,319 @@
+--- dynlog inside nginx (OpenResty, or nginx with lua-nginx-module): the
+-- trigger on timers, a receiver for EventBridge API destinations, and a
+-- local event bus for development. Nothing here blocks a worker: every
+-- request goes over cosockets (dynlog.ngx_http).
+--
+--   init_worker_by_lua_block { require("dynlog.ngx").start_consumer{ ... } }
+--   location = /events { content_by_lua_block { require("dynlog.ngx").receive(spec) } }
+--   location = /bus    { content_by_lua_block { require("dynlog.ngx").bus(config) } }
+local core = require "dynlog.core"
+local errors = require "dynlog.errors"
+local json = require "dynlog.json"
+local logger = require "dynlog.log"
+local pattern = require "dynlog.pattern"
+local retry = require "dynlog.retry"
+local stream = require "dynlog.stream"
+
+local ngx = ngx -- luacheck: ignore
+local error, ipairs, pairs, pcall, tonumber, tostring, type = error, ipairs, pairs, pcall, tonumber, tostring, type
+local io_open, math_floor, os_date = io.open, math.floor, os.date
+local str_format, str_match = string.format, string.match
+local constant_time_equal, base64_decode = core.constant_time_equal, core.base64_decode
+
+local _M = {}
+
+local function say_json(status, body, content_type)
+  ngx.status = status
+  ngx.header["Content-Type"] = content_type or "application/json"
+  ngx.print(json.encode(body))
+  return ngx.exit(status)
+end
+
+---------------------------------------------------------------------------
+-- The trigger on timers
+---------------------------------------------------------------------------
+
+--- start_consumer(opts) in init_worker_by_lua*: runs a dynlog.stream
+-- consumer on timers in this worker (opts as for dynlog.stream.new). Every
+-- worker, and every host sharing the checkpoint table, takes a share of the
+-- shards; a worker that exits (reload, quit) hands its leases back.
+-- Returns the consumer, whose stats() a location may show.
+function _M.start_consumer(opts)
+  if type(opts) ~= "table" then error("start_consumer: expects the options of dynlog.stream.new", 2) end
+  local consumer = stream.new(opts)
+  local tables_ready, failures = false, 0
+  local tick
+  tick = function(premature)
+    if premature then
+      pcall(consumer.release, consumer) -- the worker is exiting
+      return
+    end
+    local delay = consumer.poll_interval
+    local ok, n, err = pcall(function()
+      if not tables_ready then
+        local created, cerr = consumer:create_tables()
+        if not created then return nil, cerr end
+        tables_ready = true
+      end
+      return consumer:poll_once()
+    end)
+    if not ok or not n then
+      failures = failures + 1
+      logger.log("error", "dynlog consumer: " .. tostring(ok and err or n))
+      delay = retry.delay(failures, consumer.poll_interval, 10)
+    else
+      failures = 0
+      if n > 0 then delay = 0 end
+    end
+    local started, terr = ngx.timer.at(delay, tick)
+    if not started then logger.log("error", "dynlog consumer: could not schedule a timer: " .. tostring(terr)) end
+  end
+  local started, err = ngx.timer.at(0, tick)
+  if not started then error("start_consumer: could not start a timer: " .. tostring(err), 2) end
+  return consumer
+end
+
+---------------------------------------------------------------------------
+-- Reading a request
+---------------------------------------------------------------------------
+
+-- The body, or nil and the status to answer with.
+local function read_body(max_bytes)
+  local declared = tonumber(ngx.var.http_content_length)
+  if declared and declared > max_bytes then return nil, 413, "body over " .. max_bytes .. " bytes" end
+  ngx.req.read_body()
+  local body = ngx.req.get_body_data()
+  if not body then
+    -- nginx keeps bodies over client_body_buffer_size in a temporary file.
+    local path = ngx.req.get_body_file()
+    local f = path and io_open(path, "rb")
+    if not f then return nil, 400, "empty body" end
+    body = f:read(max_bytes + 1)
+    f:close()
+    if not body then return nil, 400, "empty body" end
+  end
+  if #body > max_bytes then return nil, 413, "body over " .. max_bytes .. " bytes" end
+  return body
+end
+
+-- Does the request carry the configured credentials? Compared in constant
+-- time, so that timing tells nothing about how much of a guess was right.
+local function authorized(auth)
+  if auth == nil then return true end
+  local headers = ngx.req.get_headers()
+  if auth.header then
+    local given = headers[auth.header]
+    return type(given) == "string" and constant_time_equal(given, auth.value)
+  end
+  if auth.basic then
+    local given = headers["authorization"]
+    if type(given) ~= "string" then return false end
+    local encoded = str_match(given, "^[Bb]asic%s+(%S+)$")
+    local decoded = encoded and base64_decode(encoded)
+    return type(decoded) == "string"
+      and constant_time_equal(decoded, auth.basic.user .. ":" .. auth.basic.password)
+  end
+  return false
+end
+
+local function check_auth(auth, where)
+  if auth == nil then return end
+  if type(auth) ~= "table" or not ((type(auth.header) == "string" and type(auth.value) == "string")
+      or (type(auth.basic) == "table" and type(auth.basic.user) == "string"
+          and type(auth.basic.password) == "string")) then
+    error(where .. ": auth must be {header=, value=} or {basic = {user=, password=}}", 3)
+  end
+end
+
+---------------------------------------------------------------------------
+-- The receiver of EventBridge API destinations
+---------------------------------------------------------------------------
+
+-- What EventBridge should do with an error: never retry input that cannot
+-- succeed (4xx), slow down (429) or try again later (5xx).
+local function status_for(err)
+  if not errors.is(err) then return 500 end
+  if err.code == "invalid_argument" then return 400 end
+  if err.code == "ThrottlingException" or err.code == "ProvisionedThroughputExceededException" then return 429 end
+  return 500
+end
+
+--- receive(spec) in content_by_lua*: one EventBridge event per request, as
+-- an API destination delivers it. spec: {auth = {header=, value=} or
+-- {basic = {user=, password=}}, max_body = 262144, handle = function(event)
+-- -> true | nil, err}, or instead of handle, {client=, project=<spec of
+-- dynlog.handler.project>}. Answers 2xx once handled, 401 without the
+-- right credentials (nothing handled), 400 for malformed input, 413 for a
+-- body too large, 429/5xx when worth retrying.
+function _M.receive(spec)
+  if type(spec) ~= "table" then error("receive: expects a spec table", 2) end
+  check_auth(spec.auth, "receive")
+  local handle = spec.handle
+  if not handle and spec.project then
+    local handler = require "dynlog.handler"
+    handle = function(event) return handler.project(spec.client, event, spec.project) end
+  end
+  if type(handle) ~= "function" then error("receive: spec.handle (or client and project) is required", 2) end
+
+  if ngx.req.get_method() ~= "POST" then return say_json(405, { message = "POST only" }) end
+  if not authorized(spec.auth) then return say_json(401, { message = "unauthorized" }) end
+  local body, status, why = read_body(spec.max_body or 256 * 1024)
+  if not body then return say_json(status, { message = why }) end
+  local event = json.decode(body)
+  if type(event) ~= "table" or type(event.detail) ~= "table" then
+    return say_json(400, { message = "body is not an EventBridge event (JSON object with a detail)" })
+  end
+  local ok, result, err = pcall(handle, event)
+  if not ok then
+    logger.log("error", "dynlog receive: handler raised: " .. tostring(result))
+    return say_json(500, { message = "handler failed" })
+  end
+  if not result then
+    local code = status_for(err)
+    logger.log(code >= 500 and "error" or "warn", "dynlog receive: " .. tostring(err))
+    return say_json(code, { message = errors.is(err) and err.code or "failed" })
+  end
+  return say_json(200, { ok = true })
+end
+
+---------------------------------------------------------------------------
+-- The local event bus
+---------------------------------------------------------------------------
+
+local MAX_ENTRIES = 10
+local TIME_BYTES = 14
+
+local function rfc3339(t)
+  return os_date("!%Y-%m-%dT%H:%M:%SZ", math_floor(t))
+end
+
+-- An entry EventBridge would refuse: its ErrorCode and message, or nil.
+local function entry_problem(e)
+  if type(e) ~= "table" then return "InvalidArgument", "entry is not an object" end
+  for _, field in ipairs({ "Source", "DetailType", "Detail" }) do
+    if type(e[field]) ~= "string" or e[field] == "" then
+      return "InvalidArgument", "Parameter " .. field .. " is not valid."
+    end
+  end
+  local detail = json.decode(e.Detail)
+  if type(detail) ~= "table" or json.is_array(detail) then
+    return "MalformedDetail", "Detail is malformed."
+  end
+  if e.Resources ~= nil and type(e.Resources) ~= "table" then
+    return "InvalidArgument", "Parameter Resources is not valid."
+  end
+  return nil, nil, detail
+end
+
+local function entry_size(e)
+  local size = #(e.Source or "") + #(e.DetailType or "") + #(e.Detail or "")
+  if e.Time then size = size + TIME_BYTES end
+  if type(e.Resources) == "table" then
+    for _, r in ipairs(e.Resources) do size = size + #tostring(r) end
+  end
+  return size
+end
+
+local function compile_rules(config)
+  if config.compiled then return config.compiled end
+  local compiled = {}
+  for i, rule in ipairs(config.rules or {}) do
+    local p, err = pattern.compile(rule.pattern)
+    if not p then error(("bus: rules[%d]: %s"):format(i, tostring(err)), 3) end
+    if type(rule.targets) ~= "table" then error(("bus: rules[%d]: targets must be a list"):format(i), 3) end
+    compiled[i] = { name = rule.name or ("rule" .. i), pattern = p, targets = rule.targets }
+  end
+  config.compiled = compiled
+  return compiled
+end
+
+local deliver
+
+-- Delivers one event to one target, retrying 429, 5xx and transport
+-- failures with backoff as EventBridge does for API destinations.
+deliver = function(premature, config, target, body, attempt)
+  if premature then return end
+  local t = require("dynlog.ngx_http").new({ timeout = target.timeout or 5 })
+  local headers = { ["Content-Type"] = "application/json" }
+  for k, v in pairs(target.headers or {}) do headers[k] = v end
+  local res, err = t:request({ method = "POST", url = target.url, headers = headers, body = body })
+  local status = res and res.status
+  if status and status >= 200 and status < 300 then return end
+  local worth = not res or status == 429 or status >= 500
+  local max_attempts = config.max_attempts or 8
+  if not worth or attempt >= max_attempts then
+    logger.log("error", str_format("dynlog bus: delivery to %s dropped after %d attempt(s): %s", target.url,
+      attempt, res and ("HTTP " .. status) or tostring(err)))
+    return
+  end
+  local wait = retry.delay(attempt, config.retry_base_delay or 0.1, config.retry_max_delay or 5)
+  ngx.timer.at(wait, deliver, config, target, body, attempt + 1)
+end
+
+--- bus(config) in content_by_lua*: the PutEvents API of EventBridge, for
+-- local development. config: {name = "dynamodb-log" (buses accepted; "default"
+-- always), account = "000000000000", region = "us-east-1", auth = nil,
+-- max_request_bytes = 262144, max_attempts = 8, rules = {{name=,
+-- pattern=<EventBridge event pattern>, targets = {{url=, headers=}}}}}.
+-- Entries are validated as EventBridge does, answered in its response
+-- shape, wrapped in its envelope, and delivered to the targets of every
+-- matching rule, with retries.
+function _M.bus(config)
+  if type(config) ~= "table" then error("bus: expects a config table", 2) end
+  check_auth(config.auth, "bus")
+  local rules = compile_rules(config)
+  if ngx.req.get_method() ~= "POST" then return say_json(405, { message = "POST only" }) end
+  if not authorized(config.auth) then return say_json(401, { message = "unauthorized" }) end
+  local target = ngx.var.http_x_amz_target
+  if target ~= "AWSEvents.PutEvents" then
+    return say_json(400, { __type = "UnknownOperationException", message = "only AWSEvents.PutEvents" })
+  end
+  local max_bytes = config.max_request_bytes or 256 * 1024
+  local body, status, why = read_body(max_bytes * 4)
+  if not body then return say_json(status, { __type = "ValidationException", message = why }) end
+  local request = json.decode(body)
+  local entries = type(request) == "table" and request.Entries
+  if type(entries) ~= "table" or #entries < 1 or #entries > MAX_ENTRIES then
+    return say_json(400, { __type = "ValidationException",
+                           message = "Entries must hold 1 to 10 entries" })
+  end
+  local total = 0
+  for _, e in ipairs(entries) do total = total + (type(e) == "table" and entry_size(e) or 0) end
+  if total > max_bytes then
+    return say_json(400, { __type = "ValidationException",
+                           message = "Total size of the entries in the request is over the limit." })
+  end
+
+  local answers, failed = json.array(), 0
+  local now = ngx.now()
+  for i, e in ipairs(entries) do
+    local code, message, detail = entry_problem(e)
+    local bus_name = type(e) == "table" and e.EventBusName or nil
+    if not code and bus_name and bus_name ~= "default" and bus_name ~= (config.name or "dynamodb-log") then
+      code, message = "ResourceNotFoundException", "Event bus " .. tostring(bus_name) .. " does not exist."
+    end
+    if code then
+      failed = failed + 1
+      answers[i] = { ErrorCode = code, ErrorMessage = message }
+    else
+      local id = core.uuid4()
+      answers[i] = { EventId = id }
+      local envelope = json.encode({
+        version = "0", id = id, ["detail-type"] = e.DetailType, source = e.Source,
+        account = config.account or "000000000000",
+        time = rfc3339(type(e.Time) == "number" and e.Time or now),
+        region = config.region or "us-east-1",
+        resources = json.array(e.Resources or {}), detail = detail,
+      })
+      local event = json.decode(envelope)
+      for _, rule in ipairs(rules) do
+        if rule.pattern:match(event) then
+          for _, t in ipairs(rule.targets) do ngx.timer.at(0, deliver, config, t, envelope, 1) end
+        end
+      end
+    end
+  end
+  return say_json(200, { FailedEntryCount = failed, Entries = answers }, "application/x-amz-json-1.1")
+end
+
+return _M

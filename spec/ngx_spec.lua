@@ -1,0 +1,239 @@
+-- dynlog inside nginx: the receiver, the local bus, and the whole users
+-- pipeline of examples/nginx.conf against DynamoDB Local.
+local ddb = require "spec.support.ddb"
+local env = require "spec.support.env"
+local json = require "dynlog.json"
+local nginx = require "spec.support.nginx"
+local run = require "spec.support.run"
+local socket = require "socket"
+local http = require "socket.http"
+local ltn12 = require "ltn12"
+
+local function request(method, url, body, headers)
+  local chunks = {}
+  local _, status = http.request({
+    method = method, url = url, headers = headers or {}, sink = ltn12.sink.table(chunks),
+    source = body and ltn12.source.string(body) or nil,
+  })
+  return status, table.concat(chunks)
+end
+
+local function post(url, body, headers)
+  headers = headers or {}
+  headers["content-length"] = tostring(#body)
+  headers["content-type"] = headers["content-type"] or "application/json"
+  return request("POST", url, body, headers)
+end
+
+local function wait_for(cond, seconds)
+  local deadline = socket.gettime() + seconds
+  while socket.gettime() < deadline do
+    local v = cond()
+    if v then return v end
+    socket.sleep(0.05)
+  end
+  return nil
+end
+
+local EVENT = json.encode({ version = "0", id = "1", ["detail-type"] = "stream changes", source = "dynamodb-log",
+  account = "000000000000", time = "2026-11-25T12:00:00Z", region = "us-east-1", resources = json.array(),
+  detail = { log = "users", key = { pk = "users#1#stream", sk = "x" }, type = "signup", payload = { id = "1" } } })
+
+describe("dynlog.ngx receiver and bus", function()
+  local srv
+
+  setup(function()
+    srv = nginx.start({
+      http = "lua_shared_dict rx 1m;",
+      server = [[
+        location = /rx { content_by_lua_block {
+          require("dynlog.ngx").receive(require("spec.support.ngx_app").receiver) } }
+        location = /basic { content_by_lua_block {
+          require("dynlog.ngx").receive(require("spec.support.ngx_app").basic_receiver) } }
+        location = /bus { content_by_lua_block {
+          require("dynlog.ngx").bus(require("spec.support.ngx_app").bus(ngx.var.server_port)) } }
+        location = /report { content_by_lua_block { require("spec.support.ngx_app").report() } }
+        location = /script { content_by_lua_block { require("spec.support.ngx_app").script() } }
+      ]],
+    })
+  end)
+
+  teardown(function() if srv then srv.stop() end end)
+
+  local function report()
+    local _, body = request("GET", srv.url .. "/report")
+    return json.decode(body)
+  end
+
+  it("answers 401 to missing or wrong credentials, and handles nothing", function()
+    local before = report().calls
+    assert.are.equal(401, (post(srv.url .. "/rx", EVENT)))
+    assert.are.equal(401, (post(srv.url .. "/rx", EVENT, { ["x-api-key"] = "wrong" })))
+    assert.are.equal(401, (post(srv.url .. "/rx", EVENT, { ["x-api-key"] = "test-key-and-more" })))
+    assert.are.equal(before, report().calls)
+    assert.are.equal(200, (post(srv.url .. "/rx", EVENT, { ["x-api-key"] = "test-key" })))
+    assert.are.equal(before + 1, report().calls)
+  end)
+
+  it("checks basic auth as EventBridge connections send it", function()
+    local good = "Basic " .. require("dynlog.core").base64_encode("bus:s3cret")
+    local bad = "Basic " .. require("dynlog.core").base64_encode("bus:guess")
+    assert.are.equal(200, (post(srv.url .. "/basic", EVENT, { authorization = good })))
+    assert.are.equal(401, (post(srv.url .. "/basic", EVENT, { authorization = bad })))
+    assert.are.equal(401, (post(srv.url .. "/basic", EVENT)))
+  end)
+
+  it("answers 400 to malformed JSON and non-events, 413 to oversized bodies, 405 to GET", function()
+    local key = { ["x-api-key"] = "test-key" }
+    assert.are.equal(400, (post(srv.url .. "/rx", "{not json", { ["x-api-key"] = "test-key" })))
+    assert.are.equal(400, (post(srv.url .. "/rx", '{"no":"detail"}', { ["x-api-key"] = "test-key" })))
+    assert.are.equal(413, (post(srv.url .. "/rx", string.rep("x", 5000), key)))
+    assert.are.equal(405, (request("GET", srv.url .. "/rx", nil, { ["x-api-key"] = "test-key" })))
+  end)
+
+  it("answers 400 for input that will never succeed and 5xx for a failure worth retrying", function()
+    local bad = json.decode(EVENT)
+    bad.detail.bad = true
+    assert.are.equal(400, (post(srv.url .. "/rx", json.encode(bad), { ["x-api-key"] = "test-key" })))
+    request("GET", srv.url .. "/script?fail=1")
+    assert.are.equal(500, (post(srv.url .. "/rx", EVENT, { ["x-api-key"] = "test-key" })))
+    assert.are.equal(200, (post(srv.url .. "/rx", EVENT, { ["x-api-key"] = "test-key" })))
+  end)
+
+  local function put_events(entries)
+    local status, body = post(srv.url .. "/bus", json.encode({ Entries = entries }),
+      { ["x-amz-target"] = "AWSEvents.PutEvents", ["content-type"] = "application/x-amz-json-1.1" })
+    return status, json.decode(body)
+  end
+
+  local function entry(log, extra)
+    local e = { Source = "dynamodb-log", DetailType = "stream changes", EventBusName = "dynamodb-log",
+                Detail = json.encode({ log = log, key = { pk = log .. "#1#stream", sk = "s" } }) }
+    for k, v in pairs(extra or {}) do e[k] = v end
+    return e
+  end
+
+  it("answers PutEvents in EventBridge's shape, refusing bad entries one by one", function()
+    local status, resp = put_events({ entry("orders"), entry("orders", { Source = "" }),
+      entry("orders", { Detail = "[1,2]" }), entry("orders", { EventBusName = "elsewhere" }) })
+    assert.are.equal(200, status)
+    assert.are.equal(3, resp.FailedEntryCount)
+    assert.matches("^%x+%-%x+%-4%x+%-%x+%-%x+$", resp.Entries[1].EventId)
+    assert.are.equal("InvalidArgument", resp.Entries[2].ErrorCode)
+    assert.are.equal("MalformedDetail", resp.Entries[3].ErrorCode)
+    assert.are.equal("ResourceNotFoundException", resp.Entries[4].ErrorCode)
+  end)
+
+  it("refuses requests EventBridge would refuse whole", function()
+    local eleven = {}
+    for i = 1, 11 do eleven[i] = entry("orders") end
+    assert.are.equal(400, (put_events(eleven)))
+    assert.are.equal(400, (put_events({})))
+    local big = entry("orders", { Detail = json.encode({ blob = string.rep("x", 300 * 1024) }) })
+    assert.are.equal(400, (put_events({ big })))
+    assert.are.equal(400, (post(srv.url .. "/bus", "{}", { ["x-amz-target"] = "AWSEvents.ListRules" })))
+  end)
+
+  it("delivers matching events in the EventBridge envelope, retrying a failing target until it succeeds", function()
+    local before = report()
+    request("GET", srv.url .. "/script?fail=2")
+    local status, resp = put_events({ entry("users"), entry("orders") })
+    assert.are.equal(200, status)
+    assert.are.equal(0, resp.FailedEntryCount)
+    local after = wait_for(function()
+      local r = report()
+      return r.handled > before.handled and r
+    end, 10)
+    assert.is_truthy(after, "delivered after the faults")
+    assert.are.equal(before.calls + 3, after.calls, "two failed deliveries, then the success")
+    assert.are.equal(before.handled + 1, after.handled, "orders matched no rule")
+    local envelope = json.decode(after.last)
+    assert.are.equal("0", envelope.version)
+    assert.are.equal(resp.Entries[1].EventId, envelope.id)
+    assert.are.equal("stream changes", envelope["detail-type"])
+    assert.are.equal("dynamodb-log", envelope.source)
+    assert.are.equal("000000000000", envelope.account)
+    assert.are.equal("us-east-1", envelope.region)
+    assert.matches("^%d%d%d%d%-%d%d%-%d%dT%d%d:%d%d:%d%dZ$", envelope.time)
+    assert.are.same({}, envelope.resources)
+    assert.are.equal("users", envelope.detail.log)
+  end)
+end)
+
+describe("examples/nginx.conf", function()
+  local prefix, pid
+
+  local function sh(cmd)
+    assert(os.execute(cmd), cmd)
+  end
+
+  teardown(function()
+    if pid then os.execute("kill -QUIT " .. pid .. " 2>/dev/null; sleep 1; kill -9 " .. pid .. " 2>/dev/null") end
+    if prefix then os.execute("rm -rf " .. prefix) end
+  end)
+
+  it("runs the users pipeline: appends → consumer in nginx → local bus → receiver → core table", function()
+    local c = ddb.ready_client()
+    local probe = assert(socket.bind("127.0.0.1", 0))
+    local _, port = probe:getsockname()
+    probe:close()
+    prefix = os.tmpname()
+    os.remove(prefix)
+    local repo = select(2, run.run("pwd")):gsub("%s+$", "")
+    sh(("mkdir -p %s/logs %s/tmp && chmod 755 %s"):format(prefix, prefix, prefix))
+    for _, dir in ipairs({ "lua", "buildjit", "examples" }) do
+      sh(("ln -s %s/%s %s/%s"):format(repo, dir, prefix, dir))
+    end
+    local f = assert(io.open("examples/nginx.conf"))
+    local conf = f:read("*a"):gsub("listen 127%.0%.0%.1:8088;", "listen 127.0.0.1:" .. port .. ";")
+    f:close()
+    -- As root, nginx's workers would run as nobody; keep them able to read the repository.
+    if select(2, run.run("id -u")):match("^0") then conf = "user root;\n" .. conf end
+    f = assert(io.open(prefix .. "/nginx.conf", "w"))
+    f:write(conf)
+    f:close()
+    local vars = {
+      DYNLOG_TABLE = c.table, DYNLOG_NGINX_URL = "http://127.0.0.1:" .. port, DYNLOG_API_KEY = "e2e-key",
+      AWS_REGION = "us-east-1", AWS_ACCESS_KEY_ID = "AKIDSPEC", AWS_SECRET_ACCESS_KEY = "spec-secret-key",
+      AWS_ENDPOINT_URL_DYNAMODB = env.dynamodb_endpoint(),
+    }
+    local status, out = run.run(("nginx -p %s -c nginx.conf"):format(prefix), vars)
+    assert.are.equal(0, status, out)
+    pid = tonumber(assert(wait_for(function()
+      local pf = io.open(prefix .. "/logs/nginx.pid")
+      if not pf then return nil end
+      local text = pf:read("*a")
+      pf:close()
+      return text:match("%d+")
+    end, 10)))
+
+    local users = 20
+    local last = {}
+    for i = 1, users do
+      local id = "u" .. i
+      assert(c:append("users", id, "signup", { name = "User " .. i, email = id .. "@example.com" }))
+      assert(c:append("users", id, "addPhoneNumber", { phoneNumber = "+1 555 " .. i }))
+      assert(c:append("users", id, "verifyPhoneNumber", {}))
+      last[id] = assert(c:append("users", id, "addLocation", { lat = i, long = -i })).sk
+    end
+    local core_table = c.table .. "-core"
+    local done = wait_for(function()
+      for i = 1, users do
+        local id = "u" .. i
+        local resp = c:call("GetItem", { TableName = core_table, ConsistentRead = true,
+          Key = { pk = { S = "users#" .. id }, sk = { S = "users#" .. id } } })
+        if not (resp and resp.Item and resp.Item.version and resp.Item.version.S == last[id]) then return nil end
+      end
+      return true
+    end, 60)
+    local log = io.open(prefix .. "/logs/error.log")
+    local text = log and log:read("*a") or ""
+    if log then log:close() end
+    assert.is_true(done == true, "every user projected; nginx error log:\n" .. text:sub(-3000))
+    local resp = assert(c:call("GetItem", { TableName = core_table, ConsistentRead = true,
+      Key = { pk = { S = "users#u7" }, sk = { S = "users#u7" } } }))
+    assert.are.same({ S = "User 7" }, resp.Item.name)
+    assert.are.same({ BOOL = true }, resp.Item.verifiedPhoneNumber)
+    assert.are.same({ M = { lat = { N = "7" }, long = { N = "-7" } } }, resp.Item.location)
+  end)
+end)

@@ -1,0 +1,60 @@
+-- The receiver and bus the nginx specs configure (loaded inside nginx).
+-- A shared dict "rx" counts calls and holds scripted faults:
+--   fail_remaining: how many calls still answer with a failure
+--   calls, handled: counters; last: the last event received (JSON)
+local json = require "dynlog.json"
+local errors = require "dynlog.errors"
+
+local ngx = ngx -- luacheck: ignore
+
+local M = {}
+
+local function rx() return ngx.shared.rx end
+
+M.receiver = {
+  auth = { header = "x-api-key", value = "test-key" },
+  max_body = 4096,
+  handle = function(event)
+    local d = rx()
+    d:incr("calls", 1, 0)
+    d:set("last", json.encode(event))
+    local remaining = d:get("fail_remaining") or 0
+    if remaining > 0 then
+      d:incr("fail_remaining", -1)
+      return nil, errors.new("unavailable", "scripted failure")
+    end
+    if event.detail.bad then return nil, errors.new("invalid_argument", "will never succeed") end
+    d:incr("handled", 1, 0)
+    return true
+  end,
+}
+
+M.basic_receiver = {
+  auth = { basic = { user = "bus", password = "s3cret" } },
+  handle = function() rx():incr("handled", 1, 0) return true end,
+}
+
+function M.bus(port)
+  M.bus_config = M.bus_config or {
+    name = "dynamodb-log", max_attempts = 5, retry_base_delay = 0.05, retry_max_delay = 0.1,
+    rules = {
+      { name = "users", pattern = { source = { "dynamodb-log" }, detail = { log = { "users" } } },
+        targets = { { url = "http://127.0.0.1:" .. port .. "/rx", headers = { ["x-api-key"] = "test-key" } } } },
+    },
+  }
+  return M.bus_config
+end
+
+-- A location that reports the counters.
+function M.report()
+  local d = rx()
+  ngx.say(json.encode({ calls = d:get("calls") or 0, handled = d:get("handled") or 0, last = d:get("last") }))
+end
+
+function M.script()
+  local args = ngx.req.get_uri_args()
+  rx():set("fail_remaining", tonumber(args.fail) or 0)
+  ngx.say("ok")
+end
+
+return M
