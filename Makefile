@@ -32,11 +32,18 @@ MODULE   = $(BUILD)/dynlog/core.so
 INST_LIBDIR ?= /usr/local/lib/lua/5.4
 INST_LUADIR ?= /usr/local/share/lua/5.4
 
-.PHONY: all luajit test memcheck bench install clean
+.PHONY: all luajit test memcheck bench install clean FORCE
 
 all: $(MODULE)
 
-$(BUILD)/obj/%.o: src/%.c $(HEADERS)
+# Objects depend on the flags too: the same build dir may be used for Lua 5.4
+# and then LuaJIT (luarocks uses one for both), and must not mix the two.
+FLAGS_STAMP = $(BUILD)/.flags
+$(FLAGS_STAMP): FORCE
+	@mkdir -p $(BUILD)
+	@echo '$(CC) $(ALL_CFLAGS)' | cmp -s - $@ || echo '$(CC) $(ALL_CFLAGS)' > $@
+
+$(BUILD)/obj/%.o: src/%.c $(HEADERS) $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
 	@echo "  CC      $<"
 	@$(CC) $(ALL_CFLAGS) -c $< -o $@

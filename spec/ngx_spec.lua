@@ -53,6 +53,15 @@ describe("dynlog.ngx receiver and bus", function()
         location = /bus { content_by_lua_block {
           require("dynlog.ngx").bus(require("spec.support.ngx_app").bus(ngx.var.server_port)) } }
         location = /report { content_by_lua_block { require("spec.support.ngx_app").report() } }
+        location = /set-phase {
+          set_by_lua_block $outcome {
+            local c = require("dynlog").new({ table = "events", region = "us-east-1", endpoint = "http://127.0.0.1:1",
+              credentials = { access_key_id = "a", secret_access_key = "b" } })
+            local ok, err = pcall(c.call, c, "ListTables", {})
+            return tostring(ok) .. " " .. tostring(err)
+          }
+          return 200 $outcome;
+        }
         location = /script { content_by_lua_block { require("spec.support.ngx_app").script() } }
       ]],
     })
@@ -64,6 +73,11 @@ describe("dynlog.ngx receiver and bus", function()
     local _, body = request("GET", srv.url .. "/report")
     return json.decode(body)
   end
+
+  it("says clearly that no request can be made where nginx has no cosockets", function()
+    local _, body = request("GET", srv.url .. "/set-phase")
+    assert.matches("^false dynlog: no requests can be made in nginx's set phase", body)
+  end)
 
   it("answers 401 to missing or wrong credentials, and handles nothing", function()
     local before = report().calls
@@ -235,5 +249,18 @@ describe("examples/nginx.conf", function()
     assert.are.same({ S = "User 7" }, resp.Item.name)
     assert.are.same({ BOOL = true }, resp.Item.verifiedPhoneNumber)
     assert.are.same({ M = { lat = { N = "7" }, long = { N = "-7" } } }, resp.Item.location)
+
+    -- Workers that exit hand their leases back.
+    os.execute("kill -QUIT " .. pid)
+    assert.is_truthy(wait_for(function() return not os.execute("kill -0 " .. pid .. " 2>/dev/null") end, 15))
+    pid = nil
+    local leases = require "dynlog.leases"
+    local all = assert(leases.read_all(c, c.table .. "-checkpoints", c.table))
+    local n = 0
+    for _, lease in pairs(all) do
+      n = n + 1
+      assert.is_nil(lease.owner, "lease of " .. lease.sk .. " handed back")
+    end
+    assert.is_true(n > 0)
   end)
 end)
