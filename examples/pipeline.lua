@@ -15,7 +15,15 @@ local core_table = os.getenv("DYNLOG_CORE_TABLE") or (log_table .. "-core")
 local api_key = os.getenv("DYNLOG_API_KEY") or "dev-key"
 local base_url = os.getenv("DYNLOG_NGINX_URL") or "http://127.0.0.1:8088"
 
+local ngx = ngx -- luacheck: ignore
+
 local M = {}
+
+-- Counters for the /stats location, shared by the workers.
+local function count(name, n)
+  local stats = ngx.shared.dynlog_stats
+  if stats and n > 0 then stats:incr(name, n, 0) end
+end
 
 -- The log's client: publishes to the local bus instead of AWS EventBridge.
 -- (Against AWS, leave events_endpoint out.)
@@ -25,7 +33,11 @@ M.client = dynlog.new({ table = log_table, events_endpoint = base_url .. "/bus" 
 M.consumer = {
   client = M.client,
   checkpoint_table = log_table .. "-checkpoints",
-  handler = function(batch) return trigger.handle(M.client, batch) end,
+  handler = function(batch)
+    local result = trigger.handle(M.client, batch)
+    count("published", #batch.Records - #result.batchItemFailures)
+    return result
+  end,
 }
 
 -- For the bus location: one rule, the users log's events to the receiver.
@@ -51,8 +63,18 @@ M.receiver = {
       if not ok then return nil, err end
       core_ready = true
     end
-    return users.project(event)
+    local result, err = users.project(event)
+    if result then count("deliveries", 1) end
+    return result, err
   end,
 }
+
+-- For the /stats location: events this nginx has published, and deliveries
+-- its receiver has handled.
+function M.stats()
+  local stats = ngx.shared.dynlog_stats
+  ngx.header["Content-Type"] = "application/json"
+  ngx.say(dynlog.json.encode({ published = stats:get("published") or 0, deliveries = stats:get("deliveries") or 0 }))
+end
 
 return M

@@ -1,0 +1,132 @@
+-- The users example, end to end, for `make demo` (scripts/demo.sh starts
+-- DynamoDB Local and nginx first). Appends signup, addPhoneNumber,
+-- verifyPhoneNumber and addLocation for N users, waits for the trigger →
+-- bus → handler chain inside nginx to project them, and prints a summary.
+--
+--   lua5.4 scripts/demo.lua [USERS]
+local core = require "dynlog.core"
+local dynlog = require "dynlog"
+local handler = require "dynlog.handler"
+
+local users = tonumber(arg[1]) or 1000
+local log_table = os.getenv("DYNLOG_TABLE") or "dynlog-demo"
+local core_table = log_table .. "-core"
+local nginx_url = os.getenv("DYNLOG_NGINX_URL") or "http://127.0.0.1:8088"
+local tty = os.execute("test -t 1") == true
+
+local c = dynlog.new({ table = log_table })
+
+local function fail(what, err)
+  io.stderr:write("demo: ", what, ": ", tostring(err), "\n")
+  os.exit(1)
+end
+
+local function progress(label, done, total, extra)
+  if tty then
+    local width = 30
+    local filled = math.floor(width * done / total)
+    io.write(("\r%-10s [%s%s] %d/%d %s"):format(label, ("#"):rep(filled), ("."):rep(width - filled), done, total,
+      extra or ""))
+    io.flush()
+  elseif done == total or done % math.max(1, math.floor(total / 10)) == 0 then
+    print(("%s %d/%d %s"):format(label, done, total, extra or ""))
+  end
+end
+
+local function stats()
+  local res = require("dynlog.http").new({ timeout = 2 }):request({ url = nginx_url .. "/stats" })
+  return res and res.status == 200 and dynlog.json.decode(res.body) or { published = 0, deliveries = 0 }
+end
+
+-- Tables: the log (with its stream) and the read model.
+assert(c:create_table()) -- idempotent: a second run keeps the first run's events
+local ok, err = handler.create_table(c, core_table)
+if not ok then fail("creating " .. core_table, err) end
+
+-- A second run appends new users after the first run's.
+local run_id = dynlog.ulid():sub(-6):lower()
+local before = stats()
+
+print(("Appending 4 events for each of %d users to %s ..."):format(users, log_table))
+local last_sk = {}
+local started = core.monotonic()
+for i = 1, users do
+  local id = ("%s-%d"):format(run_id, i)
+  local events = {
+    { "signup", { name = "User " .. i, email = id .. "@example.com" } },
+    { "addPhoneNumber", { phoneNumber = ("+1 555 %04d"):format(i % 10000) } },
+    { "verifyPhoneNumber", {} },
+    { "addLocation", { lat = 51.5 + i / 10000, long = -0.12 } },
+  }
+  for _, ev in ipairs(events) do
+    local key, aerr = c:append("users", id, ev[1], ev[2])
+    if not key then fail("append", aerr) end
+    last_sk[id] = key.sk
+  end
+  if i % 10 == 0 or i == users then progress("appended", i, users) end
+end
+local append_seconds = core.monotonic() - started
+if tty then print() end
+local appended = users * 4
+
+-- Wait for the read model: scan the core table until every user is at the
+-- version of its last event, noting when each one got there.
+print("Waiting for the trigger → bus → handler chain to project them ...")
+local projected_at, latencies = {}, {}
+local deadline = core.monotonic() + math.max(60, users / 10)
+local count = 0
+while count < users and core.monotonic() < deadline do
+  local start_key
+  repeat
+    local resp, serr = c:call("Scan", { TableName = core_table, ExclusiveStartKey = start_key })
+    if not resp then fail("scan", serr) end
+    for _, item in ipairs(resp.Items) do
+      local id = item.id and item.id.S
+      local version = item.version and item.version.S
+      if id and last_sk[id] and not projected_at[id] and version == last_sk[id] then
+        projected_at[id] = core.now()
+        latencies[#latencies + 1] = core.now() * 1000 - dynlog.ulid_time(last_sk[id])
+        count = count + 1
+      end
+    end
+    start_key = resp.LastEvaluatedKey
+  until not start_key
+  local s = stats()
+  progress("projected", count, users, ("(published %d)"):format(s.published - before.published))
+  if count < users then core.sleep(0.2) end
+end
+if tty then print() end
+
+local function percentile(list, p)
+  if #list == 0 then return 0 end
+  table.sort(list)
+  return list[math.max(1, math.ceil(#list * p))]
+end
+
+local s = stats()
+print()
+print("Summary")
+print(("  events appended     %d"):format(appended))
+print(("  events published    %d"):format(s.published - before.published))
+print(("  events projected    %d (%d users at their latest version)"):format(count * 4, count))
+print(("  append throughput   %.0f events/s (one writer, one request at a time)"):format(appended / append_seconds))
+print(("  append → projection p50 %.0f ms, p99 %.0f ms (read model polled every 200 ms)")
+  :format(percentile(latencies, 0.5), percentile(latencies, 0.99)))
+print()
+print("Three users in the read model (" .. core_table .. "):")
+local shown = 0
+for i = 1, users do
+  local id = ("%s-%d"):format(run_id, i)
+  if projected_at[id] and (i == 1 or i == math.ceil(users / 2) or i == users) and shown < 3 then
+    local resp = c:call("GetItem", { TableName = core_table, Key = { pk = { S = "users#" .. id },
+                                                                       sk = { S = "users#" .. id } } })
+    local item = resp and resp.Item and dynlog.unmarshal({ M = resp.Item })
+    if item then
+      print("  " .. dynlog.json.encode(item))
+      shown = shown + 1
+    end
+  end
+end
+if count < users then
+  fail("timeout", ("only %d of %d users were projected; see .demo/nginx/logs/error.log"):format(count, users))
+end
