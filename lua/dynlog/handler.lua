@@ -17,6 +17,7 @@
 local core = require "dynlog.core"
 local errors = require "dynlog.errors"
 local logger = require "dynlog.log"
+local tables = require "dynlog.tables"
 
 local error, pairs, tostring, type = error, pairs, tostring, type
 local str_match = string.match
@@ -142,23 +143,7 @@ end
 --- create_table(c, name) -> the table description, or nil, err: a read-model
 -- table {pk HASH S, sk RANGE S}, on demand, without a stream. Idempotent.
 function _M.create_table(c, name)
-  if type(name) ~= "string" then error("create_table: name must be a string", 2) end
-  local _, err = c:call("CreateTable", {
-    TableName = name,
-    KeySchema = array({ { AttributeName = "pk", KeyType = "HASH" }, { AttributeName = "sk", KeyType = "RANGE" } }),
-    AttributeDefinitions = array({ { AttributeName = "pk", AttributeType = "S" },
-                                   { AttributeName = "sk", AttributeType = "S" } }),
-    BillingMode = "PAY_PER_REQUEST",
-  })
-  if err and err.code ~= "ResourceInUseException" then return nil, err end
-  local deadline = c.now() + 120
-  while true do
-    local resp, derr = c:call("DescribeTable", { TableName = name })
-    if not resp then return nil, derr end
-    if resp.Table.TableStatus == "ACTIVE" then return resp.Table end
-    if c.now() > deadline then return nil, errors.new("timeout", "table " .. name .. " did not become ACTIVE") end
-    c.sleep(0.2)
-  end
+  return tables.create_string_keyed_table(c, name)
 end
 
 return _M

@@ -15,11 +15,11 @@
 --   "SHARD_END" marks a closed shard read to its end, which frees its
 --   children to start.
 local core = require "dynlog.core"
-local errors = require "dynlog.errors"
+local tables = require "dynlog.tables"
 
 local ipairs, math_ceil, pairs, tostring = ipairs, math.ceil, pairs, tostring
 local table_sort = table.sort
-local array, attribute_map = core.array, core.attribute_map
+local attribute_map = core.attribute_map
 
 local _M = {}
 
@@ -31,22 +31,7 @@ _M.SHARD_END = "SHARD_END"
 
 --- create_table(c, name) -> description, or nil, err. Idempotent.
 function _M.create_table(c, name)
-  local _, err = c:call("CreateTable", {
-    TableName = name,
-    KeySchema = array({ { AttributeName = "pk", KeyType = "HASH" }, { AttributeName = "sk", KeyType = "RANGE" } }),
-    AttributeDefinitions = array({ { AttributeName = "pk", AttributeType = "S" },
-                                   { AttributeName = "sk", AttributeType = "S" } }),
-    BillingMode = "PAY_PER_REQUEST",
-  })
-  if err and err.code ~= "ResourceInUseException" then return nil, err end
-  local deadline = c.now() + 120
-  while true do
-    local resp, derr = c:call("DescribeTable", { TableName = name })
-    if not resp then return nil, derr end
-    if resp.Table.TableStatus == "ACTIVE" then return resp.Table end
-    if c.now() > deadline then return nil, errors.new("timeout", "table " .. name .. " did not become ACTIVE") end
-    c.sleep(0.2)
-  end
+  return tables.create_string_keyed_table(c, name)
 end
 
 local function send(c, operation, params)

@@ -3,7 +3,7 @@
 -- where sk is S in ulid mode and N in version mode.
 local errors = require "dynlog.errors"
 
-local error, ipairs, tostring = error, ipairs, tostring
+local error, ipairs, tostring, type = error, ipairs, tostring, type
 local array = require("dynlog.core").array
 
 local _M = {}
@@ -115,6 +115,30 @@ function _M:create_table(opts)
       .. " stream, not " .. view)
   end
   return desc
+end
+
+--- create_string_keyed_table(c, name) -> the description once ACTIVE, or
+-- nil, err: a table {pk HASH S, sk RANGE S}, on demand, without a stream,
+-- for read models and checkpoints. Idempotent. (A function of the module,
+-- not a method: the table is not the client's own.)
+function _M.create_string_keyed_table(c, name)
+  if type(name) ~= "string" then error("create_table: name must be a string", 3) end
+  local _, err = c:call("CreateTable", {
+    TableName = name,
+    KeySchema = array({ { AttributeName = "pk", KeyType = "HASH" }, { AttributeName = "sk", KeyType = "RANGE" } }),
+    AttributeDefinitions = array({ { AttributeName = "pk", AttributeType = "S" },
+                                   { AttributeName = "sk", AttributeType = "S" } }),
+    BillingMode = "PAY_PER_REQUEST",
+  })
+  if err and err.code ~= "ResourceInUseException" then return nil, err end
+  local deadline = c.now() + 120
+  while true do
+    local resp, derr = c:call("DescribeTable", { TableName = name })
+    if not resp then return nil, derr end
+    if resp.Table.TableStatus == "ACTIVE" then return resp.Table end
+    if c.now() > deadline then return nil, errors.new("timeout", "table " .. name .. " did not become ACTIVE") end
+    c.sleep(0.2)
+  end
 end
 
 --- delete_table() -> true, or nil, err. A missing table is not an error.
