@@ -3,7 +3,6 @@
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -160,87 +159,6 @@ done:
             lua_pop(L, 1);
     }
     return rc;
-}
-
-/* ---- JSON strings ---------------------------------------------------- */
-
-/* What follows the backslash for each byte that JSON must escape; 'u'
- * means \u00XX. Bytes >= 0x80 pass through once checked as UTF-8. */
-static const char escape_of[256] = {
-    'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'b', 't', 'n', 'u', 'f', 'r', 'u', 'u',
-    'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u',
-    0, 0, '"', 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, '\\', 0, 0, 0,
-};
-
-static int add_escape(dl_buf *b, unsigned char c)
-{
-    static const char hex[] = "0123456789abcdef";
-    char e = escape_of[c];
-    if (e != 'u') {
-        char pair[2] = { '\\', e };
-        return dl_buf_add(b, pair, 2);
-    }
-    char u[6] = { '\\', 'u', '0', '0', hex[c >> 4], hex[c & 15] };
-    return dl_buf_add(b, u, 6);
-}
-
-#define ONES 0x0101010101010101ULL
-#define HIGHS 0x8080808080808080ULL
-
-/* Nonzero when some byte of w is below n (n <= 128), from "Bit Twiddling
- * Hacks"; exact as a yes/no answer. */
-static uint64_t has_less(uint64_t w, unsigned n)
-{
-    return (w - ONES * n) & ~w & HIGHS;
-}
-
-static uint64_t has_byte(uint64_t w, unsigned char c)
-{
-    return has_less(w ^ (ONES * c), 1);
-}
-
-/* Eight bytes that need neither escaping nor UTF-8 checks. */
-static int plain_word(const unsigned char *p)
-{
-    uint64_t w;
-    memcpy(&w, p, sizeof w);
-    return !((w & HIGHS) | has_less(w, 0x20) | has_byte(w, '"') | has_byte(w, '\\'));
-}
-
-/* One pass: copies runs of plain bytes, escapes what JSON requires, and
- * checks multi-byte sequences as UTF-8 on the way. */
-int dl_json_add_string(dl_buf *b, const char *s, size_t len)
-{
-    /* room for the common case, a string with nothing to escape */
-    if (len > (size_t)-1 - 3 || dl_buf_reserve(b, len + 2) != 0)
-        return -1;
-    b->data[b->len++] = '"';
-    const unsigned char *p = (const unsigned char *)s, *end = p + len, *run = p;
-    while (p < end) {
-        if (end - p >= 8 && plain_word(p)) {
-            p += 8;
-            continue;
-        }
-        unsigned char c = *p;
-        if (c >= 0x80) {
-            size_t n = dl_utf8_sequence(p, (size_t)(end - p));
-            if (n == 0)
-                return -2;
-            p += n;
-        } else if (!escape_of[c]) {
-            p++;
-        } else {
-            if (dl_buf_add(b, run, (size_t)(p - run)) != 0 || add_escape(b, c) != 0)
-                return -1;
-            run = ++p;
-        }
-    }
-    if (dl_buf_add(b, run, (size_t)(end - run)) != 0)
-        return -1;
-    return dl_buf_addc(b, '"');
 }
 
 /* ---- marks ----------------------------------------------------------- */

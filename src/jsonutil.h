@@ -1,13 +1,11 @@
 /* Pieces shared by every Lua <-> JSON walker of the core (plain JSON and
  * DynamoDB's typed AttributeValue JSON, and the Lua-table forms of the
  * latter): number text, table shape, the marks that say what a table is,
- * the classification of a Lua value as an AttributeValue, JSON string
- * output, and the path of the value being walked, for errors that say
- * where. */
+ * the classification of a Lua value as an AttributeValue, and the path of
+ * the value being walked, for errors that say where. */
 #ifndef DYNLOG_JSONUTIL_H
 #define DYNLOG_JSONUTIL_H
 
-#include "buf.h"
 #include "compat.h"
 #include "marshal.h"
 
@@ -33,11 +31,6 @@ int dl_format_lua_number(lua_State *L, int idx, char out[DL_NUMBER_TEXT_MAX]);
  * (on LuaJIT: when a double holds it exactly, else as its decimal string),
  * else as a float. Returns 0, or -1 when the text is not a number. */
 int dl_push_json_number(lua_State *L, const char *text, size_t len);
-
-/* Appends s as a JSON string (quoted, escaped), checking that s is UTF-8
- * on the way. Returns 0, -1 without memory, or -2 when s is not UTF-8 (the
- * buffer then holds a partial string). */
-int dl_json_add_string(dl_buf *b, const char *s, size_t len);
 
 /* ---- marks ----------------------------------------------------------- */
 

@@ -1,5 +1,6 @@
-/* JSON for Lua: decode with yajl straight onto the Lua stack (no DOM),
- * encode by walking Lua values into a growable buffer.
+/* JSON for Lua over yajl: decode straight onto the Lua stack (no DOM),
+ * encode by walking Lua values into yajl's generator, which prints into a
+ * growable buffer.
  *
  * Choices made explicit rather than guessed:
  *  - null is a light userdata NULL (the same value as cjson.null), exposed
@@ -19,6 +20,7 @@
  *  - decoding with unwrap, the members that hold attribute maps (Item,
  *    Items, Key, ...) come back as plain Lua values. */
 #include "base64.h"
+#include "buf.h"
 #include "dynlog.h"
 #include "jsonutil.h"
 
@@ -27,14 +29,15 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <yajl/yajl_gen.h>
 #include <yajl/yajl_parse.h>
 
 #define JSON_MAX_DEPTH 1000
-/* Deeper plain JSON is almost surely a cycle. */
-#define JSON_MAX_ENCODE_DEPTH 128
+/* yajl's generator opens at most YAJL_MAX_DEPTH - 1 nested containers. */
+#define JSON_MAX_ENCODE_DEPTH YAJL_MAX_DEPTH
 #define PARSER_MT "dynlog.json_parser"
 #define ENCODER_MT "dynlog.json_encoder"
-/* The encoder keeps its buffer between calls unless it grew beyond this. */
+/* The encoder keeps its buffers between calls unless they grew beyond this. */
 #define KEEP_BUFFER_MAX (1u << 20)
 #define BASE64_INPUT_MAX ((size_t)INT_MAX / 4 * 3)
 
@@ -553,30 +556,37 @@ static int l_json_decode(lua_State *L)
 
 /* ==== encoding ========================================================= */
 
+/* The walkers decide what each Lua value becomes; yajl's generator writes
+ * it (quotes, escapes, commas and colons). Its print callback appends
+ * straight to `out`, so the text is built once, in our buffer. Strings are
+ * checked as UTF-8 here before yajl sees them, with dl_utf8_valid, which
+ * refuses the overlongs and surrogates that yajl's own check lets through;
+ * yajl's check (yajl_gen_validate_utf8) stays off so that no string is
+ * scanned twice. */
 typedef struct {
     lua_State *L;
-    dl_buf out;
+    yajl_gen gen;   /* prints into out through emit() */
+    dl_buf out;     /* the JSON text */
+    dl_buf scratch; /* a binary's base64 text, before yajl quotes it */
     dl_marks marks;
     int busy;  /* the cached encoder is in use (a finalizer may re-enter) */
     int typed; /* > 0 inside an attribute map */
+    int open;  /* containers open in gen */
     dl_json_path path;
 } encoder;
 
+/* The generator lives in the userdata so that an error raised in the
+ * middle of an encode (a bad value, no memory) cannot leak it. */
 static int encoder_gc(lua_State *L)
 {
     encoder *e = luaL_checkudata(L, 1, ENCODER_MT);
+    if (e->gen) {
+        yajl_gen_free(e->gen);
+        e->gen = NULL;
+    }
     dl_buf_free(&e->out);
+    dl_buf_free(&e->scratch);
     return 0;
-}
-
-static encoder *new_encoder(lua_State *L)
-{
-    encoder *e = lua_newuserdata(L, sizeof *e);
-    dl_buf_init(&e->out);
-    e->busy = 0;
-    e->typed = 0;
-    luaL_setmetatable(L, ENCODER_MT);
-    return e;
 }
 
 /* Errors in typed values name the path from the top of the request
@@ -595,48 +605,111 @@ static void out_of_memory(encoder *e)
     luaL_error(e->L, "dynlog.core: out of memory");
 }
 
-/* Appends go straight to the buffer: the encoder spends most of its time
- * here, and dl_buf_add's checks are only needed when it must grow. */
-static void grow(encoder *e, size_t n)
+/* yajl's print callback. yajl cannot be told that printing failed, so
+ * running out of memory raises from here: the Lua error unwinds through
+ * yajl, which holds no resources across a print, and l_json_encode resets
+ * the generator before its next document. */
+static void emit(void *ctx, const char *s, size_t n)
 {
-    if (dl_buf_reserve(&e->out, n) != 0)
-        out_of_memory(e);
-}
-
-static inline void put(encoder *e, const char *s, size_t n)
-{
+    encoder *e = ctx;
     dl_buf *b = &e->out;
-    if (b->cap - b->len <= n)
-        grow(e, n);
-    memcpy(b->data + b->len, s, n);
+    if (b->cap - b->len <= n && dl_buf_reserve(b, n) != 0)
+        out_of_memory(e);
+    /* Most prints are one byte (a quote, a comma, a brace): no call to
+     * memcpy for those. */
+    if (n == 1)
+        b->data[b->len] = *s;
+    else
+        memcpy(b->data + b->len, s, n);
     b->len += n;
     b->data[b->len] = '\0';
 }
 
-#define PUT_LITERAL(e, s) put((e), (s), sizeof(s) - 1)
-
-static inline void put_char(encoder *e, char c)
+static encoder *new_encoder(lua_State *L)
 {
-    put(e, &c, 1);
+    encoder *e = lua_newuserdata(L, sizeof *e);
+    e->gen = NULL;
+    dl_buf_init(&e->out);
+    dl_buf_init(&e->scratch);
+    e->busy = 0;
+    e->typed = 0;
+    e->open = 0;
+    luaL_setmetatable(L, ENCODER_MT);
+    e->gen = yajl_gen_alloc(NULL);
+    if (!e->gen)
+        luaL_error(L, "dynlog.core: out of memory");
+    yajl_gen_config(e->gen, yajl_gen_print_callback, emit, (void *)e);
+    return e;
+}
+
+/* With depth and UTF-8 checked before yajl is called, any other status
+ * means the walker drove yajl wrongly. */
+static void generator_refused(encoder *e, yajl_gen_status st)
+{
+    lua_pushfstring(e->L, "JSON generator refused a value (yajl status %d)", (int)st);
+    encode_fail(e, lua_tostring(e->L, -1));
+}
+
+static inline void check_gen(encoder *e, yajl_gen_status st)
+{
+    if (st != yajl_gen_status_ok)
+        generator_refused(e, st);
+}
+
+/* yajl refuses to open a container at depth YAJL_MAX_DEPTH, and 2.1.0
+ * then reads past its state array on the next call; so depth is counted
+ * here and refused before yajl is asked, with the path. Plain tables are
+ * refused earlier still, by encode_table, with the hint about cycles; this
+ * catches AttributeValues (one or two containers each) in a request that
+ * is already deep. */
+static void open_container(encoder *e, yajl_gen_status (*open)(yajl_gen))
+{
+    if (e->open >= JSON_MAX_ENCODE_DEPTH - 1) {
+        lua_pushfstring(e->L, "nested deeper than %d levels of JSON", JSON_MAX_ENCODE_DEPTH - 1);
+        encode_fail(e, lua_tostring(e->L, -1));
+    }
+    e->open++;
+    check_gen(e, open(e->gen));
+}
+
+static void close_container(encoder *e, yajl_gen_status (*close)(yajl_gen))
+{
+    e->open--;
+    check_gen(e, close(e->gen));
+}
+
+#define OPEN_MAP(e) open_container((e), yajl_gen_map_open)
+#define CLOSE_MAP(e) close_container((e), yajl_gen_map_close)
+#define OPEN_ARRAY(e) open_container((e), yajl_gen_array_open)
+#define CLOSE_ARRAY(e) close_container((e), yajl_gen_array_close)
+
+/* A string already checked as UTF-8: attribute names, S values and SS
+ * members are checked when they are classified, number and base64 text is
+ * ASCII by construction. */
+static inline void put_checked(encoder *e, const char *s, size_t len)
+{
+    check_gen(e, yajl_gen_string(e->gen, (const unsigned char *)s, len));
 }
 
 static void put_string(encoder *e, const char *s, size_t len, const char *not_utf8)
 {
-    int rc = dl_json_add_string(&e->out, s, len);
-    if (rc == -2)
+    if (!dl_utf8_valid(s, len))
         encode_fail(e, not_utf8);
-    if (rc != 0)
-        out_of_memory(e);
+    put_checked(e, s, len);
 }
 
 #define NOT_UTF8 "string is not valid UTF-8"
 
+/* yajl takes a string whole, so the base64 text is made in a scratch
+ * buffer (kept between calls) and then handed over. */
 static void put_base64(encoder *e, const char *bytes, size_t len)
 {
     if (len > BASE64_INPUT_MAX)
         encode_fail(e, "binary is too large to encode");
-    if (dl_base64_encode(&e->out, bytes, len) != 0)
+    dl_buf_reset(&e->scratch);
+    if (dl_base64_encode(&e->scratch, bytes, len) != 0)
         out_of_memory(e);
+    put_checked(e, e->scratch.data, e->scratch.len);
 }
 
 static void check_room(encoder *e)
@@ -658,13 +731,20 @@ static void fail_on_key(encoder *e, int idx)
 
 static void encode_av(encoder *e, int idx, int depth);
 
+/* Opens {"<descriptor>": ; the value follows, then CLOSE_MAP. */
+static void open_av(encoder *e, enum dl_av_type type)
+{
+    const char *name = dl_av_descriptor_name(type);
+    OPEN_MAP(e);
+    put_checked(e, name, strlen(name));
+}
+
 /* {"name": AttributeValue, ...}: an item, or the inside of an M */
 static void encode_av_members(encoder *e, int idx, int depth)
 {
     lua_State *L = e->L;
     const char *why;
-    int first = 1;
-    put_char(e, '{');
+    OPEN_MAP(e);
     lua_pushnil(L);
     while (lua_next(L, idx)) {
         int value = lua_gettop(L);
@@ -672,68 +752,58 @@ static void encode_av_members(encoder *e, int idx, int depth)
         size_t len;
         if (!dl_av_check_name(L, idx, value - 1, &name, &len, &why))
             encode_fail(e, why);
-        if (!first)
-            put_char(e, ',');
-        first = 0;
-        put_string(e, name, len, NOT_UTF8);
-        put_char(e, ':');
+        put_checked(e, name, len);
         dl_json_path_push_key(&e->path, name, len);
         encode_av(e, value, depth);
         dl_json_path_pop(&e->path);
         lua_pop(L, 1);
     }
-    put_char(e, '}');
+    CLOSE_MAP(e);
 }
 
 static void encode_av_list(encoder *e, int idx, lua_Integer n, int depth)
 {
     lua_State *L = e->L;
-    PUT_LITERAL(e, "{\"L\":[");
+    open_av(e, DL_AV_L);
+    OPEN_ARRAY(e);
     for (lua_Integer i = 1; i <= n; i++) {
-        if (i > 1)
-            put_char(e, ',');
         dl_json_path_push_index(&e->path, i);
         lua_rawgeti(L, idx, (int)i);
         encode_av(e, lua_gettop(L), depth);
         lua_pop(L, 1);
         dl_json_path_pop(&e->path);
     }
-    PUT_LITERAL(e, "]}");
+    CLOSE_ARRAY(e);
+    CLOSE_MAP(e);
 }
 
 /* Members were checked by dl_av_classify. */
 static void encode_set(encoder *e, int idx, enum dl_av_type type, lua_Integer n)
 {
     lua_State *L = e->L;
-    put_char(e, '{');
-    put_string(e, dl_av_descriptor_name(type), strlen(dl_av_descriptor_name(type)), NOT_UTF8);
-    PUT_LITERAL(e, ":[");
+    open_av(e, type);
+    OPEN_ARRAY(e);
     for (lua_Integer i = 1; i <= n; i++) {
         size_t len;
         char text[DL_NUMBER_TEXT_MAX];
-        if (i > 1)
-            put_char(e, ',');
         lua_rawgeti(L, idx, (int)i);
         if (type == DL_AV_SS) {
             const char *s = lua_tolstring(L, -1, &len);
-            put_string(e, s, len, NOT_UTF8);
+            put_checked(e, s, len);
         } else if (type == DL_AV_NS) {
             int tlen = dl_format_lua_number(L, -1, text);
-            put_char(e, '"');
-            put(e, text, (size_t)tlen);
-            put_char(e, '"');
+            put_checked(e, text, (size_t)tlen);
         } else {
             lua_pushliteral(L, "value");
             lua_rawget(L, -2);
             const char *bytes = lua_tolstring(L, -1, &len);
-            put_char(e, '"');
             put_base64(e, bytes, len);
-            put_char(e, '"');
             lua_pop(L, 1);
         }
         lua_pop(L, 1);
     }
-    PUT_LITERAL(e, "]}");
+    CLOSE_ARRAY(e);
+    CLOSE_MAP(e);
 }
 
 static void check_av_depth(encoder *e, int depth)
@@ -750,34 +820,27 @@ static void encode_av(encoder *e, int idx, int depth)
     enum dl_av_type type = dl_av_classify(e->L, idx, &e->marks, &av, &why);
     switch (type) {
     case DL_AV_S:
-        PUT_LITERAL(e, "{\"S\":");
-        put_string(e, av.bytes, av.len, NOT_UTF8);
-        put_char(e, '}');
-        break;
-    case DL_AV_N:
-        PUT_LITERAL(e, "{\"N\":\"");
-        put(e, av.text, av.len);
-        PUT_LITERAL(e, "\"}");
+    case DL_AV_N: /* the number's text, as DynamoDB wants it: a string */
+        open_av(e, type);
+        put_checked(e, av.bytes, av.len);
+        CLOSE_MAP(e);
         break;
     case DL_AV_B:
-        PUT_LITERAL(e, "{\"B\":\"");
+        open_av(e, type);
         put_base64(e, av.bytes, av.len);
-        PUT_LITERAL(e, "\"}");
+        CLOSE_MAP(e);
         break;
     case DL_AV_BOOL:
-        if (lua_toboolean(e->L, idx))
-            PUT_LITERAL(e, "{\"BOOL\":true}");
-        else
-            PUT_LITERAL(e, "{\"BOOL\":false}");
-        break;
-    case DL_AV_NULL:
-        PUT_LITERAL(e, "{\"NULL\":true}");
+    case DL_AV_NULL: /* {"NULL": true} */
+        open_av(e, type);
+        check_gen(e, yajl_gen_bool(e->gen, type == DL_AV_NULL || lua_toboolean(e->L, idx)));
+        CLOSE_MAP(e);
         break;
     case DL_AV_M:
         check_av_depth(e, depth);
-        PUT_LITERAL(e, "{\"M\":");
+        open_av(e, type);
         encode_av_members(e, idx, depth + 1);
-        put_char(e, '}');
+        CLOSE_MAP(e);
         break;
     case DL_AV_L:
         check_av_depth(e, depth);
@@ -804,29 +867,29 @@ static void encode_attribute_map(encoder *e, int idx)
 
 /* ---- plain JSON ---- */
 
-static void encode_value(encoder *e, int idx, int depth);
+/* A plain table's depth is the number of containers open around it
+ * (e->open): every enclosing plain table opened exactly one. */
 
-static void encode_array(encoder *e, int idx, lua_Integer n, int depth)
+static void encode_value(encoder *e, int idx);
+
+static void encode_array(encoder *e, int idx, lua_Integer n)
 {
     lua_State *L = e->L;
-    put_char(e, '[');
+    OPEN_ARRAY(e);
     for (lua_Integer i = 1; i <= n; i++) {
-        if (i > 1)
-            put_char(e, ',');
         dl_json_path_push_index(&e->path, i);
         lua_rawgeti(L, idx, (int)i);
-        encode_value(e, lua_gettop(L), depth + 1);
+        encode_value(e, lua_gettop(L));
         lua_pop(L, 1);
         dl_json_path_pop(&e->path);
     }
-    put_char(e, ']');
+    CLOSE_ARRAY(e);
 }
 
-static void encode_object(encoder *e, int idx, int depth)
+static void encode_object(encoder *e, int idx)
 {
     lua_State *L = e->L;
-    int first = 1;
-    put_char(e, '{');
+    OPEN_MAP(e);
     lua_pushnil(L);
     while (lua_next(L, idx)) {
         if (lua_type(L, -2) != LUA_TSTRING)
@@ -834,16 +897,12 @@ static void encode_object(encoder *e, int idx, int depth)
         size_t klen;
         const char *key = lua_tolstring(L, -2, &klen);
         dl_json_path_push_key(&e->path, key, klen);
-        if (!first)
-            put_char(e, ',');
-        first = 0;
         put_string(e, key, klen, "key is not valid UTF-8");
-        put_char(e, ':');
-        encode_value(e, lua_gettop(L), depth + 1);
+        encode_value(e, lua_gettop(L));
         dl_json_path_pop(&e->path);
         lua_pop(L, 1);
     }
-    put_char(e, '}');
+    CLOSE_MAP(e);
 }
 
 static void encode_binary_text(encoder *e, int idx)
@@ -852,17 +911,19 @@ static void encode_binary_text(encoder *e, int idx)
     const char *why = NULL;
     if (dl_av_classify(e->L, idx, &e->marks, &av, &why) != DL_AV_B)
         encode_fail(e, why);
-    put_char(e, '"');
     put_base64(e, av.bytes, av.len);
-    put_char(e, '"');
 }
 
-static void encode_table(encoder *e, int idx, int depth)
+static void encode_table(encoder *e, int idx)
 {
     lua_Integer n = 0;
     const char *why = NULL;
-    if (depth >= JSON_MAX_ENCODE_DEPTH - 1)
-        encode_fail(e, "nested deeper than 127 levels (a cycle?)");
+    /* Refused here, for any table, before yajl would refuse to open one:
+     * deeper plain JSON is almost surely a cycle. */
+    if (e->open >= JSON_MAX_ENCODE_DEPTH - 1) {
+        lua_pushfstring(e->L, "nested deeper than %d levels (a cycle?)", JSON_MAX_ENCODE_DEPTH - 1);
+        encode_fail(e, lua_tostring(e->L, -1));
+    }
     check_room(e);
     enum dl_mark mark = dl_mark_of(e->L, idx, &e->marks);
     switch (mark) {
@@ -878,17 +939,17 @@ static void encode_table(encoder *e, int idx, int depth)
     int marked = mark == DL_MARK_ARRAY || mark == DL_MARK_SET;
     switch (dl_table_shape(e->L, idx, marked, &n, &why)) {
     case DL_TABLE_ARRAY:
-        encode_array(e, idx, n, depth);
+        encode_array(e, idx, n);
         break;
     case DL_TABLE_OBJECT:
-        encode_object(e, idx, depth);
+        encode_object(e, idx);
         break;
     default:
         encode_fail(e, why);
     }
 }
 
-static void encode_value(encoder *e, int idx, int depth)
+static void encode_value(encoder *e, int idx)
 {
     lua_State *L = e->L;
     switch (lua_type(L, idx)) {
@@ -899,25 +960,23 @@ static void encode_value(encoder *e, int idx, int depth)
         break;
     }
     case LUA_TNUMBER: {
+        /* our own text (see dl_format_lua_number), which yajl copies as is */
         char text[DL_NUMBER_TEXT_MAX];
         int n = dl_format_lua_number(L, idx, text);
         if (n < 0)
             encode_fail(e, "NaN and infinity cannot be encoded");
-        put(e, text, (size_t)n);
+        check_gen(e, yajl_gen_number(e->gen, text, (size_t)n));
         break;
     }
     case LUA_TBOOLEAN:
-        if (lua_toboolean(L, idx))
-            PUT_LITERAL(e, "true");
-        else
-            PUT_LITERAL(e, "false");
+        check_gen(e, yajl_gen_bool(e->gen, lua_toboolean(L, idx)));
         break;
     case LUA_TTABLE:
-        encode_table(e, idx, depth);
+        encode_table(e, idx);
         break;
     case LUA_TLIGHTUSERDATA:
         if (lua_touserdata(L, idx) == NULL) {
-            PUT_LITERAL(e, "null");
+            check_gen(e, yajl_gen_null(e->gen));
             break;
         }
         /* fall through */
@@ -928,9 +987,10 @@ static void encode_value(encoder *e, int idx, int depth)
 }
 
 /* json_encode(value) -> text; raises on values JSON (or DynamoDB, inside
- * attribute maps) cannot hold, naming where. The encoder and its buffer are
- * kept between calls (upvalue 1); a call that finds it busy, because a
- * finalizer encodes in the middle of another encode, makes its own. */
+ * attribute maps) cannot hold, naming where. The encoder, its generator and
+ * its buffers are kept between calls (upvalue 1); a call that finds it
+ * busy, because a finalizer encodes in the middle of another encode, makes
+ * its own. */
 static int l_json_encode(lua_State *L)
 {
     luaL_checkany(L, 1);
@@ -941,13 +1001,20 @@ static int l_json_encode(lua_State *L)
     e->busy = 1;
     e->L = L;
     e->typed = 0;
+    e->open = 0;
+    /* The last document may have been left half-written by an error.
+     * yajl_gen_reset forgets its state; yajl_gen_clear is not needed, as
+     * yajl keeps no text of its own when it prints through a callback. */
+    yajl_gen_reset(e->gen, NULL);
     dl_buf_reset(&e->out);
     dl_json_path_init(&e->path, "value");
     dl_marks_push(L, &e->marks);
-    encode_value(e, 1, 0);
+    encode_value(e, 1);
     lua_pushlstring(L, e->out.data ? e->out.data : "", e->out.len);
     if (e->out.cap > KEEP_BUFFER_MAX)
         dl_buf_free(&e->out);
+    if (e->scratch.cap > KEEP_BUFFER_MAX)
+        dl_buf_free(&e->scratch);
     e->busy = 0;
     return 1;
 }

@@ -3,6 +3,7 @@
  * validation and base64. */
 #include "base64.h"
 #include "dynlog.h"
+#include "marshal.h"
 
 #include <errno.h>
 #include <math.h>
@@ -60,39 +61,6 @@ static int l_crc32(lua_State *L)
     return 1;
 }
 
-/* Length of the valid UTF-8 sequence at p (RFC 3629: no overlongs, no
- * surrogates, nothing above U+10FFFF), or 0. */
-static size_t utf8_sequence(const unsigned char *p, size_t left)
-{
-    unsigned char c = p[0];
-    if (c < 0x80)
-        return 1;
-    size_t n;
-    unsigned char lo = 0x80, hi = 0xBF;
-    if (c >= 0xC2 && c <= 0xDF)
-        n = 2;
-    else if (c >= 0xE0 && c <= 0xEF) {
-        n = 3;
-        if (c == 0xE0)
-            lo = 0xA0;
-        if (c == 0xED)
-            hi = 0x9F;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        n = 4;
-        if (c == 0xF0)
-            lo = 0x90;
-        if (c == 0xF4)
-            hi = 0x8F;
-    } else
-        return 0;
-    if (left < n || p[1] < lo || p[1] > hi)
-        return 0;
-    for (size_t i = 2; i < n; i++)
-        if (p[i] < 0x80 || p[i] > 0xBF)
-            return 0;
-    return n;
-}
-
 /* utf8_valid(s) -> true, or false and the 1-based byte position of the
  * first invalid sequence */
 static int l_utf8_valid(lua_State *L)
@@ -101,7 +69,11 @@ static int l_utf8_valid(lua_State *L)
     const unsigned char *s = (const unsigned char *)luaL_checklstring(L, 1, &len);
     size_t i = 0;
     while (i < len) {
-        size_t n = utf8_sequence(s + i, len - i);
+        if (s[i] < 0x80) { /* dl_utf8_sequence reads multi-byte sequences only */
+            i++;
+            continue;
+        }
+        size_t n = dl_utf8_sequence(s + i, len - i);
         if (n == 0) {
             lua_pushboolean(L, 0);
             lua_pushinteger(L, (lua_Integer)i + 1);
