@@ -252,7 +252,8 @@ describe("examples/nginx.conf", function()
 
     -- Workers that exit hand their leases back.
     os.execute("kill -QUIT " .. pid)
-    assert.is_truthy(wait_for(function() return not os.execute("kill -0 " .. pid .. " 2>/dev/null") end, 15))
+    assert.is_truthy(wait_for(function() return not os.execute("kill -0 " .. pid .. " 2>/dev/null") end, 40),
+      "nginx exited after QUIT")
     pid = nil
     local leases = require "dynlog.leases"
     local all = assert(leases.read_all(c, c.table .. "-checkpoints", c.table))

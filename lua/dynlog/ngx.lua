@@ -44,8 +44,8 @@ function _M.start_consumer(opts)
   local tables_ready, failures = false, 0
   local tick
   tick = function(premature)
-    if premature then
-      pcall(consumer.release, consumer) -- the worker is exiting
+    if premature or ngx.worker.exiting() then
+      pcall(consumer.release, consumer) -- the worker is exiting: no next round
       return
     end
     local delay = consumer.poll_interval
