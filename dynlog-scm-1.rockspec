@@ -38,6 +38,9 @@ build = {
     INST_LUADIR = "$(LUADIR)",
     BUILD = "build-rocks",
   },
+  install = {
+    bin = { dynlog = "bin/dynlog" },
+  },
 }
 test = {
   type = "command",

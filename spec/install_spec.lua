@@ -25,6 +25,13 @@ describe("luarocks install", function()
       .. "print(d._VERSION, #d.ulid(), package.searchpath(\"dynlog.core\", package.cpath))'")
     assert.are.equal(0, status, out)
     assert.matches("^%d+%.%d+%.%d+\t26\t" .. tree:gsub("%p", "%%%0") .. "/lib/lua/5%.4/dynlog/core%.so", out)
+
+    -- The command, from the tree's bin/.
+    status, out = run(tree .. "/bin/dynlog --help")
+    assert.are.equal(0, status, out)
+    assert.matches("append LOG ID TYPE", out, 1, true)
+    status, out = run(tree .. "/bin/dynlog --version")
+    assert.are.equal(0, status, out)
   end)
 
   it("passes luarocks lint", function()

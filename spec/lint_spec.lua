@@ -3,8 +3,8 @@
 local run = require "spec.support.run"
 
 describe("luacheck", function()
-  it("finds no warnings in lua/, spec/, bench/ and examples/", function()
-    local status, out = run.run("luacheck --no-color --codes lua spec bench examples")
+  it("finds no warnings in lua/, spec/, bench/, examples/, scripts/ and bin/dynlog", function()
+    local status, out = run.run("luacheck --no-color --codes lua spec bench examples scripts bin/dynlog")
     assert.are.equal(0, status, out)
   end)
 end)
