@@ -178,6 +178,17 @@ describe("dynlog client against DynamoDB Local", function()
     end)
   end)
 
+  it("keeps version sort keys numbers with numbers = \"string\", so cursors and head still work", function()
+    local v = ddb.ready_client({ sort_key = "version", numbers = "string" })
+    for i = 1, 5 do assert(v:append("n", "s", "e", { n = i })) end
+    assert.are.equal(5, v:head("n", "s").sk)
+    assert.are.equal("5", v:head("n", "s").payload.n)
+    local page = assert(v:query_page("n", "s", { page_size = 2 }))
+    local next_page = assert(v:query_page("n", "s", { page_size = 2, cursor = page.cursor }))
+    assert.are.same({ 3, 4 }, { next_page.items[1].sk, next_page.items[2].sk })
+    assert.are.equal(6, assert(v:append("n", "s", "e", {})).sk)
+  end)
+
   describe("append_batch", function()
     it("writes every event or none (ulid mode)", function()
       local c = ddb.ready_client()

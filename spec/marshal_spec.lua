@@ -506,7 +506,7 @@ describe("dynlog.core AttributeValues", function()
       { "-infinity", function() return -math.huge end, "infinity cannot be stored" },
       { "a number below 1E-130", function() return 1e-131 end, "too close to zero" },
       { "a number of 1E+126", function() return 1e126 end, "too large for DynamoDB" },
-      { "bytes in a string", function() return "\255\254" end, "not valid UTF%-8 %(use core%.binary for bytes%)" },
+      { "bytes in a string", function() return "\255\254" end, "not valid UTF%-8 %(use dynlog%.binary for bytes%)" },
       { "a function", function() return print end, "a function cannot be stored" },
       { "a userdata", function() return io.stdout end, "a userdata cannot be stored" },
       { "a thread", function() return coroutine.create(print) end, "a thread cannot be stored" },

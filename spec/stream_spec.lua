@@ -118,6 +118,24 @@ describe("dynlog.stream consumer", function()
     assert.are.equal(30, #first + #second)
   end)
 
+  it("takes up its own leases again after a restart under the same worker_id", function()
+    local c = ddb.ready_client()
+    append_events(c, 20)
+    local cp = ddb.table_name("cp")
+    local first, second = 0, {}
+    local a = consumer_for(c, function(batch) first = first + #batch.Records end,
+      { checkpoint_table = cp, worker_id = "fixed-name", batch_size = 10, lease_duration = 60 })
+    assert(a:poll_once())
+    assert.are.equal(10, first)
+    -- a is gone without handing its lease back; its successor has its name.
+    local b = consumer_for(c, function(batch)
+      for _, r in ipairs(batch.Records) do second[#second + 1] = n_of(r) end
+    end, { checkpoint_table = cp, worker_id = "fixed-name", batch_size = 10, lease_duration = 60 })
+    assert.is_true(poll_until(b, function() return second[#second] == 20 end, 20),
+      "the successor works the shard at once, without waiting for the lease to expire")
+    assert.are.equal(11, second[1])
+  end)
+
   it("hands a failing batch over again, and nothing after it, until it succeeds", function()
     local c = ddb.ready_client()
     append_events(c, 25)

@@ -322,7 +322,7 @@ static int classify_string(lua_State *L, int idx, dl_av *av, const char **why)
     av->bytes = lua_tolstring(L, idx, &av->len);
     if (dl_utf8_valid(av->bytes, av->len))
         return 1;
-    *why = "string is not valid UTF-8 (use core.binary for bytes)";
+    *why = "string is not valid UTF-8 (use dynlog.binary for bytes)";
     return 0;
 }
 

@@ -7,8 +7,8 @@
 local core = require "dynlog.core"
 local errors = require "dynlog.errors"
 
-local error, ipairs, pairs, pcall, setmetatable, tostring, type =
-  error, ipairs, pairs, pcall, setmetatable, tostring, type
+local error, ipairs, pairs, pcall, setmetatable, tonumber, tostring, type =
+  error, ipairs, pairs, pcall, setmetatable, tonumber, tostring, type
 local math_floor, math_huge, math_min, math_random = math.floor, math.huge, math.min, math.random
 local str_find, str_gsub = string.find, string.gsub
 local attribute_map, array, item_size = core.attribute_map, core.array, core.item_size
@@ -285,11 +285,19 @@ end
 -- Reading
 ---------------------------------------------------------------------------
 
+-- With numbers = "string" every N reads back as text, sort keys included;
+-- version-mode sort keys are versions, and stay numbers.
+local function numeric_sort_keys(client, items)
+  if client.numbers ~= "string" or client.sort_key ~= "version" then return end
+  for _, item in ipairs(items) do item.sk = tonumber(item.sk) or item.sk end
+end
+
 function _M:_get_item(pk, sk, consistent)
   local body = self:_encode({ TableName = self.table, Key = attribute_map({ pk = pk, sk = sk }),
                               ConsistentRead = consistent == true })
   local resp, err = self:_send("GetItem", body, true, self.numbers)
   if not resp then return nil, err end
+  if resp.Item then numeric_sort_keys(self, { resp.Item }) end
   return resp.Item
 end
 
@@ -319,6 +327,7 @@ local function latest(client, pk, consistent)
   })
   local resp, err = client:_send("Query", body, true, client.numbers)
   if not resp then return nil, err end
+  numeric_sort_keys(client, resp.Items)
   return resp.Items[1] or false
 end
 
@@ -421,8 +430,10 @@ local function fetch_page(q, wanted)
   if not body then return nil, berr end
   local resp, err = client:_send("Query", body, true, client.numbers)
   if not resp then return nil, err end
+  numeric_sort_keys(client, resp.Items)
   q.fetched, q.pos = resp.Items, 1
   local last = resp.LastEvaluatedKey
+  if last then numeric_sort_keys(client, { last }) end
   q.start = last and last.sk
   q.exhausted = last == nil
   return true

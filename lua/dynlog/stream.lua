@@ -192,6 +192,14 @@ function _M:_sync(now)
       end
     end
   end
+  -- Leases already in our name that we do not work yet: handed over to us
+  -- by a busier worker, or ours before a restart under the same worker_id.
+  for shard_id, lease in pairs(all) do
+    if lease.owner == self.worker and not self.owned[shard_id] and lease.checkpoint ~= leases.SHARD_END then
+      local taken, terr = leases.take(lc, self.table, self.group, lease, self.worker)
+      if taken then self:_adopt(taken) all[shard_id] = taken elseif taken == nil then return nil, terr end
+    end
+  end
   local plan = leases.plan(all, function(lease) return self.watcher.expired(lease, now) end, self.worker)
   for _, lease in ipairs(plan.take) do
     local taken, terr = leases.take(lc, self.table, self.group, lease, self.worker)

@@ -119,10 +119,15 @@ end
 
 --- create_string_keyed_table(c, name) -> the description once ACTIVE, or
 -- nil, err: a table {pk HASH S, sk RANGE S}, on demand, without a stream,
--- for read models and checkpoints. Idempotent. (A function of the module,
--- not a method: the table is not the client's own.)
+-- for read models and checkpoints. Idempotent: an existing table is only
+-- described. (Called as a function with the client; the table is not the
+-- client's own.)
 function _M.create_string_keyed_table(c, name)
   if type(name) ~= "string" then error("create_table: name must be a string", 3) end
+  -- Look first: IAM refuses CreateTable to a role without it even when the
+  -- table exists, and most roles that use a table need not create it.
+  local existing = c:call("DescribeTable", { TableName = name })
+  if existing and existing.Table.TableStatus == "ACTIVE" then return existing.Table end
   local _, err = c:call("CreateTable", {
     TableName = name,
     KeySchema = array({ { AttributeName = "pk", KeyType = "HASH" }, { AttributeName = "sk", KeyType = "RANGE" } }),

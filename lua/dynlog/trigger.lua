@@ -12,6 +12,7 @@
 -- "type", "partial": true, "payload": {"id"}} instead, and the handler
 -- reads the rest from the log.
 local core = require "dynlog.core"
+local logger = require "dynlog.log"
 
 local ipairs, pcall, tostring, type = ipairs, pcall, tostring, type
 local str_match, str_sub = string.match, string.sub
@@ -84,19 +85,20 @@ end
 
 --- handle(c, batch [, opts]) -> {batchItemFailures = {...}}
 -- opts: bus, source, detail_type, max_detail_bytes, log (a function called
--- as log(level, message) for failures; default none).
+-- as log(level, message) for failures; default dynlog.log).
 -- On failure, the list names the first record that could not be published
 -- and every record after it, so a retry from there skips nothing; it is
 -- empty when everything was published.
 function _M.handle(c, batch, opts)
   opts = opts or {}
+  local log = opts.log or logger.log
   local records = type(batch) == "table" and batch.Records or {}
   local first_failed
   for _, g in ipairs(group(records, opts)) do
     local ok, results, err = pcall(c.publish, c, g.entries)
     if not ok then
       first_failed = first_failed or g.positions[1]
-      if opts.log then opts.log("error", "trigger: publish raised: " .. tostring(results)) end
+      log("error", "trigger: publish raised: " .. tostring(results))
     elseif not results then
       local per_entry = err and err.results or {}
       for j, position in ipairs(g.positions) do
@@ -106,7 +108,7 @@ function _M.handle(c, batch, opts)
           break
         end
       end
-      if opts.log then opts.log("error", "trigger: " .. tostring(err)) end
+      log("error", "trigger: " .. tostring(err))
     end
   end
   local failures = {}
