@@ -178,7 +178,7 @@ describe("examples/nginx.conf", function()
   local prefix, pid
 
   local function sh(cmd)
-    assert(os.execute(cmd), cmd)
+    assert(run.succeeded(cmd), cmd)
   end
 
   teardown(function()
@@ -252,7 +252,7 @@ describe("examples/nginx.conf", function()
 
     -- Workers that exit hand their leases back.
     os.execute("kill -QUIT " .. pid)
-    assert.is_truthy(wait_for(function() return not os.execute("kill -0 " .. pid .. " 2>/dev/null") end, 40),
+    assert.is_truthy(wait_for(function() return not run.succeeded("kill -0 " .. pid .. " 2>/dev/null") end, 40),
       "nginx exited after QUIT")
     pid = nil
     local leases = require "dynlog.leases"

@@ -21,6 +21,13 @@ function _M.run(cmd, env)
   return status, (out:gsub("exit=%d+%s*$", ""))
 end
 
+--- succeeded(cmd) -> true when the shell command exits 0, on Lua 5.4
+-- (os.execute gives true/nil) and on LuaJIT (it gives the status number).
+function _M.succeeded(cmd)
+  local r = os.execute(cmd)
+  return r == true or r == 0
+end
+
 --- Environment for running a script of this repository under lua5.4 with
 -- the freshly built module, as `make` leaves it.
 function _M.lua_env(extra)
