@@ -191,6 +191,7 @@ void dl_sigv4_signer_init(dl_sigv4_signer *s)
     s->headers = NULL;
     s->params = NULL;
     dl_buf_init(&s->query_scratch);
+    dl_hasher_init(&s->hasher);
 }
 
 void dl_sigv4_signer_free(dl_sigv4_signer *s)
@@ -199,6 +200,7 @@ void dl_sigv4_signer_free(dl_sigv4_signer *s)
     free(s->headers);
     free(s->params);
     dl_buf_free(&s->query_scratch);
+    dl_hasher_free(&s->hasher);
     dl_sigv4_signer_init(s);
 }
 
@@ -347,10 +349,10 @@ static void to_hex(const unsigned char *p, size_t n, char *out)
     out[2 * n] = '\0';
 }
 
-static dl_sigv4_status hash_payload(const dl_sigv4_request *req, dl_sigv4_result *res)
+static dl_sigv4_status hash_payload(dl_hasher *h, const dl_sigv4_request *req, dl_sigv4_result *res)
 {
     unsigned char md[DL_SHA256_LEN];
-    if (dl_sha256(nonnull(req->payload.ptr), req->payload.len, md) != 0)
+    if (dl_hasher_sha256(h, nonnull(req->payload.ptr), req->payload.len, md) != 0)
         return DL_SIGV4_ECRYPTO;
     to_hex(md, sizeof md, res->payload_hash);
     return DL_SIGV4_OK;
@@ -694,12 +696,12 @@ static int add_scope(dl_buf *out, const dl_sigv4_request *req, const dl_sigv4_re
         || dl_buf_adds(out, "/aws4_request") != 0 ? -1 : 0;
 }
 
-static dl_sigv4_status build_string_to_sign(const dl_sigv4_request *req, dl_sigv4_result *res)
+static dl_sigv4_status build_string_to_sign(dl_hasher *h, const dl_sigv4_request *req, dl_sigv4_result *res)
 {
     unsigned char md[DL_SHA256_LEN];
     char hex[DL_SIGV4_HEX_LEN + 1];
     dl_buf *out = &res->string_to_sign;
-    if (dl_sha256(res->canonical_request.data, res->canonical_request.len, md) != 0)
+    if (dl_hasher_sha256(h, res->canonical_request.data, res->canonical_request.len, md) != 0)
         return DL_SIGV4_ECRYPTO;
     to_hex(md, sizeof md, hex);
     dl_buf_reset(out);
@@ -713,7 +715,7 @@ static dl_sigv4_status build_string_to_sign(const dl_sigv4_request *req, dl_sigv
 
 /* ---- step 4: signing key, derived once per (secret, date, region, service) ---- */
 
-static dl_sigv4_status derive_signing_key(dl_sigv4_str secret, const char *date, dl_sigv4_str region,
+static dl_sigv4_status derive_signing_key(dl_hasher *h, dl_sigv4_str secret, const char *date, dl_sigv4_str region,
                                           dl_sigv4_str service, unsigned char key[DL_SHA256_LEN])
 {
     dl_sigv4_status st = DL_SIGV4_ENOMEM;
@@ -725,10 +727,10 @@ static dl_sigv4_status derive_signing_key(dl_sigv4_str secret, const char *date,
         || dl_buf_add(&k, secret.ptr, secret.len) != 0)
         goto done;
     st = DL_SIGV4_ECRYPTO;
-    if (dl_hmac_sha256(k.data, k.len, date, DL_SIGV4_DATE_LEN, a) != 0
-        || dl_hmac_sha256(a, sizeof a, region.ptr, region.len, b) != 0
-        || dl_hmac_sha256(b, sizeof b, service.ptr, service.len, a) != 0
-        || dl_hmac_sha256(a, sizeof a, "aws4_request", 12, key) != 0)
+    if (dl_hasher_hmac(h, k.data, k.len, date, DL_SIGV4_DATE_LEN, a) != 0
+        || dl_hasher_hmac(h, a, sizeof a, region.ptr, region.len, b) != 0
+        || dl_hasher_hmac(h, b, sizeof b, service.ptr, service.len, a) != 0
+        || dl_hasher_hmac(h, a, sizeof a, "aws4_request", 12, key) != 0)
         goto done;
     st = DL_SIGV4_OK;
 done:
@@ -804,7 +806,7 @@ static dl_sigv4_status get_signing_key(dl_sigv4_signer *s, const dl_sigv4_reques
             return DL_SIGV4_OK;
         }
     }
-    dl_sigv4_status st = derive_signing_key(secret, date, req->region, req->service, key);
+    dl_sigv4_status st = derive_signing_key(&s->hasher, secret, date, req->region, req->service, key);
     if (st != DL_SIGV4_OK)
         return st;
     s->key_derivations++;
@@ -821,7 +823,7 @@ static dl_sigv4_status compute_signature(dl_sigv4_signer *s, const dl_sigv4_requ
     unsigned char key[DL_SHA256_LEN], md[DL_SHA256_LEN];
     dl_sigv4_status st = get_signing_key(s, req, res, key);
     if (st == DL_SIGV4_OK) {
-        if (dl_hmac_sha256(key, sizeof key, res->string_to_sign.data, res->string_to_sign.len, md) != 0)
+        if (dl_hasher_hmac(&s->hasher, key, sizeof key, res->string_to_sign.data, res->string_to_sign.len, md) != 0)
             st = DL_SIGV4_ECRYPTO;
         else
             to_hex(md, sizeof md, res->signature);
@@ -857,9 +859,9 @@ dl_sigv4_status dl_sigv4_sign(dl_sigv4_signer *s, const dl_sigv4_request *req, d
         return st;
     if (dl_sigv4_format_amz_date(req->time, res->amz_date) != 0)
         return invalid(res, "time: outside 1970-01-01 .. 9999-12-31");
-    if ((st = hash_payload(req, res)) != DL_SIGV4_OK
+    if ((st = hash_payload(&s->hasher, req, res)) != DL_SIGV4_OK
         || (st = build_canonical_request(s, req, res)) != DL_SIGV4_OK
-        || (st = build_string_to_sign(req, res)) != DL_SIGV4_OK
+        || (st = build_string_to_sign(&s->hasher, req, res)) != DL_SIGV4_OK
         || (st = compute_signature(s, req, res)) != DL_SIGV4_OK
         || (st = build_authorization(req, res)) != DL_SIGV4_OK)
         return st;

@@ -137,6 +137,7 @@ typedef struct dl_sigv4_signer {
     struct dl_sigv4_param *params;
     size_t params_cap;
     dl_buf query_scratch;
+    dl_hasher hasher; /* SHA-256 and HMAC without per-call setup */
 } dl_sigv4_signer;
 
 void dl_sigv4_signer_init(dl_sigv4_signer *s);
