@@ -95,7 +95,10 @@ describe("dynlog.trigger", function()
     -- The first call carries the users (4 entries); its third fails for good.
     local tc = with_bus({ { putevents = true, fail = { { index = 3, code = "MalformedDetail" } } },
                           { putevents = true } })
-    local result = trigger.handle(tc, { Records = records })
+    local logged = {}
+    local result = trigger.handle(tc, { Records = records },
+      { log = function(level, message) logged[#logged + 1] = level .. " " .. message end })
+    assert.matches("^error trigger: publish_failed: 1 of 4 entries", logged[1])
     local ids = {}
     for _, f in ipairs(result.batchItemFailures) do ids[#ids + 1] = f.itemIdentifier end
     -- The third users entry is the fourth record (users#2 signup): it and
@@ -103,6 +106,22 @@ describe("dynlog.trigger", function()
     local expected = {}
     for i = 4, #records do expected[#expected + 1] = records[i].dynamodb.SequenceNumber end
     assert.are.same(expected, ids)
+  end)
+
+  it("warns, once per batch, when records come without their new image", function()
+    local tc = with_bus()
+    local lines = {}
+    local keys_only = {}
+    for i, r in ipairs(records) do
+      keys_only[i] = { eventName = r.eventName, dynamodb = { Keys = r.dynamodb.Keys, StreamViewType = "KEYS_ONLY",
+                                                             SequenceNumber = r.dynamodb.SequenceNumber } }
+    end
+    local result = trigger.handle(tc, { Records = keys_only },
+      { log = function(level, message) lines[#lines + 1] = level .. " " .. message end })
+    assert.are.same({}, result.batchItemFailures)
+    assert.are.equal(0, #srv.requests())
+    assert.are.equal(1, #lines)
+    assert.matches("warn trigger: stream records carry no NewImage .*KEYS_ONLY", lines[1])
   end)
 
   it("returns an empty list for a batch with nothing to publish", function()

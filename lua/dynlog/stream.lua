@@ -57,9 +57,16 @@ local function check(opts)
   if opts.start ~= nil and not STARTS[opts.start] then
     error('stream.new: start must be "trim_horizon" or "latest"', 3)
   end
-  for _, name in ipairs({ "batch_size", "poll_interval", "lease_duration", "max_retries" }) do
+  for _, name in ipairs({ "batch_size", "poll_interval", "max_retries", "retry_base_delay", "retry_max_delay" }) do
     local v = opts[name]
     if v ~= nil and (type(v) ~= "number" or v < 0) then error("stream.new: " .. name .. " must be a number >= 0", 3) end
+  end
+  -- A lease that expires at once would let every worker take every shard.
+  for _, name in ipairs({ "lease_duration", "discovery_interval" }) do
+    local v = opts[name]
+    if v ~= nil and (type(v) ~= "number" or not (v > 0)) then
+      error("stream.new: " .. name .. " must be a number of seconds > 0", 3)
+    end
   end
   if opts.batch_size and (opts.batch_size < 1 or opts.batch_size > 1000) then
     error("stream.new: batch_size must be 1..1000", 3)

@@ -45,10 +45,19 @@ function _M.detail(item, max_bytes)
 end
 
 -- The event item of a record, or nil when the record is not one to publish.
-local function event_item(record)
+-- An INSERT without its new image means a stream of the wrong view type:
+-- say so (once per batch) rather than publish nothing in silence.
+local function event_item(record, log)
   if not PUBLISHED[record.eventName] then return nil end
   local image = record.dynamodb and record.dynamodb.NewImage
-  if type(image) ~= "table" then return nil end
+  if type(image) ~= "table" then
+    if log then
+      log("warn", "trigger: stream records carry no NewImage (the table's stream view type is "
+        .. tostring(record.dynamodb and record.dynamodb.StreamViewType)
+        .. "; it must be NEW_IMAGE or NEW_AND_OLD_IMAGES)")
+    end
+    return nil
+  end
   local item = unmarshal_item(image)
   if type(item) ~= "table" or type(item.pk) ~= "string" or str_sub(item.pk, -7) ~= "#stream" then return nil end
   return item
@@ -60,10 +69,15 @@ end
 
 -- Records grouped by log, in order of first appearance; each entry keeps
 -- the position of its record in the batch.
-local function group(records, opts)
+local function group(records, opts, logf)
   local groups, by_log = {}, {}
+  local warn = logf
   for position, record in ipairs(records) do
-    local item = event_item(record)
+    local item = event_item(record, warn)
+    if not item and warn and record.dynamodb and record.dynamodb.NewImage == nil
+        and PUBLISHED[record.eventName] then
+      warn = nil -- once per batch
+    end
     if item then
       local log = log_of(item)
       local g = by_log[log]
@@ -94,7 +108,7 @@ function _M.handle(c, batch, opts)
   local log = opts.log or logger.log
   local records = type(batch) == "table" and batch.Records or {}
   local first_failed
-  for _, g in ipairs(group(records, opts)) do
+  for _, g in ipairs(group(records, opts, log)) do
     local ok, results, err = pcall(c.publish, c, g.entries)
     if not ok then
       first_failed = first_failed or g.positions[1]
