@@ -404,14 +404,24 @@ function _M:poll_once()
     local ok, err = self:_sync(now)
     if not ok then return nil, err end
   end
-  local handed = 0
+  -- A failure on one shard (a throttled GetRecords, say) must not hold the
+  -- other shards back: they are worked, and the error is reported after.
+  local handed, first_err = 0, nil
   for shard_id, st in pairs(self.owned) do
     if self.now() >= st.retry_at then
       local n, err = self:_work(shard_id, st)
-      if not n then return nil, err end
-      handed = handed + n
+      if n then
+        handed = handed + n
+      elseif not first_err then
+        -- The same error, saying which shard it came from.
+        first_err = errors.is(err)
+          and errors.new(err.code, "shard " .. shard_id .. ": " .. tostring(err.message), { retryable = err.retryable })
+          or errors.new("stream", "shard " .. shard_id .. ": " .. tostring(err))
+      end
     end
   end
+  if first_err and handed == 0 then return nil, first_err end
+  if first_err then logger.log("error", "stream: " .. tostring(first_err)) end
   return handed
 end
 
