@@ -634,3 +634,26 @@ int dl_json_path_error(lua_State *L, const dl_json_path *p, const char *what)
     dl_json_path_push_message(L, p, what);
     return lua_error(L);
 }
+
+int dl_has_mark(lua_State *L, int idx, const char *name)
+{
+    if (!lua_istable(L, idx) || !lua_getmetatable(L, idx))
+        return 0;
+    luaL_getmetatable(L, name);
+    int same = lua_rawequal(L, -1, -2);
+    lua_pop(L, 2);
+    return same;
+}
+
+int dl_mark_arg(lua_State *L, const char *name)
+{
+    if (lua_isnoneornil(L, 1)) {
+        lua_settop(L, 0);
+        lua_newtable(L);
+    }
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_settop(L, 1);
+    luaL_getmetatable(L, name);
+    lua_setmetatable(L, 1);
+    return 1;
+}

@@ -27,6 +27,14 @@
  * that read back bit-identical. Returns the length, or -1 for NaN/inf. */
 int dl_format_lua_number(lua_State *L, int idx, char out[DL_NUMBER_TEXT_MAX]);
 
+/* The marks that say how a table is to be written (array, set, binary,
+ * attribute map) are metatables registered under a name.
+ * dl_has_mark: is the value at idx a table carrying the mark?
+ * dl_mark_arg: the l_<mark>(t) binding body: marks argument 1 (a new table
+ * when it is nil) and returns 1 with it on the stack. */
+int dl_has_mark(lua_State *L, int idx, const char *name);
+int dl_mark_arg(lua_State *L, const char *name);
+
 /* Pushes the JSON number text as an integer when it is one and fits exactly
  * (on LuaJIT: when a double holds it exactly, else as its decimal string),
  * else as a float. Returns 0, or -1 when the text is not a number. */

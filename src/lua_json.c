@@ -1022,26 +1022,13 @@ static int l_json_encode(lua_State *L)
 /* array([t]) -> t, marked to encode as a JSON array even when empty */
 static int l_array(lua_State *L)
 {
-    if (lua_isnoneornil(L, 1)) {
-        lua_settop(L, 0);
-        lua_newtable(L);
-    }
-    luaL_checktype(L, 1, LUA_TTABLE);
-    lua_settop(L, 1);
-    luaL_getmetatable(L, DL_ARRAY_MT);
-    lua_setmetatable(L, 1);
-    return 1;
+    return dl_mark_arg(L, DL_ARRAY_MT);
 }
 
 /* is_array(v) -> true when v carries the array mark */
 static int l_is_array(lua_State *L)
 {
-    int marked = 0;
-    if (lua_istable(L, 1) && lua_getmetatable(L, 1)) {
-        luaL_getmetatable(L, DL_ARRAY_MT);
-        marked = lua_rawequal(L, -1, -2);
-    }
-    lua_pushboolean(L, marked);
+    lua_pushboolean(L, dl_has_mark(L, 1, DL_ARRAY_MT));
     return 1;
 }
 

@@ -653,29 +653,6 @@ static int l_valid_number(lua_State *L)
     return 3;
 }
 
-static int has_mark(lua_State *L, int idx, const char *name)
-{
-    if (!lua_istable(L, idx) || !lua_getmetatable(L, idx))
-        return 0;
-    luaL_getmetatable(L, name);
-    int same = lua_rawequal(L, -1, -2);
-    lua_pop(L, 2);
-    return same;
-}
-
-/* Marks t (a new table when nil) with the metatable name and returns it. */
-static int mark(lua_State *L, const char *name)
-{
-    if (lua_isnoneornil(L, 1)) {
-        lua_settop(L, 0);
-        lua_newtable(L);
-    }
-    luaL_checktype(L, 1, LUA_TTABLE);
-    lua_settop(L, 1);
-    luaL_getmetatable(L, name);
-    lua_setmetatable(L, 1);
-    return 1;
-}
 
 /* binary(s) -> { value = s } marked as bytes (B), not text (S) */
 static int l_binary(lua_State *L)
@@ -691,7 +668,7 @@ static int l_binary(lua_State *L)
 
 static int l_is_binary(lua_State *L)
 {
-    lua_pushboolean(L, has_mark(L, 1, DL_BINARY_MT));
+    lua_pushboolean(L, dl_has_mark(L, 1, DL_BINARY_MT));
     return 1;
 }
 
@@ -699,12 +676,12 @@ static int l_is_binary(lua_State *L)
 static int l_set(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
-    return mark(L, DL_SET_MT);
+    return dl_mark_arg(L, DL_SET_MT);
 }
 
 static int l_is_set(lua_State *L)
 {
-    lua_pushboolean(L, has_mark(L, 1, DL_SET_MT));
+    lua_pushboolean(L, dl_has_mark(L, 1, DL_SET_MT));
     return 1;
 }
 
@@ -712,12 +689,12 @@ static int l_is_set(lua_State *L)
  * as AttributeValues */
 static int l_attribute_map(lua_State *L)
 {
-    return mark(L, DL_ATTRIBUTE_MAP_MT);
+    return dl_mark_arg(L, DL_ATTRIBUTE_MAP_MT);
 }
 
 static int l_is_attribute_map(lua_State *L)
 {
-    lua_pushboolean(L, has_mark(L, 1, DL_ATTRIBUTE_MAP_MT));
+    lua_pushboolean(L, dl_has_mark(L, 1, DL_ATTRIBUTE_MAP_MT));
     return 1;
 }
 
