@@ -48,12 +48,7 @@ local function dynlog(args, e, stdin_text)
 end
 
 -- A loopback port nothing listens on.
-local function unused_port()
-  local s = assert(socket.bind("127.0.0.1", 0))
-  local _, port = s:getsockname()
-  s:close()
-  return port
-end
+local unused_port = run.free_port
 
 local function json_lines(text)
   local list = {}

@@ -1,14 +1,8 @@
 -- `make demo`, the README's first command, run as a user would (with few
 -- users and a free port), twice: the second run sees the first run's data.
 local run = require "spec.support.run"
-local socket = require "socket"
 
-local function free_port()
-  local s = assert(socket.bind("127.0.0.1", 0))
-  local _, port = s:getsockname()
-  s:close()
-  return port
-end
+local free_port = run.free_port
 
 describe("make demo", function()
   teardown(function() os.execute("make -s demo-clean >/dev/null 2>&1") end)

@@ -61,12 +61,7 @@ local function nginx_binary()
   return "nginx"
 end
 
-local function free_port()
-  local s = assert(socket.bind("127.0.0.1", 0))
-  local _, port = s:getsockname()
-  s:close()
-  return port
-end
+local free_port = require("spec.support.run").free_port
 
 -- A zombie counts as stopped: the master is reparented once its `sh` exits.
 local function is_running(pid)

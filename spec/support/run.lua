@@ -21,6 +21,15 @@ function _M.run(cmd, env)
   return status, (out:gsub("exit=%d+%s*$", ""))
 end
 
+--- A free loopback port, as the kernel picks one (nothing listens on it
+-- once this returns; a caller racing another process retries).
+function _M.free_port()
+  local s = assert(require("socket").bind("127.0.0.1", 0))
+  local _, port = s:getsockname()
+  s:close()
+  return port
+end
+
 --- succeeded(cmd) -> true when the shell command exits 0, on Lua 5.4
 -- (os.execute gives true/nil) and on LuaJIT (it gives the status number).
 function _M.succeeded(cmd)

@@ -9,12 +9,7 @@ local function run(cmd)
   assert(ok, "command failed: " .. cmd)
 end
 
-local function free_port()
-  local s = assert(socket.bind("127.0.0.1", 0))
-  local _, port = s:getsockname()
-  s:close()
-  return port
-end
+local free_port = require("spec.support.run").free_port
 
 --- start{san = "IP:127.0.0.1"} -> {url=, cafile=, stop=function}
 function _M.start(opts)
