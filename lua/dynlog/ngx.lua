@@ -43,11 +43,12 @@ function _M.start_consumer(opts)
   local consumer = stream.new(opts)
   local tables_ready, failures = false, 0
   local tick
+  local function hand_back()
+    local ok, err = pcall(consumer.release, consumer)
+    if not ok then logger.log("error", "dynlog consumer: releasing leases on exit: " .. tostring(err)) end
+  end
   tick = function(premature)
-    if premature or ngx.worker.exiting() then
-      pcall(consumer.release, consumer) -- the worker is exiting: no next round
-      return
-    end
+    if premature or ngx.worker.exiting() then return hand_back() end -- no next round
     local delay = consumer.poll_interval
     local ok, n, err = pcall(function()
       if not tables_ready then
@@ -65,8 +66,14 @@ function _M.start_consumer(opts)
       failures = 0
       if n > 0 then delay = 0 end
     end
+    -- A quit that arrives during the round leaves no pending timer to run
+    -- prematurely, and nginx refuses new ones: hand the leases back here.
+    if ngx.worker.exiting() then return hand_back() end
     local started, terr = ngx.timer.at(delay, tick)
-    if not started then logger.log("error", "dynlog consumer: could not schedule a timer: " .. tostring(terr)) end
+    if not started then
+      logger.log("error", "dynlog consumer: could not schedule a timer: " .. tostring(terr))
+      return hand_back()
+    end
   end
   local started, err = ngx.timer.at(0, tick)
   if not started then error("start_consumer: could not start a timer: " .. tostring(err), 2) end
