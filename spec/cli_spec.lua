@@ -497,8 +497,8 @@ describe("dynlog command", function()
       }))
       status, out, err = dynlog("import " .. file .. " --json", e)
       assert.are.equal(1, status, err)
-      assert.are.same({ imported = 2, skipped = 5, failed = { 7 }, line = 8, state = file .. ".progress" },
-        json.decode(out))
+      assert.are.same({ imported = 2, skipped = 5, failed = { 7 }, pending = {}, line = 8,
+                        state = file .. ".progress" }, json.decode(out))
       assert.are.same({ "e1", "e2", "e5", "e7", "e3", "e4" }, stream_types(c, "imp", "a"))
 
       -- Once nothing fails, a rerun does nothing and succeeds.
@@ -514,6 +514,25 @@ describe("dynlog command", function()
       assert.are.equal(0, status, err)
       assert.matches("imported 0 event(s); skipped 8 line(s) done before", out, 1, true)
       assert.are.same({ "e1", "e2", "e5", "e7", "e3", "e4", "e6" }, stream_types(c, "imp", "a"))
+    end)
+
+    it("appends a file with many requests in flight, each stream in the order of the file", function()
+      local file = dir .. "/many.jsonl"
+      local list = {}
+      for i = 1, 300 do list[i] = event_line("m" .. (i % 7), "e" .. i) end
+      write_file(file, lines(list))
+      local status, out, err = dynlog("import " .. file .. " --concurrency 8 --save-every 120 --json", e)
+      assert.are.equal(0, status, err)
+      assert.are.same({ imported = 300, skipped = 0, failed = {}, pending = {}, line = 300,
+                        state = file .. ".progress" }, json.decode(out))
+      for s = 0, 6 do
+        local expected = {}
+        for i = 1, 300 do if i % 7 == s then expected[#expected + 1] = "e" .. i end end
+        assert.are.same(expected, stream_types(c, "imp", "m" .. s))
+      end
+      status, _, err = dynlog("import " .. file .. " --concurrency 2000", e)
+      assert.are.equal(2, status, err)
+      assert.matches("--concurrency must be at most 1024", err, 1, true)
     end)
 
     it("--limit stops after N lines and the next run resumes after them, appending each event once", function()
@@ -565,8 +584,10 @@ describe("dynlog command", function()
       assert.matches("dynlog: import stopped at line 1", err, 1, true)
       assert.matches("dynlog: ResourceNotFoundException: ", err, 1, true)
       assert.matches("create it with `dynlog tables create`", err, 1, true)
-      assert.matches("then rerun the same command to resume after line 0", err, 1, true)
-      assert.are.equal(0, json.decode(read_file(file .. ".progress")).line)
+      assert.matches("then rerun the same command to resume from line 1", err, 1, true)
+      -- the batch held both lines: the second was kept back behind the first
+      assert.are.same({ file = file, line = 2, failed = {}, pending = { 1, 2 } },
+        json.decode(read_file(file .. ".progress")))
 
       status, out, err = dynlog("tables create", cli_env(name))
       assert.are.equal(0, status, err)

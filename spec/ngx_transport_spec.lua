@@ -205,6 +205,32 @@ local LOCATIONS = {
     local unsigned = outcome(t:request{ method = "POST", url = url, headers = plain, body = body })
     reply({ signed = signed, unsigned = unsigned })
   ]]),
+
+  -- (g) append_many on light threads: against a server that answers only
+  -- when 4 requests wait at once, then against DynamoDB Local
+  location("/append-many", [[
+    local dynlog = require "dynlog"
+    local function client(endpoint, table_name)
+      return dynlog.new{ table = table_name, endpoint = endpoint, region = "us-east-1", max_attempts = 1,
+        timeout = 5, credentials = { access_key_id = "AKIDNGX", secret_access_key = "ngx-secret-key" } }
+    end
+    local events = {}
+    for n = 1, 40 do events[n] = { log = "users", id = "u" .. (n % 4), type = "counted", payload = { n = n } } end
+    local function summary(results, errs)
+      local written, failed = 0, {}
+      for _ in pairs(results) do written = written + 1 end
+      for i, e in pairs(errs or {}) do failed[#failed + 1] = i .. " " .. tostring(e) end
+      return { written = written, failed = failed }
+    end
+    local together = summary(client(ngx.var.up .. "/together", "events"):append_many(events, { concurrency = 4 }))
+    local endpoint = os.getenv("DYNLOG_TEST_ENDPOINT"):gsub("//localhost([:/])", "//127.0.0.1%1")
+    local c = client(endpoint, "ngx-many-" .. dynlog.ulid():lower())
+    assert(c:create_table())
+    local ddb = summary(c:append_many(events, { concurrency = 4 }))
+    local order = {}
+    for _, e in ipairs(assert(c:query("users", "u1"):all())) do order[#order + 1] = e.payload.n end
+    reply({ together = together, ddb = ddb, order = order })
+  ]]),
 }
 
 local function read_file(path)
@@ -225,6 +251,7 @@ describe("dynlog.ngx_http inside nginx", function()
         responses = { { status = 200, headers = { ["X-Reply"] = "Mixed-Case" }, body = "hello" } } },
       { method = "POST", path = "/items", responses = { { status = 201, body = { created = true } } } },
       { method = "GET", path = "/big", responses = { { status = 200, body = string.rep("x", 2000) } } },
+      { method = "POST", path = "/together", responses = { { together = 4, body = {} } } },
     })
     slow = server.start({
       { method = "GET", path = "/slow", responses = { { status = 200, body = "slow", delay_ms = 2000 } } },
@@ -531,6 +558,18 @@ describe("dynlog.ngx_http inside nginx", function()
       local unsigned = assert(r.unsigned.res, cjson.encode(r.unsigned))
       assert.are.equal(400, unsigned.status)
       assert.matches("MissingAuthenticationToken", unsigned.body)
+    end)
+  end)
+
+  describe("append_many", function()
+    it("has its requests in flight at once on light threads, each stream in order", function()
+      env.dynamodb_endpoint()
+      local r = call("/append-many")
+      assert.are.same({ written = 40, failed = {} }, r.together)
+      assert.are.same({ written = 40, failed = {} }, r.ddb)
+      local expected = {}
+      for n = 1, 37, 4 do expected[#expected + 1] = n end
+      assert.are.same(expected, r.order)
     end)
   end)
 

@@ -21,6 +21,7 @@ int luaopen_dynlog_core(lua_State *L)
     dl_open_ulid(L);
     dl_open_sigv4(L);
     dl_open_http(L);
+    dl_open_http_multi(L);
     dl_open_json(L);
     dl_open_marshal(L);
     return 1;

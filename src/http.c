@@ -30,6 +30,20 @@ int dl_http_init(dl_http *h)
     return h->curl ? 0 : -1;
 }
 
+int dl_http_init_like(dl_http *h, const dl_http *like)
+{
+    if (dl_http_init(h) != 0)
+        return -1;
+    h->connect_timeout_ms = like->connect_timeout_ms;
+    h->timeout_ms = like->timeout_ms;
+    h->max_response_bytes = like->max_response_bytes;
+    if (dl_http_set_cafile(h, like->cafile) != 0) {
+        dl_http_cleanup(h);
+        return -1;
+    }
+    return 0;
+}
+
 void dl_http_cleanup(dl_http *h)
 {
     if (h->curl)
@@ -62,37 +76,43 @@ void dl_http_response_init(dl_http_response *r)
     r->truncated = 0;
 }
 
+void dl_http_response_reset(dl_http_response *r)
+{
+    r->status = 0;
+    dl_buf_reset(&r->header_block);
+    dl_buf_reset(&r->body);
+    r->new_connections = 0;
+    r->local_port = 0;
+    r->truncated = 0;
+}
+
 void dl_http_response_free(dl_http_response *r)
 {
     dl_buf_free(&r->header_block);
     dl_buf_free(&r->body);
 }
 
-typedef struct {
-    dl_http_response *response;
-    size_t limit;
-} sink;
-
 static size_t on_body(char *data, size_t size, size_t count, void *userdata)
 {
-    sink *s = userdata;
+    dl_http *h = userdata;
+    dl_http_response *r = h->response;
     size_t n = size * count;
-    if (s->response->body.len + n > s->limit) {
-        s->response->truncated = 1;
+    if (n > h->max_response_bytes - r->body.len) {
+        r->truncated = 1;
         return 0; /* makes curl stop with CURLE_WRITE_ERROR */
     }
-    return dl_buf_add(&s->response->body, data, n) == 0 ? n : 0;
+    return dl_buf_add(&r->body, data, n) == 0 ? n : 0;
 }
 
 static size_t on_header(char *data, size_t size, size_t count, void *userdata)
 {
-    sink *s = userdata;
+    dl_http *h = userdata;
     size_t n = size * count;
     /* A new status line starts a new response (after a 1xx): keep only the
      * headers of the last one. */
     if (n >= 5 && memcmp(data, "HTTP/", 5) == 0)
-        dl_buf_reset(&s->response->header_block);
-    return dl_buf_add(&s->response->header_block, data, n) == 0 ? n : 0;
+        dl_buf_reset(&h->response->header_block);
+    return dl_buf_add(&h->response->header_block, data, n) == 0 ? n : 0;
 }
 
 static const char *classify(CURLcode rc)
@@ -142,7 +162,7 @@ static CURLcode set_method(CURL *c, const dl_http_request *req)
     return rc;
 }
 
-static CURLcode set_options(dl_http *h, const dl_http_request *req, sink *s)
+static CURLcode set_options(dl_http *h, const dl_http_request *req)
 {
     CURL *c = h->curl;
     long timeout = req->timeout_ms > 0 ? req->timeout_ms : h->timeout_ms;
@@ -163,27 +183,30 @@ static CURLcode set_options(dl_http *h, const dl_http_request *req, sink *s)
     SET(CURLOPT_TCP_KEEPALIVE, 1L);
     SET(CURLOPT_ERRORBUFFER, h->errbuf);
     SET(CURLOPT_WRITEFUNCTION, on_body);
-    SET(CURLOPT_WRITEDATA, s);
+    SET(CURLOPT_WRITEDATA, h);
     SET(CURLOPT_HEADERFUNCTION, on_header);
-    SET(CURLOPT_HEADERDATA, s);
+    SET(CURLOPT_HEADERDATA, h);
 #undef SET
     if (rc == CURLE_OK)
         rc = set_method(c, req);
     return rc;
 }
 
-int dl_http_perform(dl_http *h, const dl_http_request *req, dl_http_response *r,
-                    const char **code, const char **message)
+CURLcode dl_http_prepare(dl_http *h, const dl_http_request *req, dl_http_response *r)
 {
-    sink s = { r, h->max_response_bytes };
+    h->response = r;
     h->errbuf[0] = '\0';
-    CURLcode rc = set_options(h, req, &s);
-    if (rc == CURLE_OK)
-        rc = curl_easy_perform(h->curl);
-    /* The handle outlives this request's headers and body: drop the
-     * pointers now so that it never holds dangling ones. */
+    return set_options(h, req);
+}
+
+int dl_http_complete(dl_http *h, CURLcode rc, const char **code, const char **message)
+{
+    dl_http_response *r = h->response;
+    /* The handle outlives this request's headers, body and response: drop
+     * the pointers now so that it never holds dangling ones. */
     curl_easy_setopt(h->curl, CURLOPT_HTTPHEADER, (struct curl_slist *)NULL);
     curl_easy_setopt(h->curl, CURLOPT_POSTFIELDS, (char *)NULL);
+    h->response = NULL;
     if (rc != CURLE_OK) {
         *code = r->truncated ? DL_HTTP_TOO_LARGE : classify(rc);
         *message = r->truncated ? "response body over the size limit"
@@ -195,4 +218,13 @@ int dl_http_perform(dl_http *h, const dl_http_request *req, dl_http_response *r,
     curl_easy_getinfo(h->curl, CURLINFO_NUM_CONNECTS, &r->new_connections);
     curl_easy_getinfo(h->curl, CURLINFO_LOCAL_PORT, &r->local_port);
     return 0;
+}
+
+int dl_http_perform(dl_http *h, const dl_http_request *req, dl_http_response *r,
+                    const char **code, const char **message)
+{
+    CURLcode rc = dl_http_prepare(h, req, r);
+    if (rc == CURLE_OK)
+        rc = curl_easy_perform(h->curl);
+    return dl_http_complete(h, rc, code, message);
 }

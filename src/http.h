@@ -10,12 +10,15 @@
 
 #include <curl/curl.h>
 
+typedef struct dl_http_response dl_http_response;
+
 typedef struct dl_http {
     CURL *curl;
     long connect_timeout_ms;
     long timeout_ms;
     size_t max_response_bytes;
     char *cafile; /* NULL: the system's CA store */
+    dl_http_response *response; /* where the transfer under way writes */
     char errbuf[CURL_ERROR_SIZE];
 } dl_http;
 
@@ -28,14 +31,14 @@ typedef struct dl_http_request {
     long timeout_ms; /* 0: the client's */
 } dl_http_request;
 
-typedef struct dl_http_response {
+struct dl_http_response {
     long status;
     dl_buf header_block; /* the raw header lines of the final response */
     dl_buf body;
     long new_connections; /* connections opened for this request (0 = reused) */
     long local_port;
     int truncated; /* body went over max_response_bytes */
-} dl_http_response;
+};
 
 /* Error classes a failed request maps to; the Lua layer uses them as codes. */
 #define DL_HTTP_TIMEOUT "timeout"
@@ -50,16 +53,27 @@ int dl_http_global_init(void);
 
 /* Returns 0, or -1 when curl could not be set up. */
 int dl_http_init(dl_http *h);
+/* A new handle with the timeouts, limit and CA file of `like`. */
+int dl_http_init_like(dl_http *h, const dl_http *like);
 void dl_http_cleanup(dl_http *h);
 int dl_http_set_cafile(dl_http *h, const char *path);
 
 void dl_http_response_init(dl_http_response *r);
 void dl_http_response_free(dl_http_response *r);
+/* Empties r for another request, keeping its buffers' memory. */
+void dl_http_response_reset(dl_http_response *r);
 
 /* Performs one request. Returns 0 with *r filled (any status), or -1 with
  * *code set to one of the DL_HTTP_* classes and *message to a description
  * that holds no secrets. */
 int dl_http_perform(dl_http *h, const dl_http_request *req, dl_http_response *r,
                     const char **code, const char **message);
+
+/* The two halves of dl_http_perform, for transfers that a curl multi handle
+ * drives: dl_http_prepare sets the handle up for req (req's headers and body
+ * must live until the transfer ends); dl_http_complete takes the transfer's
+ * result and answers as dl_http_perform does. */
+CURLcode dl_http_prepare(dl_http *h, const dl_http_request *req, dl_http_response *r);
+int dl_http_complete(dl_http *h, CURLcode rc, const char **code, const char **message);
 
 #endif

@@ -9,6 +9,7 @@
  * checked for CR, LF and NUL so that no caller can inject a header. */
 #include "dynlog.h"
 #include "http.h"
+#include "lua_http.h"
 
 #include <ctype.h>
 #include <string.h>
@@ -36,7 +37,7 @@ static void drop_headers(client *c)
     c->headers = NULL;
 }
 
-static long seconds_to_ms(lua_State *L, int idx, const char *field)
+long dl_seconds_to_ms(lua_State *L, int idx, const char *field)
 {
     lua_Number s = lua_tonumber(L, idx);
     if (!(s > 0) || s > 86400)
@@ -55,29 +56,29 @@ static int l_client_gc(lua_State *L)
     return 0;
 }
 
-static void read_options(lua_State *L, client *c)
+void dl_http_read_options(lua_State *L, int idx, dl_http *h)
 {
-    if (lua_isnoneornil(L, 1))
+    if (lua_isnoneornil(L, idx))
         return;
-    luaL_checktype(L, 1, LUA_TTABLE);
-    lua_getfield(L, 1, "connect_timeout");
+    luaL_checktype(L, idx, LUA_TTABLE);
+    lua_getfield(L, idx, "connect_timeout");
     if (!lua_isnil(L, -1))
-        c->http.connect_timeout_ms = seconds_to_ms(L, -1, "connect_timeout");
-    lua_getfield(L, 1, "timeout");
+        h->connect_timeout_ms = dl_seconds_to_ms(L, -1, "connect_timeout");
+    lua_getfield(L, idx, "timeout");
     if (!lua_isnil(L, -1))
-        c->http.timeout_ms = seconds_to_ms(L, -1, "timeout");
-    lua_getfield(L, 1, "max_response_bytes");
+        h->timeout_ms = dl_seconds_to_ms(L, -1, "timeout");
+    lua_getfield(L, idx, "max_response_bytes");
     if (!lua_isnil(L, -1)) {
         lua_Number n = lua_tonumber(L, -1);
         if (!(n >= 1024))
             luaL_error(L, "dynlog.core: max_response_bytes must be at least 1024");
-        c->http.max_response_bytes = (size_t)n;
+        h->max_response_bytes = (size_t)n;
     }
-    lua_getfield(L, 1, "cafile");
+    lua_getfield(L, idx, "cafile");
     if (!lua_isnil(L, -1)) {
         if (lua_type(L, -1) != LUA_TSTRING)
             luaL_error(L, "dynlog.core: cafile must be a path");
-        if (dl_http_set_cafile(&c->http, lua_tostring(L, -1)) != 0)
+        if (dl_http_set_cafile(h, lua_tostring(L, -1)) != 0)
             luaL_error(L, "dynlog.core: out of memory");
     }
     lua_pop(L, 4);
@@ -93,7 +94,7 @@ static int l_http_client(lua_State *L)
     if (dl_http_global_init() != 0 || dl_http_init(&c->http) != 0)
         return luaL_error(L, "dynlog.core: libcurl could not be initialised");
     c->closed = 0;
-    read_options(L, c);
+    dl_http_read_options(L, 1, &c->http);
     return 1;
 }
 
@@ -114,22 +115,23 @@ static void check_header(lua_State *L, const char *name, size_t nlen, const char
             luaL_error(L, "dynlog.core: header '%s' has a CR, LF or NUL in its value", name);
 }
 
-static void append_header(lua_State *L, client *c, const char *line)
+static void append_header(lua_State *L, struct curl_slist **list, const char *line)
 {
-    struct curl_slist *next = curl_slist_append(c->headers, line);
+    struct curl_slist *next = curl_slist_append(*list, line);
     if (!next)
         luaL_error(L, "dynlog.core: out of memory");
-    c->headers = next;
+    *list = next;
 }
 
 /* Turns the Lua headers table into curl's list. Also switches off curl's
  * additions that AWS services neither need nor expect: `Expect: 100-continue`
  * and a form Content-Type on POSTs. */
-static void build_headers(lua_State *L, client *c, int idx)
+void dl_http_build_headers(lua_State *L, int idx, struct curl_slist **list)
 {
     int has_content_type = 0;
-    drop_headers(c);
-    if (!lua_isnil(L, idx)) {
+    curl_slist_free_all(*list);
+    *list = NULL;
+    if (!lua_isnoneornil(L, idx)) {
         luaL_checktype(L, idx, LUA_TTABLE);
         lua_pushnil(L);
         while (lua_next(L, idx)) {
@@ -143,13 +145,13 @@ static void build_headers(lua_State *L, client *c, int idx)
                 has_content_type = 1;
             /* "Name;" is curl's way to send a header with an empty value */
             lua_pushfstring(L, vlen ? "%s: %s" : "%s;", name, value);
-            append_header(L, c, lua_tostring(L, -1));
+            append_header(L, list, lua_tostring(L, -1));
             lua_pop(L, 2);
         }
     }
-    append_header(L, c, "Expect:");
+    append_header(L, list, "Expect:");
     if (!has_content_type)
-        append_header(L, c, "Content-Type:");
+        append_header(L, list, "Content-Type:");
 }
 
 static void push_lower(lua_State *L, const char *s, size_t n)
@@ -196,7 +198,7 @@ static void push_headers(lua_State *L, const dl_buf *block)
     }
 }
 
-static void push_response(lua_State *L, const dl_http_response *r)
+void dl_http_push_response(lua_State *L, const dl_http_response *r)
 {
     lua_createtable(L, 0, 5);
     lua_pushinteger(L, (lua_Integer)r->status);
@@ -232,8 +234,8 @@ static int l_request(lua_State *L)
     if (!lua_isnoneornil(L, 5))
         req.body = luaL_checklstring(L, 5, &req.body_len);
     if (!lua_isnoneornil(L, 6))
-        req.timeout_ms = seconds_to_ms(L, 6, "timeout");
-    build_headers(L, c, 4);
+        req.timeout_ms = dl_seconds_to_ms(L, 6, "timeout");
+    dl_http_build_headers(L, 4, &c->headers);
     req.headers = c->headers;
 
     dl_http_response *r = lua_newuserdata(L, sizeof *r);
@@ -247,7 +249,7 @@ static int l_request(lua_State *L)
         dl_http_response_free(r);
         return 3;
     }
-    push_response(L, r);
+    dl_http_push_response(L, r);
     dl_http_response_free(r);
     return 1;
 }

@@ -16,8 +16,8 @@ local dynlog = require "dynlog"
 local timeutil = require "dynlog.timeutil"
 local trigger = require "dynlog.trigger"
 
-local error, getmetatable, ipairs, pairs, pcall, setmetatable, tonumber, tostring, type, xpcall =
-  error, getmetatable, ipairs, pairs, pcall, setmetatable, tonumber, tostring, type, xpcall
+local error, getmetatable, ipairs, next, pairs, pcall, setmetatable, tonumber, tostring, type, xpcall =
+  error, getmetatable, ipairs, next, pairs, pcall, setmetatable, tonumber, tostring, type, xpcall
 local io_open, os_date, os_execute, os_getenv, os_remove, os_rename =
   io.open, os.date, os.execute, os.getenv, os.remove, os.rename
 local math_floor, math_max, math_min = math.floor, math.max, math.min
@@ -695,32 +695,45 @@ options:
 ---------------------------------------------------------------------------
 
 local SAVE_EVERY = 100
+local CONCURRENCY = 16
+local MAX_CONCURRENCY = 1024
 
--- Progress state: {line = last line number done, failed = {n = true}}.
+-- Progress state: {line = last line number done, failed = {n = true},
+-- pending = {n = true}}: failed lines were refused (fix them, then rerun),
+-- pending ones were kept back by a failure of the operation (rerun).
 local function load_state(path)
   local f = io_open(path, "rb")
-  if not f then return { line = 0, failed = {} } end
+  if not f then return { line = 0, failed = {}, pending = {} } end
   local text = f:read("*a")
   f:close()
   local doc = json_decode(text or "")
   if type(doc) ~= "table" or type(doc.line) ~= "number" or doc.line < 0 or doc.line ~= math_floor(doc.line) then
     return nil, dynlog.errors.new("bad_state", "progress file " .. path .. " does not hold {\"line\": N, ...}")
   end
-  local failed = {}
-  for _, n in ipairs(type(doc.failed) == "table" and doc.failed or {}) do
-    if type(n) == "number" then failed[n] = true end
+  local function line_set(list)
+    local set = {}
+    for _, n in ipairs(type(list) == "table" and list or {}) do
+      if type(n) == "number" then set[n] = true end
+    end
+    return set
   end
-  return { line = doc.line, failed = failed }
+  return { line = doc.line, failed = line_set(doc.failed), pending = line_set(doc.pending) }
+end
+
+local function sorted_lines(set)
+  local list = {}
+  for n in pairs(set) do list[#list + 1] = n end
+  tbl_sort(list)
+  return list
 end
 
 local function save_state(path, file, state)
-  local failed = {}
-  for n in pairs(state.failed) do failed[#failed + 1] = n end
-  tbl_sort(failed)
+  local doc = { file = file, line = state.line, failed = core.array(sorted_lines(state.failed)) }
+  if next(state.pending) then doc.pending = sorted_lines(state.pending) end
   local tmp = path .. ".tmp"
   local f, err = io_open(tmp, "wb")
   if not f then return nil, dynlog.errors.new("io", "cannot write " .. tmp .. ": " .. tostring(err)) end
-  f:write(encode({ file = file, line = state.line, failed = core.array(failed) }), "\n")
+  f:write(encode(doc), "\n")
   f:close()
   local ok, rerr = os_rename(tmp, path)
   if not ok then
@@ -802,71 +815,114 @@ local function new_progress(ctx, total)
   return bar
 end
 
--- Reads and appends the lines of job.input, updating job.state. Returns
--- {imported=, skipped=, failed=, line_no=, stop_err=, stopped_by_limit=}:
--- stop_err is the failure that stopped it (the operation's, not a line's).
-local function import_lines(job)
-  local ctx, state = job.ctx, job.state
-  local r = { imported = 0, skipped = 0, failed = 0, line_no = 0, limit = job.limit }
-  local processed, since_save = 0, 0
-  while not core.signal_caught() do
+-- The next lines that need doing, up to `size`: {n=, event=, problem=}
+-- each (neither for a blank line). Counts the lines skipped in r.
+local function read_batch(job, r, size)
+  local state, batch = job.state, {}
+  while #batch < size and not core.signal_caught() do
     -- read, not lines(): an interrupted read returns an error instead of raising it
     local text, rerr = job.input:read("*l")
     if text == nil then
       if rerr and not core.signal_caught() then
         r.stop_err, r.stop_line = dynlog.errors.new("io", "cannot read: " .. tostring(rerr)), r.line_no + 1
       end
+      r.ended = true
       break
     end
     local n = r.line_no + 1
     r.line_no = n
-    if n <= state.line and not state.failed[n] then
+    if n <= state.line and not state.failed[n] and not state.pending[n] then
       r.skipped = r.skipped + 1
+    elseif job.limit and r.processed >= job.limit then
+      r.stopped_by_limit, r.line_no, r.ended = true, n - 1, true
+      break
     else
-      if job.limit and processed >= job.limit then
-        r.stopped_by_limit, r.line_no = true, n - 1
-        break
-      end
-      processed = processed + 1
-      local ev, problem = false, nil -- a blank line: nothing to do
-      if str_find(text, "%S") then ev, problem = line_event(text) end
-      if ev then
-        local _, aerr = job.client:append(ev.log, ev.id, ev.type, ev.payload)
-        if aerr and not LINE_ERRORS[aerr.code] then
-          r.stop_err, r.stop_line = aerr, n
-          break
-        end
-        if aerr then problem = tostring(aerr) else r.imported = r.imported + 1 end
-      end
-      if problem then
-        state.failed[n] = true
-        r.failed = r.failed + 1
-        job.bar.clear()
-        ctx.err:write("dynlog: line ", tostring(n), ": ", problem, "\n")
-      else
-        state.failed[n] = nil
-      end
-      state.line = math_max(state.line, n)
-      since_save = since_save + 1
-      if since_save >= job.every then
-        since_save = 0
-        local ok, werr = job.save()
-        if not ok then r.stop_err, r.stop_line = werr, n break end
-      end
-      job.bar.update(n, r.failed)
+      r.processed = r.processed + 1
+      local entry = { n = n }
+      if str_find(text, "%S") then entry.event, entry.problem = line_event(text) end
+      batch[#batch + 1] = entry
     end
+  end
+  return batch
+end
+
+-- Appends the events of a batch with many requests in flight; marks each
+-- entry written, or with the problem of its line, or `pending` with the
+-- failure of the operation that kept it from being written.
+local function append_batch_of_lines(job, batch)
+  local events, entries = {}, {}
+  for _, entry in ipairs(batch) do
+    if entry.event then
+      events[#events + 1] = entry.event
+      entries[#events] = entry
+    end
+  end
+  if #events == 0 then return end
+  local _, errs = job.client:append_many(events, { concurrency = job.concurrency })
+  for k, entry in ipairs(entries) do
+    local err = errs and errs[k]
+    if not err then
+      entry.written = true
+    elseif LINE_ERRORS[err.code] then
+      entry.problem = err.code .. ": " .. str_gsub(tostring(err.message), "^events%[%d+%]: ", "")
+    else
+      entry.pending = err.code == "aborted" and err.cause or err
+    end
+  end
+end
+
+-- Records a batch's outcome in job.state and r, in line order.
+local function record_batch(job, r, batch)
+  local ctx, state = job.ctx, job.state
+  for _, entry in ipairs(batch) do
+    local n = entry.n
+    state.failed[n], state.pending[n] = nil, nil
+    if entry.pending then
+      state.pending[n] = true
+      if not r.stop_err then r.stop_err, r.stop_line = entry.pending, n end
+    elseif entry.problem then
+      state.failed[n] = true
+      r.failed = r.failed + 1
+      job.bar.clear()
+      ctx.err:write("dynlog: line ", tostring(n), ": ", entry.problem, "\n")
+    elseif entry.written then
+      r.imported = r.imported + 1
+    end
+    state.line = math_max(state.line, n)
+  end
+end
+
+-- Reads and appends the lines of job.input, updating job.state. Returns
+-- {imported=, skipped=, failed=, line_no=, stop_err=, stop_line=,
+-- stopped_by_limit=}: stop_err is the failure that stopped it (the
+-- operation's, not a line's). Lines go out in batches of job.every (one at
+-- a time from a pipe or terminal, where the next line may be long in
+-- coming); the progress is saved after each.
+local function import_lines(job)
+  local r = { imported = 0, skipped = 0, failed = 0, line_no = 0, processed = 0, limit = job.limit }
+  local size = job.seekable and job.every or 1
+  local since_save = 0
+  while not (r.ended or r.stop_err or core.signal_caught()) do
+    local batch = read_batch(job, r, size)
+    append_batch_of_lines(job, batch)
+    record_batch(job, r, batch)
+    since_save = since_save + #batch
+    if since_save >= job.every or r.stop_err then
+      since_save = 0
+      local ok, werr = job.save()
+      if not ok then r.stop_err, r.stop_line = r.stop_err or werr, r.stop_line or r.line_no end
+    end
+    if #batch > 0 then job.bar.update(batch[#batch].n, r.failed) end
   end
   return r
 end
 
 -- The summary on stdout, what to do next on stderr, and the exit status.
 local function import_report(ctx, file, state_path, state, r, signal)
-  local still_failed = {}
-  for n in pairs(state.failed) do still_failed[#still_failed + 1] = n end
-  tbl_sort(still_failed)
+  local still_failed, pending = sorted_lines(state.failed), sorted_lines(state.pending)
   if ctx.json then
     ctx.out:write(encode({ imported = r.imported, skipped = r.skipped, failed = core.array(still_failed),
-                           line = state.line, state = state_path }), "\n")
+                           pending = core.array(pending), line = state.line, state = state_path }), "\n")
   else
     ctx.out:write(str_format("imported %d event(s); skipped %d line(s) done before; %d line(s) failed",
       r.imported, r.skipped, #still_failed))
@@ -874,8 +930,9 @@ local function import_report(ctx, file, state_path, state, r, signal)
     ctx.out:write("\n")
   end
   ctx.out:flush()
-  local resume = state_path and ("rerun the same command to resume after line " .. state.line)
-    or "stdin has no progress file: pass --state PATH to make an import resumable"
+  local resume = not state_path and "stdin has no progress file: pass --state PATH to make an import resumable"
+    or pending[1] and ("rerun the same command to resume from line " .. pending[1])
+    or ("rerun the same command to resume after line " .. state.line)
   if r.stop_err then
     ctx.err:write("dynlog: import stopped at line ", tostring(r.stop_line or r.line_no), "\n")
     local hint = hint_for(ctx, r.stop_err)
@@ -899,37 +956,46 @@ end
 COMMANDS.import = {
   usage = "import FILE",
   summary = "append newline-delimited JSON events, resumably",
-  options = { state = "value", ["save-every"] = "value", limit = "value" },
+  options = { state = "value", ["save-every"] = "value", limit = "value", concurrency = "value" },
   help = [[
 Appends the events of FILE ("-" for stdin), one JSON object per line:
   {"log": "users", "id": "42", "type": "signup", "payload": {...}}
 ("payload" may be left out; a numeric id is taken as its decimal text; blank
-lines are skipped). The events are appended one after the other, one request
-at a time (concurrent appends will come with an append_many API). A progress
-bar is drawn on stderr when it is a terminal.
+lines are skipped). From a file, lines go out in batches of --save-every
+lines, with up to --concurrency requests in flight (append_many): the events
+of one stream are written one after the other, in the order of the file.
+From a pipe or a terminal, each line is appended as soon as it is read. A
+progress bar is drawn on stderr when it is a terminal.
 
 Resumable: the number of the last line done is kept in a progress file
 (FILE.progress, or --state PATH; stdin has none unless --state is given),
-written every --save-every lines and at the end, as
-  {"file": "...", "line": N, "failed": [n, ...]}
-A rerun skips lines up to N except the failed ones, which it tries again, so
-fix a failed line in FILE and run the same command. Ctrl-C stops after the
-current line and saves the progress. Lines that fail (bad JSON, an invalid
-event) are reported on stderr with their number and the import goes on; the
-exit status is then 1. A failure of the operation itself (no table, no
-network) stops the import with the progress saved: rerun to resume. An
-import stopped between two saves appends the lines since the last save
-again when resumed (--save-every 1 avoids that, at one write per line).
-Prints a summary; with --json {"imported", "skipped", "failed", "line", "state"}.
+written after every batch and at the end, as
+  {"file": "...", "line": N, "failed": [n, ...], "pending": [n, ...]}
+A rerun skips lines up to N except the failed and pending ones, which it
+tries again, so fix a failed line in FILE and run the same command. Ctrl-C
+stops after the current batch and saves the progress. Lines that fail (bad
+JSON, an invalid event) are reported on stderr with their number and the
+import goes on; the exit status is then 1. A failure of the operation itself
+(no table, no network) stops the import after the batch, with the lines it
+kept back saved as pending: rerun to resume. An import killed in the middle
+of a batch appends that batch's lines again when resumed (--save-every 1
+avoids that, at one request in flight and one write per line).
+Prints a summary; with --json
+{"imported", "skipped", "failed", "pending", "line", "state"}.
 
 options:
   --state PATH      the progress file (default FILE.progress)
-  --save-every N    save the progress every N lines (default 100)
+  --save-every N    lines per batch, saved after each (default 100)
+  --concurrency N   requests in flight (default 16)
   --limit N         process at most N lines in this run, then stop (exit 0)]],
   run = function(ctx, args)
     check_count(args, 1, 1, ctx)
     local file = args[1]
     local every = positive_integer(ctx.opts, "save-every") or SAVE_EVERY
+    local concurrency = positive_integer(ctx.opts, "concurrency") or CONCURRENCY
+    if concurrency > MAX_CONCURRENCY then
+      usage_error("--concurrency must be at most " .. MAX_CONCURRENCY)
+    end
     local limit = positive_integer(ctx.opts, "limit")
     local state_path = ctx.opts.state or (file ~= "-" and file .. ".progress") or nil
     local input, oerr
@@ -939,7 +1005,7 @@ options:
       input, oerr = io_open(file, "rb")
       if not input then return fail(ctx, dynlog.errors.new("io", tostring(oerr)), "check the file name") end
     end
-    local state = { line = 0, failed = {} }
+    local state = { line = 0, failed = {}, pending = {} }
     if state_path then
       local serr
       state, serr = load_state(state_path)
@@ -950,7 +1016,9 @@ options:
 
     local job = {
       ctx = ctx, client = c, input = input, state = state, every = every, limit = limit,
-      bar = new_progress(ctx, count_lines(file)),
+      concurrency = concurrency, bar = new_progress(ctx, count_lines(file)),
+      -- a regular file: its next line is there without waiting
+      seekable = input:seek("cur") ~= nil,
     }
     function job.save()
       if not state_path then return true end

@@ -213,7 +213,7 @@ function _M:_transport()
   else
     t = require("dynlog.http").new(self.transport_opts)
   end
-  self.transport = t
+  self.transport, self._own_transport = t, true
   return t
 end
 

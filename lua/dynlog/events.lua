@@ -4,11 +4,12 @@
 -- One event is one item: {pk = "<log>#<id>#stream", sk = <ULID string or
 -- version number>, type, log, payload}, where payload.id == id. Every write
 -- carries attribute_not_exists(pk), so no event is ever overwritten.
+local concurrent = require "dynlog.concurrent"
 local core = require "dynlog.core"
 local errors = require "dynlog.errors"
 
-local error, ipairs, pairs, pcall, setmetatable, tonumber, tostring, type =
-  error, ipairs, pairs, pcall, setmetatable, tonumber, tostring, type
+local error, ipairs, next, pairs, pcall, setmetatable, tonumber, tostring, type =
+  error, ipairs, next, pairs, pcall, setmetatable, tonumber, tostring, type
 local math_floor, math_huge, math_min, math_random = math.floor, math.huge, math.min, math.random
 local str_find, str_gsub = string.find, string.gsub
 local attribute_map, array, item_size = core.attribute_map, core.array, core.item_size
@@ -171,6 +172,23 @@ local function with_conflict_retries(client, write)
   return nil, err
 end
 
+-- Writes a version-mode item (its sk is set here) after `expected`. Under
+-- "any", `head` is the version this stream is believed to be at (the last
+-- one this caller wrote, say): tried first, without reading the head.
+local function put_versioned(client, item, expected, head)
+  local function at(version)
+    item.sk = version + 1
+    return put_event(client, item)
+  end
+  if expected == "no_stream" then return at(0) end
+  if type(expected) == "number" then return at(expected) end
+  if head then
+    local result, err = at(head)
+    if result or err.code ~= "conflict" then return result, err end
+  end
+  return with_conflict_retries(client, { pk = item.pk, at = at })
+end
+
 --- append(log, id, type, payload [, opts]) -> key {pk=, sk=}, or nil, err.
 -- opts.expected_version (version mode): a number n writes exactly n + 1;
 -- "no_stream" writes 1; "any" (the default) writes after the current head.
@@ -187,15 +205,117 @@ function _M:append(log, id, event_type, payload, opts)
   local expected = opts and opts.expected_version
   check_expected(expected)
   -- Validate once, before any read.
-  local probe, perr = event_item(log, id, pk, 1, event_type, payload)
-  if not probe then return nil, perr end
-  local function at(version)
-    probe.sk = version + 1
-    return put_event(self, probe)
+  local item, ierr = event_item(log, id, pk, 1, event_type, payload)
+  if not item then return nil, ierr end
+  return put_versioned(self, item, expected)
+end
+
+---------------------------------------------------------------------------
+-- Many appends in flight
+---------------------------------------------------------------------------
+
+local DEFAULT_CONCURRENCY = 16
+local MAX_CONCURRENCY = 1024
+
+local function check_concurrency(opts)
+  local n = opts and opts.concurrency
+  if n == nil then return DEFAULT_CONCURRENCY end
+  if type(n) ~= "number" or n < 1 or n > MAX_CONCURRENCY or n ~= math_floor(n) then
+    error("concurrency must be an integer from 1 to " .. MAX_CONCURRENCY, 3)
   end
-  if expected == "no_stream" then return at(0) end
-  if type(expected) == "number" then return at(expected) end
-  return with_conflict_retries(self, { pk = pk, at = at })
+  return n
+end
+
+local function indexed(i, err)
+  err.message = "events[" .. i .. "]: " .. tostring(err.message)
+  err.index = i
+  return err
+end
+
+-- The item of events[i], or nil, err for an event that cannot be stored.
+-- Raises, as append does, for arguments of the wrong type.
+local function many_item(client, events, i)
+  local ev = events[i]
+  if type(ev) ~= "table" then error("events[" .. i .. "] must be a table {log=, id=, type=, payload=}", 3) end
+  local pk, err = stream_key(ev.log, ev.id)
+  if not pk then return nil, err end
+  local sk = 1
+  if client.sort_key == "ulid" then
+    local uerr
+    sk, uerr = core_ulid()
+    if not sk then return nil, errors.new(uerr, "ULID overflow") end
+  else
+    check_expected(ev.expected_version)
+  end
+  return event_item(ev.log, ev.id, pk, sk, ev.type, ev.payload)
+end
+
+-- Events grouped by stream, each group in the order of the list.
+local function stream_lanes(client, events, errs)
+  local lanes, by_pk = {}, {}
+  for i = 1, #events do
+    local item, err = many_item(client, events, i)
+    if item then
+      local lane = by_pk[item.pk]
+      if not lane then
+        lane = {}
+        by_pk[item.pk] = lane
+        lanes[#lanes + 1] = lane
+      end
+      lane[#lane + 1] = { index = i, item = item, expected = events[i].expected_version }
+    else
+      errs[i] = indexed(i, err)
+    end
+  end
+  return lanes
+end
+
+-- Appends the events of one stream, one after the other. After a failure
+-- the rest of the stream is not sent, so that no later event lands before
+-- an earlier one that may still be retried.
+local function append_lane(view, lane, results, errs)
+  local failed, head
+  for _, entry in ipairs(lane) do
+    local i = entry.index
+    if failed then
+      errs[i] = errors.new("aborted", "events[" .. i .. "]: not sent, because events[" .. failed
+        .. "] of the same stream failed", { index = i, cause = errs[failed] })
+    else
+      local key, err
+      if view.sort_key == "ulid" then
+        key, err = put_event(view, entry.item)
+      else
+        key, err = put_versioned(view, entry.item, entry.expected, head)
+        head = key and key.sk
+      end
+      if key then results[i] = key else errs[i], failed = indexed(i, err), i end
+    end
+  end
+end
+
+--- append_many(events [, opts]) -> results, errs
+-- events = { {log=, id=, type=, payload=, expected_version=}, ... }: each is
+-- appended as append would, with up to opts.concurrency (default 16)
+-- requests in flight. Events of one stream are written one after the
+-- other, in the order of the list; streams go in parallel. results[i] is
+-- the key of events[i] when it was written; errs is nil when all were, else
+-- errs[i] says why events[i] was not: an invalid event is never sent, and
+-- after a failed write the later events of that stream are "aborted".
+function _M:append_many(events, opts)
+  if type(events) ~= "table" then error("append_many: events must be a list of events", 2) end
+  local concurrency = check_concurrency(opts)
+  local results, errs = {}, {}
+  local lanes = stream_lanes(self, events, errs)
+  if #lanes > 0 then
+    local next_lane = 0
+    concurrent.run(self, math_min(concurrency, #lanes), function(view)
+      while next_lane < #lanes do
+        next_lane = next_lane + 1
+        append_lane(view, lanes[next_lane], results, errs)
+      end
+    end)
+  end
+  return results, next(errs) ~= nil and errs or nil
 end
 
 local function batch_items(log, id, pk, events, first_version)

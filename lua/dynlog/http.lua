@@ -26,11 +26,17 @@ function _M.new(opts)
   return setmetatable({ handle = core.http_client(opts) }, mt)
 end
 
+--- The error value of a failure class ("timeout", "connection", …) that the
+-- C core reported; dynlog.concurrent shares it.
+function _M.failure(code, message)
+  return errors.new(code, message, { retryable = RETRYABLE[code] or false })
+end
+
 function _M:request(req)
   local res, code, message = self.handle:request(req.method or "GET", req.url,
     req.headers, req.body, req.timeout)
   if res then return res end
-  return nil, errors.new(code, message, { retryable = RETRYABLE[code] or false })
+  return nil, _M.failure(code, message)
 end
 
 --- Releases the connection now rather than at garbage collection.

@@ -11,6 +11,9 @@
 -- The responses of a route are served in order and the last one repeats. A
 -- route's path matches the request target with its query string, or without
 -- it. `body` may be a JSON object, which is sent encoded. Unknown routes → 404.
+-- A response with "together": N is held until N requests wait for it
+-- (on as many connections), then all N are answered: a client that never
+-- has N requests in flight at once never gets an answer.
 -- A response {"putevents": true, "fail": [{"index": 2, "code": "...", "message": "..."}]}
 -- answers an EventBridge PutEvents request as EventBridge does: one EventId
 -- per entry of the request, except the listed (1-based) entries, which fail.
@@ -180,12 +183,22 @@ local function send_response(client, response, keep_alive)
   return client:send(table.concat(lines, "\r\n") .. "\r\n\r\n" .. body)
 end
 
+-- Responses held until `together` requests wait for one: {client, response, keep_alive}.
+local held = {}
+
 -- Serves one request of a readable client; false when it should be closed.
 local function serve_one(routes, client)
   local req = read_request(client)
   if not req then return false end
   log_request(req)
   local response = next_response(routes, req)
+  if response.together then
+    held[#held + 1] = { client = client, response = response, keep_alive = req.keep_alive }
+    if #held < response.together then return true end
+    for _, h in ipairs(held) do send_response(h.client, h.response, true) end
+    held = {}
+    return true
+  end
   if response.delay_ms then socket.sleep(response.delay_ms / 1000) end
   -- The client may have given up during the delay; that is its business.
   local sent = send_response(client, response, req.keep_alive)

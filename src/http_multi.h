@@ -1,0 +1,54 @@
+/* Many HTTP requests in flight over one curl multi handle.
+ *
+ * A multi keeps a pool of slots, each an easy handle (dl_http) with the
+ * response it fills and the request data it must keep alive. Connections
+ * live in the multi's shared cache, so requests that follow each other on
+ * the same host reuse them whichever slot carries them. A multi is used by
+ * one thread at a time. */
+#ifndef DYNLOG_HTTP_MULTI_H
+#define DYNLOG_HTTP_MULTI_H
+
+#include "http.h"
+
+typedef struct dl_http_slot {
+    dl_http http;
+    dl_http_response response;
+    struct curl_slist *headers; /* owned while the slot is busy */
+    dl_buf body;                /* a copy: the caller's may not outlive the call */
+    long index; /* in the multi's slots */
+    int busy;   /* started and not yet released */
+    CURLcode result;
+} dl_http_slot;
+
+typedef struct dl_http_multi {
+    CURLM *multi;
+    dl_http config; /* timeouts, limit and CA file for new slots (no handle) */
+    dl_http_slot **slots;
+    size_t count, capacity;
+    size_t in_flight;
+} dl_http_multi;
+
+/* Returns 0, or -1 when curl could not be set up. */
+int dl_http_multi_init(dl_http_multi *m);
+void dl_http_multi_cleanup(dl_http_multi *m);
+
+/* Starts req on an idle slot (a new one when all are busy), taking
+ * ownership of headers in every case. Returns the slot's index, or -1 with
+ * *code (a DL_HTTP_* class) and *message set. */
+long dl_http_multi_start(dl_http_multi *m, const dl_http_request *req, struct curl_slist *headers,
+                         const char **code, const char **message);
+
+/* Drives the transfers until one ends or timeout_ms passes. Returns the
+ * index of an ended slot, whose result dl_http_multi_finish reads, or -1. */
+long dl_http_multi_next(dl_http_multi *m, long timeout_ms);
+
+/* The outcome of ended slot i, as dl_http_perform answers; *r is the
+ * slot's response until dl_http_multi_release(m, i). */
+int dl_http_multi_finish(dl_http_multi *m, long i, dl_http_response **r, const char **code,
+                         const char **message);
+void dl_http_multi_release(dl_http_multi *m, long i);
+
+/* Abandons every transfer under way. */
+void dl_http_multi_cancel(dl_http_multi *m);
+
+#endif
