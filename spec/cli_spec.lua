@@ -530,6 +530,7 @@ describe("dynlog command", function()
         for i = 1, 300 do if i % 7 == s then expected[#expected + 1] = "e" .. i end end
         assert.are.same(expected, stream_types(c, "imp", "m" .. s))
       end
+      local _
       status, _, err = dynlog("import " .. file .. " --concurrency 2000", e)
       assert.are.equal(2, status, err)
       assert.matches("--concurrency must be at most 1024", err, 1, true)
