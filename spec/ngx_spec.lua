@@ -63,6 +63,10 @@ describe("dynlog.ngx receiver and bus", function()
           return 200 $outcome;
         }
         location = /script { content_by_lua_block { require("spec.support.ngx_app").script() } }
+        location = /slowbus { content_by_lua_block {
+          require("dynlog.ngx").bus(require("spec.support.ngx_app").slow_bus(ngx.var.server_port)) } }
+        location = /slow { content_by_lua_block { require("spec.support.ngx_app").slow_target() } }
+        location = /slow-report { content_by_lua_block { require("spec.support.ngx_app").slow_report() } }
       ]],
     })
   end)
@@ -171,6 +175,21 @@ describe("dynlog.ngx receiver and bus", function()
     assert.matches("^%d%d%d%d%-%d%d%-%d%dT%d%d:%d%d:%d%dZ$", envelope.time)
     assert.are.same({}, envelope.resources)
     assert.are.equal("users", envelope.detail.log)
+  end)
+
+  it("has at most max_in_flight deliveries under way per target; the rest wait their turn", function()
+    local entries = {}
+    for i = 1, 10 do entries[i] = entry("users") end
+    local status = post(srv.url .. "/slowbus", json.encode({ Entries = entries }),
+      { ["x-amz-target"] = "AWSEvents.PutEvents", ["content-type"] = "application/x-amz-json-1.1" })
+    assert.are.equal(200, status)
+    local r = wait_for(function()
+      local _, body = request("GET", srv.url .. "/slow-report")
+      local got = json.decode(body)
+      return got.done == 10 and got
+    end, 10)
+    assert.is_truthy(r, "all ten delivered")
+    assert.are.equal(2, r.peak)
   end)
 end)
 

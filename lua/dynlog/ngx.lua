@@ -234,33 +234,77 @@ local function compile_rules(config)
   return compiled
 end
 
-local deliver
+-- Deliveries wait in a queue per target and worker, drained by at most
+-- `max_in_flight` timers: a burst of events must not open a request per
+-- event at once, which would swamp the target (and what it writes to) the
+-- way EventBridge's invocation rate limit prevents.
+local queues = {} -- target url → {items = {first=, last=, [i] = delivery}, active=}
 
--- Delivers one event to one target, retrying 429, 5xx and transport
--- failures with backoff as EventBridge does for API destinations.
-deliver = function(premature, config, target, body, attempt)
-  if premature then return end
+local drain
+
+local function enqueue(config, target, body, attempt)
+  local q = queues[target.url]
+  if not q then
+    q = { first = 1, last = 0, active = 0 }
+    queues[target.url] = q
+  end
+  if q.last - q.first + 1 >= (config.max_queue or 100000) then
+    logger.log("error", str_format("dynlog bus: delivery to %s dropped: %d deliveries already wait",
+      target.url, q.last - q.first + 1))
+    return
+  end
+  q.last = q.last + 1
+  q[q.last] = { config = config, target = target, body = body, attempt = attempt }
+  if q.active < (config.max_in_flight or 8) then
+    local started, err = ngx.timer.at(0, drain, q)
+    if started then
+      q.active = q.active + 1
+    elseif q.active == 0 then
+      logger.log("error", "dynlog bus: could not start a delivery timer: " .. tostring(err))
+    end
+  end
+end
+
+-- One attempt to deliver; a failure worth retrying goes back to the queue
+-- after a backoff, as EventBridge retries API destinations.
+local function deliver(d)
+  local target, config = d.target, d.config
   local t = require("dynlog.ngx_http").new({ timeout = target.timeout or 5 })
   local headers = { ["Content-Type"] = "application/json" }
   for k, v in pairs(target.headers or {}) do headers[k] = v end
-  local res, err = t:request({ method = "POST", url = target.url, headers = headers, body = body })
+  local res, err = t:request({ method = "POST", url = target.url, headers = headers, body = d.body })
   local status = res and res.status
   if status and status >= 200 and status < 300 then return end
   local worth = not res or status == 429 or status >= 500
   local max_attempts = config.max_attempts or 8
-  if not worth or attempt >= max_attempts then
+  if not worth or d.attempt >= max_attempts then
     logger.log("error", str_format("dynlog bus: delivery to %s dropped after %d attempt(s): %s", target.url,
-      attempt, res and ("HTTP " .. status) or tostring(err)))
+      d.attempt, res and ("HTTP " .. status) or tostring(err)))
     return
   end
-  local wait = retry.delay(attempt, config.retry_base_delay or 0.1, config.retry_max_delay or 5)
-  ngx.timer.at(wait, deliver, config, target, body, attempt + 1)
+  local wait = retry.delay(d.attempt, config.retry_base_delay or 0.1, config.retry_max_delay or 5)
+  ngx.timer.at(wait, function(premature)
+    if not premature then enqueue(config, target, d.body, d.attempt + 1) end
+  end)
+end
+
+drain = function(premature, q)
+  while not premature and q.first <= q.last do
+    local d = q[q.first]
+    q[q.first] = nil
+    q.first = q.first + 1
+    local ok, err = pcall(deliver, d)
+    if not ok then logger.log("error", "dynlog bus: delivery failed: " .. tostring(err)) end
+    premature = ngx.worker.exiting()
+  end
+  q.active = q.active - 1
 end
 
 --- bus(config) in content_by_lua*: the PutEvents API of EventBridge, for
 -- local development. config: {name = "dynamodb-log" (buses accepted; "default"
 -- always), account = "000000000000", region = "us-east-1", auth = nil,
--- max_request_bytes = 262144, max_attempts = 8, rules = {{name=,
+-- max_request_bytes = 262144, max_attempts = 8, max_in_flight = 8,
+-- max_queue = 100000, rules = {{name=,
 -- pattern=<EventBridge event pattern>, targets = {{url=, headers=}}}}}.
 -- Entries are validated as EventBridge does, answered in its response
 -- shape, wrapped in its envelope, and delivered to the targets of every
@@ -315,7 +359,7 @@ function _M.bus(config)
       local event = json.decode(envelope)
       for _, rule in ipairs(rules) do
         if rule.pattern:match(event) then
-          for _, t in ipairs(rule.targets) do ngx.timer.at(0, deliver, config, t, envelope, 1) end
+          for _, t in ipairs(rule.targets) do enqueue(config, t, envelope, 1) end
         end
       end
     end

@@ -45,6 +45,32 @@ function M.bus(port)
   return M.bus_config
 end
 
+-- A bus whose one target is slow and counts how many deliveries it has at
+-- once: "slow_now", the highest in "slow_peak", those done in "slow_done".
+function M.slow_bus(port)
+  M.slow_bus_config = M.slow_bus_config or {
+    name = "dynamodb-log", max_in_flight = 2,
+    rules = { { pattern = { source = { "dynamodb-log" } },
+                targets = { { url = "http://127.0.0.1:" .. port .. "/slow" } } } },
+  }
+  return M.slow_bus_config
+end
+
+function M.slow_target()
+  local d = rx()
+  local now = d:incr("slow_now", 1, 0)
+  if now > (d:get("slow_peak") or 0) then d:set("slow_peak", now) end
+  ngx.sleep(0.1)
+  d:incr("slow_now", -1)
+  d:incr("slow_done", 1, 0)
+  ngx.say("{}")
+end
+
+function M.slow_report()
+  local d = rx()
+  ngx.say(json.encode({ done = d:get("slow_done") or 0, peak = d:get("slow_peak") or 0 }))
+end
+
 -- A location that reports the counters.
 function M.report()
   local d = rx()
