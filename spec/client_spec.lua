@@ -459,6 +459,14 @@ describe("dynlog client against DynamoDB Local", function()
       refused("too_large", "409600", "users", "1", "t", { blob = string.rep("x", 410 * 1024) })
       assert.is_nil(c:head("users", "1"), "nothing was written")
     end)
+
+    it("counts the size as DynamoDB does, not as the longer JSON text", function()
+      -- every quote is escaped in JSON: the request is twice the item's size
+      local quotes = string.rep('"', 300 * 1024)
+      local key = assert(c:append("users", "quotes", "t", { blob = quotes }))
+      assert.are.equal(quotes, c:get("users", "quotes", key.sk).payload.blob)
+      refused("too_large", "409600", "users", "quotes", "t", { blob = quotes .. string.rep('"', 110 * 1024) })
+    end)
   end)
 
   describe("call", function()

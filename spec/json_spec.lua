@@ -67,6 +67,23 @@ describe("dynlog.json", function()
     end)
   end)
 
+  describe("core.json_is_object", function()
+    local is_object = require("dynlog.core").json_is_object
+    it("accepts one JSON object, whitespace around it allowed", function()
+      assert.is_true(is_object('{"a":[1,{"b":null}],"c":"\\u00e9"}'))
+      assert.is_true(is_object(" {} \n"))
+      assert.is_true(is_object(string.rep('{"a":', 5000) .. "1" .. string.rep("}", 5000)))
+    end)
+    it("refuses lists, scalars, invalid and trailing text, and bad UTF-8", function()
+      for _, text in ipairs({ "[1]", "1", '"s"', "", "{", '{"a":1}x', '{"a":1}{}', '{"a":"\255"}', "{'a':1}" }) do
+        local ok, why = is_object(text)
+        assert.is_false(ok, text)
+        assert.is_string(why)
+      end
+      assert.has_error(function() is_object(nil) end)
+    end)
+  end)
+
   describe("encode", function()
     it("round-trips nested values", function()
       local value = { a = { 1, 2, { b = "c" } }, n = json.null, yes = true, s = "x\0y" }

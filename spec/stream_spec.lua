@@ -197,6 +197,38 @@ describe("dynlog.stream consumer", function()
     assert.are.same(expected, handled)
   end)
 
+  it("writes its lease once per batch while busy (the checkpoint), renewing only a lease gone quiet", function()
+    local c = ddb.ready_client()
+    append_events(c, 50)
+    local real, writes = http.new(), { UpdateItem = 0 }
+    local cp_table = ddb.table_name("cp")
+    local transport = { request = function(_, req)
+      local op = req.headers["X-Amz-Target"]:match("%.(%a+)$")
+      if op == "UpdateItem" and req.body:find(cp_table, 1, true) then writes.UpdateItem = writes.UpdateItem + 1 end
+      return real:request(req)
+    end }
+    local fc = ddb.client({ table = c.table, transport = transport })
+    local seen = 0
+    local consumer = consumer_for(fc, function(batch) seen = seen + #batch.Records end,
+      { checkpoint_table = cp_table, lease_duration = 30 })
+    assert.is_true(poll_until(consumer, function() return seen == 50 end))
+    local batches = 0
+    for _, st in pairs(consumer:stats().shards) do batches = batches + st.batches end
+    assert.are.equal(5, batches)
+    -- the take, then one checkpoint per batch, and no renewal between them
+    assert.are.equal(1 + 5, writes.UpdateItem)
+    -- a lease not written for a third of lease_duration is renewed before the next batch
+    local quiet = stream.new({ client = fc, checkpoint_table = cp_table, handler = function() end,
+                               lease_duration = 0.3, batch_size = 10 })
+    -- the same worker with its shards, and no heartbeat round
+    quiet.worker, quiet.owned, quiet.next_sync = consumer.worker, consumer.owned, math.huge
+    for _, st in pairs(quiet.owned) do st.renewed_at = st.renewed_at - 1 end
+    append_events(c, 1)
+    writes.UpdateItem = 0
+    assert.is_true(poll_until(quiet, function() return writes.UpdateItem >= 2 end, 300), "writes: " .. writes.UpdateItem)
+    assert.are.equal(2, writes.UpdateItem, "a renewal, then the checkpoint")
+  end)
+
   it("gets a new iterator from the checkpoint when one has expired", function()
     local c = ddb.ready_client()
     append_events(c, 20)

@@ -554,6 +554,35 @@ static int l_json_decode(lua_State *L)
     return 1;
 }
 
+/* json_is_object(text) -> true | false, message
+ * Checks that text is one JSON object without building any Lua value: for
+ * text made elsewhere that only needs vetting (an event's detail). */
+static int l_json_is_object(lua_State *L)
+{
+    size_t len;
+    const char *text = luaL_checklstring(L, 1, &len);
+    size_t i = 0;
+    while (i < len && (text[i] == ' ' || text[i] == '\t' || text[i] == '\n' || text[i] == '\r'))
+        i++;
+    if (i == len || text[i] != '{') {
+        lua_pushboolean(L, 0);
+        lua_pushliteral(L, "not a JSON object");
+        return 2;
+    }
+    yajl_handle h = yajl_alloc(NULL, NULL, NULL); /* no callbacks: it only validates */
+    if (!h)
+        return luaL_error(L, "dynlog.core: out of memory");
+    yajl_status st = yajl_parse(h, (const unsigned char *)text, len);
+    if (st == yajl_status_ok)
+        st = yajl_complete_parse(h);
+    yajl_free(h);
+    lua_pushboolean(L, st == yajl_status_ok);
+    if (st == yajl_status_ok)
+        return 1;
+    lua_pushliteral(L, "not valid JSON");
+    return 2;
+}
+
 /* ==== encoding ========================================================= */
 
 /* The walkers decide what each Lua value becomes; yajl's generator writes
@@ -1044,6 +1073,7 @@ void dl_open_json(lua_State *L)
 {
     static const luaL_Reg funcs[] = {
         { "json_decode", l_json_decode },
+        { "json_is_object", l_json_is_object },
         { "array", l_array },
         { "is_array", l_is_array },
         { NULL, NULL },

@@ -71,20 +71,32 @@ local function event_payload(id, payload)
   return copy
 end
 
-local function event_item(log, id, pk, sk, event_type, payload)
+-- The item's size as DynamoDB counts it, checked against the limit; this
+-- walks the whole item, and finds values DynamoDB cannot hold on the way.
+local function check_size(item)
+  local sized, size = pcall(item_size, item)
+  if not sized then return invalid((tostring(size):gsub("^[^:]*:%d+: ", ""))) end
+  if size > MAX_ITEM then
+    return nil, errors.new("too_large", "event is " .. size .. " bytes; DynamoDB items hold at most 409600")
+  end
+  return true
+end
+
+-- The item of an event, or nil, err. `unsized`: leave the size to
+-- put_body, which learns it more cheaply while encoding.
+local function event_item(log, id, pk, sk, event_type, payload, unsized)
   if type(event_type) ~= "string" then error("type must be a string, got " .. type(event_type), 4) end
   if event_type == "" then return invalid("type must not be empty") end
   local ok, at = utf8_valid(event_type)
   if not ok then return invalid("type is not valid UTF-8 (byte " .. tostring(at) .. ")") end
   local p, err = event_payload(id, payload)
   if not p then return nil, err end
-  local item = { pk = pk, sk = sk, type = event_type, log = log, payload = p }
-  local sized, size = pcall(item_size, item)
-  if not sized then return invalid((tostring(size):gsub("^[^:]*:%d+: ", ""))) end
-  if size > MAX_ITEM then
-    return nil, errors.new("too_large", "event is " .. size .. " bytes; DynamoDB items hold at most 409600")
+  local item = attribute_map({ pk = pk, sk = sk, type = event_type, log = log, payload = p })
+  if not unsized then
+    local sized, serr = check_size(item)
+    if not sized then return nil, serr end
   end
-  return attribute_map(item)
+  return item
 end
 
 ---------------------------------------------------------------------------
@@ -137,9 +149,26 @@ end
 -- Append
 ---------------------------------------------------------------------------
 
-local function put_event(client, item)
-  local body, berr = client:_encode({ TableName = client.table, Item = item, ConditionExpression = CONDITION })
-  if not body then return nil, berr end
+-- The PutItem request of an event, or nil, err for one that cannot be
+-- stored. JSON text is never shorter than the item's size as DynamoDB
+-- counts it (names and strings are quoted, numbers and binaries take more
+-- room as text), so only a body over the limit needs the exact count.
+local function put_body(client, item)
+  local body, err = client:_encode({ TableName = client.table, Item = item, ConditionExpression = CONDITION })
+  if not body then return nil, err end
+  if #body > MAX_ITEM then
+    local sized, serr = check_size(item)
+    if not sized then return nil, serr end
+  end
+  return body
+end
+
+local function put_event(client, item, body)
+  if not body then
+    local berr
+    body, berr = put_body(client, item)
+    if not body then return nil, berr end
+  end
   local _, err = client:_send("PutItem", body)
   if not err then return { pk = item.pk, sk = item.sk } end
   if err.code == "ConditionalCheckFailedException" then
@@ -198,9 +227,11 @@ function _M:append(log, id, event_type, payload, opts)
   if self.sort_key == "ulid" then
     local sk, uerr = core_ulid()
     if not sk then return nil, errors.new(uerr, "ULID overflow") end
-    local item, ierr = event_item(log, id, pk, sk, event_type, payload)
+    local item, ierr = event_item(log, id, pk, sk, event_type, payload, true)
     if not item then return nil, ierr end
-    return put_event(self, item)
+    local body, berr = put_body(self, item)
+    if not body then return nil, berr end
+    return put_event(self, item, body)
   end
   local expected = opts and opts.expected_version
   check_expected(expected)
@@ -239,22 +270,25 @@ local function many_item(client, events, i)
   if type(ev) ~= "table" then error("events[" .. i .. "] must be a table {log=, id=, type=, payload=}", 3) end
   local pk, err = stream_key(ev.log, ev.id)
   if not pk then return nil, err end
-  local sk = 1
-  if client.sort_key == "ulid" then
-    local uerr
-    sk, uerr = core_ulid()
-    if not sk then return nil, errors.new(uerr, "ULID overflow") end
-  else
+  if client.sort_key ~= "ulid" then
     check_expected(ev.expected_version)
+    return event_item(ev.log, ev.id, pk, 1, ev.type, ev.payload)
   end
-  return event_item(ev.log, ev.id, pk, sk, ev.type, ev.payload)
+  -- The whole request is known: encode it now, once.
+  local sk, uerr = core_ulid()
+  if not sk then return nil, errors.new(uerr, "ULID overflow") end
+  local item, ierr = event_item(ev.log, ev.id, pk, sk, ev.type, ev.payload, true)
+  if not item then return nil, ierr end
+  local body, berr = put_body(client, item)
+  if not body then return nil, berr end
+  return item, nil, body
 end
 
 -- Events grouped by stream, each group in the order of the list.
 local function stream_lanes(client, events, errs)
   local lanes, by_pk = {}, {}
   for i = 1, #events do
-    local item, err = many_item(client, events, i)
+    local item, err, body = many_item(client, events, i)
     if item then
       local lane = by_pk[item.pk]
       if not lane then
@@ -262,7 +296,7 @@ local function stream_lanes(client, events, errs)
         by_pk[item.pk] = lane
         lanes[#lanes + 1] = lane
       end
-      lane[#lane + 1] = { index = i, item = item, expected = events[i].expected_version }
+      lane[#lane + 1] = { index = i, item = item, body = body, expected = events[i].expected_version }
     else
       errs[i] = indexed(i, err)
     end
@@ -283,7 +317,7 @@ local function append_lane(view, lane, results, errs)
     else
       local key, err
       if view.sort_key == "ulid" then
-        key, err = put_event(view, entry.item)
+        key, err = put_event(view, entry.item, entry.body)
       else
         key, err = put_versioned(view, entry.item, entry.expected, head)
         head = key and key.sk

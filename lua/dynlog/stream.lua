@@ -165,7 +165,9 @@ function _M:_drop(shard_id, why)
 end
 
 function _M:_adopt(lease)
-  self.owned[lease.sk] = { lease = lease, pending = {}, failures = 0, retry_at = 0 }
+  -- renewed_at: when our last write to the lease (take, renew, checkpoint)
+  -- was sent; it bumped the counter then, at the latest.
+  self.owned[lease.sk] = { lease = lease, pending = {}, failures = 0, retry_at = 0, renewed_at = self.now() }
   stats_of(self, lease.sk).owned = true
   logger.log("info", str_format("stream: %s works shard %s", self.worker, lease.sk))
 end
@@ -191,7 +193,7 @@ function _M:_sync(now)
     else
       local renewed, rerr = leases.renew(lc, self.table, self.group, current, self.worker)
       if renewed then
-        st.lease, all[shard_id] = renewed, renewed
+        st.lease, all[shard_id], st.renewed_at = renewed, renewed, now
       elseif renewed == false then
         self:_drop(shard_id, "lease lost")
       else
@@ -231,10 +233,11 @@ end
 
 -- Stores a checkpoint while we still own the lease. False when it was lost.
 function _M:_checkpoint(shard_id, st, sequence)
+  local sent_at = self.now()
   local updated, err = leases.checkpoint(self:_leases_client(), self.table, self.group, st.lease, self.worker,
     sequence)
   if updated then
-    st.lease = updated
+    st.lease, st.renewed_at = updated, sent_at
     return true
   end
   if updated == false then
@@ -356,12 +359,18 @@ function _M:_work(shard_id, st)
   local size = math_min(st.window or #st.pending, #st.pending)
   local batch = {}
   for i = 1, size do batch[i] = st.pending[i] end
-  -- Still ours? Checked right before the handler, so that a lease taken
-  -- meanwhile never has two workers in it.
-  local renewed, rerr = leases.renew(self:_leases_client(), self.table, self.group, st.lease, self.worker)
-  if renewed == false then self:_drop(shard_id, "lease lost") return 0 end
-  if not renewed then return nil, rerr end
-  st.lease = renewed
+  -- Still ours? Another worker takes a lease only after seeing its counter
+  -- unchanged for a whole lease_duration, so a lease we wrote less than a
+  -- third of that ago cannot have moved: a busy shard, checkpointed after
+  -- every batch, needs no renewal of its own. Otherwise renew right before
+  -- the handler, so that a lease taken meanwhile never has two workers in it.
+  local sent_at = self.now()
+  if sent_at - st.renewed_at >= self.lease_duration / 3 then
+    local renewed, rerr = leases.renew(self:_leases_client(), self.table, self.group, st.lease, self.worker)
+    if renewed == false then self:_drop(shard_id, "lease lost") return 0 end
+    if not renewed then return nil, rerr end
+    st.lease, st.renewed_at = renewed, sent_at
+  end
   logger.log("debug", str_format("stream: shard %s: %d record(s) from %s", shard_id, size,
     tostring(batch[1].dynamodb.SequenceNumber)))
   local ok, result, herr = pcall(self.handler, { Records = batch }, shard_id)
