@@ -13,10 +13,23 @@ set -uo pipefail
 
 lua=${LUA:-lua5.4}
 out=$(mktemp)
-trap 'rm -f "$out"' EXIT
+export DYNLOG_LEAK_FILE
+DYNLOG_LEAK_FILE=$(mktemp)
+trap 'rm -f "$out" "$DYNLOG_LEAK_FILE"' EXIT
 # shellcheck disable=SC2086
 ${RUNNER:-} "$lua" /usr/bin/busted -o plainTerminal "$@" 2>&1 | tee "$out"
 rc=${PIPESTATUS[0]}
+
+# Secrets never leak (spec/support/leakwatch.lua): neither into what the
+# specs watched nor into anything busted printed.
+secrets=$(lua5.4 -e 'package.path = "spec/?.lua;" .. package.path
+  for _, s in ipairs(require("support.leakwatch").SECRETS) do print(s) end')
+if [[ -s $DYNLOG_LEAK_FILE ]] || grep -qF -- "$secrets" "$out"; then
+    echo "A test secret leaked:" >&2
+    cat "$DYNLOG_LEAK_FILE" >&2
+    grep -nF -- "$secrets" "$out" | cut -c1-200 | sed 's/^/  busted output line /' >&2
+    rc=1
+fi
 
 counts=$(awk '/^[0-9]+ success(es)? \/ [0-9]+ failures? \/ [0-9]+ errors? \/ [0-9]+ pending/ {
     print $1, $4 + $7, $10 }' "$out" | tail -n 1)

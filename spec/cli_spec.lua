@@ -44,6 +44,7 @@ local function dynlog(args, e, stdin_text)
   local status, out = run.run("sh -c " .. run.quote(line), e)
   local err = read_file(err_file) or ""
   os.remove(err_file)
+  require("spec.support.leakwatch").check(err, "the stderr of `dynlog " .. args:sub(1, 40) .. "`")
   return status, out, err
 end
 

@@ -182,6 +182,7 @@ local function launch(opts, repo, prefix, as_root)
     wait_gone(workers, 1)
     last_log = read_all(error_log_path) or ""
     if not keep_prefix then os_execute("rm -rf " .. shell_quote(prefix)) end
+    require("spec.support.leakwatch").check(last_log, "nginx's error log")
   end
   function handle.stop() halt(false) end
 

@@ -18,7 +18,9 @@ function _M.run(cmd, env)
   local out = pipe:read("*a")
   pipe:close()
   local status = tonumber(out:match("exit=(%d+)%s*$"))
-  return status, (out:gsub("exit=%d+%s*$", ""))
+  out = out:gsub("exit=%d+%s*$", "")
+  require("spec.support.leakwatch").check(out, "the output of `" .. cmd:sub(1, 60) .. "`")
+  return status, out
 end
 
 --- A free loopback port, as the kernel picks one (nothing listens on it
