@@ -6,6 +6,7 @@
 #   make memcheck   the specs that touch C, under valgrind
 #   make bench      micro-benchmarks of the C core
 #   make bench-compare  the same work beside the AWS SDKs' signers, npm ulid and cjson (bench/RESULTS.md)
+#   make bench-memory   the client's resident size appending and iterating 100k events
 #   make demo       the whole pipeline on this machine (DEMO_USERS=1000, KEEP=1)
 #   make demo-clean wipes the demo's data (.demo/)
 #   make install    used by `luarocks make` (INST_LIBDIR, INST_LUADIR)
@@ -35,7 +36,7 @@ MODULE   = $(BUILD)/dynlog/core.so
 INST_LIBDIR ?= /usr/local/lib/lua/5.4
 INST_LUADIR ?= /usr/local/share/lua/5.4
 
-.PHONY: all luajit test memcheck bench bench-compare demo demo-clean install clean FORCE
+.PHONY: all luajit test memcheck bench bench-compare bench-memory demo demo-clean install clean FORCE
 
 all: $(MODULE)
 
@@ -67,6 +68,9 @@ memcheck:
 
 bench: $(MODULE)
 	LUA_PATH='lua/?.lua;lua/?/init.lua;;' LUA_CPATH='$(BUILD)/?.so;;' lua5.4 bench/core.lua
+
+bench-memory:
+	bench/memory.sh
 
 bench-compare:
 	bench/run.sh
