@@ -225,7 +225,8 @@ describe("dynlog.stream consumer", function()
     for _, st in pairs(quiet.owned) do st.renewed_at = st.renewed_at - 1 end
     append_events(c, 1)
     writes.UpdateItem = 0
-    assert.is_true(poll_until(quiet, function() return writes.UpdateItem >= 2 end, 300), "writes: " .. writes.UpdateItem)
+    assert.is_true(poll_until(quiet, function() return writes.UpdateItem >= 2 end, 300),
+      "writes: " .. writes.UpdateItem)
     assert.are.equal(2, writes.UpdateItem, "a renewal, then the checkpoint")
   end)
 
