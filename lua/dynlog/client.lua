@@ -282,6 +282,11 @@ local function attempt(self, svc, target, body, unwrap, numbers)
     return nil, errors.new("bad_response", "response is not valid JSON (" .. tostring(message) .. ")",
       { status = res.status, retryable = false, code_detail = code })
   end
+  -- Every AWS JSON API answers an object: anything else is not its answer.
+  if type(value) ~= "table" or core.is_array(value) then
+    return nil, errors.new("bad_response", "response is not a JSON object: " .. excerpt(res.body),
+      { status = res.status, retryable = false })
+  end
   return value
 end
 
