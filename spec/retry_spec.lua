@@ -15,7 +15,10 @@ end
 -- "throttle", "html502", "timeout_before" (the request never arrives),
 -- "timeout_after" (it arrives and is applied; the answer is lost), "crc"
 -- (a corrupted x-amz-crc32), "skew" (a signature-expired error with the
--- server's Date an hour ahead), "expired_token", "txn_conflict".
+-- server's Date an hour ahead), "expired_token", "txn_conflict", "resent"
+-- (the transport itself sends the request twice, as curl does when a
+-- reused connection dies after the request went out, and answers with the
+-- second response, on a fresh connection).
 local function flaky(script)
   local real = http.new()
   local t = { calls = 0, sent = {} }
@@ -40,6 +43,12 @@ local function flaky(script)
     if action == "txn_conflict" then
       return answer(400, aws_body("TransactionCanceledException", "cancelled",
         ',"CancellationReasons":[{"Code":"TransactionConflict"},{"Code":"None"}]'))
+    end
+    if action == "resent" then
+      real:request(req)
+      local res, err = real:request(req)
+      if res then res.new_connections = 1 end
+      return res, err
     end
     local res, err = real:request(req)
     if action == "timeout_after" then return nil, errors.new("timeout", "injected", { retryable = true }) end
@@ -91,6 +100,35 @@ describe("retries against DynamoDB Local", function()
     local key = assert(c:append("acct", "x", "opened", { n = 1 }))
     assert.are.equal(1, key.sk)
     assert.are.equal(1, count(v, "acct", "x"))
+  end)
+
+  it("finds its own event after a silent re-send by the transport, in both modes", function()
+    local c, t = client({ "resent" })
+    local key = assert(c:append("retry", "resent", "e", { n = 1 }))
+    assert.matches("GetItem", t.sent[2].headers["X-Amz-Target"], 1, true)
+    assert.are.equal(1, count(c, "retry", "resent"))
+    assert.are.equal(key.sk, c:head("retry", "resent").sk)
+
+    local v = ddb.ready_client({ sort_key = "version" })
+    local vc = client({ "pass", "resent", "pass" }, { table = v.table, sort_key = "version" })
+    -- 1: Query head; 2: the put, sent twice (the second fails its
+    -- condition); 3: GetItem finds our event: no second write at version 2.
+    assert.are.equal(1, assert(vc:append("acct", "resent", "opened", { n = 1 })).sk)
+    assert.are.equal(1, count(v, "acct", "resent"))
+  end)
+
+  it("says the outcome is unknown when reading back after an unknown outcome fails", function()
+    local v = ddb.ready_client({ sort_key = "version" })
+    -- 1: Query head; 2: the put lands, its answer lost; 3: the put again,
+    -- ConditionalCheckFailed; 4 and on: the read-back fails every time.
+    local c = client({ "pass", "timeout_after", "pass", "500", "500" },
+      { table = v.table, sort_key = "version", max_attempts = 2 })
+    local key, err = c:append("acct", "unknown", "opened", { n = 1 })
+    assert.is_nil(key)
+    assert.are.equal("InternalServerError", err.code)
+    assert.is_true(err.ambiguous)
+    assert.matches("may have been written", err.message, 1, true)
+    assert.are.equal(1, count(v, "acct", "unknown"), "written once, never twice")
   end)
 
   it("still reports a conflict when the item found is not ours", function()

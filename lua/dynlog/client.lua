@@ -276,7 +276,14 @@ local function attempt(self, svc, target, body, unwrap, numbers)
   if not res then return nil, terr end
   local ok, crc_err = checked_crc32(res)
   if not ok then return nil, crc_err end
-  if res.status ~= 200 then return nil, aws_error(res), res end
+  if res.status ~= 200 then
+    local err = aws_error(res)
+    -- A request on a fresh connection may be the transport's own re-send
+    -- of one whose reused connection died after sending it (curl and
+    -- dynlog.ngx_http both do that): the first may have been applied.
+    err.fresh_connection = (res.new_connections or 0) > 0
+    return nil, err, res
+  end
   local value, code, message = core_json_decode(res.body, unwrap, numbers)
   if value == nil then
     return nil, errors.new("bad_response", "response is not valid JSON (" .. tostring(message) .. ")",
@@ -342,7 +349,10 @@ function _M:_send_to(service, operation, body, unwrap, numbers)
       self.sleep(retry.delay(n, self.base_delay, self.max_delay))
     else
       err.attempts = n
+      -- A failed condition after a possible re-send may be our own write.
       err.ambiguous = was_ambiguous
+        or (err.code == "ConditionalCheckFailedException" and err.fresh_connection == true)
+      err.fresh_connection = nil
       return nil, err
     end
   end

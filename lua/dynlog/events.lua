@@ -139,9 +139,18 @@ same = function(a, b)
 end
 
 -- Our conditional put failed after an attempt whose outcome we could not
--- know: if the stored item is ours, that attempt wrote it.
+-- know: if the stored item is ours, that attempt wrote it. Returns true or
+-- false, or nil, err when the item could not be read: then nobody knows
+-- whether the event was written, and saying "conflict" could make a
+-- caller write it again.
 local function written_by_us(client, item)
-  local stored = client:_get_item(item.pk, item.sk, true)
+  -- numbers as Lua numbers, as ours are, whatever the client's `numbers`
+  local stored, err = client:_get_item(item.pk, item.sk, true, "number")
+  if err then
+    return nil, errors.new(err.code, "the event may have been written (an attempt's outcome is unknown)"
+      .. " and reading it back failed: " .. tostring(err.message),
+      { status = err.status, request_id = err.request_id, retryable = err.retryable, ambiguous = true })
+  end
   return stored ~= nil and same(stored, item)
 end
 
@@ -172,7 +181,11 @@ local function put_event(client, item, body)
   local _, err = client:_send("PutItem", body)
   if not err then return { pk = item.pk, sk = item.sk } end
   if err.code == "ConditionalCheckFailedException" then
-    if err.ambiguous and written_by_us(client, item) then return { pk = item.pk, sk = item.sk } end
+    if err.ambiguous then
+      local ours, rerr = written_by_us(client, item)
+      if ours == nil then return nil, rerr end
+      if ours then return { pk = item.pk, sk = item.sk } end
+    end
     return nil, errors.new("conflict", "an event with sort key " .. tostring(item.sk)
       .. " already exists in " .. item.pk, { status = err.status, request_id = err.request_id })
   end
@@ -446,10 +459,10 @@ local function numeric_sort_keys(client, items)
   for _, item in ipairs(items) do item.sk = tonumber(item.sk) or item.sk end
 end
 
-function _M:_get_item(pk, sk, consistent)
+function _M:_get_item(pk, sk, consistent, numbers)
   local body = self:_encode({ TableName = self.table, Key = attribute_map({ pk = pk, sk = sk }),
                               ConsistentRead = consistent == true })
-  local resp, err = self:_send("GetItem", body, true, self.numbers)
+  local resp, err = self:_send("GetItem", body, true, numbers or self.numbers)
   if not resp then return nil, err end
   if resp.Item then numeric_sort_keys(self, { resp.Item }) end
   return resp.Item
