@@ -101,6 +101,23 @@ for _, mode in ipairs({ "version", "ulid" }) do
       assert.are.equal("+2", read_model(c, spec, "users#5").phoneNumber)
     end)
 
+    it("writes once for all it applies, and reads only the read model for an event it has seen", function()
+      local evs = signup_story("8")
+      local real, ops = require("dynlog.http").new(), {}
+      local counting = ddb.client({ table = c.table, sort_key = mode, transport = { request = function(_, req)
+        local op = req.headers["X-Amz-Target"]:match("%.(%a+)$")
+        ops[#ops + 1] = op
+        return real:request(req)
+      end } })
+      assert.are.equal(4, assert(handler.project(counting, delivery(evs[1]), spec)).applied)
+      assert.are.same({ "GetItem", "Query", "PutItem" }, ops)
+      ops = {}
+      local again = assert(handler.project(counting, delivery(evs[3]), spec))
+      assert.are.equal(0, again.applied)
+      assert.are.equal(evs[4].sk, again.version)
+      assert.are.same({ "GetItem" }, ops)
+    end)
+
     it("takes the read-model key from spec.key", function()
       local k = assert(c:append("users", "6", "signup", { name = "Key" }))
       local custom = { table = spec.table, handlers = users.handlers,

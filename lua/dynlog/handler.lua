@@ -10,16 +10,17 @@
 -- For the stream the event names, the read-model item's `version` (the sort
 -- key of the last event applied) is read with a consistent read; every
 -- event after it is read from the log and given to its handler in order;
--- each new state is written with a condition on the version it replaces
--- (attribute_not_exists for the first). So a delivery applies whatever the
--- read model has not seen yet: duplicates and deliveries out of order leave
--- it identical, and a partial detail needs nothing more than its key.
+-- the new state is written once, with a condition on the version it
+-- replaces (attribute_not_exists for the first). So a delivery applies
+-- whatever the read model has not seen yet: duplicates and deliveries out of
+-- order leave it identical, and a partial detail needs nothing more than its
+-- key. A delivery whose event the read model has already seen costs one read.
 local core = require "dynlog.core"
 local errors = require "dynlog.errors"
 local logger = require "dynlog.log"
 local tables = require "dynlog.tables"
 
-local error, pairs, tostring, type = error, pairs, tostring, type
+local error, pairs, tonumber, tostring, type = error, pairs, tonumber, tostring, type
 local str_match = string.match
 local array, attribute_map = core.array, core.attribute_map
 
@@ -75,17 +76,45 @@ local function copy(t)
   return out
 end
 
--- One round: read the state, apply what follows it. Returns the result, or
--- nil, err; err.code "retry_round" when another writer moved the version.
-local function round(c, spec, log, id, pk, sk, result)
+-- Has the read model (at `version`) already seen the delivered event?
+local function seen(c, version, delivered_sk)
+  if version == nil or delivered_sk == nil then return false end
+  if c.sort_key == "version" then
+    local v, d = tonumber(version), tonumber(delivered_sk)
+    return v ~= nil and d ~= nil and d <= v
+  end
+  return type(version) == "string" and type(delivered_sk) == "string" and delivered_sk <= version
+end
+
+-- One round: read the state, apply what follows it, write the new state
+-- once. Returns the result, or nil, err; err.code "retry_round" when another
+-- writer moved the version.
+local function round(c, spec, log, id, pk, sk, delivered_sk, result)
   local item, err = read_state(c, spec.table, pk, sk)
   if item == nil then return nil, err end
   local state = item or nil
   local version = state and state.version
+  result.version, result.state = version, state
+  -- A delivery that an earlier one caught up with (deliveries run apart,
+  -- and each applies all it finds) has nothing left to do: skip the query.
+  if seen(c, version, delivered_sk) then return result end
   local events = c:query(log, id, { after = version, consistent = true })
-  local previous = version
+  local previous, applied_version = version, version
+  -- One write for all the events applied, on the condition that the read
+  -- model is still at the version they were applied to.
+  local function flush()
+    if applied_version == version then return true end
+    local ok, werr = write_state(c, spec.table, state, version)
+    if ok then return true end
+    if werr.code == "ConditionalCheckFailedException" then
+      return nil, errors.new("retry_round", "the read model moved on")
+    end
+    return nil, werr
+  end
   for ev in events do
     if c.sort_key == "version" and ev.sk ~= (previous or 0) + 1 then
+      local flushed, ferr = flush() -- keep what came before the gap
+      if not flushed then return nil, ferr end
       return nil, errors.new("gap", ("%s: version %s follows %s; the events between are missing")
         :format(ev.pk, tostring(ev.sk), tostring(previous or 0)))
     end
@@ -101,19 +130,14 @@ local function round(c, spec, log, id, pk, sk, result)
         error(("project: the handler of %q must return the new state (a table)"):format(ev.type), 0)
       end
       new_state.pk, new_state.sk, new_state.version = pk, sk, ev.sk
-      local ok, werr = write_state(c, spec.table, new_state, version)
-      if not ok then
-        if werr.code == "ConditionalCheckFailedException" then
-          return nil, errors.new("retry_round", "the read model moved on")
-        end
-        return nil, werr
-      end
-      state, version = new_state, ev.sk
+      state, applied_version = new_state, ev.sk
       result.applied = result.applied + 1
     end
   end
   if events.err then return nil, events.err end
-  result.version, result.state = version, state
+  local flushed, ferr = flush()
+  if not flushed then return nil, ferr end
+  result.version, result.state = applied_version, state
   return result
 end
 
@@ -133,7 +157,7 @@ function _M.project(c, event, spec)
   local err
   for _ = 1, MAX_ROUNDS do
     local result
-    result, err = round(c, spec, log, id, pk, sk, { applied = 0, skipped = array() })
+    result, err = round(c, spec, log, id, pk, sk, detail.key.sk, { applied = 0, skipped = array() })
     if result then return result end
     if err.code ~= "retry_round" then return nil, err end
   end
