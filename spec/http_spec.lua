@@ -129,3 +129,55 @@ describe("dynlog.http failures", function()
     assert.has_error(function() t:request({ url = "http://127.0.0.1:1/" }) end, "dynlog.core: http client is closed")
   end)
 end)
+
+describe("a request sent again by curl", function()
+  local server = require "spec.support.server"
+  local core = require "dynlog.core"
+  local upstream, proxy_pid, port_file
+
+  -- The fault proxy of `make chaos`, scripted: forward the first request,
+  -- then forward the second and reset the client's connection before the
+  -- answer, as a kept-alive connection that dies at the wrong moment does.
+  setup(function()
+    upstream = server.start({ { method = "POST", path = "/", responses = { { status = 200, body = {} } } } })
+    port_file = os.tmpname()
+    os.remove(port_file)
+    local pipe = assert(io.popen(("lua5.4 spec/support/chaos_proxy.lua --upstream 127.0.0.1:%d --port-file %s"
+      .. " --rate 0 --sequence none,reset_after --max-seconds 60 >/dev/null 2>&1 & echo $!")
+      :format(upstream.port, port_file)))
+    proxy_pid = pipe:read("*l")
+    pipe:close()
+  end)
+
+  teardown(function()
+    if proxy_pid then os.execute("kill " .. proxy_pid .. " 2>/dev/null") end
+    if upstream then upstream.stop() end
+    os.remove(port_file)
+  end)
+
+  local function proxy_url()
+    for _ = 1, 200 do
+      local f = io.open(port_file)
+      if f then
+        local port = f:read("*l")
+        f:close()
+        if port then return "http://127.0.0.1:" .. port .. "/" end
+      end
+      core.sleep(0.025)
+    end
+    error("the fault proxy did not start")
+  end
+
+  it("is marked resent, because the first sending may have been applied", function()
+    local t = http.new({ timeout = 5 })
+    local url = proxy_url()
+    local first = assert(t:request({ method = "POST", url = url, body = '{"n":1}' }))
+    assert.is_nil(first.resent)
+    local second = assert(t:request({ method = "POST", url = url, body = '{"n":2}' }))
+    assert.are.equal(200, second.status)
+    assert.is_true(second.resent)
+    local bodies = {}
+    for i, r in ipairs(upstream.requests()) do bodies[i] = r.body end
+    assert.are.same({ '{"n":1}', '{"n":2}', '{"n":2}' }, bodies, "the upstream got the second one twice")
+  end)
+end)

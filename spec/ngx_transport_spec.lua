@@ -374,6 +374,8 @@ describe("dynlog.ngx_http inside nginx", function()
       local res = assert(out.second.res, cjson.encode(out.second))
       assert.are.equal(200, res.status)
       assert.are.equal(1, res.new_connections)
+      assert.is_true(res.resent, "marked: the first sending may have reached the server")
+      assert.is_nil(out.first.res.resent)
       assert.is_true(out.second.elapsed >= 0.5, "the pooled connection was not reused: "
         .. out.second.elapsed .. " s")
     end)

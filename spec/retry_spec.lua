@@ -18,7 +18,7 @@ end
 -- server's Date an hour ahead), "expired_token", "txn_conflict", "resent"
 -- (the transport itself sends the request twice, as curl does when a
 -- reused connection dies after the request went out, and answers with the
--- second response, on a fresh connection).
+-- second response, marked `resent` as the transports mark it).
 local function flaky(script)
   local real = http.new()
   local t = { calls = 0, sent = {} }
@@ -47,7 +47,7 @@ local function flaky(script)
     if action == "resent" then
       real:request(req)
       local res, err = real:request(req)
-      if res then res.new_connections = 1 end
+      if res then res.resent = true end
       return res, err
     end
     local res, err = real:request(req)

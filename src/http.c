@@ -1,6 +1,7 @@
 #include "http.h"
 
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -74,6 +75,7 @@ void dl_http_response_init(dl_http_response *r)
     r->new_connections = 0;
     r->local_port = 0;
     r->truncated = 0;
+    r->resent = 0;
 }
 
 void dl_http_response_reset(dl_http_response *r)
@@ -84,6 +86,7 @@ void dl_http_response_reset(dl_http_response *r)
     r->new_connections = 0;
     r->local_port = 0;
     r->truncated = 0;
+    r->resent = 0;
 }
 
 void dl_http_response_free(dl_http_response *r)
@@ -139,6 +142,33 @@ static const char *classify(CURLcode rc)
     }
 }
 
+/* Request bodies go to curl through a read callback rather than
+ * CURLOPT_POSTFIELDS, only so that curl asks to rewind when it sends a
+ * request again: it does that, unasked, when a reused connection dies after
+ * the request went out and before any answer. The first sending may have
+ * been applied, so the response says so (`resent`). */
+static size_t on_read(char *buffer, size_t size, size_t count, void *userdata)
+{
+    dl_http *h = userdata;
+    size_t room = size * count, left = h->upload_len - h->upload_pos;
+    size_t n = left < room ? left : room;
+    if (n)
+        memcpy(buffer, h->upload + h->upload_pos, n);
+    h->upload_pos += n;
+    return n;
+}
+
+static int on_seek(void *userdata, curl_off_t offset, int origin)
+{
+    dl_http *h = userdata;
+    if (origin != SEEK_SET || offset < 0 || (curl_off_t)h->upload_len < offset)
+        return CURL_SEEKFUNC_CANTSEEK;
+    if (h->upload_pos > 0 && h->response)
+        h->response->resent = 1;
+    h->upload_pos = (size_t)offset;
+    return CURL_SEEKFUNC_OK;
+}
+
 /* The method decides which body options curl needs. Every option that a
  * previous request may have set is set again, because the handle is reused. */
 static CURLcode set_method(CURL *c, const dl_http_request *req)
@@ -155,10 +185,12 @@ static CURLcode set_method(CURL *c, const dl_http_request *req)
     if (strcmp(m, "POST") != 0)
         rc = curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, m);
     if (rc == CURLE_OK)
+        rc = curl_easy_setopt(c, CURLOPT_POST, 1L);
+    if (rc == CURLE_OK)
+        rc = curl_easy_setopt(c, CURLOPT_POSTFIELDS, (char *)NULL);
+    if (rc == CURLE_OK)
         rc = curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE,
                               (curl_off_t)(has_body ? req->body_len : 0));
-    if (rc == CURLE_OK)
-        rc = curl_easy_setopt(c, CURLOPT_POSTFIELDS, has_body ? req->body : "");
     return rc;
 }
 
@@ -186,6 +218,10 @@ static CURLcode set_options(dl_http *h, const dl_http_request *req)
     SET(CURLOPT_WRITEDATA, h);
     SET(CURLOPT_HEADERFUNCTION, on_header);
     SET(CURLOPT_HEADERDATA, h);
+    SET(CURLOPT_READFUNCTION, on_read);
+    SET(CURLOPT_READDATA, h);
+    SET(CURLOPT_SEEKFUNCTION, on_seek);
+    SET(CURLOPT_SEEKDATA, h);
 #undef SET
     if (rc == CURLE_OK)
         rc = set_method(c, req);
@@ -196,6 +232,9 @@ CURLcode dl_http_prepare(dl_http *h, const dl_http_request *req, dl_http_respons
 {
     h->response = r;
     h->errbuf[0] = '\0';
+    h->upload = req->body ? req->body : "";
+    h->upload_len = req->body ? req->body_len : 0;
+    h->upload_pos = 0;
     return set_options(h, req);
 }
 
@@ -205,8 +244,9 @@ int dl_http_complete(dl_http *h, CURLcode rc, const char **code, const char **me
     /* The handle outlives this request's headers, body and response: drop
      * the pointers now so that it never holds dangling ones. */
     curl_easy_setopt(h->curl, CURLOPT_HTTPHEADER, (struct curl_slist *)NULL);
-    curl_easy_setopt(h->curl, CURLOPT_POSTFIELDS, (char *)NULL);
     h->response = NULL;
+    h->upload = NULL;
+    h->upload_len = h->upload_pos = 0;
     if (rc != CURLE_OK) {
         *code = r->truncated ? DL_HTTP_TOO_LARGE : classify(rc);
         *message = r->truncated ? "response body over the size limit"

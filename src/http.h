@@ -19,6 +19,8 @@ typedef struct dl_http {
     size_t max_response_bytes;
     char *cafile; /* NULL: the system's CA store */
     dl_http_response *response; /* where the transfer under way writes */
+    const char *upload;         /* the request body curl reads through on_read */
+    size_t upload_len, upload_pos;
     char errbuf[CURL_ERROR_SIZE];
 } dl_http;
 
@@ -38,6 +40,7 @@ struct dl_http_response {
     long new_connections; /* connections opened for this request (0 = reused) */
     long local_port;
     int truncated; /* body went over max_response_bytes */
+    int resent;    /* curl sent the request again after a reused connection died */
 };
 
 /* Error classes a failed request maps to; the Lua layer uses them as codes. */

@@ -211,6 +211,10 @@ void dl_http_push_response(lua_State *L, const dl_http_response *r)
     lua_setfield(L, -2, "new_connections");
     lua_pushinteger(L, (lua_Integer)r->local_port);
     lua_setfield(L, -2, "local_port");
+    if (r->resent) {
+        lua_pushboolean(L, 1);
+        lua_setfield(L, -2, "resent");
+    }
 }
 
 /* The response buffers are C memory: keep them in a userdata with __gc

@@ -278,10 +278,9 @@ local function attempt(self, svc, target, body, unwrap, numbers)
   if not ok then return nil, crc_err end
   if res.status ~= 200 then
     local err = aws_error(res)
-    -- A request on a fresh connection may be the transport's own re-send
-    -- of one whose reused connection died after sending it (curl and
-    -- dynlog.ngx_http both do that): the first may have been applied.
-    err.fresh_connection = (res.new_connections or 0) > 0
+    -- The transport sent this request twice (a kept-alive connection died
+    -- after it went out): the first may have been applied.
+    if res.resent then err.resent = true end
     return nil, err, res
   end
   local value, code, message = core_json_decode(res.body, unwrap, numbers)
@@ -322,7 +321,7 @@ end
 -- An outcome we cannot know: the request may have been applied.
 local function ambiguous(err)
   return err.code == "timeout" or err.code == "connection" or (err.status or 0) >= 500
-    or err.code == "crc32_mismatch"
+    or err.code == "crc32_mismatch" or err.resent == true
 end
 
 --- Sends one operation of a service ("dynamodb", "streams", "events") with
@@ -349,10 +348,10 @@ function _M:_send_to(service, operation, body, unwrap, numbers)
       self.sleep(retry.delay(n, self.base_delay, self.max_delay))
     else
       err.attempts = n
-      -- A failed condition after a possible re-send may be our own write.
-      err.ambiguous = was_ambiguous
-        or (err.code == "ConditionalCheckFailedException" and err.fresh_connection == true)
-      err.fresh_connection = nil
+      -- The last attempt counts too: a final timeout leaves it unknown
+      -- whether that attempt was applied.
+      err.ambiguous = was_ambiguous or ambiguous(err)
+      err.resent = nil
       return nil, err
     end
   end

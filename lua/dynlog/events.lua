@@ -139,10 +139,9 @@ same = function(a, b)
 end
 
 -- Our conditional put failed after an attempt whose outcome we could not
--- know: if the stored item is ours, that attempt wrote it. Returns true or
--- false, or nil, err when the item could not be read: then nobody knows
--- whether the event was written, and saying "conflict" could make a
--- caller write it again.
+-- know: if the stored item is ours, that attempt wrote it. Returns true or false, or nil, err
+-- when the item could not be read: then nobody knows whether the event was
+-- written, and saying "conflict" could make a caller write it again.
 local function written_by_us(client, item)
   -- numbers as Lua numbers, as ours are, whatever the client's `numbers`
   local stored, err = client:_get_item(item.pk, item.sk, true, "number")
@@ -181,6 +180,10 @@ local function put_event(client, item, body)
   local _, err = client:_send("PutItem", body)
   if not err then return { pk = item.pk, sk = item.sk } end
   if err.code == "ConditionalCheckFailedException" then
+    -- After an attempt whose outcome is unknown (ours, or the transport's
+    -- own unseen re-send: see client.lua), the event there may be ours.
+    -- Only then: an identical event written by another command is a
+    -- conflict like any other.
     if err.ambiguous then
       local ours, rerr = written_by_us(client, item)
       if ours == nil then return nil, rerr end

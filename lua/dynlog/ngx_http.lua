@@ -5,7 +5,7 @@
 --   local t = require("dynlog.ngx_http").new{timeout=10, connect_timeout=3,
 --     pool_size=30, keepalive_timeout=60, verify=true, max_response_bytes=64 MB}
 --   local res, err = t:request{method="POST", url=, headers=, body=, timeout=}
---   -- res = {status=, headers=<lower-case names>, body=, new_connections=}
+--   -- res = {status=, headers=<lower-case names>, body=, new_connections=, resent=}
 --   -- (no local_port, which dynlog.http has: cosockets don't expose it)
 --
 -- As with dynlog.http, failures to talk at all are `nil, err` with err.code
@@ -521,8 +521,12 @@ function _M:request(req)
   local deadline = ngx_now() + (timeout or self.timeout)
 
   local res, err, stale
-  for _ = 0, STALE_RETRIES do
+  for try = 0, STALE_RETRIES do
     res, err, stale = exchange(self, u, method, payload, deadline, close_after)
+    -- After a dead pooled connection the request went out again: the
+    -- first may have reached the server, so the caller must not trust a
+    -- failed condition (see `resent` in dynlog.http).
+    if res and try > 0 then res.resent = true end
     if res or not stale then break end
   end
   return res, err
