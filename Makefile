@@ -4,6 +4,7 @@
 #   make luajit     build dynlog.core for LuaJIT (nginx) into buildjit/
 #   make test       install what is missing, start DynamoDB Local, run every spec
 #   make memcheck   the specs that touch C, under valgrind
+#   make chaos      appends, queries, the consumer and nginx under injected faults and SIGKILLs
 #   make bench      micro-benchmarks of the C core
 #   make bench-compare  the same work beside the AWS SDKs' signers, npm ulid and cjson (bench/RESULTS.md)
 #   make bench-memory   the client's resident size appending and iterating 100k events
@@ -36,7 +37,7 @@ MODULE   = $(BUILD)/dynlog/core.so
 INST_LIBDIR ?= /usr/local/lib/lua/5.4
 INST_LUADIR ?= /usr/local/share/lua/5.4
 
-.PHONY: all luajit test memcheck bench bench-compare bench-memory demo demo-clean install clean FORCE
+.PHONY: all luajit test memcheck chaos bench bench-compare bench-memory demo demo-clean install clean FORCE
 
 all: $(MODULE)
 
@@ -65,6 +66,9 @@ test:
 
 memcheck:
 	scripts/memcheck.sh
+
+chaos:
+	scripts/chaos.sh
 
 bench: $(MODULE)
 	LUA_PATH='lua/?.lua;lua/?/init.lua;;' LUA_CPATH='$(BUILD)/?.so;;' lua5.4 bench/core.lua
