@@ -5,8 +5,9 @@
 #   make test       install what is missing, start DynamoDB Local, run every spec
 #   make memcheck   the specs that touch C, under valgrind
 #   make chaos      appends, queries, the consumer and nginx under injected faults and SIGKILLs
-#   make bench      micro-benchmarks of the C core
-#   make bench-compare  the same work beside the AWS SDKs' signers, npm ulid and cjson (bench/RESULTS.md)
+#   make bench      every benchmark beside the AWS SDKs (bench/all.sh; results.json, RESULTS.md)
+#   make bench-quick    micro-benchmarks of the C core alone (ns per call, no peers)
+#   make bench-compare  ULID, SigV4, marshalling beside npm ulid, aws4, the v3 signer, botocore, cjson
 #   make bench-memory   the client's resident size appending and iterating 100k events
 #   make demo       the whole pipeline on this machine (DEMO_USERS=1000, KEEP=1)
 #   make demo-clean wipes the demo's data (.demo/)
@@ -37,7 +38,7 @@ MODULE   = $(BUILD)/dynlog/core.so
 INST_LIBDIR ?= /usr/local/lib/lua/5.4
 INST_LUADIR ?= /usr/local/share/lua/5.4
 
-.PHONY: all luajit test memcheck chaos bench bench-compare bench-memory demo demo-clean install clean FORCE
+.PHONY: all luajit test memcheck chaos bench bench-quick bench-compare bench-memory demo demo-clean install clean FORCE
 
 all: $(MODULE)
 
@@ -70,7 +71,10 @@ memcheck:
 chaos:
 	scripts/chaos.sh
 
-bench: $(MODULE)
+bench:
+	bench/all.sh
+
+bench-quick: $(MODULE)
 	LUA_PATH='lua/?.lua;lua/?/init.lua;;' LUA_CPATH='$(BUILD)/?.so;;' lua5.4 bench/core.lua
 
 bench-memory:

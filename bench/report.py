@@ -1,4 +1,4 @@
-"""Collects bench/peers/run/*.jsonl into bench/results.json and prints the table.
+"""Collects bench/peers/run/*.jsonl into bench/micro-results.json (bench/run.sh) and prints the table.
 python3 report.py RUN_DIR RESULTS_JSON"""
 import glob, json, os, sys
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Side-by-side performance run: dynlog (C, Lua 5.4, LuaJIT) against its peers
 # (npm ulid, aws4, @smithy/signature-v4, botocore, lua-cjson) and a hashing floor.
-#   bench/run.sh        (from anywhere; writes bench/results.json and prints a table)
+#   bench/run.sh        (from anywhere; writes bench/micro-results.json and prints a table)
 # Installs what it needs into bench/peers/ (git-ignored): npm packages, and
 # python3-boto3 through apt only when no python3 can import botocore.
 # No network except the npm registry / apt; no AWS calls. ~1-2 minutes on 2 cores.
@@ -72,4 +72,4 @@ log "python";   $T "$PY" bench/py_bench.py "$BODY" > "$OUT/py.jsonl" 2> "$OUT/py
   echo "date=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
 } > "$OUT/machine.txt"
 
-"$PY" bench/report.py "$OUT" "$ROOT/bench/results.json"
+"$PY" bench/report.py "$OUT" "${MICRO_RESULTS:-$ROOT/bench/micro-results.json}"

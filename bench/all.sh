@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# `make bench`: every benchmark in one run, each printing its table, then
+# bench/results.json with all their figures, the machine and the date.
+#
+#   micro       bench/run.sh: ULID, SigV4, marshalling beside npm ulid, aws4,
+#               the v3 SDK's signer, botocore, lua-cjson and a hashing floor
+#   throughput  bench/throughput.sh: append and query at 1, 8 and 32 in flight
+#               beside the v3 SDK's DocumentClient, boto3 and a raw ceiling
+#   pipeline    bench/pipeline.sh: append → projection latency through nginx
+#   memory      bench/memory.sh: the client's resident size, iterating 100k events
+#
+# Each part installs what it needs (npm into bench/peers/, python3-boto3 from
+# Debian) and starts its own DynamoDB Local. Defaults keep the whole run
+# under 10 minutes on 2 cores: BENCH_ROUNDS=1 (throughput), RATES="20 100"
+# DURATION=10 (pipeline), EVENTS=100000 (memory); set them to change that.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+started=$(date +%s)
+part() { printf '\n===== %s =====\n' "$1"; }
+
+part "micro: ULID, SigV4, marshalling (bench/run.sh)"
+bench/run.sh
+part "throughput: append and query beside the SDKs (bench/throughput.sh)"
+BENCH_ROUNDS=${BENCH_ROUNDS:-1} bash bench/throughput.sh
+part "pipeline: append → projection latency through nginx (bench/pipeline.sh)"
+RATES=${RATES:-"20 100"} DURATION=${DURATION:-10} bash bench/pipeline.sh
+part "memory: resident size while iterating a long stream (bench/memory.sh)"
+bash bench/memory.sh
+
+python3 - "$started" <<'PY'
+import json, sys, time, subprocess
+parts = {}
+for name in ("micro", "throughput", "pipeline", "memory"):
+    with open("bench/%s-results.json" % name) as f:
+        parts[name] = json.load(f)
+commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+doc = {"command": "make bench", "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+       "commit": commit, "seconds": round(time.time() - int(sys.argv[1])), **parts}
+with open("bench/results.json", "w") as f:
+    json.dump(doc, f, indent=1)
+    f.write("\n")
+print("\nmake bench: %d s; every figure in bench/results.json" % doc["seconds"])
+PY

@@ -1,0 +1,427 @@
+-- The driver of bench/pipeline.sh: end-to-end latency of the users pipeline
+-- (append in DynamoDB → DynamoDB Streams → trigger in nginx → local bus →
+-- receiver → handler → read model), at fixed offered rates.
+--
+--   lua5.4 bench/pipeline.lua setup          creates the log and read-model tables
+--   lua5.4 bench/pipeline.lua run            the measurement (bench/pipeline.sh runs both)
+--
+-- Environment: DYNLOG_TABLE, DYNLOG_NGINX_URL, AWS_ENDPOINT_URL_DYNAMODB,
+-- AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (the same as nginx's: DynamoDB
+-- Local in memory keeps tables per access key), and
+--   RATES="20 100 300"  offered events/s, one phase each
+--   DURATION=15         seconds of appends per phase
+--   WARMUP=3            seconds of appends at the first rate before, not measured
+--   POLL_MS=20          read-model poll period
+--   DRAIN=30            seconds to wait after a phase's last append for its projections
+--   BENCH_COMMAND       the command line recorded in the results
+--   BENCH_OUT=bench/pipeline-results.json
+--
+-- Open loop: event k of a phase is due at start + k/rate and is appended as
+-- soon as it is due (the due events of a tick go out together with
+-- c:append_many, 16 requests in flight). Users come in groups of 8: the 8
+-- signups, then their 8 addPhoneNumber, 8 verifyPhoneNumber and 8
+-- addLocation, so the events due together belong to different streams and
+-- are written in parallel. An event's append time is its ULID's time (taken
+-- when append_many builds the request; the request then takes `append_ms`).
+-- Every POLL_MS the read-model items of the users with an event not yet seen
+-- projected are read (BatchGetItem, ConsistentRead, 100 keys a request); an
+-- event counts as projected at the end of the first read that shows the
+-- item's version >= its sort key. A user's latency is that of its last
+-- event (addLocation): append → its read-model item at that version.
+local core = require "dynlog.core"
+local dynlog = require "dynlog"
+local handler = require "dynlog.handler"
+
+local mode = arg[1] or "run"
+local table_name = os.getenv("DYNLOG_TABLE") or "dynlog-bench"
+local core_table = table_name .. "-core"
+local endpoint = assert(os.getenv("AWS_ENDPOINT_URL_DYNAMODB"), "AWS_ENDPOINT_URL_DYNAMODB is required")
+local nginx_url = os.getenv("DYNLOG_NGINX_URL") or "http://127.0.0.1:8088"
+
+local function num_env(name, default)
+  local v = os.getenv(name)
+  return v and v ~= "" and assert(tonumber(v), name .. " must be a number") or default
+end
+
+local RATES = {}
+for r in (os.getenv("RATES") or "20 100 300"):gmatch("%S+") do RATES[#RATES + 1] = assert(tonumber(r)) end
+local DURATION = num_env("DURATION", 15)
+local WARMUP = num_env("WARMUP", 3)
+local POLL = num_env("POLL_MS", 20) / 1000
+local DRAIN = num_env("DRAIN", 30)
+local GROUP, CONCURRENCY, MAX_BATCH = 8, 16, 256
+local TYPES = { "signup", "addPhoneNumber", "verifyPhoneNumber", "addLocation" }
+
+local c = dynlog.new({
+  table = table_name, endpoint = endpoint, region = "us-east-1",
+  credentials = { access_key_id = os.getenv("AWS_ACCESS_KEY_ID") or "AKIDBENCH",
+                  secret_access_key = os.getenv("AWS_SECRET_ACCESS_KEY") or "bench-secret" },
+})
+
+local function fail(what, err)
+  io.stderr:write("bench/pipeline.lua: ", what, ": ", tostring(err), "\n")
+  os.exit(1)
+end
+
+if mode == "setup" then
+  local ok, err = c:create_table()
+  if not ok then fail("creating " .. table_name, err) end
+  ok, err = handler.create_table(c, core_table)
+  if not ok then fail("creating " .. core_table, err) end
+  return
+end
+
+local mono, now, sleep = core.monotonic, core.now, core.sleep
+local http = require("dynlog.http").new({ timeout = 2 })
+
+local function stats()
+  local res = http:request({ url = nginx_url .. "/stats" })
+  return res and res.status == 200 and dynlog.json.decode(res.body) or { published = 0, deliveries = 0 }
+end
+
+local function payload(type_, i, id)
+  if type_ == "signup" then return { name = "User " .. i, email = id .. "@example.com" } end
+  if type_ == "addPhoneNumber" then return { phoneNumber = ("+1 555 %04d"):format(i % 10000) } end
+  if type_ == "verifyPhoneNumber" then return {} end
+  return { lat = 51.5 + i / 10000, long = -0.12 }
+end
+
+local NPROC = (function()
+  local f = io.popen("nproc")
+  local n = tonumber(f:read("*l")) or 1
+  f:close()
+  return n
+end)()
+
+-- CPU use per phase: DynamoDB Local, nginx (master and workers), this
+-- driver, and the whole machine (others' processes included), from /proc.
+local function read_first_line(path)
+  local f = io.open(path)
+  if not f then return nil end
+  local line = f:read("*l")
+  f:close()
+  return line
+end
+
+local function proc_cpu(pid) -- utime + stime, in clock ticks
+  local line = read_first_line("/proc/" .. pid .. "/stat")
+  if not line then return 0 end
+  local rest = line:match("%) (.*)$")
+  local fields = {}
+  for x in rest:gmatch("%S+") do fields[#fields + 1] = x end
+  return (tonumber(fields[12]) or 0) + (tonumber(fields[13]) or 0)
+end
+
+local function nginx_pids()
+  local master = os.getenv("BENCH_NGINX_PID")
+  if not master then return {} end
+  local pids = { master }
+  local children = read_first_line("/proc/" .. master .. "/task/" .. master .. "/children") or ""
+  for p in children:gmatch("%d+") do pids[#pids + 1] = p end
+  return pids
+end
+
+local function cpu_sample()
+  local fields = {}
+  for x in (read_first_line("/proc/stat") or ""):gmatch("%d+") do fields[#fields + 1] = tonumber(x) end
+  local total, idle = 0, (fields[4] or 0) + (fields[5] or 0)
+  for i = 1, math.min(8, #fields) do total = total + fields[i] end
+  local ng = 0
+  for _, p in ipairs(nginx_pids()) do ng = ng + proc_cpu(p) end
+  return { t = core.monotonic(), total = total, busy = total - idle,
+           ddb = os.getenv("BENCH_DDB_PID") and proc_cpu(os.getenv("BENCH_DDB_PID")) or 0,
+           nginx = ng, driver = proc_cpu("self"),
+           load = tonumber((read_first_line("/proc/loadavg") or "0"):match("^(%S+)")) }
+end
+
+-- Percent of one core over the interval (100 = one core busy), from ticks.
+local function cpu_use(a, b)
+  local ticks = (b.total - a.total) / NPROC -- ticks per core over the interval
+  local function pct(x) return ticks > 0 and 100 * x / ticks or 0 end
+  return {
+    dynamodb_local = pct(b.ddb - a.ddb), nginx = pct(b.nginx - a.nginx), driver = pct(b.driver - a.driver),
+    machine = pct(b.busy - a.busy), -- over all cores: up to 100 * nproc
+    loadavg = b.load,
+  }
+end
+
+local function percentile(sorted, p)
+  if #sorted == 0 then return nil end
+  return sorted[math.max(1, math.ceil(#sorted * p))]
+end
+
+-- One phase: `seconds` of appends at `rate`, then waiting (up to DRAIN s)
+-- for the projections.
+local function phase(label, rate, seconds)
+  local run_id = dynlog.ulid():sub(-6):lower()
+  local total = math.floor(rate * seconds / (4 * GROUP) + 0.5) * 4 * GROUP
+  if total == 0 then total = 4 * GROUP end
+  local events = {}   -- in the order they are due
+  local users = {}    -- id → {events = {...}, last = <event>, pending = true}
+  local user_list = {}
+  for g = 0, total / (4 * GROUP) - 1 do
+    for t = 1, 4 do
+      for j = 1, GROUP do
+        local n = g * GROUP + j
+        local id = ("%s-%s-%d"):format(label, run_id, n)
+        local u = users[id]
+        if not u then
+          u = { id = id, events = {}, key = { pk = { S = "users#" .. id }, sk = { S = "users#" .. id } } }
+          users[id] = u
+          user_list[#user_list + 1] = u
+        end
+        local ev = { log = "users", id = id, type = TYPES[t], payload = payload(TYPES[t], n, id), user = u }
+        u.events[t] = ev
+        events[#events + 1] = ev
+      end
+    end
+  end
+
+  local pending = {}    -- users with an appended event not yet seen projected
+  local polls, poll_time, first_poll, last_poll = 0, 0, nil, nil
+  local append_calls, append_time = 0, 0
+  local appended, first_append, last_ack = 0, nil, nil
+  local projected = 0
+
+  local function poll()
+    local ids = {}
+    for id in pairs(pending) do ids[#ids + 1] = id end
+    local started = mono()
+    first_poll = first_poll or started
+    last_poll = started
+    polls = polls + 1
+    for first = 1, #ids, 100 do
+      local keys = {}
+      for k = first, math.min(#ids, first + 99) do keys[#keys + 1] = users[ids[k]].key end
+      local request = { RequestItems = { [core_table] = { Keys = keys, ConsistentRead = true,
+                                                           ProjectionExpression = "pk, version" } } }
+      while request do
+        local resp, err = c:call("BatchGetItem", request)
+        if not resp then fail("BatchGetItem", err) end
+        local seen = now() * 1000
+        for _, item in ipairs(resp.Responses[core_table] or {}) do
+          local u = users[(item.pk.S:gsub("^users#", ""))]
+          local version = item.version and item.version.S
+          if u and version then
+            local all = true
+            for _, ev in ipairs(u.events) do
+              if ev.sk and not ev.projected_ms and ev.sk <= version then
+                ev.projected_ms = seen
+                projected = projected + 1
+              end
+              if not ev.projected_ms then all = false end
+            end
+            if all then pending[u.id] = nil end
+          end
+        end
+        local rest = resp.UnprocessedKeys and resp.UnprocessedKeys[core_table]
+        request = rest and { RequestItems = { [core_table] = rest } } or nil
+      end
+    end
+    poll_time = poll_time + (mono() - started)
+  end
+
+  local before = stats()
+  local cpu_before = cpu_sample()
+  local start = mono()
+  local next_event, next_poll = 1, start
+  local drain_deadline
+  while true do
+    local t = mono()
+    if next_event <= #events and start + (next_event - 1) / rate <= t then
+      local batch = {}
+      while next_event <= #events and #batch < MAX_BATCH and start + (next_event - 1) / rate <= t do
+        batch[#batch + 1] = events[next_event]
+        next_event = next_event + 1
+      end
+      local call_start = mono()
+      local results, errs = c:append_many(batch, { concurrency = CONCURRENCY })
+      if errs then
+        local _, first_err = next(errs)
+        fail("append", first_err)
+      end
+      local ack = now() * 1000
+      append_calls, append_time = append_calls + 1, append_time + (mono() - call_start)
+      first_append = first_append or call_start
+      for k, ev in ipairs(batch) do
+        ev.sk = results[k].sk
+        ev.appended_ms = dynlog.ulid_time(ev.sk)
+        ev.ack_ms = ack
+        pending[ev.id] = true
+      end
+      appended = appended + #batch
+      last_ack = mono()
+      if next_event > #events then drain_deadline = mono() + DRAIN end
+    end
+    if mono() >= next_poll then
+      poll()
+      next_poll = math.max(next_poll + POLL, mono())
+    end
+    if next_event > #events and (next(pending) == nil or mono() >= drain_deadline) then break end
+    local wake = next_poll
+    if next_event <= #events then wake = math.min(wake, start + (next_event - 1) / rate) end
+    local d = wake - mono()
+    if d > 0 then sleep(d) end
+  end
+  local after = stats()
+  local cpu = cpu_use(cpu_before, cpu_sample())
+
+  -- Latencies: of each user's last event (the headline), and of every event.
+  local user_lat, event_lat, missing_users = {}, {}, 0
+  for _, u in ipairs(user_list) do
+    local last = u.events[4]
+    if last.projected_ms then
+      user_lat[#user_lat + 1] = last.projected_ms - last.appended_ms
+    else
+      missing_users = missing_users + 1
+    end
+    for _, ev in ipairs(u.events) do
+      if ev.projected_ms then event_lat[#event_lat + 1] = ev.projected_ms - ev.appended_ms end
+    end
+  end
+  table.sort(user_lat)
+  table.sort(event_lat)
+  -- Users never seen projected count as slower than any seen: a percentile
+  -- that falls among them is unknown (nil).
+  local function pct(p)
+    local rank = math.max(1, math.ceil(#user_list * p))
+    return user_lat[rank]
+  end
+  local span = last_ack - first_append
+  return {
+    offered_per_s = rate,
+    achieved_per_s = appended / span,
+    seconds = span,
+    events = appended,
+    projected = projected,
+    users = #user_list,
+    users_projected = #user_list - missing_users,
+    p50_ms = pct(0.50), p90_ms = pct(0.90), p99_ms = pct(0.99),
+    max_ms = missing_users == 0 and user_lat[#user_lat] or nil,
+    min_ms = user_lat[1],
+    all_events_p50_ms = percentile(event_lat, 0.5), all_events_p99_ms = percentile(event_lat, 0.99),
+    append_ms = append_time / append_calls * 1000,
+    poll_ms = (polls > 1) and (last_poll - first_poll) / (polls - 1) * 1000 or POLL * 1000,
+    poll_nominal_ms = POLL * 1000,
+    poll_request_ms = poll_time / polls * 1000,
+    published = after.published - before.published,
+    deliveries = after.deliveries - before.deliveries,
+    cpu = cpu,
+  }
+end
+
+-- Ordered JSON, for a results file one can read: an object is {fields = {{key, value}, ...}}.
+local function encode(v, indent)
+  indent = indent or ""
+  local t = type(v)
+  if t == "table" and v.fields then
+    local parts = {}
+    for _, kv in ipairs(v.fields) do
+      parts[#parts + 1] = indent .. "  " .. dynlog.json.encode(kv[1]) .. ": " .. encode(kv[2], indent .. "  ")
+    end
+    return "{\n" .. table.concat(parts, ",\n") .. "\n" .. indent .. "}"
+  elseif t == "table" then
+    local parts = {}
+    for _, x in ipairs(v) do parts[#parts + 1] = indent .. "  " .. encode(x, indent .. "  ") end
+    return "[\n" .. table.concat(parts, ",\n") .. "\n" .. indent .. "]"
+  elseif t == "number" then
+    if v ~= v or v == math.huge then return "null" end
+    if v == math.floor(v) and math.abs(v) < 2^53 then
+      return ("%d"):format(v)
+    end
+    return ("%.1f"):format(v)
+  elseif v == nil then
+    return "null"
+  end
+  return dynlog.json.encode(v)
+end
+
+local function round1(x) return x and math.floor(x * 10 + 0.5) / 10 or nil end
+
+local function machine()
+  local nproc = NPROC
+  local model = "unknown"
+  local info = io.open("/proc/cpuinfo")
+  if info then
+    for line in info:lines() do
+      local m = line:match("^model name%s*:%s*(.-)%s*$")
+      if m then model = m break end
+    end
+    info:close()
+  end
+  return nproc, model
+end
+
+-- Warm-up: leases taken, connections open, the receiver's table check done.
+print(("Warm-up: %d s at %d events/s (not measured) ..."):format(WARMUP, RATES[1]))
+local w = phase("warm", RATES[1], WARMUP)
+if w.users_projected < w.users then
+  fail("warm-up", ("only %d of %d users projected in %d s; is the consumer in nginx running?")
+    :format(w.users_projected, w.users, DRAIN))
+end
+
+local results = {}
+for _, rate in ipairs(RATES) do
+  io.write(("Phase: %d events/s for %d s ... "):format(rate, DURATION))
+  io.flush()
+  local r = phase("r" .. rate, rate, DURATION)
+  results[#results + 1] = r
+  print(("%d appended, %d projected"):format(r.events, r.projected))
+  sleep(1)
+end
+
+local function ms(x) return x and ("%.0f"):format(x) or "n/a" end
+print()
+print(("Append → projection latency of each user's last event (read model polled every %.0f ms)"):format(POLL * 1000))
+print(("%8s %9s %7s %9s %7s %7s %7s %7s %8s %9s %7s"):format("offered", "achieved", "events", "projected",
+  "p50 ms", "p90 ms", "p99 ms", "max ms", "poll ms", "append ms", "ev p50"))
+for _, r in ipairs(results) do
+  print(("%8d %9.1f %7d %9d %7s %7s %7s %7s %8.1f %9.1f %7s"):format(r.offered_per_s, r.achieved_per_s, r.events,
+    r.projected, ms(r.p50_ms), ms(r.p90_ms), ms(r.p99_ms), ms(r.max_ms), r.poll_ms, r.append_ms,
+    ms(r.all_events_p50_ms)))
+end
+print("  poll ms: measured period of the read-model polls; append ms: mean append_many call;")
+print("  ev p50: over every event, not only each user's last; n/a: the percentile falls among unprojected users")
+print()
+print(("CPU during each phase, %% of one core (appends and drain; the machine has %d cores)"):format(NPROC))
+print(("%8s %14s %7s %7s %13s %8s"):format("offered", "DynamoDB Local", "nginx", "driver", "whole machine", "loadavg"))
+for _, r in ipairs(results) do
+  print(("%8d %14.0f %7.0f %7.0f %13.0f %8.2f"):format(r.offered_per_s, r.cpu.dynamodb_local, r.cpu.nginx,
+    r.cpu.driver, r.cpu.machine, r.cpu.loadavg))
+end
+
+local nproc, model = machine()
+local out_results = {}
+for _, r in ipairs(results) do
+  out_results[#out_results + 1] = { fields = {
+    { "offered_per_s", r.offered_per_s }, { "achieved_per_s", round1(r.achieved_per_s) },
+    { "events", r.events }, { "projected", r.projected },
+    { "p50_ms", r.p50_ms }, { "p90_ms", r.p90_ms }, { "p99_ms", r.p99_ms }, { "max_ms", r.max_ms },
+    { "poll_ms", round1(r.poll_ms) },
+    { "min_ms", r.min_ms }, { "users", r.users }, { "users_projected", r.users_projected },
+    { "all_events_p50_ms", r.all_events_p50_ms }, { "all_events_p99_ms", r.all_events_p99_ms },
+    { "append_ms", round1(r.append_ms) }, { "poll_nominal_ms", r.poll_nominal_ms },
+    { "poll_request_ms", round1(r.poll_request_ms) },
+    { "published", r.published }, { "deliveries", r.deliveries },
+    { "duration_s", round1(r.seconds) },
+    { "cpu_percent_of_one_core", { fields = {
+      { "dynamodb_local", round1(r.cpu.dynamodb_local) }, { "nginx", round1(r.cpu.nginx) },
+      { "driver", round1(r.cpu.driver) }, { "whole_machine", round1(r.cpu.machine) },
+    } } },
+    { "loadavg_1min_at_end", r.cpu.loadavg },
+  } }
+end
+local doc = { fields = {
+  { "command", os.getenv("BENCH_COMMAND") or "bench/pipeline.sh" },
+  { "date", os.date("!%Y-%m-%dT%H:%M:%SZ") },
+  { "machine", { fields = { { "nproc", nproc }, { "cpu_model", model } } } },
+  { "setup", "DynamoDB Local (in memory) and nginx (examples/nginx.conf, 2 workers) on this machine; latency = "
+    .. "read-model item at the version of the user's last event (first consistent BatchGetItem showing it) "
+    .. "minus that event's ULID time; percentiles over users (4 events each)" },
+  { "results", out_results },
+} }
+local path = os.getenv("BENCH_OUT") or "bench/pipeline-results.json"
+local f = assert(io.open(path, "w"))
+f:write(encode(doc), "\n")
+f:close()
+print("Wrote " .. path)
