@@ -5,6 +5,7 @@
 #   make test       install what is missing, start DynamoDB Local, run every spec
 #   make memcheck   the specs that touch C, under valgrind
 #   make chaos      appends, queries, the consumer and nginx under injected faults and SIGKILLs
+#   make fuzz       every libFuzzer target (spec/fuzz/) for FUZZ_SECONDS (60) each
 #   make bench      every benchmark beside the AWS SDKs (bench/all.sh; results.json, RESULTS.md)
 #   make bench-quick    micro-benchmarks of the C core alone (ns per call, no peers)
 #   make bench-compare  ULID, SigV4, marshalling beside npm ulid, aws4, the v3 signer, botocore, cjson
@@ -38,7 +39,7 @@ MODULE   = $(BUILD)/dynlog/core.so
 INST_LIBDIR ?= /usr/local/lib/lua/5.4
 INST_LUADIR ?= /usr/local/share/lua/5.4
 
-.PHONY: all luajit test memcheck chaos bench bench-quick bench-compare bench-memory demo demo-clean install clean FORCE
+.PHONY: all luajit test memcheck chaos fuzz bench bench-quick bench-compare bench-memory demo demo-clean install clean FORCE
 
 all: $(MODULE)
 
@@ -71,6 +72,9 @@ memcheck:
 chaos:
 	scripts/chaos.sh
 
+fuzz:
+	scripts/fuzz.sh
+
 bench:
 	bench/all.sh
 
@@ -95,4 +99,4 @@ install: $(MODULE)
 	install -m 0644 lua/dynlog/*.lua $(INST_LUADIR)/dynlog/
 
 clean:
-	rm -rf build54 buildjit build-vg build-asan build-rocks
+	rm -rf build54 buildjit build-vg build-asan build-rocks build-fuzz

@@ -67,6 +67,24 @@ describe("dynlog.json", function()
     end)
   end)
 
+  describe("strictness found by fuzzing", function()
+    local core = require "dynlog.core"
+    it("keeps the sign of -0.0 through encode and decode", function()
+      assert.are.equal("-0.0", core.json_encode(-0.0))
+      assert.are.equal(-math.huge, 1 / core.json_decode(core.json_encode(-0.0)))
+    end)
+    it("refuses overlong and surrogate UTF-8 in strings and member names, as encode does", function()
+      for _, text in ipairs({ '"\192\128"', '"\237\160\128"', '{"\192\128":1}', '["ok","\255"]' }) do
+        local v, code, message = core.json_decode(text)
+        assert.is_nil(v, text)
+        assert.are.equal("invalid_json", code)
+        assert.matches("not valid UTF%-8", message)
+        assert.is_false(core.json_is_object(text), text)
+      end
+      assert.are.equal("é", core.json_decode('"\\u00e9"'))
+    end)
+  end)
+
   describe("core.json_is_object", function()
     local is_object = require("dynlog.core").json_is_object
     it("accepts one JSON object, whitespace around it allowed", function()

@@ -85,6 +85,10 @@ int dl_format_lua_number(lua_State *L, int idx, char out[DL_NUMBER_TEXT_MAX])
     double v = (double)lua_tonumber(L, idx);
     if (isnan(v) || isinf(v))
         return -1;
+    if (v == 0 && signbit(v)) { /* "-0" would read back as the integer 0 */
+        memcpy(out, "-0.0", 5);
+        return 4;
+    }
     if (v > -INTEGRAL_FAST_LIMIT && v < INTEGRAL_FAST_LIMIT && v == (double)(long long)v &&
         !(v == 0 && signbit(v)))
         return format_integer((long long)v, out);

@@ -23,6 +23,7 @@
 #include "buf.h"
 #include "dynlog.h"
 #include "jsonutil.h"
+#include "marshal.h"
 
 #include <limits.h>
 #include <stdarg.h>
@@ -349,6 +350,8 @@ static int on_typed_string(decoder *d, const unsigned char *s, size_t len)
 static int on_string(void *ctx, const unsigned char *s, size_t len)
 {
     decoder *d = ctx;
+    if (!dl_utf8_valid((const char *)s, len))
+        return fail(d, "a string is not valid UTF-8");
     if (!make_room(d))
         return 0;
     switch (expected(d)) {
@@ -401,6 +404,8 @@ static int on_map_key(void *ctx, const unsigned char *key, size_t len)
 {
     decoder *d = ctx;
     frame *f = top_frame(d);
+    if (!dl_utf8_valid((const char *)key, len))
+        return fail(d, "a member name is not valid UTF-8");
     if (f->kind == FRAME_AV) {
         enum dl_av_type t = dl_av_descriptor((const char *)key, len);
         int shown = len > 40 ? 40 : (int)len;
@@ -540,6 +545,9 @@ static int l_json_decode(lua_State *L)
     d->handle = yajl_alloc(&decode_callbacks, NULL, d);
     if (!d->handle)
         return luaL_error(L, "dynlog.core: out of memory");
+    /* Strings are checked in the callbacks with dl_utf8_valid, which also
+     * refuses the overlongs and surrogates yajl's own check lets through. */
+    yajl_config(d->handle, yajl_dont_validate_strings, 1);
     dl_marks_push(L, &d->marks);
     int base = lua_gettop(L);
     yajl_status st = yajl_parse(d->handle, (const unsigned char *)text, len);
@@ -552,6 +560,12 @@ static int l_json_decode(lua_State *L)
     if (lua_gettop(L) != base + 1) /* empty input gives no value */
         return dl_push_failure(L, "invalid_json", "empty JSON text");
     return 1;
+}
+
+static int vet_string(void *ctx, const unsigned char *s, size_t len)
+{
+    (void)ctx;
+    return dl_utf8_valid((const char *)s, len);
 }
 
 /* json_is_object(text) -> true | false, message
@@ -569,9 +583,14 @@ static int l_json_is_object(lua_State *L)
         lua_pushliteral(L, "not a JSON object");
         return 2;
     }
-    yajl_handle h = yajl_alloc(NULL, NULL, NULL); /* no callbacks: it only validates */
+    /* Only strings are looked at, for the same strict UTF-8 as json_decode. */
+    static const yajl_callbacks vet = {
+        NULL, NULL, NULL, NULL, NULL, vet_string, NULL, vet_string, NULL, NULL, NULL,
+    };
+    yajl_handle h = yajl_alloc(&vet, NULL, NULL);
     if (!h)
         return luaL_error(L, "dynlog.core: out of memory");
+    yajl_config(h, yajl_dont_validate_strings, 1);
     yajl_status st = yajl_parse(h, (const unsigned char *)text, len);
     if (st == yajl_status_ok)
         st = yajl_complete_parse(h);

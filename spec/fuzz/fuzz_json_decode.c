@@ -1,0 +1,170 @@
+/* Fuzzes core.json_decode (src/lua_json.c over yajl) and core.json_is_object
+ * with arbitrary text, as DynamoDB, Streams and EventBridge responses arrive.
+ *
+ * Beyond "no crash, no sanitizer report", each input checks:
+ *  - every call returns a value or nil, "invalid_json", message (it never
+ *    raises), with unwrap false and true and numbers "number" and "string";
+ *  - round trip: for a plain decoding v, decode(encode(v)) equals v (marks
+ *    included); encode may refuse only what it must (a string that is not
+ *    strict UTF-8, an infinite number, more than 127 levels), and only when
+ *    v really holds such a thing; encoding the re-decoded value gives a text
+ *    of the same length (member order may differ: Lua tables have none);
+ *  - unwrap agrees with unmarshal_item: json_decode(text, true) equals the
+ *    plain decoding with every Item/Items/Key/... member put through
+ *    core.unmarshal_item, and fails when that reference fails (see the
+ *    notes on the known, tolerated differences in CHECK below);
+ *  - the numbers option changes only how N values come back, never whether
+ *    decoding succeeds;
+ *  - json_is_object(text) is true exactly for texts that decode to an
+ *    object (decoding may still refuse nesting deeper than 1000 levels).
+ */
+#include <stddef.h>
+#include <stdint.h>
+
+#include "fuzz_lua.h"
+
+static const char CHECK[] =
+    "local core = ...\n"
+    "local decode, encode, is_object = core.json_decode, core.json_encode, core.json_is_object\n"
+    "local unmarshal_item, is_array, null = core.unmarshal_item, core.is_array, core.null\n"
+    "local fail, same, scan = fuzz_fail, fuzz_same, fuzz_scan\n"
+    "local HOLDERS = { Item = true, Items = true, Attributes = true, LastEvaluatedKey = true,\n"
+    "  ExclusiveStartKey = true, Key = true, Keys = true, NewImage = true, OldImage = true }\n"
+    "local TYPES = { S = 1, N = 1, B = 1, BOOL = 1, NULL = 1, M = 1, L = 1, SS = 1, NS = 1, BS = 1 }\n"
+    "\n"
+    "local function shape(what, v, code, msg)\n"
+    "  if v == nil and (code ~= 'invalid_json' or type(msg) ~= 'string' or msg == '') then\n"
+    "    fail('%s: want value or nil, invalid_json, message; got %s, %s, %s', what,\n"
+    "      tostring(v), tostring(code), tostring(msg))\n"
+    "  end\n"
+    "end\n"
+    "\n"
+    "local function round_trip(v)\n"
+    "  local ok, text = pcall(encode, v)\n"
+    "  if not ok then\n"
+    "    local depth, bad_utf8, nonfinite = scan(v)\n"
+    "    if text:find('not valid UTF-8', 1, true) and bad_utf8 then return end\n"
+    "    if text:find('NaN and infinity', 1, true) and nonfinite then return end\n"
+    "    if text:find('nested deeper', 1, true) and depth > 127 then return end\n"
+    "    fail('json_encode of a decoded value raised: %s', tostring(text))\n"
+    "  end\n"
+    "  local v2, _, msg = decode(text)\n"
+    "  if v2 == nil then fail('decode(encode(v)) failed: %s; text %q', msg, text:sub(1, 300)) end\n"
+    "  if not same(v, v2) then fail('decode(encode(v)) ~= v; text %q', text:sub(1, 300)) end\n"
+    "  -- the same text up to the order of object members, which pairs() decides\n"
+    "  local text2 = encode(v2)\n"
+    "  if #text2 ~= #text then fail('encode not stable: %q then %q', text:sub(1, 300), text2:sub(1, 300)) end\n"
+    "end\n"
+    "\n"
+    "-- The JSON shapes unwrap insists on and unmarshal_item, which takes Lua\n"
+    "-- tables, does not: an empty [] where an M belongs, an empty {} where an\n"
+    "-- L or a set belongs, [] as an item. Returns true when av is strictly shaped.\n"
+    "local strict_av\n"
+    "local function strict_item(t)\n"
+    "  if type(t) ~= 'table' or is_array(t) then return false end\n"
+    "  for _, av in pairs(t) do if not strict_av(av) then return false end end\n"
+    "  return true\n"
+    "end\n"
+    "strict_av = function(av)\n"
+    "  if type(av) ~= 'table' or is_array(av) then return false end\n"
+    "  local k, v = next(av)\n"
+    "  if k == nil or next(av, k) ~= nil or not TYPES[k] then return true end -- refused anyway\n"
+    "  if k == 'M' then return strict_item(v) end\n"
+    "  if k == 'L' then\n"
+    "    if type(v) ~= 'table' or not is_array(v) then return false end\n"
+    "    for i = 1, #v do if not strict_av(v[i]) then return false end end\n"
+    "  elseif k == 'SS' or k == 'NS' or k == 'BS' then\n"
+    "    if type(v) ~= 'table' or not is_array(v) then return false end\n"
+    "  end\n"
+    "  return true\n"
+    "end\n"
+    "\n"
+    "-- What json_decode(text, true) must return, built from the plain decoding.\n"
+    "-- Returns value, or nil, message (the unmarshal_item failure, or a shape).\n"
+    "local expect\n"
+    "local function expect_item(t)\n"
+    "  if not strict_item(t) then return nil, 'not an attribute map as JSON' end\n"
+    "  local u, _, msg = unmarshal_item(t)\n"
+    "  return u, msg\n"
+    "end\n"
+    "local function expect_holder(p)\n"
+    "  if p == null then return null end\n"
+    "  if type(p) ~= 'table' then return nil, 'holder holds a ' .. type(p) end\n"
+    "  if not is_array(p) then return expect_item(p) end\n"
+    "  local out = core.array({})\n"
+    "  for i = 1, #p do\n"
+    "    local u, msg = expect_item(p[i])\n"
+    "    if u == nil then return nil, msg end\n"
+    "    out[i] = u\n"
+    "  end\n"
+    "  return out\n"
+    "end\n"
+    "expect = function(p)\n"
+    "  if type(p) ~= 'table' then return p end\n"
+    "  local out = setmetatable({}, getmetatable(p))\n"
+    "  local array = is_array(p)\n"
+    "  for k, v in pairs(p) do\n"
+    "    local u, msg\n"
+    "    if not array and HOLDERS[k] then u, msg = expect_holder(v) else u, msg = expect(v) end\n"
+    "    if u == nil then return nil, msg end\n"
+    "    out[k] = u\n"
+    "  end\n"
+    "  return out\n"
+    "end\n"
+    "\n"
+    "local function check_unwrap(text, plain)\n"
+    "  local u, code, msg = decode(text, true)\n"
+    "  shape('json_decode(text, true)', u, code, msg)\n"
+    "  local us, scode, smsg = decode(text, true, 'string')\n"
+    "  shape('json_decode(text, true, \"string\")', us, scode, smsg)\n"
+    "  if (u == nil) ~= (us == nil) then\n"
+    "    -- NS members 1 and 1.0 are one number but two strings\n"
+    "    if not (u == nil and msg:find('duplicate member', 1, true)) then\n"
+    "      fail('numbers option changed success: %s / %s', tostring(msg), tostring(smsg))\n"
+    "    end\n"
+    "  end\n"
+    "  if plain == nil then\n"
+    "    if u ~= nil then fail('unwrap decoded what plain decoding refused (%s)', tostring(msg)) end\n"
+    "    return\n"
+    "  end\n"
+    "  local want, why = expect(plain)\n"
+    "  if u == nil then\n"
+    "    if want == nil then return end\n"
+    "    -- a member named twice: unwrap checks both, the plain table keeps the last\n"
+    "    if fuzz_duplicate_keys(text) then return end\n"
+    "    if msg:find('nested', 1, true) then return end\n"
+    "    fail('unwrap refused (%s) what unmarshal_item accepts', msg)\n"
+    "  end\n"
+    "  if want == nil then\n"
+    "    -- unmarshal stops at 64 levels of M/L; unwrap has no such limit\n"
+    "    if why:find('nested deeper', 1, true) then return end\n"
+    "    fail('unwrap accepted what unmarshal_item refuses (%s)', why)\n"
+    "  end\n"
+    "  if not same(want, u) then fail('json_decode(text, true) differs from unmarshal_item') end\n"
+    "end\n"
+    "\n"
+    "return function(text)\n"
+    "  local v, code, msg = decode(text)\n"
+    "  shape('json_decode(text)', v, code, msg)\n"
+    "  local ok, isobj, why = pcall(is_object, text)\n"
+    "  if not ok then fail('json_is_object raised: %s', tostring(isobj)) end\n"
+    "  if isobj ~= true and (isobj ~= false or type(why) ~= 'string') then\n"
+    "    fail('json_is_object returned %s, %s', tostring(isobj), tostring(why))\n"
+    "  end\n"
+    "  local first = text:match('^[ \\t\\n\\r]*(.)')\n"
+    "  if isobj and v == nil and not msg:find('nested', 1, true) then\n"
+    "    fail('json_is_object true but json_decode refused: %s', msg)\n"
+    "  end\n"
+    "  if v ~= nil and first == '{' and not isobj then\n"
+    "    fail('json_decode gave an object but json_is_object is false')\n"
+    "  end\n"
+    "  if v ~= nil then round_trip(v) end\n"
+    "  check_unwrap(text, v)\n"
+    "end\n";
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    fz_init("fuzz_json_decode", CHECK);
+    fz_check(data, size);
+    return 0;
+}
