@@ -70,8 +70,10 @@ describe("dynlog.json", function()
   describe("strictness found by fuzzing", function()
     local core = require "dynlog.core"
     it("keeps the sign of -0.0 through encode and decode", function()
-      assert.are.equal("-0.0", core.json_encode(-0.0))
-      assert.are.equal(-math.huge, 1 / core.json_decode(core.json_encode(-0.0)))
+      local zero = 0.0
+      local negative_zero = -zero -- computed: LuaJIT folds the literal -0.0 to 0
+      assert.are.equal("-0.0", core.json_encode(negative_zero))
+      assert.are.equal(-math.huge, 1 / core.json_decode(core.json_encode(negative_zero)))
     end)
     it("refuses overlong and surrogate UTF-8 in strings and member names, as encode does", function()
       for _, text in ipairs({ '"\192\128"', '"\237\160\128"', '{"\192\128":1}', '["ok","\255"]' }) do

@@ -80,15 +80,17 @@ static int format_short_decimal(double v, char out[DL_NUMBER_TEXT_MAX])
 
 int dl_format_lua_number(lua_State *L, int idx, char out[DL_NUMBER_TEXT_MAX])
 {
-    if (lua_isinteger(L, idx))
-        return format_integer((long long)lua_tointeger(L, idx), out);
     double v = (double)lua_tonumber(L, idx);
-    if (isnan(v) || isinf(v))
-        return -1;
-    if (v == 0 && signbit(v)) { /* "-0" would read back as the integer 0 */
+    /* Before the integer test: LuaJIT counts -0.0 as integral, and "-0"
+     * would read back as the integer 0. */
+    if (v == 0 && signbit(v)) {
         memcpy(out, "-0.0", 5);
         return 4;
     }
+    if (lua_isinteger(L, idx))
+        return format_integer((long long)lua_tointeger(L, idx), out);
+    if (isnan(v) || isinf(v))
+        return -1;
     if (v > -INTEGRAL_FAST_LIMIT && v < INTEGRAL_FAST_LIMIT && v == (double)(long long)v &&
         !(v == 0 && signbit(v)))
         return format_integer((long long)v, out);
