@@ -4,6 +4,7 @@
 #   make luajit     build dynlog.core for LuaJIT (nginx) into buildjit/
 #   make test       install what is missing, start DynamoDB Local, run every spec
 #   make memcheck   the specs that touch C, under valgrind
+#   make check      every spec with ASan + UBSan, then make memcheck: zero reports
 #   make chaos      appends, queries, the consumer and nginx under injected faults and SIGKILLs
 #   make fuzz       every libFuzzer target (spec/fuzz/) for FUZZ_SECONDS (60) each
 #   make bench      every benchmark beside the AWS SDKs (bench/all.sh; results.json, RESULTS.md)
@@ -39,7 +40,7 @@ MODULE   = $(BUILD)/dynlog/core.so
 INST_LIBDIR ?= /usr/local/lib/lua/5.4
 INST_LUADIR ?= /usr/local/share/lua/5.4
 
-.PHONY: all luajit test memcheck chaos fuzz bench bench-quick bench-compare bench-memory demo demo-clean install clean FORCE
+.PHONY: all luajit test memcheck check chaos fuzz bench bench-quick bench-compare bench-memory demo demo-clean install clean FORCE
 
 all: $(MODULE)
 
@@ -68,6 +69,9 @@ test:
 
 memcheck:
 	scripts/memcheck.sh
+
+check:
+	scripts/check.sh
 
 chaos:
 	scripts/chaos.sh
