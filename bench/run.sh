@@ -39,17 +39,14 @@ make -s >&2
 make -s luajit >&2
 CFLAGS_B="-O2 -g -std=c99 -Wall -Wextra -Wno-deprecated-declarations -D_POSIX_C_SOURCE=200809L -Isrc"
 CSRC="src/ulid.c src/buf.c src/sigv4.c"
-log "building bench/peers/bin/cbench (+ two variants with bench/c/hash_alt.c in place of src/hash.c)"
+log "building bench/peers/bin/cbench"
 cc $CFLAGS_B bench/c/cbench.c $CSRC src/hash.c -o "$PEERS/bin/cbench" -lcrypto -pthread
-cc $CFLAGS_B -DALT_EVP_MD  bench/c/cbench.c $CSRC bench/c/hash_alt.c -o "$PEERS/bin/cbench_evpmd" -lcrypto -pthread
-cc $CFLAGS_B -DALT_EVP_MAC bench/c/cbench.c $CSRC bench/c/hash_alt.c -o "$PEERS/bin/cbench_evpmac" -lcrypto -pthread
 
 # ---- runs (each bounded) ----
 T="timeout 120"
 log "C";        $T "$PEERS/bin/cbench" "$BODY" > "$OUT/c.jsonl" 2> "$OUT/c.err"
-log "C (alt hash.c)"
-$T "$PEERS/bin/cbench_evpmd"  "$BODY" " [alt hash.c: EVP_MD reuse]" sigv4-only >> "$OUT/c.jsonl" 2>> "$OUT/c.err"
-$T "$PEERS/bin/cbench_evpmac" "$BODY" " [alt hash.c: EVP_MAC reuse]" sigv4-only >> "$OUT/c.jsonl" 2>> "$OUT/c.err"
+log "building bench/peers/bin/cbench"
+cc $CFLAGS_B bench/c/cbench.c $CSRC src/hash.c -o "$PEERS/bin/cbench" -lcrypto -pthread
 log "Lua 5.4";  LUA_PATH='lua/?.lua;lua/?/init.lua;;' LUA_CPATH='build54/?.so;;' $T lua5.4 bench/lua_bench.lua lua5.4 "$BODY" > "$OUT/lua54.jsonl" 2> "$OUT/lua54.err"
 log "LuaJIT";   LUA_PATH='lua/?.lua;lua/?/init.lua;;' LUA_CPATH='buildjit/?.so;;' $T luajit bench/lua_bench.lua luajit "$BODY" > "$OUT/luajit.jsonl" 2> "$OUT/luajit.err"
 log "node";     $T node bench/node_bench.js "$PEERS" "$BODY" > "$OUT/node.jsonl" 2> "$OUT/node.err"
