@@ -198,6 +198,19 @@ static void push_headers(lua_State *L, const dl_buf *block)
     }
 }
 
+void dl_http_read_request(lua_State *L, dl_http_request *req, struct curl_slist **headers)
+{
+    memset(req, 0, sizeof *req);
+    req->method = luaL_checkstring(L, 2);
+    req->url = luaL_checkstring(L, 3);
+    if (!lua_isnoneornil(L, 5))
+        req->body = luaL_checklstring(L, 5, &req->body_len);
+    if (!lua_isnoneornil(L, 6))
+        req->timeout_ms = dl_seconds_to_ms(L, 6, "timeout");
+    dl_http_build_headers(L, 4, headers);
+    req->headers = *headers;
+}
+
 void dl_http_push_response(lua_State *L, const dl_http_response *r)
 {
     lua_createtable(L, 0, 5);
@@ -232,15 +245,7 @@ static int l_request(lua_State *L)
 {
     client *c = check_client(L);
     dl_http_request req;
-    memset(&req, 0, sizeof req);
-    req.method = luaL_checkstring(L, 2);
-    req.url = luaL_checkstring(L, 3);
-    if (!lua_isnoneornil(L, 5))
-        req.body = luaL_checklstring(L, 5, &req.body_len);
-    if (!lua_isnoneornil(L, 6))
-        req.timeout_ms = dl_seconds_to_ms(L, 6, "timeout");
-    dl_http_build_headers(L, 4, &c->headers);
-    req.headers = c->headers;
+    dl_http_read_request(L, &req, &c->headers);
 
     dl_http_response *r = lua_newuserdata(L, sizeof *r);
     dl_http_response_init(r);

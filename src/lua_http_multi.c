@@ -64,14 +64,7 @@ static int l_start(lua_State *L)
 {
     multi_ud *u = check_multi(L);
     dl_http_request req;
-    memset(&req, 0, sizeof req);
-    req.method = luaL_checkstring(L, 2);
-    req.url = luaL_checkstring(L, 3);
-    if (!lua_isnoneornil(L, 5))
-        req.body = luaL_checklstring(L, 5, &req.body_len);
-    if (!lua_isnoneornil(L, 6))
-        req.timeout_ms = dl_seconds_to_ms(L, 6, "timeout");
-    dl_http_build_headers(L, 4, &u->building);
+    dl_http_read_request(L, &req, &u->building);
     struct curl_slist *headers = u->building;
     u->building = NULL; /* the multi owns them from here, even on failure */
     const char *code = NULL, *message = NULL;
