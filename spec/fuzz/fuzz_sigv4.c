@@ -40,18 +40,8 @@
 #include <openssl/sha.h>
 
 #include "fuzz_lua.h"
+#include "fuzz_check.h"
 #include "sigv4.h"
-
-#define CHECK(cond, ...)                                                                 \
-    do {                                                                                 \
-        if (!(cond)) {                                                                   \
-            fprintf(stderr, "\n==fuzz== %s:%d: check failed: %s\n", __FILE__, __LINE__, \
-                    #cond);                                                              \
-            fprintf(stderr, __VA_ARGS__);                                                \
-            fputc('\n', stderr);                                                         \
-            abort();                                                                     \
-        }                                                                                \
-    } while (0)
 
 #define MAX_HEADERS 64
 #define HOST "example.amazonaws.com"
