@@ -247,39 +247,33 @@ local function writer(config_path, w)
   local ops = {}
   local function weight(n, f) for _ = 1, n do ops[#ops + 1] = f end end
 
+  -- One append, its outcome written to the writer's log; the key, or nil.
+  local function append_reported(mode, id, uid, event_type, via, opts)
+    local key, err = clients[mode]:append(LOGS[mode], id, event_type, { uid = uid, writer = w }, opts)
+    if key then
+      acknowledge(mode, LOGS[mode], id, uid, key, via)
+    else
+      failure(mode, LOGS[mode], id, uid, err, via)
+    end
+    return key
+  end
+
   weight(15, function() -- one append, ulid mode, a stream of this writer's
     local id, uid = own_ulid_stream(), new_uid()
-    local key, err = clients.ulid:append(LOGS.ulid, id, "one", { uid = uid, writer = w })
-    if key then
-      acknowledge("ulid", LOGS.ulid, id, uid, key, "append")
-    else
-      failure("ulid", LOGS.ulid, id, uid, err, "append")
-    end
+    append_reported("ulid", id, uid, "one", "append")
   end)
 
   weight(15, function() -- one append, version mode, a stream every writer appends to ("any")
     local id, uid = shared_stream(), new_uid()
-    local key, err = clients.version:append(LOGS.version, id, "one", { uid = uid, writer = w })
-    if key then
-      acknowledge("version", LOGS.version, id, uid, key, "append")
-    else
-      failure("version", LOGS.version, id, uid, err, "append")
-    end
+    append_reported("version", id, uid, "one", "append")
   end)
 
   weight(15, function() -- version mode, an exact expected version, on a stream of this writer's
     local id, uid = "w" .. w .. "x" .. math.random(1, 2), new_uid()
     if exact[id] == nil then resolve(id, "-") end
     if exact[id] == nil then return end
-    local key, err = clients.version:append(LOGS.version, id, "exact", { uid = uid, writer = w },
-      { expected_version = exact[id] })
-    if key then
-      exact[id] = key.sk
-      acknowledge("version", LOGS.version, id, uid, key, "exact")
-    else
-      failure("version", LOGS.version, id, uid, err, "exact")
-      resolve(id, uid)
-    end
+    local key = append_reported("version", id, uid, "exact", "exact", { expected_version = exact[id] })
+    if key then exact[id] = key.sk else resolve(id, uid) end
   end)
 
   weight(25, function() -- append_many over several streams
