@@ -349,6 +349,18 @@ describe("dynlog.core sigv4 signer", function()
       assert.are.equal(prefix, steps.canonical_request:sub(1, #prefix))
     end)
 
+    it("leaves an S3 path alone unless told otherwise", function()
+      local req = dynamodb_request({ url = "https://bucket.s3.amazonaws.com/a//b/../c" })
+      req.service = "s3"
+      local _, steps = core.sigv4_signer():sign(req, true)
+      local prefix = "POST\n/a//b/../c\n\n"
+      assert.are.equal(prefix, steps.canonical_request:sub(1, #prefix))
+      req.normalize_path = true
+      _, steps = core.sigv4_signer():sign(req, true)
+      prefix = "POST\n/a/c\n\n"
+      assert.are.equal(prefix, steps.canonical_request:sub(1, #prefix))
+    end)
+
     it("leaves the path alone when normalize_path is false (S3)", function()
       local _, steps = core.sigv4_signer():sign(dynamodb_request({
         url = "https://h/a//b/../c d", normalize_path = false,

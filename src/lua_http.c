@@ -198,11 +198,39 @@ static void push_headers(lua_State *L, const dl_buf *block)
     }
 }
 
+/* libcurl puts the method into the request line as it is, and reads the URL
+ * as a C string: a CR or LF in either would start a second request, and a
+ * NUL would silently cut the URL short. Checked before any header is built,
+ * so that raising leaks nothing. */
+static const char *checked_method(lua_State *L, int idx)
+{
+    size_t len;
+    const char *method = luaL_checklstring(L, idx, &len);
+    if (len == 0)
+        luaL_argerror(L, idx, "the method is empty");
+    for (size_t i = 0; i < len; i++)
+        if (!is_token_char((unsigned char)method[i]))
+            luaL_argerror(L, idx, "the method is not an HTTP token");
+    return method;
+}
+
+static const char *checked_url(lua_State *L, int idx)
+{
+    size_t len;
+    const char *url = luaL_checklstring(L, idx, &len);
+    for (size_t i = 0; i < len; i++) {
+        unsigned char ch = (unsigned char)url[i];
+        if (ch <= 32 || ch == 127)
+            luaL_argerror(L, idx, "the URL holds a space, a control character or a NUL");
+    }
+    return url;
+}
+
 void dl_http_read_request(lua_State *L, dl_http_request *req, struct curl_slist **headers)
 {
     memset(req, 0, sizeof *req);
-    req->method = luaL_checkstring(L, 2);
-    req->url = luaL_checkstring(L, 3);
+    req->method = checked_method(L, 2);
+    req->url = checked_url(L, 3);
     if (!lua_isnoneornil(L, 5))
         req->body = luaL_checklstring(L, 5, &req->body_len);
     if (!lua_isnoneornil(L, 6))

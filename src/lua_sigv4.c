@@ -334,7 +334,10 @@ static void fill_request(lua_State *L, dl_sigv4_request *req, url_parts *url)
         string_slot(L, SLOT_SECRET, "credentials.secret_access_key", 1);
     req->credentials.session_token = string_slot(L, SLOT_TOKEN, "credentials.session_token", 0);
     req->time = time_slot(L);
-    req->normalize_path = bool_slot(L, SLOT_NORMALIZE, "normalize_path", 1);
+    /* S3 signs the path exactly as sent; every other service signs it with
+     * dot segments and repeated slashes removed. */
+    int is_s3 = req->service.len == 2 && memcmp(req->service.ptr, "s3", 2) == 0;
+    req->normalize_path = bool_slot(L, SLOT_NORMALIZE, "normalize_path", !is_s3);
     req->add_content_sha256 = bool_slot(L, SLOT_CONTENT_SHA, "content_sha256_header", 0);
     req->sign_session_token = bool_slot(L, SLOT_SIGN_TOKEN, "sign_session_token", 1);
 }

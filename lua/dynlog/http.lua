@@ -11,7 +11,8 @@
 local core = require "dynlog.core"
 local errors = require "dynlog.errors"
 
-local setmetatable = setmetatable
+local setmetatable, type = setmetatable, type
+local str_find = string.find
 
 local _M = {}
 local mt = { __index = _M }
@@ -33,6 +34,11 @@ function _M.failure(code, message)
 end
 
 function _M:request(req)
+  -- As dynlog.ngx_http answers it: a URL that cannot be sent is an error
+  -- value (the C core would raise, to guard its own callers).
+  if type(req.url) == "string" and str_find(req.url, "[%c ]") then
+    return nil, _M.failure("invalid_argument", "URL has a space or a control character in it")
+  end
   local res, code, message = self.handle:request(req.method or "GET", req.url,
     req.headers, req.body, req.timeout)
   if res then return res end

@@ -29,6 +29,7 @@ end
 --- ulid_time(s) -> the ULID's time in milliseconds since the epoch, or
 -- nil, err (code "invalid_argument") when s is not a valid ULID.
 function _M.ulid_time(s)
+  if type(s) ~= "string" then error("dynlog.ulid_time: expects a string, got " .. type(s), 2) end
   local time_ms, code, message = core_ulid_decode(s)
   if time_ms then return time_ms end
   return nil, errors.new(code, message)
