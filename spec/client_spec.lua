@@ -20,6 +20,10 @@ describe("dynlog.new", function()
     assert.error_matches(function() dynlog.new(with({ max_attempts = 0 })) end, "max_attempts")
     assert.error_matches(function() dynlog.new(with({ timeout = "10" })) end, "timeout")
     assert.error_matches(function() dynlog.new(with({ credentials = "secret" })) end, "credentials")
+    -- A misspelt option is an error, not a silent default.
+    assert.error_matches(function() dynlog.new(with({ sortkey = "version" })) end,
+      "sortkey is not an option of dynlog.new", 1, true)
+    assert.error_matches(function() dynlog.new(with({ max_attempt = 3 })) end, "max_attempt is not an option")
   end)
 
   it("raises when no region can be found", function()
@@ -231,6 +235,24 @@ describe("dynlog client against DynamoDB Local", function()
       assert.are.equal("too_large", err.code)
       assert.matches("4 MB", err.message)
     end)
+
+    it("counts the items' sizes against 4 MB, not the longer JSON text", function()
+      local c = ddb.ready_client()
+      -- 10 events of 300 KB of quotes: 3 MB of items, over 6 MB as JSON.
+      local events = {}
+      for i = 1, 10 do events[i] = { type = "e", payload = { blob = string.rep('"', 300 * 1024) } } end
+      local keys = assert(c:append_batch("orders", "quotes", events))
+      assert.are.equal(10, #keys)
+      assert.are.equal(300 * 1024, #c:head("orders", "quotes").payload.blob)
+    end)
+
+    it("raises on expected_version in ulid mode, where it has no meaning", function()
+      local c = ddb.client()
+      assert.error_matches(function() c:append_batch("orders", "o4", { { type = "e" } }, { expected_version = 1 }) end,
+        "expected_version applies to version%-mode clients")
+      assert.error_matches(function() c:append("orders", "o4", "e", {}, { expected_version = "no_stream" }) end,
+        "expected_version applies to version%-mode clients")
+    end)
   end)
 
   describe("query", function()
@@ -298,46 +320,68 @@ describe("dynlog client against DynamoDB Local", function()
     end)
   end)
 
-  describe("a stream larger than one 1 MB page", function()
-    local c
-    local N = 40
-    setup(function()
-      c = ddb.ready_client({ sort_key = "version" })
-      local blob = string.rep("e", 60 * 1024) -- 40 x 60 KB = 2.4 MB: three DynamoDB pages
-      for i = 1, N do assert(c:append("big", "b", "chunk", { n = i, blob = blob })) end
-    end)
+  for _, mode in ipairs({ "version", "ulid" }) do
+    describe("a stream larger than one 1 MB page (" .. mode .. " mode)", function()
+      local c
+      local N = 40
+      local sks = {} -- sks[i]: the sort key of event n = i
+      setup(function()
+        c = ddb.ready_client({ sort_key = mode })
+        local blob = string.rep("e", 60 * 1024) -- 40 x 60 KB = 2.4 MB: three DynamoDB pages
+        for i = 1, N do sks[i] = assert(c:append("big", "b", "chunk", { n = i, blob = blob })).sk end
+      end)
 
-    it("reads back whole through the iterator, forwards and in reverse", function()
-      for _, reverse in ipairs({ false, true }) do
-        local n, last = 0, nil
-        for ev in c:query("big", "b", { reverse = reverse }) do
-          n = n + 1
-          last = ev.payload.n
-          assert.are.equal(60 * 1024, #ev.payload.blob)
-        end
-        assert.are.equal(N, n)
-        assert.are.equal(reverse and 1 or N, last)
+      local function numbers(events)
+        local out = {}
+        for _, ev in ipairs(events) do out[#out + 1] = ev.payload.n end
+        return out
       end
-    end)
 
-    it("reads a range with limit across pages", function()
-      local got = {}
-      for ev in c:query("big", "b", { after = 5, before = 36, limit = 25 }) do got[#got + 1] = ev.sk end
-      assert.are.equal(25, #got)
-      assert.are.equal(6, got[1])
-      assert.are.equal(30, got[25])
-    end)
+      local function range(from, to)
+        local out, step = {}, from <= to and 1 or -1
+        for i = from, to, step do out[#out + 1] = i end
+        return out
+      end
 
-    it("reads back whole through cursors", function()
-      local n, cursor = 0, nil
-      repeat
-        local page = assert(c:query_page("big", "b", { page_size = 17, cursor = cursor }))
-        n = n + #page.items
-        cursor = page.cursor
-      until not cursor
-      assert.are.equal(N, n)
+      it("reads back whole through the iterator, forwards and in reverse", function()
+        for _, reverse in ipairs({ false, true }) do
+          local n, last = 0, nil
+          for ev in c:query("big", "b", { reverse = reverse }) do
+            n = n + 1
+            last = ev.payload.n
+            assert.are.equal(60 * 1024, #ev.payload.blob)
+          end
+          assert.are.equal(N, n)
+          assert.are.equal(reverse and 1 or N, last)
+        end
+      end)
+
+      it("reads a range with limit across pages, forwards and in reverse", function()
+        local forwards = assert(c:query("big", "b", { after = sks[5], before = sks[36], limit = 25 }):all())
+        assert.are.same(range(6, 30), numbers(forwards))
+        local backwards = assert(c:query("big", "b", { after = sks[5], before = sks[36], limit = 25,
+                                                       reverse = true }):all())
+        assert.are.same(range(35, 11), numbers(backwards))
+      end)
+
+      it("reads back whole through cursors, forwards and in reverse, within bounds", function()
+        local function paged(opts)
+          local got, cursor = {}, nil
+          repeat
+            opts.cursor = cursor
+            local page = assert(c:query_page("big", "b", opts))
+            for _, n in ipairs(numbers(page.items)) do got[#got + 1] = n end
+            cursor = page.cursor
+          until not cursor
+          return got
+        end
+        assert.are.same(range(1, N), paged({ page_size = 17 }))
+        assert.are.same(range(N, 1), paged({ page_size = 17, reverse = true }))
+        assert.are.same(range(6, 35), paged({ page_size = 7, after = sks[5], before = sks[36] }))
+        assert.are.same(range(35, 6), paged({ page_size = 7, after = sks[5], before = sks[36], reverse = true }))
+      end)
     end)
-  end)
+  end
 
   describe("round trips", function()
     local c
@@ -371,7 +415,18 @@ describe("dynlog client against DynamoDB Local", function()
       assert.is_true(core.is_set(p.tags))
       table.sort(p.tags)
       assert.are.same({ "a", "b", "c" }, { p.tags[1], p.tags[2], p.tags[3] })
-      assert.are.equal(3, #p.scores)
+      assert.is_true(core.is_set(p.scores))
+      table.sort(p.scores)
+      assert.are.same({ 1, 2.5, 3 }, { p.scores[1], p.scores[2], p.scores[3] })
+      local q = round_trip({ blobs = core.set({ core.binary("\0a"), core.binary("\255b") }) })
+      assert.is_true(core.is_set(q.blobs))
+      local got = {}
+      for i, b in ipairs(q.blobs) do
+        assert.is_true(core.is_binary(b))
+        got[i] = b.value
+      end
+      table.sort(got)
+      assert.are.same({ "\0a", "\255b" }, got)
     end)
 
     it("keeps integers and floats exact", function()

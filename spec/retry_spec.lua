@@ -15,7 +15,8 @@ end
 -- "throttle", "html502", "timeout_before" (the request never arrives),
 -- "timeout_after" (it arrives and is applied; the answer is lost), "crc"
 -- (a corrupted x-amz-crc32), "skew" (a signature-expired error with the
--- server's Date an hour ahead), "expired_token", "txn_conflict", "resent"
+-- server's Date an hour ahead), "expired_token", "txn_conflict",
+-- "txn_throttled", "txn_condition_and_throttled" (cancelled transactions), "resent"
 -- (the transport itself sends the request twice, as curl does when a
 -- reused connection dies after the request went out, and answers with the
 -- second response, marked `resent` as the transports mark it).
@@ -43,6 +44,14 @@ local function flaky(script)
     if action == "txn_conflict" then
       return answer(400, aws_body("TransactionCanceledException", "cancelled",
         ',"CancellationReasons":[{"Code":"TransactionConflict"},{"Code":"None"}]'))
+    end
+    if action == "txn_throttled" then
+      return answer(400, aws_body("TransactionCanceledException", "cancelled",
+        ',"CancellationReasons":[{"Code":"None"},{"Code":"ThrottlingError"}]'))
+    end
+    if action == "txn_condition_and_throttled" then
+      return answer(400, aws_body("TransactionCanceledException", "cancelled",
+        ',"CancellationReasons":[{"Code":"ConditionalCheckFailed"},{"Code":"ProvisionedThroughputExceeded"}]'))
     end
     if action == "resent" then
       real:request(req)
@@ -200,6 +209,31 @@ describe("retries against DynamoDB Local", function()
     assert.are.equal("token1", t.sent[1].headers["X-Amz-Security-Token"])
     assert.are.equal("token2", t.sent[2].headers["X-Amz-Security-Token"])
   end)
+
+  it("retries a transaction cancelled by throttling, but not one that also failed a condition", function()
+    local c, t = client({ "txn_throttled", "pass" })
+    assert.are.equal(2, #assert(c:append_batch("retry", "h", { { type = "a" }, { type = "b" } })))
+    assert.are.equal(2, t.calls)
+    assert.are.equal(2, count(c, "retry", "h"))
+    c, t = client({ "txn_condition_and_throttled", "pass" })
+    local keys, err = c:append_batch("retry", "i", { { type = "a" }, { type = "b" } })
+    assert.is_nil(keys)
+    assert.are.equal("conflict", err.code)
+    assert.are.equal(1, t.calls)
+  end)
+
+  for _, mode in ipairs({ "ulid", "version" }) do
+    it("writes a batch once when its commit's answer is lost (" .. mode .. " mode)", function()
+      local v = ddb.ready_client({ sort_key = mode })
+      -- version mode reads the head first: the transaction is the 2nd request.
+      local script = mode == "ulid" and { "timeout_after", "pass" } or { "pass", "timeout_after", "pass" }
+      local c, t = client(script, { table = v.table, sort_key = mode })
+      local keys = assert(c:append_batch("retry", "j", { { type = "a" }, { type = "b" } }))
+      assert.are.equal(2, #keys)
+      assert.are.equal(t.sent[#t.sent - 1].body, t.sent[#t.sent].body, "the same ClientRequestToken again")
+      assert.are.equal(2, count(v, "retry", "j"))
+    end)
+  end
 
   it("retries a transaction cancelled by a conflict with another transaction", function()
     local c, t = client({ "txn_conflict", "pass" })

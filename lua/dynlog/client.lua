@@ -74,8 +74,22 @@ local function check_table_name(name)
   end
 end
 
+-- Every option dynlog.new reads: a misspelt one (sortkey, max_attempt) would
+-- otherwise be ignored silently and the client run on defaults.
+local KNOWN_OPTIONS = {
+  table = true, sort_key = true, region = true, endpoint = true, streams_endpoint = true,
+  events_endpoint = true, profile = true, cafile = true, timeout = true, connect_timeout = true,
+  base_delay = true, max_delay = true, max_attempts = true, conflict_retries = true, numbers = true,
+  credentials = true, getenv = true, read_file = true, now = true, sleep = true, transport = true,
+}
+
 local function check_options(opts)
   if type(opts) ~= "table" then error("dynlog.new: expects a table of options", 3) end
+  for name in pairs(opts) do
+    if not KNOWN_OPTIONS[name] then
+      option_error(tostring(name), "is not an option of dynlog.new (see docs/configuration.md)")
+    end
+  end
   check_table_name(opts.table)
   if opts.sort_key ~= nil and not SORT_KEYS[opts.sort_key] then
     option_error("sort_key", 'must be "ulid" or "version"')
@@ -226,6 +240,11 @@ local function excerpt(body)
   return (body:gsub("[%c]", " "))
 end
 
+-- Cancellation reasons of a transaction that may well commit if sent again.
+local TRANSIENT_CANCELLATIONS = {
+  TransactionConflict = true, ThrottlingError = true, ProvisionedThroughputExceeded = true,
+}
+
 -- An AWS error response → dynlog error value.
 local function aws_error(res)
   local fields = { status = res.status, request_id = res.headers["x-amzn-requestid"] }
@@ -242,14 +261,19 @@ local function aws_error(res)
   local reasons = doc.CancellationReasons
   if type(reasons) == "table" then
     fields.reasons = reasons
-    -- A transaction cancelled only by conflicts with other transactions is
-    -- worth retrying; one cancelled by a failed condition is not.
-    local conflict, condition = false, false
+    -- A transaction cancelled only by conflicts with other transactions or
+    -- by throttling is worth retrying; one cancelled by a failed condition
+    -- (or a validation error) is not.
+    local transient, final = false, false
     for _, r in pairs(reasons) do
-      if r.Code == "TransactionConflict" then conflict = true end
-      if r.Code == "ConditionalCheckFailed" then condition = true end
+      local reason = type(r) == "table" and r.Code
+      if TRANSIENT_CANCELLATIONS[reason] then
+        transient = true
+      elseif reason and reason ~= "None" then
+        final = true
+      end
     end
-    fields.retryable = conflict and not condition
+    fields.retryable = transient and not final
   end
   return errors.new(code, tostring(message), fields)
 end

@@ -79,7 +79,7 @@ local function check_size(item)
   if size > MAX_ITEM then
     return nil, errors.new("too_large", "event is " .. size .. " bytes; DynamoDB items hold at most 409600")
   end
-  return true
+  return size
 end
 
 -- The item of an event, or nil, err. `unsized`: leave the size to
@@ -92,11 +92,10 @@ local function event_item(log, id, pk, sk, event_type, payload, unsized)
   local p, err = event_payload(id, payload)
   if not p then return nil, err end
   local item = attribute_map({ pk = pk, sk = sk, type = event_type, log = log, payload = p })
-  if not unsized then
-    local sized, serr = check_size(item)
-    if not sized then return nil, serr end
-  end
-  return item
+  if unsized then return item end
+  local size, serr = check_size(item)
+  if not size then return nil, serr end
+  return item, size
 end
 
 ---------------------------------------------------------------------------
@@ -234,6 +233,14 @@ local function put_versioned(client, item, expected, head)
   return with_conflict_retries(client, { pk = item.pk, at = at })
 end
 
+-- expected_version means something only when sort keys are versions: in
+-- ULID mode it is a mistake of the caller's, not a condition to ignore.
+local function check_no_expected(expected)
+  if expected ~= nil then
+    error('expected_version applies to version-mode clients (sort_key = "version"); this client uses ULIDs', 4)
+  end
+end
+
 --- append(log, id, type, payload [, opts]) -> key {pk=, sk=}, or nil, err.
 -- opts.expected_version (version mode): a number n writes exactly n + 1;
 -- "no_stream" writes 1; "any" (the default) writes after the current head.
@@ -241,6 +248,7 @@ function _M:append(log, id, event_type, payload, opts)
   local pk, err = stream_key(log, id)
   if not pk then return nil, err end
   if self.sort_key == "ulid" then
+    check_no_expected(opts and opts.expected_version)
     local sk, uerr = core_ulid()
     if not sk then return nil, errors.new(uerr, "ULID overflow") end
     local item, ierr = event_item(log, id, pk, sk, event_type, payload, true)
@@ -290,6 +298,7 @@ local function many_item(client, events, i)
     check_expected(ev.expected_version)
     return event_item(ev.log, ev.id, pk, 1, ev.type, ev.payload)
   end
+  check_no_expected(ev.expected_version)
   -- The whole request is known: encode it now, once.
   local sk, uerr = core_ulid()
   if not sk then return nil, errors.new(uerr, "ULID overflow") end
@@ -375,7 +384,7 @@ local function batch_items(log, id, pk, events, first_version)
   if n > MAX_TRANSACTION_ITEMS then
     return nil, errors.new("too_large", n .. " events; one transaction holds at most 100")
   end
-  local items = {}
+  local items, total = {}, 0
   for i = 1, n do
     local ev = events[i]
     if type(ev) ~= "table" then error("events[" .. i .. "] must be a table {type=, payload=}", 4) end
@@ -387,12 +396,18 @@ local function batch_items(log, id, pk, events, first_version)
       sk, uerr = core_ulid()
       if not sk then return nil, errors.new(uerr, "ULID overflow") end
     end
-    local item, err = event_item(log, id, pk, sk, ev.type, ev.payload)
+    local item, size_or_err = event_item(log, id, pk, sk, ev.type, ev.payload)
     if not item then
-      err.message = "events[" .. i .. "]: " .. err.message
-      return nil, err
+      size_or_err.message = "events[" .. i .. "]: " .. size_or_err.message
+      return nil, size_or_err
     end
-    items[i] = item
+    items[i], total = item, total + size_or_err
+  end
+  -- DynamoDB counts the items' sizes against the transaction's limit, not
+  -- the request's bytes (escaping and base64 make those larger).
+  if total > MAX_TRANSACTION_BYTES then
+    return nil, errors.new("too_large", "the events are " .. total .. " bytes; one transaction holds at most "
+      .. MAX_TRANSACTION_BYTES .. " (4 MB)")
   end
   return items
 end
@@ -407,9 +422,6 @@ local function transact(client, items)
   local token = core_ulid()
   local body, berr = client:_encode({ TransactItems = actions, ClientRequestToken = token })
   if not body then return nil, berr end
-  if #body > MAX_TRANSACTION_BYTES then
-    return nil, errors.new("too_large", "transaction is " .. #body .. " bytes; DynamoDB allows 4 MB")
-  end
   local _, err = client:_send("TransactWriteItems", body)
   if not err then
     local keys = {}
@@ -434,6 +446,7 @@ function _M:append_batch(log, id, events, opts)
   local pk, err = stream_key(log, id)
   if not pk then return nil, err end
   if self.sort_key == "ulid" then
+    check_no_expected(opts and opts.expected_version)
     local items, ierr = batch_items(log, id, pk, events)
     if not items then return nil, ierr end
     return transact(self, items)
