@@ -75,6 +75,31 @@ describe("examples", function()
     assert.are.same({ S = "+44 20 7946 0000" }, resp.Item.phoneNumber)
   end)
 
+  it("trigger.lua --envelopes writes what EventBridge would deliver, which handler.lua projects", function()
+    local own_table = ddb.table_name("envelopes")
+    local e = example_env(own_table)
+    local status, out = run.run("lua5.4 examples/append.lua grace", e)
+    assert.are.equal(0, status, out)
+    local events_file = os.tmpname()
+    status, out = run.run("sh -c " .. run.quote("lua5.4 examples/trigger.lua --envelopes > " .. events_file), e)
+    assert.are.equal(0, status, out)
+    assert.matches("handed 4 stream record%(s%) to the trigger", out)
+    local json = require "dynlog.json"
+    local types = {}
+    for line in io.lines(events_file) do
+      local event = json.decode(line)
+      assert.are.equal("stream changes", event["detail-type"])
+      assert.are.equal("dynamodb-log", event.source)
+      assert.are.equal("users#grace#stream", event.detail.key.pk)
+      types[#types + 1] = event.detail.type
+    end
+    assert.are.same({ "signup", "addPhoneNumber", "verifyPhoneNumber", "addLocation" }, types)
+    status, out = run.run("lua5.4 examples/handler.lua < " .. events_file, e)
+    os.remove(events_file)
+    assert.are.equal(0, status, out)
+    assert.matches("projected 4 event%(s%); users#grace is at version", out)
+  end)
+
   it("stream-trigger.lua follows the stream until SIGTERM, publishing every event once", function()
     local server = require "spec.support.server"
     local json = require "dynlog.json"

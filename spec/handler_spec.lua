@@ -109,13 +109,60 @@ for _, mode in ipairs({ "version", "ulid" }) do
         ops[#ops + 1] = op
         return real:request(req)
       end } })
+      local bodies = {}
+      local real_request = counting.transport.request
+      counting.transport.request = function(t, req)
+        bodies[#bodies + 1] = json.decode(req.body)
+        return real_request(t, req)
+      end
       assert.are.equal(4, assert(handler.project(counting, delivery(evs[1]), spec)).applied)
       assert.are.same({ "GetItem", "Query", "PutItem" }, ops)
+      assert.is_true(bodies[1].ConsistentRead, "the read model's version is read consistently")
+      assert.are.equal("attribute_not_exists(pk)", bodies[3].ConditionExpression)
       ops = {}
       local again = assert(handler.project(counting, delivery(evs[3]), spec))
       assert.are.equal(0, again.applied)
       assert.are.equal(evs[4].sk, again.version)
       assert.are.same({ "GetItem" }, ops)
+    end)
+
+    it("keeps the events applied before a handler that raises, and raises its error", function()
+      local evs = signup_story("9")
+      local failing = { table = spec.table, handlers = setmetatable({
+        verifyPhoneNumber = function() error("verification service down", 0) end,
+      }, { __index = users.handlers }) }
+      local ok, message = pcall(handler.project, c, delivery(evs[1]), failing)
+      assert.is_false(ok)
+      assert.are.equal("verification service down", message)
+      local user = read_model(c, spec, "users#9")
+      assert.are.equal(evs[2].sk, user.version, "signup and addPhoneNumber were written before the fault")
+      assert.are.equal("+44 1", user.phoneNumber)
+      -- Once the fault is gone, the next delivery carries on from there.
+      assert.are.equal(2, assert(handler.project(c, delivery(evs[3]), spec)).applied)
+      assert.are.equal(evs[4].sk, read_model(c, spec, "users#9").version)
+    end)
+
+    it("loses no update when another projection writes between its read and its write", function()
+      local k1 = assert(c:append("users", "10", "signup", { name = "Race" }))
+      local k2 = assert(c:append("users", "10", "addPhoneNumber", { phoneNumber = "+5" }))
+      local k3
+      local racing = { table = spec.table, handlers = setmetatable({
+        addPhoneNumber = function(u, ev)
+          if not k3 then
+            -- Meanwhile another delivery appends and projects further.
+            k3 = assert(c:append("users", "10", "addPhoneNumber", { phoneNumber = "+6" }))
+            assert(handler.project(c, delivery(c:get("users", "10", k3.sk)), spec))
+          end
+          return users.handlers.addPhoneNumber(u, ev)
+        end,
+      }, { __index = users.handlers }) }
+      assert(handler.project(c, delivery(c:get("users", "10", k1.sk)), racing))
+      local user = read_model(c, spec, "users#10")
+      -- Without the condition on the version, the slower projection would
+      -- have written its older state over the newer one.
+      assert.are.equal(k3.sk, user.version)
+      assert.are.equal("+6", user.phoneNumber)
+      assert.are_not.equal(k2.sk, user.version)
     end)
 
     it("takes the read-model key from spec.key", function()

@@ -92,6 +92,65 @@ describe("publish", function()
     assert.are.equal(1, #srv.requests())
   end)
 
+  it("counts every field EventBridge counts, in bytes, at the exact limit", function()
+    srv = server.start({ { method = "POST", path = "/", responses = { { putevents = true } } } })
+    -- 1 (source) + 1 (detail type) + 8 (detail: the é is two bytes) + 1 (bus)
+    -- + 14 (Time) + 1 (resource) + 1 (trace header) = 27 bytes each.
+    local function small()
+      return { source = "s", detail_type = "d", detail = '{"\u{e9}":1}', bus = "b", time = 1700000000,
+               resources = { "r" }, trace_header = "t" }
+    end
+    assert.are.equal(8, #small().detail)
+    assert(client_for(srv):publish({ small(), small() }, { max_request_bytes = 54 }))
+    assert.are.equal(1, #srv.requests(), "54 bytes fit in one call of 54")
+    srv.stop()
+    srv = server.start({ { method = "POST", path = "/", responses = { { putevents = true } } } })
+    assert(client_for(srv):publish({ small(), small() }, { max_request_bytes = 53 }))
+    assert.are.equal(2, #srv.requests(), "but not in one call of 53")
+  end)
+
+  it("retries a whole call that failed for a passing reason, and not one that never will pass", function()
+    local throttled = { status = 400, body = { __type = "ThrottlingException", message = "slow down" } }
+    for _, first in ipairs({ { status = 503, body = "busy" }, { status = 500, body = "oops" }, throttled }) do
+      srv = server.start({ { method = "POST", path = "/", responses = { first, { putevents = true } } } })
+      local results = assert(client_for(srv):publish({ entry(1) }))
+      assert.is_string(results[1].event_id)
+      assert.are.equal(2, #srv.requests())
+      srv.stop()
+    end
+    srv = server.start({ { method = "POST", path = "/", responses = {
+      { status = 400, body = { __type = "ValidationException", message = "no" } }, { putevents = true } } } })
+    local results, err, all = client_for(srv):publish({ entry(1) })
+    assert.is_nil(results)
+    assert.are.equal("publish_failed", err.code)
+    assert.are.equal("ValidationException", all[1].error_code)
+    assert.are.equal(1, #srv.requests())
+  end)
+
+  it("with ordered, finishes each call before the next, and stops at a call that failed", function()
+    srv = server.start({ { method = "POST", path = "/", responses = {
+      { putevents = true, fail = { { index = 3, code = "ThrottlingException" } } }, { putevents = true } } } })
+    local list = {}
+    for i = 1, 12 do list[i] = entry(i) end
+    assert(client_for(srv):publish(list, { ordered = true }))
+    local order = {}
+    for _, req in ipairs(srv.requests()) do
+      for _, e in ipairs(entries_of(req)) do order[#order + 1] = json.decode(e.Detail).n end
+    end
+    assert.are.same({ 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 3, 11, 12 }, order)
+    srv.stop()
+
+    srv = server.start({ { method = "POST", path = "/", responses = {
+      { putevents = true, fail = { { index = 2, code = "MalformedDetail" } } }, { putevents = true } } } })
+    local results, err, all = client_for(srv):publish(list, { ordered = true })
+    assert.is_nil(results)
+    assert.are.equal("publish_failed", err.code)
+    assert.are.equal(1, #srv.requests(), "nothing after the failed call is sent")
+    assert.are.equal("MalformedDetail", all[2].error_code)
+    assert.is_string(all[3].event_id)
+    assert.are.same({ error_code = "not_sent", error_message = "an earlier entry was not published" }, all[11])
+  end)
+
   it("sends again only the entries that failed for a passing reason", function()
     srv = server.start({ { method = "POST", path = "/", responses = {
       { putevents = true, fail = { { index = 2, code = "ThrottlingException" },

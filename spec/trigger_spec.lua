@@ -124,9 +124,44 @@ describe("dynlog.trigger", function()
     assert.matches("warn trigger: stream records carry no NewImage .*KEYS_ONLY", lines[1])
   end)
 
-  it("returns an empty list for a batch with nothing to publish", function()
+  it("returns an empty list for a batch with nothing to publish, an array in JSON", function()
     local tc = with_bus()
-    assert.are.same({ batchItemFailures = {} }, trigger.handle(tc, { Records = {} }))
+    local result = trigger.handle(tc, { Records = {} })
+    assert.are.same({ batchItemFailures = {} }, result)
+    -- Lambda takes {"batchItemFailures": {}} for a malformed response.
+    assert.are.equal('{"batchItemFailures":[]}', json.encode(result))
     assert.are.equal(0, #srv.requests())
+  end)
+
+  it("publishes a MODIFY record with the item's new image", function()
+    local own = ddb.ready_client()
+    local key = assert(own:append("users", "4", "signup", { name = "Old" }))
+    assert(own:call("UpdateItem", { TableName = own.table,
+      Key = { pk = { S = key.pk }, sk = { S = key.sk } },
+      UpdateExpression = "SET payload.#n = :n", ExpressionAttributeNames = { ["#n"] = "name" },
+      ExpressionAttributeValues = { [":n"] = { S = "New" } } }))
+    local own_records = stream.all_records(own)
+    assert.are.same({ "INSERT", "MODIFY" }, { own_records[1].eventName, own_records[2].eventName })
+    local tc = with_bus()
+    assert.are.equal(0, #trigger.handle(tc, { Records = { own_records[2] } }).batchItemFailures)
+    local entries = published(srv)
+    assert.are.equal(1, #entries)
+    local d = json.decode(entries[1].Detail)
+    assert.are.same({ pk = key.pk, sk = key.sk }, d.key)
+    assert.are.same({ id = "4", name = "New" }, d.payload)
+  end)
+
+  it("publishes a log's calls one after the other, and nothing after a call that failed", function()
+    -- 12 events of one log: two calls. The first fails for good, so the
+    -- second is never sent, and every record from the failed one is named.
+    local own = ddb.ready_client()
+    for i = 1, 12 do assert(own:append("users", "5", "step", { n = i })) end
+    local own_records = stream.all_records(own)
+    local tc = with_bus({ { putevents = true, fail = { { index = 4, code = "MalformedDetail" } } },
+                          { putevents = true } })
+    local result = trigger.handle(tc, { Records = own_records }, { log = function() end })
+    assert.are.equal(1, #srv.requests())
+    assert.are.equal(9, #result.batchItemFailures)
+    assert.are.equal(own_records[4].dynamodb.SequenceNumber, result.batchItemFailures[1].itemIdentifier)
   end)
 end)

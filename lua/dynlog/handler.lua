@@ -20,7 +20,7 @@ local errors = require "dynlog.errors"
 local logger = require "dynlog.log"
 local tables = require "dynlog.tables"
 
-local error, pairs, tonumber, tostring, type = error, pairs, tonumber, tostring, type
+local error, pairs, pcall, tonumber, tostring, type = error, pairs, pcall, tonumber, tostring, type
 local str_match = string.match
 local array, attribute_map = core.array, core.attribute_map
 
@@ -125,8 +125,12 @@ local function round(c, spec, log, id, pk, sk, delivered_sk, result)
         :format(tostring(ev.type), ev.pk, tostring(ev.sk)))
       result.skipped[#result.skipped + 1] = ev.sk
     else
-      local new_state = apply(copy(state), ev)
-      if type(new_state) ~= "table" then
+      local ok, new_state = pcall(apply, copy(state), ev)
+      if not ok or type(new_state) ~= "table" then
+        -- Keep the events applied before this one, as a write per event
+        -- would have, then let the caller see the handler's fault.
+        flush()
+        if not ok then error(new_state, 0) end
         error(("project: the handler of %q must return the new state (a table)"):format(ev.type), 0)
       end
       new_state.pk, new_state.sk, new_state.version = pk, sk, ev.sk

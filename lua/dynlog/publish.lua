@@ -137,6 +137,40 @@ local function put_events(client, call, prepared, results)
   return again
 end
 
+-- Sends the pending entries, then again those that failed for a reason
+-- worth retrying (throttling, an internal failure), with backoff.
+local function send(client, pending, prepared, results, max_bytes)
+  for attempt = 1, client.max_attempts do
+    local again = {}
+    for _, call in ipairs(calls_of(pending, prepared, max_bytes)) do
+      for _, idx in ipairs(put_events(client, call, prepared, results)) do again[#again + 1] = idx end
+    end
+    if #again == 0 or attempt == client.max_attempts then return end
+    pending = again
+    client.sleep(retry.delay(attempt, client.base_delay, client.max_delay))
+  end
+end
+
+-- Call after call, each finished (retries included) before the next
+-- starts; the first call that leaves an entry unpublished stops the rest,
+-- so nothing is published ahead of an entry that came before it.
+local function send_in_order(client, pending, prepared, results, max_bytes)
+  local calls = calls_of(pending, prepared, max_bytes)
+  for c, call in ipairs(calls) do
+    send(client, call, prepared, results, max_bytes)
+    for _, idx in ipairs(call) do
+      if results[idx].error_code then
+        for later = c + 1, #calls do
+          for _, skipped in ipairs(calls[later]) do
+            results[skipped] = { error_code = "not_sent", error_message = "an earlier entry was not published" }
+          end
+        end
+        return
+      end
+    end
+  end
+end
+
 local function failure(results)
   local failed, first = 0, nil
   for _, r in ipairs(results) do
@@ -153,7 +187,9 @@ end
 --- publish(entries [, opts]) -> results, or nil, err, results.
 -- entries: {source=, detail_type=, detail=<table or JSON object string>,
 -- bus=, resources=, time=<epoch seconds or RFC 3339>, trace_header=}.
--- opts: bus (default for entries without one), max_request_bytes.
+-- opts: bus (default for entries without one), max_request_bytes, ordered
+-- (true: each call waits for the one before it, and the first call left
+-- with a failed entry stops the rest, whose results say "not_sent").
 -- results[i] is {event_id=} or {error_code=, error_message=}.
 function _M:publish(entries, opts)
   opts = opts or {}
@@ -170,14 +206,10 @@ function _M:publish(entries, opts)
     prepared[i], pending[i] = p, i
   end
   local results = {}
-  for attempt = 1, self.max_attempts do
-    local again = {}
-    for _, call in ipairs(calls_of(pending, prepared, max_bytes)) do
-      for _, idx in ipairs(put_events(self, call, prepared, results)) do again[#again + 1] = idx end
-    end
-    if #again == 0 or attempt == self.max_attempts then break end
-    pending = again
-    self.sleep(retry.delay(attempt, self.base_delay, self.max_delay))
+  if opts.ordered then
+    send_in_order(self, pending, prepared, results, max_bytes)
+  else
+    send(self, pending, prepared, results, max_bytes)
   end
   local err = failure(results)
   if err then return nil, err, results end

@@ -109,7 +109,7 @@ function _M.handle(c, batch, opts)
   local records = type(batch) == "table" and batch.Records or {}
   local first_failed
   for _, g in ipairs(group(records, opts, log)) do
-    local ok, results, err = pcall(c.publish, c, g.entries)
+    local ok, results, err = pcall(c.publish, c, g.entries, { ordered = true })
     if not ok then
       first_failed = first_failed or g.positions[1]
       log("error", "trigger: publish raised: " .. tostring(results))
@@ -125,7 +125,9 @@ function _M.handle(c, batch, opts)
       log("error", "trigger: " .. tostring(err))
     end
   end
-  local failures = {}
+  -- An array even when empty: Lambda reads {"batchItemFailures": {}} as a
+  -- malformed response, and so would any Lambda-shaped host.
+  local failures = core.array()
   if first_failed then
     for position = first_failed, #records do
       failures[#failures + 1] = { itemIdentifier = sequence_number(records[position]) }
