@@ -14,6 +14,7 @@ local trigger = require "dynlog.trigger"
 
 local log_table = os.getenv("DYNLOG_TABLE") or "dynlog-example"
 local c = dynlog.new({ table = log_table })
+assert(c:create_table()) -- the log table with its stream, if it is not there yet
 
 local consumer = stream.new({
   client = c,

@@ -310,6 +310,132 @@ describe("dynlog.stream consumer", function()
     assert.is_nil(lease.owner)
   end)
 
+  it("bisects down to the poison record alone: with max_retries = 0 no good record goes to on_failure", function()
+    local c = ddb.ready_client()
+    append_events(c, 16)
+    local handled, poisoned, calls = {}, {}, {}
+    local consumer = consumer_for(c, function(batch)
+      calls[#calls + 1] = #batch.Records
+      for _, r in ipairs(batch.Records) do
+        if n_of(r) == 6 then error("poison") end
+      end
+      for _, r in ipairs(batch.Records) do handled[#handled + 1] = n_of(r) end
+    end, { bisect_on_error = true, max_retries = 0, batch_size = 16,
+           on_failure = function(batch)
+             for _, r in ipairs(batch.Records) do poisoned[#poisoned + 1] = n_of(r) end
+           end })
+    assert.is_true(poll_until(consumer, function() return handled[#handled] == 16 end))
+    assert.are.same({ 6 }, poisoned)
+    local expected = {}
+    for i = 1, 16 do if i ~= 6 then expected[#expected + 1] = i end end
+    assert.are.same(expected, handled)
+    -- 16 fails, 8 fails, 4 (1-4) passes, 4 (5-8) fails, 2 (5-6) fails, 1 (5)
+    -- passes, 1 (6) fails and is given up on, then the rest in small batches.
+    local first_calls = {}
+    for i = 1, 7 do first_calls[i] = calls[i] end
+    assert.are.same({ 16, 8, 4, 4, 2, 1, 1 }, first_calls)
+  end)
+
+  it("keeps lag_ms current: growing while a batch keeps failing, 0 once caught up", function()
+    local c = ddb.ready_client()
+    append_events(c, 3)
+    local clock_offset, failing = 0, true
+    local consumer = consumer_for(c, function() if failing then error("down") end end,
+      { now = function() return socket.gettime() + clock_offset end })
+    local function lag()
+      local _, s = next(consumer:stats().shards)
+      return s and s.lag_ms
+    end
+    assert(consumer:poll_once())
+    local first = assert(lag())
+    clock_offset = 60
+    assert(consumer:poll_once())
+    assert.is_true(lag() >= first + 59000, ("lag went from %s to %s ms"):format(first, lag()))
+    failing = false
+    assert.is_true(poll_until(consumer, function() return lag() == 0 end, 20))
+  end)
+
+  it("resumes at the oldest record when its checkpoint is older than the stream keeps", function()
+    local c = ddb.ready_client()
+    append_events(c, 8)
+    local cp = ddb.table_name("cp")
+    local seen = 0
+    local first = consumer_for(c, function(batch) seen = seen + #batch.Records end,
+      { checkpoint_table = cp, batch_size = 4 })
+    assert.is_true(poll_until(first, function() return seen == 4 end))
+    first:release()
+    -- A checkpoint past the stream's 24 hours: GetShardIterator itself refuses it.
+    local real = http.new()
+    local fc = ddb.client({ table = c.table, transport = { request = function(_, req)
+      if req.headers["X-Amz-Target"] == "DynamoDBStreams_20120810.GetShardIterator"
+          and req.body:find("AFTER_SEQUENCE_NUMBER", 1, true) then
+        return { status = 400, headers = {}, body =
+          '{"__type":"com.amazonaws.dynamodb.v20120810#TrimmedDataAccessException","message":"trimmed"}' }
+      end
+      return real:request(req)
+    end } })
+    local again = 0
+    local second = consumer_for(fc, function(batch) again = again + #batch.Records end,
+      { checkpoint_table = cp, batch_size = 4 })
+    assert.is_true(poll_until(second, function() return again == 8 end))
+    local _, s = next(second:stats().shards)
+    assert.are.equal(1, s.gaps)
+  end)
+
+  describe("across a shard split", function()
+    local split_stream = require "spec.support.split_stream"
+
+    it("reads the child from its start once the parent is done, also with start = \"latest\"", function()
+      local parent, child = ddb.ready_client(), ddb.ready_client()
+      local split = split_stream.new(parent, child)
+      local fc = ddb.client({ table = parent.table, transport = split.transport })
+      assert(parent:append("l", "0", "e", { n = 0 })) -- before the consumer: not for "latest"
+      local seen = {}
+      local consumer = consumer_for(fc, function(batch, shard)
+        for _, r in ipairs(batch.Records) do seen[#seen + 1] = { n = n_of(r), shard = shard } end
+      end, { start = "latest", lease_duration = 0.3, discovery_interval = 0.05 })
+      assert(consumer:poll_once()) -- takes the shard, and its iterator at LATEST
+      for i = 1, 5 do assert(parent:append("l", "0", "e", { n = i })) end
+      split.split()
+      split.close_parent()
+      -- Written to the child after the split, before the consumer knows of it.
+      for i = 6, 8 do assert(child:append("l", "0", "e", { n = i })) end
+      assert.is_true(poll_until(consumer, function() return #seen >= 8 end, 500), #seen .. " records seen")
+      local ns = {}
+      for i, r in ipairs(seen) do
+        ns[i] = r.n
+        assert.are.equal(r.n <= 5 and split.parent_shard or split.child_shard, r.shard)
+      end
+      assert.are.same({ 1, 2, 3, 4, 5, 6, 7, 8 }, ns)
+    end)
+
+    it("finishes a parent trimmed away before its checkpoint, reports the gap, and starts the child", function()
+      local parent, child = ddb.ready_client(), ddb.ready_client()
+      local split = split_stream.new(parent, child)
+      local fc = ddb.client({ table = parent.table, transport = split.transport })
+      for i = 1, 3 do assert(parent:append("l", "0", "e", { n = i })) end
+      local cp = ddb.table_name("cp")
+      local seen = {}
+      local handler = function(batch) for _, r in ipairs(batch.Records) do seen[#seen + 1] = n_of(r) end end
+      local first = consumer_for(fc, handler, { checkpoint_table = cp, batch_size = 2, lease_duration = 0.3 })
+      assert.is_true(poll_until(first, function() return #seen == 2 end))
+      first:release()
+      -- Long after: the parent, closed, has been trimmed away with record 3.
+      split.split()
+      split.trim_parent()
+      for i = 4, 5 do assert(child:append("l", "0", "e", { n = i })) end
+      seen = {}
+      local second = consumer_for(fc, handler, { checkpoint_table = cp, batch_size = 2, lease_duration = 0.3,
+                                                 discovery_interval = 0.05 })
+      assert.is_true(poll_until(second, function() return #seen == 2 end, 500), #seen .. " records seen")
+      assert.are.same({ 4, 5 }, seen)
+      assert.are.equal(1, second:stats().shards[split.parent_shard].gaps)
+      local leases = require "dynlog.leases"
+      local all = assert(leases.read_all(parent, cp, parent.table))
+      assert.are.equal(leases.SHARD_END, all[split.parent_shard].checkpoint)
+    end)
+  end)
+
   it("lets one of two consumers work a shard, and the other take it once the lease expires", function()
     local c = ddb.ready_client()
     append_events(c, 10)
@@ -371,11 +497,11 @@ local function records_in(path)
   return count, per_key
 end
 
-local function wait_for(cond, seconds)
+local function wait_for(cond, seconds, interval)
   local deadline = socket.gettime() + seconds
   while socket.gettime() < deadline do
     if cond() then return true end
-    socket.sleep(0.1)
+    socket.sleep(interval or 0.1)
   end
   return false
 end
@@ -393,24 +519,42 @@ describe("dynlog.stream consumer processes", function()
     pids = {}
   end)
 
-  it("loses nothing when killed with SIGKILL mid-run; duplicates come only from the unfinished batch", function()
+  it("loses nothing when killed with SIGKILL mid-batch, and hands over again that batch and nothing else", function()
     local c = ddb.ready_client()
     local N, BATCH = 120, 10
     append_events(c, N, 6)
     local cp, out = ddb.table_name("cp"), os.tmpname()
-    -- Slow batches, so that the kill lands in the middle of one.
-    pids[1] = start_consumer(c, cp, "first", out, 2, BATCH, 0.15)
-    assert.is_true(wait_for(function() return (records_in(out)) >= 40 end, 30), "first consumer made progress")
+    -- Slow batches, whose records are logged as they start: kill the
+    -- process as soon as one has started, so that it dies inside it.
+    pids[1] = start_consumer(c, cp, "first", out, 2, BATCH, 0.5)
+    assert.is_true(wait_for(function()
+      local lines = read_lines(out)
+      return (records_in(out)) >= 30 and lines[#lines]:match("^record first ") ~= nil
+    end, 60, 0.01), "first consumer made progress")
     os.execute("kill -9 " .. pids[1])
-    local before = records_in(out)
+    -- The batch it died in: its records after its last finished batch.
+    local unfinished = {}
+    for _, line in ipairs(read_lines(out)) do
+      if line:match("^batch first ") then unfinished = {} end
+      local pk, sk = line:match("^record first %S+ %S+ (%S+) (%S+)$")
+      if pk then unfinished[pk .. "/" .. sk] = true end
+    end
+    assert.are.equal(BATCH, distinct(unfinished))
     pids[2] = start_consumer(c, cp, "second", out, 2, BATCH, 0)
     assert.is_true(wait_for(function()
       local _, per_key = records_in(out)
       return distinct(per_key) == N
     end, 60), "every event was handed over after the restart")
-    local total, per_key = records_in(out)
+    local _, per_key = records_in(out)
     assert.are.equal(N, distinct(per_key))
-    assert.is_true(total - N <= BATCH, ("%d duplicates (after %d before the kill)"):format(total - N, before))
+    local duplicated = {}
+    for key, n in pairs(per_key) do
+      if n > 1 then
+        assert.are.equal(2, n, key)
+        duplicated[key] = true
+      end
+    end
+    assert.are.same(unfinished, duplicated)
     os.remove(out)
   end)
 

@@ -1,6 +1,6 @@
 --- Shard leases and checkpoints of the stream consumer, kept in a DynamoDB
 -- table: one item per (group, shard), {pk = group, sk = shard id, owner,
--- counter, checkpoint, parent, wanted_by}.
+-- counter, checkpoint, parent, start, wanted_by}.
 --
 -- The rules, after the Kinesis Client Library's:
 -- - a shard is worked only by the owner of its lease;
@@ -63,11 +63,14 @@ function _M.read_all(c, table_name, group)
   return leases
 end
 
---- Creates the lease of a shard if it has none. Returns true, or nil, err.
-function _M.ensure(c, table_name, group, shard)
+--- Creates the lease of a shard if it has none, with `start`, the iterator
+-- type to read it from before any checkpoint ("TRIM_HORIZON" or "LATEST").
+-- Returns true, or nil, err.
+function _M.ensure(c, table_name, group, shard, start)
   local ok, err = conditional(c, "PutItem", {
     TableName = table_name,
-    Item = attribute_map({ pk = group, sk = shard.ShardId, counter = 0, parent = shard.ParentShardId }),
+    Item = attribute_map({ pk = group, sk = shard.ShardId, counter = 0, parent = shard.ParentShardId,
+                           start = start }),
     ConditionExpression = "attribute_not_exists(pk)",
   })
   if ok == nil then return nil, err end

@@ -21,9 +21,9 @@ local leases = require "dynlog.leases"
 local logger = require "dynlog.log"
 local retry = require "dynlog.retry"
 
-local error, ipairs, pairs, pcall, setmetatable, tostring, type =
-  error, ipairs, pairs, pcall, setmetatable, tostring, type
-local math_ceil, math_floor, math_min = math.ceil, math.floor, math.min
+local error, ipairs, next, pairs, pcall, setmetatable, tostring, type =
+  error, ipairs, next, pairs, pcall, setmetatable, tostring, type
+local math_ceil, math_floor, math_max, math_min = math.ceil, math.floor, math.max, math.min
 local str_format = string.format
 
 local _M = {}
@@ -145,9 +145,20 @@ function _M:_discover(now)
   local desc, err = c:describe_stream(self.stream_arn)
   if not desc then return nil, err end
   local lc = self:_leases_client()
+  local fresh -- does the group have no lease yet? Asked at the first new shard.
   for _, shard in ipairs(desc.Shards) do
     if not self.known[shard.ShardId] then
-      local ok, eerr = leases.ensure(lc, self.table, self.group, shard)
+      if fresh == nil then
+        local existing, rerr = leases.read_all(lc, self.table, self.group)
+        if not existing then return nil, rerr end
+        fresh = next(existing) == nil
+      end
+      -- `start` is for the shards a group finds when it first starts. A
+      -- shard found later (a child after a split, a shard created while no
+      -- worker ran) is read from its oldest record: starting it at LATEST
+      -- would lose what was written to it before we looked.
+      local start = fresh and STARTS[self.start] or "TRIM_HORIZON"
+      local ok, eerr = leases.ensure(lc, self.table, self.group, shard, start)
       if not ok then return nil, eerr end
       self.known[shard.ShardId] = true
     end
@@ -226,7 +237,8 @@ end
 function _M:_iterator(shard_id, st)
   local cp = st.lease.checkpoint
   if cp == nil then
-    return self.client:get_shard_iterator(self.stream_arn, shard_id, STARTS[self.start])
+    -- Leases made before they carried their start fall back on the option.
+    return self.client:get_shard_iterator(self.stream_arn, shard_id, st.lease.start or STARTS[self.start])
   end
   return self.client:get_shard_iterator(self.stream_arn, shard_id, "AFTER_SEQUENCE_NUMBER", cp)
 end
@@ -253,11 +265,51 @@ local function remove_first(list, n)
   return rest
 end
 
+local function count_gap(self, shard_id)
+  local s = stats_of(self, shard_id)
+  s.gaps = (s.gaps or 0) + 1
+end
+
+-- The records after our checkpoint are older than the stream keeps (24
+-- hours): go on from the oldest record kept, and say what was lost.
+function _M:_resume_at_horizon(shard_id, st)
+  logger.log("error", str_format("stream: shard %s: records after checkpoint %s were trimmed (older than "
+    .. "24 hours); resuming at the oldest record kept: the events between are lost to this consumer",
+    shard_id, tostring(st.lease.checkpoint)))
+  count_gap(self, shard_id)
+  local it, err = self.client:get_shard_iterator(self.stream_arn, shard_id, "TRIM_HORIZON")
+  if not it then return nil, err end
+  st.iterator = it
+  return true
+end
+
+-- GetShardIterator says the shard does not exist. If the stream no longer
+-- lists it, it was trimmed away whole (closed over 24 hours ago): finish
+-- it as read to its end, so that its children can start, and report the
+-- gap. Otherwise (the stream itself is gone, say) the error stands.
+function _M:_shard_gone(shard_id, st, err)
+  local desc, derr = self.client:describe_stream(self.stream_arn)
+  if not desc then return nil, derr end
+  for _, shard in ipairs(desc.Shards) do
+    if shard.ShardId == shard_id then return nil, err end
+  end
+  logger.log("error", str_format("stream: shard %s is gone from the stream (trimmed after 24 hours); records "
+    .. "after checkpoint %s are lost to this consumer", shard_id, tostring(st.lease.checkpoint)))
+  count_gap(self, shard_id)
+  st.pending, st.closed = {}, true
+  return true
+end
+
 -- Fetches the next page of a shard into st.pending. Returns true, or nil, err.
 function _M:_fetch(shard_id, st)
   if not st.iterator then
     local it, err = self:_iterator(shard_id, st)
-    if not it then return nil, err end
+    if not it then
+      -- A checkpoint older than the stream keeps fails here already.
+      if err.code == "TrimmedDataAccessException" then return self:_resume_at_horizon(shard_id, st) end
+      if err.code == "ResourceNotFoundException" then return self:_shard_gone(shard_id, st, err) end
+      return nil, err
+    end
     st.iterator = it
   end
   local page, err = self.client:get_records(st.iterator, self.batch_size)
@@ -266,16 +318,7 @@ function _M:_fetch(shard_id, st)
       st.iterator = nil -- a new one from the checkpoint next time
       return true
     end
-    if err.code == "TrimmedDataAccessException" then
-      logger.log("error", str_format("stream: shard %s: records after checkpoint %s were trimmed (older than "
-        .. "24 hours); resuming at the oldest record kept: the events between are lost to this consumer",
-        shard_id, tostring(st.lease.checkpoint)))
-      stats_of(self, shard_id).gaps = (stats_of(self, shard_id).gaps or 0) + 1
-      local it, ierr = self.client:get_shard_iterator(self.stream_arn, shard_id, "TRIM_HORIZON")
-      if not it then return nil, ierr end
-      st.iterator = it
-      return true
-    end
+    if err.code == "TrimmedDataAccessException" then return self:_resume_at_horizon(shard_id, st) end
     return nil, err
   end
   for _, r in ipairs(page.records) do r.eventSourceARN = r.eventSourceARN or self.stream_arn end
@@ -313,15 +356,45 @@ function _M:_succeeded(shard_id, st, batch, count)
   local s = stats_of(self, shard_id)
   s.records, s.batches = s.records + count, s.batches + 1
   s.last_sequence = last.dynamodb.SequenceNumber
-  local created = last.dynamodb.ApproximateCreationDateTime
-  if created then s.lag_ms = math_floor((self.now() - created) * 1000) end
   return true
 end
 
+-- n records of a batch that had been split are done with (handled, or
+-- given up on): once the whole of the batch is, batches are full again.
+local function split_done(st, n)
+  if not st.split_left then return end
+  st.split_left = st.split_left - n
+  if st.split_left <= 0 then st.window, st.split_left = nil, nil end
+end
+
+-- How far behind this shard is: the age of the oldest record not handled
+-- yet, 0 once it is caught up. Kept current while a batch keeps failing.
+function _M:_update_lag(shard_id, st)
+  local s = stats_of(self, shard_id)
+  local head = st.pending[1]
+  if not head then
+    s.lag_ms = 0
+    return
+  end
+  local created = head.dynamodb and head.dynamodb.ApproximateCreationDateTime
+  if type(created) == "number" then s.lag_ms = math_max(0, math_floor((self.now() - created) * 1000)) end
+end
+
 function _M:_failed(shard_id, st, batch, err)
-  st.failures = st.failures + 1
   local s = stats_of(self, shard_id)
   s.retries = s.retries + 1
+  -- As Lambda does it: a failing batch is split in two and each half tried
+  -- on its own, down to single records; a split does not count against
+  -- max_retries, so that one poison record never takes good ones with it.
+  if self.bisect_on_error and #batch > 1 then
+    st.window = math_ceil(#batch / 2)
+    st.split_left = st.split_left or #batch
+    logger.log("warn", str_format("stream: shard %s: batch of %d failed, trying it in halves: %s", shard_id,
+      #batch, tostring(err)))
+    st.retry_at = self.now() + retry.delay(1, self.retry_base_delay, self.retry_max_delay)
+    return true
+  end
+  st.failures = st.failures + 1
   logger.log("warn", str_format("stream: shard %s: batch of %d failed (attempt %d): %s", shard_id, #batch,
     st.failures, tostring(err)))
   if self.max_retries and st.failures > self.max_retries then
@@ -331,10 +404,10 @@ function _M:_failed(shard_id, st, batch, err)
     local ok, cerr = self:_checkpoint(shard_id, st, batch[#batch].dynamodb.SequenceNumber)
     if not ok then return ok, cerr end
     st.pending = remove_first(st.pending, #batch)
-    st.failures, st.window = 0, nil
+    st.failures = 0
+    split_done(st, #batch)
     return true
   end
-  if self.bisect_on_error and #batch > 1 then st.window = math_ceil(#batch / 2) end
   st.retry_at = self.now() + retry.delay(st.failures, self.retry_base_delay, self.retry_max_delay)
   return true
 end
@@ -354,8 +427,12 @@ function _M:_work(shard_id, st)
     end
     local ok, err = self:_fetch(shard_id, st)
     if not ok then return nil, err end
-    if #st.pending == 0 then return 0 end
+    if #st.pending == 0 then
+      if not st.closed then self:_update_lag(shard_id, st) end -- caught up
+      return 0
+    end
   end
+  self:_update_lag(shard_id, st)
   local size = math_min(st.window or #st.pending, #st.pending)
   local batch = {}
   for i = 1, size do batch[i] = st.pending[i] end
@@ -384,13 +461,18 @@ function _M:_work(shard_id, st)
   if not failed_at then
     local done, cerr = self:_succeeded(shard_id, st, batch, size)
     if done == nil then return nil, cerr end
-    st.failures, st.window = 0, nil
+    if done then
+      st.failures = 0
+      split_done(st, size)
+    end
     return size
   end
   if failed_at > 1 then
     local done, cerr = self:_succeeded(shard_id, st, batch, failed_at - 1)
     if done == nil then return nil, cerr end
     if not done then return 0 end
+    st.failures = 0
+    split_done(st, failed_at - 1)
   end
   local rest = {}
   for i = failed_at, size do rest[#rest + 1] = batch[i] end

@@ -1,5 +1,6 @@
 -- A stream consumer process for the specs: records every record it is
--- handed, and every batch with its start and end time, to OUTFILE.
+-- handed (as its batch starts), and every batch with its start and end time
+-- (once it is done), to OUTFILE.
 --   lua5.4 spec/support/consumer.lua TABLE CHECKPOINT_TABLE WORKER OUTFILE LEASE_DURATION BATCH_SIZE DELAY
 -- Lines: "record WORKER SHARD SEQUENCE PK SK" and "batch WORKER SHARD START END" (ms).
 -- Runs until SIGTERM (then hands its leases back) or SIGKILL (then not).
@@ -23,11 +24,13 @@ local consumer = stream.new({
   lease_duration = lease_duration, batch_size = batch_size, poll_interval = 0.05,
   handler = function(batch, shard)
     local started = core.now()
-    if delay > 0 then core.sleep(delay) end
+    -- Records are logged as the batch starts, its "batch" line once it is
+    -- done: a process killed in between leaves its unfinished batch visible.
     for _, r in ipairs(batch.Records) do
       local keys = r.dynamodb.Keys
       out:write(("record %s %s %s %s %s\n"):format(worker, shard, r.dynamodb.SequenceNumber, keys.pk.S, keys.sk.S))
     end
+    if delay > 0 then core.sleep(delay) end
     out:write(("batch %s %s %d %d\n"):format(worker, shard, math.floor(started * 1000), math.floor(core.now() * 1000)))
   end,
 })
