@@ -33,7 +33,13 @@ build = {
     LUA_INCDIR = "$(LUA_INCDIR)",
     BUILD = "build-rocks",
   },
+  -- The same compiler variables as the build: `make install` checks that the
+  -- module is up to date, and other flags (another Lua's headers) would
+  -- rebuild it against the wrong Lua.
   install_variables = {
+    CFLAGS = "$(CFLAGS)",
+    LIBFLAG = "$(LIBFLAG)",
+    LUA_INCDIR = "$(LUA_INCDIR)",
     INST_LIBDIR = "$(LIBDIR)",
     INST_LUADIR = "$(LUADIR)",
     BUILD = "build-rocks",
