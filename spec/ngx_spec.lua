@@ -44,8 +44,29 @@ describe("dynlog.ngx receiver and bus", function()
 
   setup(function()
     srv = nginx.start({
-      http = "lua_shared_dict rx 1m;",
+      http = [[
+        lua_shared_dict rx 1m;
+        # A request where nginx has no cosockets: at start-up, in init and init_worker.
+        init_by_lua_block {
+          local ok, err = pcall(require("spec.support.ngx_app").list_tables, "http://127.0.0.1:1")
+          ngx.shared.rx:set("init", tostring(ok) .. " " .. tostring(err))
+        }
+        init_worker_by_lua_block {
+          local ok, err = pcall(require("spec.support.ngx_app").list_tables, "http://127.0.0.1:1")
+          ngx.shared.rx:set("init_worker", tostring(ok) .. " " .. tostring(err))
+        }
+      ]],
       server = [[
+        # Cosockets work in the server's rewrite phase: the request goes out
+        # (and finds nothing listening on port 1).
+        server_rewrite_by_lua_block {
+          if ngx.var.uri ~= "/server-rewrite" then return end
+          local ok, res, err = pcall(require("spec.support.ngx_app").list_tables, "http://127.0.0.1:1")
+          ngx.say(tostring(ok), " ", tostring(res), " ", ok and err and err.code or tostring(res))
+          return ngx.exit(200)
+        }
+        location = /start-up { content_by_lua_block {
+          ngx.say(ngx.shared.rx:get("init"), "\n", ngx.shared.rx:get("init_worker")) } }
         location = /rx { content_by_lua_block {
           require("dynlog.ngx").receive(require("spec.support.ngx_app").receiver) } }
         location = /basic { content_by_lua_block {
@@ -55,9 +76,7 @@ describe("dynlog.ngx receiver and bus", function()
         location = /report { content_by_lua_block { require("spec.support.ngx_app").report() } }
         location = /set-phase {
           set_by_lua_block $outcome {
-            local c = require("dynlog").new({ table = "events", region = "us-east-1", endpoint = "http://127.0.0.1:1",
-              credentials = { access_key_id = "a", secret_access_key = "b" } })
-            local ok, err = pcall(c.call, c, "ListTables", {})
+            local ok, err = pcall(require("spec.support.ngx_app").list_tables, "http://127.0.0.1:1")
             return tostring(ok) .. " " .. tostring(err)
           }
           return 200 $outcome;
@@ -81,6 +100,17 @@ describe("dynlog.ngx receiver and bus", function()
   it("says clearly that no request can be made where nginx has no cosockets", function()
     local _, body = request("GET", srv.url .. "/set-phase")
     assert.matches("^false dynlog: no requests can be made in nginx's set phase", body)
+    local _, startup = request("GET", srv.url .. "/start-up")
+    local init, init_worker = startup:match("^([^\n]*)\n([^\n]*)")
+    assert.matches("^false dynlog: no requests can be made in nginx's init phase", init)
+    assert.matches("^false dynlog: no requests can be made in nginx's init_worker phase", init_worker)
+    assert.matches("run the work from a timer", init_worker, 1, true)
+  end)
+
+  it("makes requests from server_rewrite_by_lua, where cosockets work", function()
+    local status, body = request("GET", srv.url .. "/server-rewrite")
+    assert.are.equal(200, status)
+    assert.are.equal("true nil connection\n", body)
   end)
 
   it("answers 401 to missing or wrong credentials, and handles nothing", function()

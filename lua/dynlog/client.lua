@@ -124,8 +124,8 @@ end
 
 -- Inside nginx every request goes over cosockets, which exist only in
 -- some phases: say so rather than block the worker or fail obscurely.
-local COSOCKET_PHASES = { rewrite = true, access = true, content = true, timer = true, ssl_cert = true,
-                          ssl_session_fetch = true, ssl_client_hello = true }
+local COSOCKET_PHASES = { server_rewrite = true, rewrite = true, access = true, content = true, timer = true,
+                          ssl_cert = true, ssl_session_fetch = true, ssl_client_hello = true }
 
 local function in_nginx()
   local ngx = rawget(_G, "ngx")

@@ -14,7 +14,7 @@
 -- HTTP status, 5xx included, is a response for the caller to judge. Header
 -- names and values with CR, LF or NUL raise, so no caller can inject a header.
 --
--- Where it runs: wherever cosockets do (rewrite, access and content phases,
+-- Where it runs: wherever cosockets do (server_rewrite, rewrite, access and content phases,
 -- ngx.timer callbacks, ngx.thread); not in init_by_lua*, init_worker_by_lua*
 -- itself (start a timer there), set_by_lua*, header/body filters or log_by_lua*.
 --

@@ -71,6 +71,14 @@ function M.slow_report()
   ngx.say(json.encode({ done = d:get("slow_done") or 0, peak = d:get("slow_peak") or 0 }))
 end
 
+-- One ListTables through a fresh client (one attempt): response or nil, err.
+-- Outside the phases that have cosockets it raises.
+function M.list_tables(endpoint)
+  local c = require("dynlog").new({ table = "events", region = "us-east-1", endpoint = endpoint, max_attempts = 1,
+    credentials = { access_key_id = "AKIDNGXAPP", secret_access_key = "ngx-app-secret" } })
+  return c:call("ListTables", {})
+end
+
 -- A location that reports the counters.
 function M.report()
   local d = rx()
