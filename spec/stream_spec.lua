@@ -409,6 +409,60 @@ describe("dynlog.stream consumer", function()
       assert.are.same({ 1, 2, 3, 4, 5, 6, 7, 8 }, ns)
     end)
 
+    it("spreads shards evenly: a worker that joins is handed its share by the busy one", function()
+      local one, two = ddb.ready_client(), ddb.ready_client()
+      local split = split_stream.new(one, two, { siblings = true })
+      split.split() -- two shards side by side
+      local fc = ddb.client({ table = one.table, transport = split.transport })
+      local clock = 1000
+      local cp = ddb.table_name("cp")
+      local workers_of, handled = {}, 0
+      local function consumer(name)
+        return consumer_for(fc, function(batch, shard)
+          workers_of[shard] = workers_of[shard] or {}
+          workers_of[shard][name] = true
+          handled = handled + #batch.Records
+        end, { checkpoint_table = cp, worker_id = name, lease_duration = 3, now = function() return clock end })
+      end
+      local function owned(c)
+        local n = 0
+        for _, s in pairs(c:stats().shards) do if s.owned then n = n + 1 end end
+        return n
+      end
+      local a = consumer("a")
+      assert(a:poll_once())
+      assert.are.equal(2, owned(a), "alone, a works both shards")
+      local b = consumer("b")
+      for _ = 1, 4 do
+        clock = clock + 1.1 -- past a heartbeat (lease_duration / 3), well before expiry
+        assert(b:poll_once())
+        assert(a:poll_once())
+      end
+      assert.are.same({ 1, 1 }, { owned(a), owned(b) })
+      local leases = require "dynlog.leases"
+      local owners = {}
+      for _, lease in pairs(assert(leases.read_all(one, cp, one.table))) do owners[#owners + 1] = lease.owner end
+      table.sort(owners)
+      assert.are.same({ "a", "b" }, owners)
+      for i = 1, 5 do
+        assert(one:append("l", "x", "e", { n = i }))
+        assert(two:append("l", "y", "e", { n = i }))
+      end
+      for _ = 1, 300 do
+        if handled >= 10 then break end
+        clock = clock + 0.3
+        assert(a:poll_once())
+        assert(b:poll_once())
+        socket.sleep(0.005)
+      end
+      assert.are.equal(10, handled)
+      for shard, workers in pairs(workers_of) do
+        local names = {}
+        for name in pairs(workers) do names[#names + 1] = name end
+        assert.are.equal(1, #names, shard .. " was worked by " .. table.concat(names, " and "))
+      end
+    end)
+
     it("finishes a parent trimmed away before its checkpoint, reports the gap, and starts the child", function()
       local parent, child = ddb.ready_client(), ddb.ready_client()
       local split = split_stream.new(parent, child)

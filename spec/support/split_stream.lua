@@ -38,11 +38,13 @@ local function aws_error(name, message)
   return { status = 400, headers = {}, body = json.encode({ __type = AWS .. name, message = message }) }
 end
 
-function _M.new(parent_client, child_client)
+--- new(parent_client, child_client [, opts]): opts.siblings = true lists
+-- the second shard without a parent, for two shards worked side by side.
+function _M.new(parent_client, child_client, opts)
   local real = http.new()
   local parent_arn, parent_shard = only_shard(parent_client)
   local child_arn, child_shard = only_shard(child_client)
-  local state = { split = false, closed = false, trimmed = false }
+  local state = { split = false, closed = false, trimmed = false, siblings = opts and opts.siblings }
   local parent_iterators = {} -- iterators of the parent shard we handed out
 
   local function describe(res)
@@ -53,7 +55,7 @@ function _M.new(parent_client, child_client)
     end
     if state.split then
       local child = assert(child_client:describe_stream(child_arn)).Shards[1]
-      child.ParentShardId = parent_shard
+      child.ParentShardId = not state.siblings and parent_shard or nil
       shards[#shards + 1] = child
     end
     doc.StreamDescription.Shards = shards
