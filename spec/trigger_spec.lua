@@ -66,6 +66,15 @@ describe("dynlog.trigger", function()
     local first = json.decode(entries[1].Detail)
     assert.are.same({ id = "1", name = "Ada" }, first.payload)
     assert.is_nil(first.partial)
+    -- The fields always in the original detail's order, so equal events give equal bytes.
+    assert.matches('^{"log":"users","key":{"pk":"users#1#stream","sk":"%w+"},"type":"signup","payload":{',
+      entries[1].Detail)
+  end)
+
+  it("takes the partial form's id from the key for an item without payload.id", function()
+    local item = { pk = "users#77#stream", sk = 5, type = "imported", payload = { blob = string.rep("z", 100) } }
+    assert.are.equal('{"log":"users","key":{"pk":"users#77#stream","sk":5},"type":"imported","partial":true,'
+      .. '"payload":{"id":"77"}}', trigger.detail(item, 50))
   end)
 
   it("sends the partial form when the detail would exceed 10240 bytes", function()

@@ -32,16 +32,31 @@ local function log_of(item)
   return str_match(item.pk, "^([^#]*)#")
 end
 
+-- A field of the detail; a field the item lacks is left out, as it was
+-- when the detail was a table.
+local function field(name, value, first)
+  if value == nil then return "" end
+  return (first and '"' or ',"') .. name .. '":' .. json_encode(value)
+end
+
+-- The fields in the order of the original examples' detail, whatever the
+-- hash order of a Lua table: the same event always gives the same bytes.
+local function detail_text(head, partial, payload)
+  return head .. (partial and ',"partial":true' or "") .. field("payload", payload) .. "}"
+end
+
 --- The detail JSON of one event item, shortened to the partial form when
 -- the whole would exceed max_bytes.
 function _M.detail(item, max_bytes)
-  local log = log_of(item)
-  local key = { pk = item.pk, sk = item.sk }
-  local whole = json_encode({ log = log, key = key, type = item.type, payload = item.payload })
+  local head = "{" .. field("log", log_of(item), true) .. ',"key":{' .. field("pk", item.pk, true)
+    .. field("sk", item.sk) .. "}" .. field("type", item.type)
+  local whole = detail_text(head, false, item.payload)
   if #whole <= (max_bytes or _M.MAX_DETAIL_BYTES) then return whole end
   local payload = item.payload
-  local id = type(payload) == "table" and payload.id or nil
-  return json_encode({ log = log, key = key, type = item.type, partial = true, payload = { id = id } })
+  -- dynlog's own events always hold payload.id; an item written by other
+  -- means may not, and its id is then the one in its key.
+  local id = type(payload) == "table" and payload.id or str_match(item.pk, "^[^#]*#(.*)#stream$")
+  return detail_text(head, true, { id = id })
 end
 
 -- The event item of a record, or nil when the record is not one to publish.
