@@ -148,6 +148,30 @@ describe("dynlog.ngx receiver and bus", function()
     assert.are.equal(200, (post(srv.url .. "/rx", EVENT, { ["x-api-key"] = "test-key" })))
   end)
 
+  it("tells EventBridge which handler errors to drop (400), slow down for (429) or retry (500)", function()
+    local cases = {
+      -- input that can never be handled: EventBridge drops it
+      invalid_argument = 400, too_large = 400, schema_mismatch = 400, ValidationException = 400,
+      SerializationException = 400,
+      -- capacity: retried, more slowly
+      ThrottlingException = 429, ProvisionedThroughputExceededException = 429, RequestLimitExceeded = 429,
+      -- may pass later: retried
+      gap = 500, conflict = 500, ResourceNotFoundException = 500, AccessDeniedException = 500,
+      timeout = 500, connection = 500, InternalServerError = 500, publish_failed = 500,
+      some_code_of_the_handler = 500, plain = 500,
+    }
+    local key = { ["x-api-key"] = "test-key" }
+    local before = report().handled
+    for code, expected in pairs(cases) do
+      local event = json.decode(EVENT)
+      event.detail.fail = code
+      local status, body = post(srv.url .. "/rx", json.encode(event), key)
+      assert.are.equal(expected, status, code .. " answered " .. tostring(status) .. " " .. tostring(body))
+      if code ~= "plain" then assert.are.equal(code, json.decode(body).message) end
+    end
+    assert.are.equal(before, report().handled)
+  end)
+
   local function put_events(entries)
     local status, body = post(srv.url .. "/bus", json.encode({ Entries = entries }),
       { ["x-amz-target"] = "AWSEvents.PutEvents", ["content-type"] = "application/x-amz-json-1.1" })

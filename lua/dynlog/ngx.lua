@@ -136,12 +136,27 @@ end
 -- The receiver of EventBridge API destinations
 ---------------------------------------------------------------------------
 
--- What EventBridge should do with an error: never retry input that cannot
--- succeed (4xx), slow down (429) or try again later (5xx).
+-- Errors that say the event itself can never be handled, however often it
+-- comes again: input dynlog or DynamoDB refuses (a value that cannot be
+-- stored, an item over 400 KB, a read model made for another key schema).
+local FINAL = {
+  invalid_argument = true, too_large = true, schema_mismatch = true, invalid_json = true,
+  invalid_pattern = true, ValidationException = true, SerializationException = true,
+}
+-- Errors that ask for the same request later, more slowly.
+local THROTTLED = {
+  ThrottlingException = true, ProvisionedThroughputExceededException = true, RequestLimitExceeded = true,
+  LimitExceededException = true, Throttling = true, ThrottledException = true, TooManyRequestsException = true,
+}
+
+-- What EventBridge should do with an error: never retry what cannot succeed
+-- (400), slow down (429), or try again later (500) for everything else: a
+-- missing table, a gap in the log, a conflict, a fault of the network or of
+-- AWS, or an error of a kind not known here.
 local function status_for(err)
   if not errors.is(err) then return 500 end
-  if err.code == "invalid_argument" then return 400 end
-  if err.code == "ThrottlingException" or err.code == "ProvisionedThroughputExceededException" then return 429 end
+  if FINAL[err.code] then return 400 end
+  if THROTTLED[err.code] then return 429 end
   return 500
 end
 
@@ -150,8 +165,10 @@ end
 -- {basic = {user=, password=}}, max_body = 262144, handle = function(event)
 -- -> true | nil, err}, or instead of handle, {client=, project=<spec of
 -- dynlog.handler.project>}. Answers 2xx once handled, 401 without the
--- right credentials (nothing handled), 400 for malformed input, 413 for a
--- body too large, 429/5xx when worth retrying.
+-- right credentials (nothing handled), 400 for malformed input and for an
+-- error that says the event can never be handled (invalid_argument,
+-- too_large, schema_mismatch, ValidationException, ...), 413 for a body too
+-- large, 429 when throttled and 500 for everything else (worth retrying).
 function _M.receive(spec)
   if type(spec) ~= "table" then error("receive: expects a spec table", 2) end
   check_auth(spec.auth, "receive")

@@ -24,6 +24,9 @@ M.receiver = {
       return nil, errors.new("unavailable", "scripted failure")
     end
     if event.detail.bad then return nil, errors.new("invalid_argument", "will never succeed") end
+    -- detail.fail = "<code>": fails with that error code ("plain": a string)
+    if event.detail.fail == "plain" then return nil, "a plain message" end
+    if event.detail.fail then return nil, errors.new(event.detail.fail, "scripted " .. event.detail.fail) end
     d:incr("handled", 1, 0)
     return true
   end,
