@@ -11,11 +11,11 @@ local ltn12 = require "ltn12"
 
 local function request(method, url, body, headers)
   local chunks = {}
-  local _, status = http.request({
+  local _, status, response_headers = http.request({
     method = method, url = url, headers = headers or {}, sink = ltn12.sink.table(chunks),
     source = body and ltn12.source.string(body) or nil,
   })
-  return status, table.concat(chunks)
+  return status, table.concat(chunks), response_headers
 end
 
 local function post(url, body, headers)
@@ -74,6 +74,8 @@ describe("dynlog.ngx receiver and bus", function()
         location = /bus { content_by_lua_block {
           require("dynlog.ngx").bus(require("spec.support.ngx_app").bus(ngx.var.server_port)) } }
         location = /report { content_by_lua_block { require("spec.support.ngx_app").report() } }
+        location = /raw-target { content_by_lua_block { require("spec.support.ngx_app").raw_target() } }
+        location = /raw-report { content_by_lua_block { require("spec.support.ngx_app").raw_report() } }
         location = /set-phase {
           set_by_lua_block $outcome {
             local ok, err = pcall(require("spec.support.ngx_app").list_tables, "http://127.0.0.1:1")
@@ -204,6 +206,145 @@ describe("dynlog.ngx receiver and bus", function()
     local big = entry("orders", { Detail = json.encode({ blob = string.rep("x", 300 * 1024) }) })
     assert.are.equal(400, (put_events({ big })))
     assert.are.equal(400, (post(srv.url .. "/bus", "{}", { ["x-amz-target"] = "AWSEvents.ListRules" })))
+  end)
+
+  -- A PutEvents call with this raw body: status, decoded answer, content type.
+  local function put_raw(body)
+    local status, text, headers = post(srv.url .. "/bus", body,
+      { ["x-amz-target"] = "AWSEvents.PutEvents", ["content-type"] = "application/x-amz-json-1.1" })
+    return status, json.decode(text), headers["content-type"]
+  end
+
+  it("refuses whole, as a SerializationException, a request whose fields have the wrong JSON types", function()
+    -- Each call also holds a good entry for the raw target: none may go out.
+    local good = { Source = "raw-test", DetailType = "raw", Detail = '{"refused":true}' }
+    local function with(field, value)
+      local e = entry("orders")
+      e[field] = value
+      return json.encode({ Entries = { good, e } })
+    end
+    local cases = {
+      { "a body that is not JSON", "{not json" },
+      { "a body that is a JSON array", "[]" },
+      { "Entries as an object", json.encode({ Entries = { a = good } }) },
+      { "an entry that is not an object", json.encode({ Entries = { good, "entry" } }) },
+      { "a numeric Source", with("Source", 5) },
+      { "a Detail given as an object, not as text", with("Detail", { log = "orders" }) },
+      { "a numeric EventBusName", with("EventBusName", 1) },
+      { "Resources holding numbers", with("Resources", { 1, 2 }) },
+      { "Resources as an object", with("Resources", { x = "y" }) },
+      { "a Time that is not a number", with("Time", "yesterday") },
+      { "a TraceHeader that is an array", with("TraceHeader", { "t" }) },
+    }
+    local before = json.decode(select(2, request("GET", srv.url .. "/raw-report"))).count
+    for _, case in ipairs(cases) do
+      local status, resp, content_type = put_raw(case[2])
+      assert.are.equal(400, status, case[1])
+      assert.are.equal("SerializationException", resp.__type, case[1])
+      assert.are.equal("application/x-amz-json-1.1", content_type, case[1])
+    end
+    local status, resp, content_type = put_raw(json.encode({ NoEntries = true }))
+    assert.are.equal(400, status)
+    assert.are.equal("ValidationException", resp.__type)
+    assert.matches("Member must not be null", resp.message, 1, true)
+    assert.are.equal("application/x-amz-json-1.1", content_type)
+    status, resp = put_raw(json.encode({ Entries = json.array() }))
+    assert.are.equal(400, status)
+    assert.are.equal("ValidationException", resp.__type)
+    -- Nothing went out for the good entries of the refused calls: the one
+    -- delivery to the raw target is the one of this accepted call.
+    status = put_events({ { Source = "raw-test", DetailType = "raw", Detail = '{"accepted":true}' } })
+    assert.are.equal(200, status)
+    local got = wait_for(function()
+      local r = json.decode(select(2, request("GET", srv.url .. "/raw-report")))
+      return r.count > before and r
+    end, 10)
+    assert.is_truthy(got, "the accepted entry was delivered")
+    socket.sleep(0.3)
+    local r = json.decode(select(2, request("GET", srv.url .. "/raw-report")))
+    assert.are.equal(before + 1, r.count)
+    assert.matches('"accepted":true', r.last, 1, true)
+  end)
+
+  it("accepts the bus by name or by ARN, and refuses another region's, account's or bus's ARN", function()
+    local arn = "arn:aws:events:us-east-1:000000000000:event-bus/"
+    local status, resp = put_events({
+      entry("orders", { EventBusName = arn .. "dynamodb-log" }),
+      entry("orders", { EventBusName = arn .. "default" }),
+      entry("orders", { EventBusName = "default" }),
+      entry("orders", { EventBusName = "arn:aws:events:eu-west-1:000000000000:event-bus/dynamodb-log" }),
+      entry("orders", { EventBusName = "arn:aws:events:us-east-1:123456789012:event-bus/dynamodb-log" }),
+      entry("orders", { EventBusName = arn .. "elsewhere" }),
+    })
+    assert.are.equal(200, status)
+    assert.are.equal(3, resp.FailedEntryCount)
+    for i = 1, 3 do assert.is_string(resp.Entries[i].EventId, "entry " .. i) end
+    for i = 4, 6 do assert.are.equal("ResourceNotFoundException", resp.Entries[i].ErrorCode, "entry " .. i) end
+  end)
+
+  it("counts EventBusName and TraceHeader in the request size, as EventBridge does", function()
+    local limit = 256 * 1024
+    -- Source, DetailType and Detail of one entry of `bytes` bytes in all
+    local function sized(bytes, extra)
+      local e = entry("orders", extra)
+      local fixed = #e.Source + #e.DetailType + #'{"log":"orders","pad":""}'
+      e.Detail = json.encode({ log = "orders", pad = string.rep("p", bytes - fixed) })
+      assert(#e.Source + #e.DetailType + #e.Detail == bytes)
+      return e
+    end
+    local bus = "dynamodb-log"
+    local trace = "Root=1-5759e988-bd862e3fe1be46a994272793;Sampled=1"
+    -- exactly at the limit: accepted
+    local status, resp = put_events({ sized(limit - #bus - #trace, { EventBusName = bus, TraceHeader = trace }) })
+    assert.are.equal(200, status)
+    assert.are.equal(0, resp.FailedEntryCount)
+    -- one byte more, from the bus name or the trace header: refused whole
+    status, resp = put_events({ sized(limit - #bus - #trace + 1, { EventBusName = bus, TraceHeader = trace }) })
+    assert.are.equal(400, status)
+    assert.are.equal("ValidationException", resp.__type)
+    status = put_events({ sized(limit - #bus + 1, { EventBusName = bus }) })
+    assert.are.equal(400, status)
+    status = put_events({ sized(limit - #trace + 1, { TraceHeader = trace, EventBusName = json.null }) })
+    assert.are.equal(400, status)
+  end)
+
+  it("refuses a Detail with an integer beyond int64 or nested deeper than 1000 levels", function()
+    local details = {
+      { '{"n":123456789012345678901234567890}', "MalformedDetail" },
+      { '{"n":9223372036854775808}', "MalformedDetail" },
+      { '{"a":[1,{"n":-9223372036854775809}]}', "MalformedDetail" },
+      { '{"n":9223372036854775807,"m":-9223372036854775808}', nil },
+      { '{"s":"123456789012345678901234567890","q":"\\"99999999999999999999","f":1.5e300,'
+        .. '"g":12345678901234567890.5,"e":1e30}', nil },
+      { '{"d":' .. string.rep("[", 1000) .. string.rep("]", 1000) .. "}", "MalformedDetail" },
+      { '{"d":' .. string.rep("[", 998) .. string.rep("]", 998) .. "}", nil },
+    }
+    local entries = {}
+    for i, d in ipairs(details) do entries[i] = entry("orders", { Detail = d[1] }) end
+    local status, resp = put_events(entries)
+    assert.are.equal(200, status)
+    for i, d in ipairs(details) do
+      assert.are.equal(d[2], resp.Entries[i].ErrorCode, "detail " .. i .. ": " .. d[1]:sub(1, 60))
+    end
+  end)
+
+  it("delivers the detail byte for byte, and the entry's Time and Resources, in the envelope", function()
+    local before = json.decode(select(2, request("GET", srv.url .. "/raw-report"))).count
+    local detail = '{"big": 9223372036854775807, "n": 1.0, "s": "\\u00e9"}'
+    local status, resp = put_events({ { Source = "raw-test", DetailType = "raw", Detail = detail,
+      Time = 1700000000, Resources = { "arn:aws:dynamodb:us-east-1:000000000000:table/t" } } })
+    assert.are.equal(200, status)
+    assert.are.equal(0, resp.FailedEntryCount)
+    local got = wait_for(function()
+      local r = json.decode(select(2, request("GET", srv.url .. "/raw-report")))
+      return r.count > before and r
+    end, 10)
+    assert.is_truthy(got, "delivered")
+    assert.is_truthy(got.last:find('"detail":' .. detail, 1, true), got.last)
+    local envelope = json.decode(got.last)
+    assert.are.equal(resp.Entries[1].EventId, envelope.id)
+    assert.are.equal("2023-11-14T22:13:20Z", envelope.time)
+    assert.are.same({ "arn:aws:dynamodb:us-east-1:000000000000:table/t" }, envelope.resources)
   end)
 
   it("delivers matching events in the EventBridge envelope, retrying a failing target until it succeeds", function()

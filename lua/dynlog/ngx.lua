@@ -17,7 +17,8 @@ local stream = require "dynlog.stream"
 local ngx = ngx -- luacheck: ignore
 local error, ipairs, pairs, pcall, tonumber, tostring, type = error, ipairs, pairs, pcall, tonumber, tostring, type
 local io_open, math_floor, os_date = io.open, math.floor, os.date
-local str_format, str_match = string.format, string.match
+local str_byte, str_find, str_format, str_match, str_sub =
+  string.byte, string.find, string.format, string.match, string.sub
 local constant_time_equal, base64_decode = core.constant_time_equal, core.base64_decode
 
 local _M = {}
@@ -206,36 +207,129 @@ end
 
 local MAX_ENTRIES = 10
 local TIME_BYTES = 14
+local AMZ_JSON = "application/x-amz-json-1.1"
 
 local function rfc3339(t)
   return os_date("!%Y-%m-%dT%H:%M:%SZ", math_floor(t))
 end
 
--- An entry EventBridge would refuse: its ErrorCode and message, or nil.
-local function entry_problem(e)
-  if type(e) ~= "table" then return "InvalidArgument", "entry is not an object" end
-  for _, field in ipairs({ "Source", "DetailType", "Detail" }) do
-    if type(e[field]) ~= "string" or e[field] == "" then
-      return "InvalidArgument", "Parameter " .. field .. " is not valid."
+-- A request-level error of the JSON 1.1 protocol: {"__type":, "message":}.
+local function amz_error(status, kind, message)
+  return say_json(status, { __type = kind, message = message }, AMZ_JSON)
+end
+
+-- Does the JSON text hold an integer literal outside int64? EventBridge
+-- refuses such a Detail, while a decoder would read it as a float (Lua 5.4)
+-- or a string (LuaJIT). Strings are skipped whole; the text is valid JSON.
+local INT64_MAX, INT64_MIN_DIGITS = "9223372036854775807", "9223372036854775808"
+local function integer_beyond_int64(text)
+  local i = 1
+  while true do
+    local s = str_find(text, '["%-0-9]', i)
+    if not s then return false end
+    if str_byte(text, s) == 34 then -- a string: on to its closing quote
+      local j = s + 1
+      while true do
+        local q = str_find(text, '["\\]', j)
+        if not q then return false end
+        if str_byte(text, q) == 92 then
+          j = q + 2
+        else
+          i = q + 1
+          break
+        end
+      end
+    else
+      local sign, digits, rest = str_match(text, "^(%-?)(%d+)([%.eE]?)", s)
+      if rest == "" then
+        local limit = sign == "-" and INT64_MIN_DIGITS or INT64_MAX
+        if #digits > 19 or (#digits == 19 and digits > limit) then return true end
+      end
+      local _, e = str_find(text, "^%-?%d+%.?%d*[eE]?[+-]?%d*", s)
+      i = e + 1
     end
   end
-  local detail = json.decode(e.Detail)
+end
+
+-- Request fields of the wrong JSON type: EventBridge cannot even read the
+-- request (SerializationException), so the whole call fails.
+local STRING_FIELDS = { "Source", "DetailType", "Detail", "EventBusName", "TraceHeader" }
+
+local function shape_problem(e, i)
+  local where = "Entries[" .. i .. "]"
+  if type(e) ~= "table" or json.is_array(e) then return where .. " is not an object" end
+  for _, field in ipairs(STRING_FIELDS) do
+    local v = e[field]
+    if v ~= nil and v ~= json.null and type(v) ~= "string" then
+      local what = type(v) == "table" and "JSON structure" or type(v)
+      return where .. "." .. field .. " must be a string, not a " .. what
+    end
+  end
+  local r = e.Resources
+  if r ~= nil and r ~= json.null then
+    if type(r) ~= "table" or not json.is_array(r) then
+      return where .. ".Resources must be an array of strings"
+    end
+    for j = 1, #r do
+      if type(r[j]) ~= "string" then return where .. ".Resources[" .. j .. "] must be a string" end
+    end
+  end
+  local t = e.Time
+  if t ~= nil and t ~= json.null and type(t) ~= "number" then
+    return where .. ".Time must be a number of seconds since the epoch"
+  end
+  return nil
+end
+
+local function given(v)
+  if v == json.null then return nil end
+  return v
+end
+
+-- The bytes EventBridge counts for an entry (its shape is checked already).
+local function entry_size(e)
+  local size = 0
+  for _, field in ipairs(STRING_FIELDS) do
+    local v = given(e[field])
+    if v then size = size + #v end
+  end
+  if given(e.Time) then size = size + TIME_BYTES end
+  for _, r in ipairs(given(e.Resources) or {}) do size = size + #r end
+  return size
+end
+
+-- Is `name` this bus: "default", its name, or the ARN of either in this
+-- bus's region and account?
+local function is_this_bus(config, name)
+  local own = config.name or "dynamodb-log"
+  if name == "default" or name == own then return true end
+  local region, account, bus = str_match(name, "^arn:aws[%w%-]*:events:([%w%-]+):(%d+):event%-bus/(.+)$")
+  return bus ~= nil and (bus == "default" or bus == own) and region == (config.region or "us-east-1")
+    and account == (config.account or "000000000000")
+end
+
+-- An entry EventBridge would refuse: its ErrorCode and message; or nil,
+-- nil and the decoded detail.
+local function entry_problem(config, e)
+  for _, field in ipairs({ "Source", "DetailType", "Detail" }) do
+    local v = given(e[field])
+    if v == nil or v == "" then
+      return "InvalidArgument", "Parameter " .. field .. " is not valid. Reason: " .. field
+        .. " is a required argument."
+    end
+  end
+  local detail = json.decode(e.Detail) -- nil beyond 1000 levels of nesting, too
   if type(detail) ~= "table" or json.is_array(detail) then
     return "MalformedDetail", "Detail is malformed."
   end
-  if e.Resources ~= nil and type(e.Resources) ~= "table" then
-    return "InvalidArgument", "Parameter Resources is not valid."
+  if integer_beyond_int64(e.Detail) then
+    return "MalformedDetail", "Detail is malformed: an integer does not fit in 64 bits."
+  end
+  local bus = given(e.EventBusName)
+  if bus ~= nil and not is_this_bus(config, bus) then
+    return "ResourceNotFoundException", "Event bus " .. bus .. " does not exist."
   end
   return nil, nil, detail
-end
-
-local function entry_size(e)
-  local size = #(e.Source or "") + #(e.DetailType or "") + #(e.Detail or "")
-  if e.Time then size = size + TIME_BYTES end
-  if type(e.Resources) == "table" then
-    for _, r in ipairs(e.Resources) do size = size + #tostring(r) end
-  end
-  return size
 end
 
 local function compile_rules(config)
@@ -318,62 +412,75 @@ drain = function(premature, q)
 end
 
 --- bus(config) in content_by_lua*: the PutEvents API of EventBridge, for
--- local development. config: {name = "dynamodb-log" (buses accepted; "default"
--- always), account = "000000000000", region = "us-east-1", auth = nil,
--- max_request_bytes = 262144, max_attempts = 8, max_in_flight = 8,
--- max_queue = 100000, rules = {{name=,
+-- local development. config: {name = "dynamodb-log" (the bus accepted, by
+-- name or ARN, besides "default"), account = "000000000000", region =
+-- "us-east-1", auth = nil, max_request_bytes = 262144, max_attempts = 8,
+-- max_in_flight = 8, max_queue = 100000, rules = {{name=,
 -- pattern=<EventBridge event pattern>, targets = {{url=, headers=}}}}}.
--- Entries are validated as EventBridge does, answered in its response
--- shape, wrapped in its envelope, and delivered to the targets of every
--- matching rule, with retries.
+-- Requests are validated as EventBridge does (a request it cannot read or
+-- that breaks a limit fails whole, an entry it refuses fails alone),
+-- answered in its response shape, each event wrapped in its envelope and
+-- delivered to the targets of every matching rule, with retries.
 function _M.bus(config)
   if type(config) ~= "table" then error("bus: expects a config table", 2) end
   check_auth(config.auth, "bus")
   local rules = compile_rules(config)
-  if ngx.req.get_method() ~= "POST" then return say_json(405, { message = "POST only" }) end
-  if not authorized(config.auth) then return say_json(401, { message = "unauthorized" }) end
+  if ngx.req.get_method() ~= "POST" then return amz_error(405, "UnknownOperationException", "POST only") end
+  if not authorized(config.auth) then return amz_error(401, "UnrecognizedClientException", "unauthorized") end
   local target = ngx.var.http_x_amz_target
   if target ~= "AWSEvents.PutEvents" then
-    return say_json(400, { __type = "UnknownOperationException", message = "only AWSEvents.PutEvents" })
+    return amz_error(400, "UnknownOperationException", "only AWSEvents.PutEvents")
   end
   local max_bytes = config.max_request_bytes or 256 * 1024
   local body, status, why = read_body(max_bytes * 4)
-  if not body then return say_json(status, { __type = "ValidationException", message = why }) end
+  if not body then return amz_error(status, "SerializationException", why) end
   local request = json.decode(body)
-  local entries = type(request) == "table" and request.Entries
-  if type(entries) ~= "table" or #entries < 1 or #entries > MAX_ENTRIES then
-    return say_json(400, { __type = "ValidationException",
-                           message = "Entries must hold 1 to 10 entries" })
+  if type(request) ~= "table" or json.is_array(request) then
+    return amz_error(400, "SerializationException", "the request body is not a JSON object")
+  end
+  local entries = given(request.Entries)
+  if entries == nil then
+    return amz_error(400, "ValidationException",
+      "1 validation error detected: Value null at 'entries' failed to satisfy constraint: Member must not be null")
+  end
+  if type(entries) ~= "table" or not json.is_array(entries) then
+    return amz_error(400, "SerializationException", "Entries must be an array")
+  end
+  if #entries < 1 or #entries > MAX_ENTRIES then
+    return amz_error(400, "ValidationException", "1 validation error detected: Value at 'entries' failed to"
+      .. " satisfy constraint: Member must have length between 1 and " .. MAX_ENTRIES)
   end
   local total = 0
-  for _, e in ipairs(entries) do total = total + (type(e) == "table" and entry_size(e) or 0) end
+  for i, e in ipairs(entries) do
+    local problem = shape_problem(e, i)
+    if problem then return amz_error(400, "SerializationException", problem) end
+    total = total + entry_size(e)
+  end
   if total > max_bytes then
-    return say_json(400, { __type = "ValidationException",
-                           message = "Total size of the entries in the request is over the limit." })
+    return amz_error(400, "ValidationException", "Total size of the entries in the request is over the limit.")
   end
 
   local answers, failed = json.array(), 0
   local now = ngx.now()
   for i, e in ipairs(entries) do
-    local code, message, detail = entry_problem(e)
-    local bus_name = type(e) == "table" and e.EventBusName or nil
-    if not code and bus_name and bus_name ~= "default" and bus_name ~= (config.name or "dynamodb-log") then
-      code, message = "ResourceNotFoundException", "Event bus " .. tostring(bus_name) .. " does not exist."
-    end
+    local code, message, detail = entry_problem(config, e)
     if code then
       failed = failed + 1
       answers[i] = { ErrorCode = code, ErrorMessage = message }
     else
       local id = core.uuid4()
       answers[i] = { EventId = id }
-      local envelope = json.encode({
+      local event = {
         version = "0", id = id, ["detail-type"] = e.DetailType, source = e.Source,
         account = config.account or "000000000000",
-        time = rfc3339(type(e.Time) == "number" and e.Time or now),
+        time = rfc3339(given(e.Time) or now),
         region = config.region or "us-east-1",
-        resources = json.array(e.Resources or {}), detail = detail,
-      })
-      local event = json.decode(envelope)
+        resources = json.array(given(e.Resources) or {}),
+      }
+      -- The detail goes out as it came in: re-encoding it would turn an
+      -- integer beyond 2^53 into a string or a float on the way.
+      local envelope = str_sub(json.encode(event), 1, -2) .. ',"detail":' .. e.Detail .. "}"
+      event.detail = detail
       for _, rule in ipairs(rules) do
         if rule.pattern:match(event) then
           for _, t in ipairs(rule.targets) do enqueue(config, t, envelope, 1) end
@@ -381,7 +488,7 @@ function _M.bus(config)
       end
     end
   end
-  return say_json(200, { FailedEntryCount = failed, Entries = answers }, "application/x-amz-json-1.1")
+  return say_json(200, { FailedEntryCount = failed, Entries = answers }, AMZ_JSON)
 end
 
 return _M

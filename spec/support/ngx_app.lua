@@ -43,6 +43,8 @@ function M.bus(port)
     rules = {
       { name = "users", pattern = { source = { "dynamodb-log" }, detail = { log = { "users" } } },
         targets = { { url = "http://127.0.0.1:" .. port .. "/rx", headers = { ["x-api-key"] = "test-key" } } } },
+      { name = "raw", pattern = { source = { "raw-test" } },
+        targets = { { url = "http://127.0.0.1:" .. port .. "/raw-target" } } },
     },
   }
   return M.bus_config
@@ -80,6 +82,18 @@ function M.list_tables(endpoint)
   local c = require("dynlog").new({ table = "events", region = "us-east-1", endpoint = endpoint, max_attempts = 1,
     credentials = { access_key_id = "AKIDNGXAPP", secret_access_key = "ngx-app-secret" } })
   return c:call("ListTables", {})
+end
+
+-- A target that keeps the last body it got, byte for byte ("raw_last").
+function M.raw_target()
+  ngx.req.read_body()
+  rx():set("raw_last", ngx.req.get_body_data())
+  rx():incr("raw_count", 1, 0)
+  ngx.say("{}")
+end
+
+function M.raw_report()
+  ngx.say(json.encode({ count = rx():get("raw_count") or 0, last = rx():get("raw_last") }))
 end
 
 -- A location that reports the counters.
