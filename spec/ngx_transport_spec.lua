@@ -148,6 +148,22 @@ local LOCATIONS = {
       refused = outcome(ngx_http.new():request{ url = ngx.var.arg_other }),
     })
   ]]),
+  -- (b') keep-alive over TLS: three requests to nginx's own TLS server
+  -- (port in ?port=), then one with verify = false, which has a pool of its own
+  location("/tls-keepalive", [[
+    local url = "https://127.0.0.1:" .. ngx.var.arg_port .. "/whoami"
+    local function three(t)
+      local out = {}
+      for i = 1, 3 do
+        local res, err = t:request{ url = url }
+        if not res then return { err = tostring(err) } end
+        out[i] = { status = res.status, new_connections = res.new_connections, server_connection = res.body }
+      end
+      return out
+    end
+    reply({ verified = three(ngx_http.new{ timeout = 5 }), again = three(ngx_http.new{ timeout = 5 }),
+            unverified = three(ngx_http.new{ timeout = 5, verify = false }) })
+  ]]),
   location("/too-large", [[
     local t = ngx_http.new{ max_response_bytes = 1024 }
     local base = "http://127.0.0.1:" .. ngx.var.server_port
@@ -179,6 +195,27 @@ local LOCATIONS = {
   location("/slow-blocking", [[
     local res, err = require("dynlog.http").new{ timeout = 10 }:request{ url = ngx.var.slow .. "/slow" }
     reply(outcome(res, err))
+  ]]),
+  -- The same wait inside dynlog's own calls: a client made by dynlog.new{}
+  -- (which picks the cosocket transport by itself) and a stream consumer's
+  -- round, both against the slow upstream standing in for DynamoDB.
+  location("/slow-client", [[
+    local c = require("dynlog").new{ table = "events", endpoint = ngx.var.slow .. "/tables", region = "us-east-1",
+      max_attempts = 1, timeout = 10,
+      credentials = { access_key_id = "AKIDNGX", secret_access_key = "ngx-secret-key" } }
+    local resp, err = c:call("ListTables", {})
+    reply({ tables = resp and resp.TableNames, err = err and tostring(err),
+            cosockets = getmetatable(c.transport).__index == ngx_http })
+  ]]),
+  location("/slow-poll", [[
+    local c = require("dynlog").new{ table = "events", endpoint = ngx.var.slow .. "/missing", region = "us-east-1",
+      max_attempts = 1, timeout = 10,
+      credentials = { access_key_id = "AKIDNGX", secret_access_key = "ngx-secret-key" } }
+    local consumer = require("dynlog.stream").new{ client = c, checkpoint_table = "events-checkpoints",
+      handler = function() return true end }
+    local ok, n, err = pcall(consumer.poll_once, consumer)
+    reply({ raised = not ok and tostring(n) or nil, n = ok and n or nil, err = err and tostring(err),
+            cosockets = getmetatable(c.transport).__index == ngx_http })
   ]]),
   -- Lua as well, so the handler waiting above shares the worker's Lua VM with it
   "location = /fast { content_by_lua_block { ngx.say('fast') } }\n",
@@ -242,7 +279,7 @@ local function read_file(path)
 end
 
 describe("dynlog.ngx_http inside nginx", function()
-  local srv, up, slow, tls_ok, tls_self
+  local srv, up, slow, tls_ok, tls_self, tls_port
 
   setup(function()
     assert(read_file("buildjit/dynlog/core.so"), "buildjit/dynlog/core.so is missing: run `make luajit`")
@@ -255,15 +292,26 @@ describe("dynlog.ngx_http inside nginx", function()
     })
     slow = server.start({
       { method = "GET", path = "/slow", responses = { { status = 200, body = "slow", delay_ms = 2000 } } },
+      -- AWS JSON calls, answered 2 s later: a ListTables answer, or a missing table
+      { method = "POST", path = "/tables", responses = { { status = 200, body = { TableNames = { "slow" } },
+                                                          delay_ms = 2000 } } },
+      { method = "POST", path = "/missing", responses = { { status = 400, delay_ms = 2000, body = {
+        __type = "com.amazonaws.dynamodb.v20120810#ResourceNotFoundException",
+        message = "Requested resource not found" } } } },
     })
     -- nginx checks host names with X509_check_host only, never IP SANs: the
     -- address is a DNS name of this certificate as well.
     tls_ok = tls_server.start({ san = "DNS:127.0.0.1,IP:127.0.0.1" })
     tls_self = tls_server.start({ san = "IP:127.0.0.1" })
+    -- A TLS server of nginx's own, with keep-alive (openssl s_server closes
+    -- every connection), and the certificate lua_ssl_trusted_certificate trusts.
+    tls_port = require("spec.support.run").free_port()
     srv = nginx.start({
       workers = 1,
       env = { "DYNLOG_TEST_ENDPOINT" },
-      http = "lua_ssl_trusted_certificate " .. tls_ok.cafile .. ";\nlua_ssl_verify_depth 2;\n",
+      http = "lua_ssl_trusted_certificate " .. tls_ok.cafile .. ";\nlua_ssl_verify_depth 2;\n"
+        .. ("server { listen 127.0.0.1:%d ssl; ssl_certificate %s; ssl_certificate_key %s;\n"
+          .. "  location = /whoami { return 200 $connection; } }\n"):format(tls_port, tls_ok.cert, tls_ok.key),
       server = ('set $up "%s";\nset $slow "%s";\n'):format(up.url, slow.url) .. table.concat(LOCATIONS),
     })
   end)
@@ -345,6 +393,34 @@ describe("dynlog.ngx_http inside nginx", function()
       for i = 1, 5 do
         assert.are.equal(0, second[i].new_connections)
         assert.are.equal(id, second[i].server_connection)
+      end
+    end)
+
+    it("reuses a pooled TLS connection for the next requests, and keeps verify = false apart", function()
+      local r = call("/tls-keepalive?port=" .. tls_port)
+      for _, name in ipairs({ "verified", "again", "unverified" }) do
+        assert.is_nil(r[name].err, name .. ": " .. tostring(r[name].err))
+        for i = 1, 3 do assert.are.equal(200, r[name][i].status, name .. " " .. i) end
+      end
+      local v = r.verified
+      local id = v[1].server_connection
+      assert.are.equal(1, v[1].new_connections, "the first request opened the connection")
+      for i = 2, 3 do
+        assert.are.equal(0, v[i].new_connections, "request " .. i .. " opened a connection")
+        assert.are.equal(id, v[i].server_connection, "request " .. i .. " came on another connection")
+      end
+      -- another transport of the same worker, same pool: the same connection
+      for i = 1, 3 do
+        assert.are.equal(0, r.again[i].new_connections)
+        assert.are.equal(id, r.again[i].server_connection)
+      end
+      -- verify = false never takes a connection checked with verify = true, nor gives one to it
+      local u = r.unverified
+      assert.are.equal(1, u[1].new_connections)
+      assert.are_not.equal(id, u[1].server_connection)
+      for i = 2, 3 do
+        assert.are.equal(0, u[i].new_connections)
+        assert.are.equal(u[1].server_connection, u[i].server_connection)
       end
     end)
 
@@ -530,6 +606,49 @@ describe("dynlog.ngx_http inside nginx", function()
       local reply = cjson.decode(body)
       assert.are.equal(200, reply.res.status)
       assert.are.equal("slow", reply.res.body)
+    end)
+
+    -- The slow request went out from this handler, signed by the C core.
+    local function last_slow_request(before)
+      local seen = slow.requests()
+      assert.is_true(#seen > before, "the slow upstream got no request")
+      local req = seen[before + 1]
+      assert.are.equal("POST", req.method)
+      assert.matches("^AWS4%-HMAC%-SHA256 Credential=AKIDNGX/", req.headers["authorization"])
+      return req
+    end
+
+    it("keeps answering promptly while a client of dynlog.new{} waits on a slow DynamoDB", function()
+      local before = #slow.requests()
+      local latencies, still_waiting, status, total, body = fast_while_slow("/slow-client")
+      for i, l in ipairs(latencies) do
+        assert.is_true(l < 0.5, ("fast request %d took %.3f s"):format(i, l))
+      end
+      assert.is_true(still_waiting, "the call had finished before the fast requests")
+      assert.are.equal(200, status)
+      assert.is_true(total >= 1.9, "the call took only " .. tostring(total) .. " s")
+      local reply = cjson.decode(body)
+      assert.is_true(reply.cosockets, "dynlog.new{} picked the cosocket transport")
+      assert.are.same({ "slow" }, reply.tables, tostring(reply.err))
+      assert.are.equal("DynamoDB_20120810.ListTables", last_slow_request(before).headers["x-amz-target"])
+    end)
+
+    it("keeps answering promptly while a stream consumer's round waits on a slow DynamoDB", function()
+      local before = #slow.requests()
+      local latencies, still_waiting, status, total, body = fast_while_slow("/slow-poll")
+      for i, l in ipairs(latencies) do
+        assert.is_true(l < 0.5, ("fast request %d took %.3f s"):format(i, l))
+      end
+      assert.is_true(still_waiting, "the round had finished before the fast requests")
+      assert.are.equal(200, status)
+      assert.is_true(total >= 1.9, "the round took only " .. tostring(total) .. " s")
+      local reply = cjson.decode(body)
+      assert.is_nil(reply.raised)
+      assert.is_true(reply.cosockets, "the consumer's client went over cosockets")
+      -- the table is missing: the round ends with DynamoDB's error, after the wait
+      assert.is_nil(reply.n)
+      assert.matches("^ResourceNotFoundException: ", reply.err or body)
+      assert.matches("^DynamoDB_20120810%.", last_slow_request(before).headers["x-amz-target"])
     end)
 
     it("tells a blocked worker apart: the blocking libcurl transport stalls the fast location", function()

@@ -11,7 +11,8 @@ end
 
 local free_port = require("spec.support.run").free_port
 
---- start{san = "IP:127.0.0.1"} -> {url=, cafile=, stop=function}
+--- start{san = "IP:127.0.0.1"} -> {url=, cafile=, cert=, key=, stop=function}
+-- (cafile and cert are the same self-signed certificate; key is its key)
 function _M.start(opts)
   local dir = os.tmpname()
   os.remove(dir)
@@ -32,6 +33,8 @@ function _M.start(opts)
   return {
     url = ("https://127.0.0.1:%d/"):format(port),
     cafile = cert,
+    cert = cert,
+    key = key,
     stop = function()
       os.execute("kill " .. pid .. " 2>/dev/null")
       os.execute("rm -rf " .. dir)
