@@ -125,12 +125,22 @@ describe("dynlog.ngx receiver and bus", function()
     assert.are.equal(before + 1, report().calls)
   end)
 
-  it("checks basic auth as EventBridge connections send it", function()
-    local good = "Basic " .. require("dynlog.core").base64_encode("bus:s3cret")
-    local bad = "Basic " .. require("dynlog.core").base64_encode("bus:guess")
-    assert.are.equal(200, (post(srv.url .. "/basic", EVENT, { authorization = good })))
-    assert.are.equal(401, (post(srv.url .. "/basic", EVENT, { authorization = bad })))
+  it("checks basic auth as EventBridge connections send it, and handles nothing without it", function()
+    local b64 = require("dynlog.core").base64_encode
+    local refused = {
+      "Basic " .. b64("bus:guess"), "Basic " .. b64("bus:s3cret "), "Basic " .. b64("bus:s3cre"),
+      "Basic " .. b64("other:s3cret"), "Basic " .. b64("bus"), "Basic " .. b64(""), "Basic not-base64!",
+      "Basic", "Bearer " .. b64("bus:s3cret"), b64("bus:s3cret"),
+    }
+    local before = report().handled
     assert.are.equal(401, (post(srv.url .. "/basic", EVENT)))
+    for _, value in ipairs(refused) do
+      assert.are.equal(401, (post(srv.url .. "/basic", EVENT, { authorization = value })), value)
+    end
+    assert.are.equal(before, report().handled, "a refused request was handled")
+    assert.are.equal(200, (post(srv.url .. "/basic", EVENT, { authorization = "Basic " .. b64("bus:s3cret") })))
+    assert.are.equal(200, (post(srv.url .. "/basic", EVENT, { authorization = "basic  " .. b64("bus:s3cret") })))
+    assert.are.equal(before + 2, report().handled)
   end)
 
   it("answers 400 to malformed JSON and non-events, 413 to oversized bodies, 405 to GET", function()
@@ -385,6 +395,49 @@ describe("dynlog.ngx receiver and bus", function()
     end, 10)
     assert.is_truthy(r, "all ten delivered")
     assert.are.equal(2, r.peak)
+  end)
+end)
+
+describe("core.constant_time_equal, the receiver's credential check", function()
+  local equal = require("dynlog.core").constant_time_equal
+
+  it("is true only for the same bytes", function()
+    assert.is_true(equal("test-key", "test-key"))
+    assert.is_true(equal("", ""))
+    assert.is_true(equal("a\0b", "a\0b"))
+    local secret = string.rep("k", 63) .. "\255"
+    assert.is_true(equal(secret, secret:sub(1)))
+    for _, other in ipairs({ "Test-key", "test-kez", "xest-key", "test-ke", "test-key ", "", "test-key\0",
+                             "test\0key" }) do
+      assert.is_false(equal("test-key", other), ("%q"):format(other))
+      assert.is_false(equal(other, "test-key"), ("%q"):format(other))
+    end
+    assert.is_false(equal("a\0b", "a\0c"))
+    assert.is_false(equal(secret, string.rep("k", 64)))
+  end)
+
+  it("raises on a value that is not a string", function()
+    assert.has_error(function() equal(nil, "x") end)
+    assert.has_error(function() equal("x", {}) end)
+  end)
+
+  it("takes as long whether a guess is wrong at its first byte or at its last", function()
+    -- A comparison that stops at the first difference answers a guess wrong
+    -- at byte 1 far sooner than one wrong at the last byte; this one does not.
+    local n = 1024 * 1024
+    local secret = string.rep("s", n)
+    local early, late = "x" .. string.rep("s", n - 1), string.rep("s", n - 1) .. "x"
+    local clock = os.clock
+    local t_early, t_late = 0, 0
+    for _ = 1, 30 do
+      local t0 = clock()
+      assert.is_false(equal(secret, early))
+      local t1 = clock()
+      assert.is_false(equal(secret, late))
+      t_early, t_late = t_early + (t1 - t0), t_late + (clock() - t1)
+    end
+    local ratio = t_early / t_late
+    assert.is_true(ratio > 0.5 and ratio < 2, ("early %.4f s, late %.4f s"):format(t_early, t_late))
   end)
 end)
 
