@@ -70,8 +70,11 @@ local CASES = {
   { "a different nested number does not match (the Macie example)",
     [[{"source": ["aws.macie"], "detail": {"risk-score": [80], "trigger": {"risk": [8]}}}]],
     [[{"source": "aws.macie", "detail": {"risk-score": 80, "trigger": {"risk": 9}}}]], false },
-  -- Numbers: the guide says 300 and 300.0 differ; event-ruler (and so
-  -- EventBridge) also matches a number numerically, which this module does.
+  -- Numbers: the guide's "Considerations" say 300, 300.0 and 3.0e2 are not
+  -- equal, but event-ruler, the engine EventBridge runs, compiles a number of
+  -- a pattern into an exact match of its text and a numeric match of its
+  -- value (JsonRuleCompiler.writeRules), so within -5e9..5e9 they are equal:
+  -- dynlog follows the engine.
   { "numbers compare numerically: 300 matches 300.0", [[{"n": [300]}]], [[{"n": 300.0}]], true },
   { "numbers compare numerically: 300 matches 3.0e2", [[{"n": [300]}]], [[{"n": 3.0e2}]], true },
   { "a number does not match the same digits in a string", [[{"n": [300]}]], [[{"n": "300"}]], false },
@@ -164,6 +167,42 @@ local CASES = {
     [[{"Name": [{"prefix": {"equals-ignore-case": "Äp"}}]}]], [[{"Name": "äPFEL"}]], true },
   { "anything-but equals-ignore-case excludes accented casings",
     [[{"Name": [{"anything-but": {"equals-ignore-case": ["äpfel", "birne"]}}]}]], [[{"Name": "ÄPFEL"}]], false },
+  -- Every script, as event-ruler's EqualsIgnoreCaseParser takes each pattern
+  -- character's lower and upper case form (Java's, Locale.ROOT).
+  { "equals-ignore-case folds Greek letters with tonos", [[{"Name": [{"equals-ignore-case": "Ά"}]}]],
+    [[{"Name": "ά"}]], true },
+  { "equals-ignore-case folds Armenian", [[{"Name": [{"equals-ignore-case": "Ա"}]}]], [[{"Name": "ա"}]], true },
+  { "equals-ignore-case folds Latin Extended-B digraphs both ways",
+    [[{"Name": [{"equals-ignore-case": "Ǆ"}, {"equals-ignore-case": "ǆx"}]}]], [[{"Name": ["ǆ", "ǄX"]}]], true },
+  { "equals-ignore-case folds Georgian, Cherokee and fullwidth letters",
+    [[{"a": [{"equals-ignore-case": "Ⴀ"}], "b": [{"equals-ignore-case": "Ꭰ"}], "c": [{"equals-ignore-case": "ＡＢ"}]}]],
+    [[{"a": "ⴀ", "b": "ꭰ", "c": "ａｂ"}]], true },
+  { "a titlecase letter matches its lower and upper case, not itself (as in event-ruler)",
+    [[{"Name": [{"equals-ignore-case": "ǅ"}]}]], [[{"Name": "ǅ"}]], false },
+  { "a titlecase letter matches its lower case", [[{"Name": [{"equals-ignore-case": "ǅ"}]}]],
+    [[{"Name": "ǆ"}]], true },
+  { "ß matches its upper case SS", [[{"Street": [{"equals-ignore-case": "Straße"}]}]],
+    [[{"Street": "STRASSE"}]], true },
+  { "SS in a pattern does not match ß, whose forms it is not",
+    [[{"Street": [{"equals-ignore-case": "strasse"}]}]], [[{"Street": "straße"}]], false },
+  { "forms of different lengths (event-ruler's own example, ⱥ and Ⱥ) still count characters",
+    [[{"a": [{"equals-ignore-case": "ⱥⱥ"}]}]], [[{"a": "ȺⱥȺ"}]], false },
+  { "ⱥ matches Ⱥ, whose UTF-8 is a byte shorter, character by character",
+    [[{"a": [{"equals-ignore-case": "ⱥⱥ"}]}]], [[{"a": "Ⱥⱥ"}]], true },
+  { "ΰ matches its three-character upper case (event-ruler's own example)",
+    [[{"a": [{"equals-ignore-case": "\u03b0"}]}]], [[{"a": ["\u03a5\u0308\u0301"]}]], true },
+  { "prefix equals-ignore-case with forms of different lengths",
+    [[{"a": [{"prefix": {"equals-ignore-case": "ⱥb"}}]}]], [[{"a": "ȺBcd"}]], true },
+  { "suffix equals-ignore-case with forms of different lengths",
+    [[{"a": [{"suffix": {"equals-ignore-case": "aⱥ"}}]}]], [[{"a": "xyAȺ"}]], true },
+  { "suffix equals-ignore-case still needs the suffix", [[{"a": [{"suffix": {"equals-ignore-case": "aⱥ"}}]}]],
+    [[{"a": "xyȺA"}]], false },
+  { "anything-but equals-ignore-case excludes Greek casings",
+    [[{"City": [{"anything-but": {"equals-ignore-case": ["αθηνα", "σπαρτη"]}}]}]], [[{"City": "ΑΘΗΝΑ"}]], false },
+  { "characters beyond the Basic Multilingual Plane match only themselves",
+    [[{"a": [{"equals-ignore-case": "𐐀"}]}]], [[{"a": ["𐐨", "𐐀x"]}]], false },
+  { "characters beyond the Basic Multilingual Plane match themselves",
+    [[{"a": [{"equals-ignore-case": "x𐐀"}]}]], [[{"a": "X𐐀"}]], true },
   -- Wildcard matching
   { "wildcard matches any run of characters", [[{"source": [{"wildcard": "Simple*Service"}]}]],
     [[{"source": "Simple Notification Service"}]], true },
@@ -220,6 +259,15 @@ local CASES = {
     [[{"state": [{"anything-but": {"equals-ignore-case": "initializing"}}]}]], [[{"state": "running"}]], true },
   { "anything-but equals-ignore-case excludes every casing",
     [[{"state": [{"anything-but": {"equals-ignore-case": "initializing"}}]}]], [[{"state": "INITIALIZING"}]], false },
+  { "anything-but a list of suffixes excludes each suffix",
+    [[{"FileName": [{"anything-but": {"suffix": [".txt", ".jpg"]}}]}]], [[{"FileName": "photo.jpg"}]], false },
+  { "anything-but a list of suffixes matches other strings",
+    [[{"FileName": [{"anything-but": {"suffix": [".txt", ".jpg"]}}]}]], [[{"FileName": "photo.png"}]], true },
+  { "anything-but a list of wildcards excludes each wildcard",
+    [[{"FilePath": [{"anything-but": {"wildcard": ["*/lib/*", "*/bin/*"]}}]}]], [[{"FilePath": "/usr/bin/env"}]],
+    false },
+  { "anything-but a list of wildcards matches strings outside all of them",
+    [[{"FilePath": [{"anything-but": {"wildcard": ["*/lib/*", "*/bin/*"]}}]}]], [[{"FilePath": "/etc/hosts"}]], true },
   { "anything-but wildcard matches strings outside the wildcard",
     [[{"FilePath": [{"anything-but": {"wildcard": "*/lib/*"}}]}]], [[{"FilePath": "/usr/bin/env"}]], true },
   { "anything-but wildcard does not match strings inside the wildcard",
@@ -314,6 +362,19 @@ local CASES = {
        "detail": {"$or": [{"source": ["aws.cloudwatch"]}, {"detail-type": ["CloudWatch Alarm State Change"]}]}}]],
     [[{"namespace": "AWS/EC2", "detail": {"source": "aws.s3", "detail-type": "Object Created"}}]], false },
 
+  -- event-ruler's README, "The backward compatibility of using "$or" as
+  -- field name in the rule": a "$or" that is not an array of at least two
+  -- objects free of operator names is an ordinary field name.
+  { "\"$or\" holding an object is a field of that name",
+    [[{"source": ["aws.cloudwatch"], "$or": {"metricType": ["MetricType"], "namespace": ["AWS/EC2", "AWS/ES"]}}]],
+    [[{"source": "aws.cloudwatch", "$or": {"metricType": "MetricType", "namespace": "AWS/ES"}}]], true },
+  { "\"$or\" holding an object does not OR its fields",
+    [[{"$or": {"metricType": ["MetricType"], "namespace": ["AWS/EC2"]}}]],
+    [[{"metricType": "MetricType", "$or": {"namespace": "AWS/EC2"}}]], false },
+  { "\"$or\" holding match values is a field of that name", [[{"$or": ["a", "b"]}]], [[{"$or": "b"}]], true },
+  { "\"$or\" holding operator objects is a field of that name",
+    [[{"$or": [{"prefix": "a"}, {"suffix": "z"}]}]], [[{"$or": ["x", "a1"]}]], true },
+
   -- Whole-event matching on the envelope's top-level fields
   { "top-level envelope fields match together",
     [[{"account": ["111122223333"], "region": ["us-west-1"], "detail-type": [{"prefix": "EC2 Instance"}],
@@ -401,9 +462,9 @@ local INVALID = {
   { "a cidr whose IPv6 address has too many groups",
     [[{"ip": [{"cidr": "2400:6500:3:3:3:3:3:3:3:3FF0::36FB:1F80/122"}]}]],
     "not an IPv4 or IPv6 address" },
-  { "$or holding an object", [[{"$or": {"metricType": ["MetricType"]}}]],
+  { "$or with one branch", [[{"$or": [{"metricType": ["MetricType"]}]}]],
     "$or must be an array of at least two objects at $or" },
-  { "$or with one branch", [[{"$or": [{"metricType": ["MetricType"]}]}]], "at least two objects" },
+  { "$or as a field holding an invalid object", [[{"$or": {"a": []}}]], "empty arrays are not allowed at $or.a" },
   { "$or holding a string", [[{"$or": [{"a": ["x"]}, "b"]}]], "$or must hold only objects at $or[2]" },
   { "$or holding an empty object", [[{"detail": {"$or": [{}, {"a": ["x"]}]}}]],
     "empty objects are not allowed at detail.$or[1]" },
@@ -514,6 +575,47 @@ describe("dynlog.pattern", function()
       local before = json.encode(event)
       for _ = 1, 3 do assert.is_true(p:match(event)) end
       assert.are.equal(before, json.encode(event))
+    end)
+
+    it("relies on the two case forms of a character never being a prefix or a suffix of each other", function()
+      -- The equals-ignore-case matchers take at most one form at each place.
+      local unicase = require "dynlog.unicase"
+      local function expand(runs, multi)
+        local m = {}
+        for i = 1, #runs, 4 do
+          for cp = runs[i], runs[i + 1], runs[i + 2] do m[cp] = { cp + runs[i + 3] } end
+        end
+        for cp, list in pairs(multi) do m[cp] = list end
+        return m
+      end
+      local function utf8(list)
+        local out = {}
+        for i, cp in ipairs(list) do
+          assert(cp <= 0xFFFF)
+          if cp < 0x80 then
+            out[i] = string.char(cp)
+          elseif cp < 0x800 then
+            out[i] = string.char(0xC0 + math.floor(cp / 64), 0x80 + cp % 64)
+          else
+            out[i] = string.char(0xE0 + math.floor(cp / 4096), 0x80 + math.floor(cp / 64) % 64, 0x80 + cp % 64)
+          end
+        end
+        return table.concat(out)
+      end
+      local lower, upper = expand(unicase.lower, unicase.lower_multi), expand(unicase.upper, unicase.upper_multi)
+      local checked = 0
+      for cp = 0, 0xFFFF do
+        local lo, up = lower[cp] or { cp }, upper[cp] or { cp }
+        local a, b = utf8(lo), utf8(up)
+        if a ~= b then
+          checked = checked + 1
+          local short, long = a, b
+          if #a > #b then short, long = b, a end
+          assert.are_not.equal(short, long:sub(1, #short), ("U+%04X"):format(cp))
+          assert.are_not.equal(short, long:sub(-#short), ("U+%04X"):format(cp))
+        end
+      end
+      assert.is_true(checked > 1400, "forms compared: " .. checked)
     end)
 
     it("creates no globals", function()

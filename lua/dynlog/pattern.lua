@@ -15,7 +15,9 @@
 -- Semantics (see the spec for cited examples):
 --  * the fields of a pattern object are ANDed, the match values listed for one
 --    field are ORed, nested objects match nested fields, and `"$or": [{..},
---    {..}]` ORs whole sub-patterns at any object level;
+--    {..}]` ORs whole sub-patterns at any object level; a "$or" that is not an
+--    array of at least two objects free of operator names is an ordinary field
+--    name, as event-ruler keeps it for older rules;
 --  * an event field whose value is an array matches when any element does
 --    (arrays of arrays are flattened); a nested pattern object matched against
 --    an array of objects must match within one element (event-ruler's "array
@@ -25,7 +27,12 @@
 --    null, or an array holding at least one of those); objects and empty arrays
 --    are not leaves, so only `{"exists": false}` matches them;
 --  * exact values compare by type and value: numbers numerically (300 matches
---    300.0), null only with null, never a string with a number;
+--    300.0 and 3.0e2, as in event-ruler, which matches a pattern's number by
+--    its value as well as by its text; the user guide says they differ),
+--    null only with null, never a string with a number;
+--  * equals-ignore-case (alone, in prefix, suffix and anything-but) matches
+--    each character of the pattern as its lower or its upper case form, in
+--    every script of the Basic Multilingual Plane (see ignore_case below);
 --  * prefix, suffix, equals-ignore-case, wildcard and cidr see only strings;
 --    numeric sees only numbers in [-5e9, 5e9]; anything-but matches any present
 --    value (of any type) that is not excluded, and never a missing field.
@@ -81,60 +88,155 @@ local function quote(s)
   return format("%q", s)
 end
 
--- Case folding for equals-ignore-case: ASCII, Latin-1, Latin Extended-A,
--- basic Greek and Cyrillic capitals fold to their small letters. Lengths in
--- bytes never change, so folded prefixes and suffixes line up. `fold` folds
--- pattern text once, at compile time; `ieq_at` compares event text against
--- folded text byte by byte, allocating nothing (and staying on LuaJIT's
--- compiled path, which string.gsub would leave).
-local FOLD_ASCII = {}
-for c = 65, 90 do FOLD_ASCII[char(c)] = char(c + 32) end
-local FOLD_2 = {}    -- "\195\132" (Ä) -> "\195\164" (ä)
-local FOLD_PAIR = {} -- 195 * 256 + 132 -> 195 * 256 + 164
-do
-  local function utf8_2(cp) return char(192 + floor(cp / 64), 128 + cp % 64) end
-  local function add(upper, lower)
-    FOLD_2[utf8_2(upper)] = utf8_2(lower)
-    FOLD_PAIR[(192 + floor(upper / 64)) * 256 + 128 + upper % 64] = (192 + floor(lower / 64)) * 256 + 128 + lower % 64
-  end
-  for cp = 0xC0, 0xDE do if cp ~= 0xD7 then add(cp, cp + 32) end end
-  for cp = 0x100, 0x12E, 2 do add(cp, cp + 1) end
-  for cp = 0x132, 0x136, 2 do add(cp, cp + 1) end
-  for cp = 0x139, 0x147, 2 do add(cp, cp + 1) end
-  for cp = 0x14A, 0x176, 2 do add(cp, cp + 1) end
-  add(0x178, 0xFF)
-  for cp = 0x179, 0x17D, 2 do add(cp, cp + 1) end
-  for cp = 0x391, 0x3A9 do if cp ~= 0x3A2 then add(cp, cp + 32) end end
-  for cp = 0x400, 0x40F do add(cp, cp + 80) end
-  for cp = 0x410, 0x42F do add(cp, cp + 32) end
+-- equals-ignore-case as aws/event-ruler does it: each character of the
+-- pattern matches its lower case or its upper case form, as Java gives them
+-- for a lone character (dynlog.unicase, every script of the Basic
+-- Multilingual Plane; "ß" is "ß" or "SS"), byte for byte in the event. So a
+-- titlecase letter such as "ǅ" matches "ǆ" and "Ǆ" but not itself, as in
+-- EventBridge. Characters beyond the plane, and bytes that are not UTF-8,
+-- match only themselves. The two forms of a character are never a prefix or
+-- a suffix of each other, so at most one of them matches at any place: the
+-- matchers below go through the event once, allocating nothing.
+local case_lower, case_upper -- code point -> UTF-8 of its other form, built on first use
+
+local function utf8_char(cp)
+  if cp < 0x80 then return char(cp) end
+  if cp < 0x800 then return char(0xC0 + floor(cp / 64), 0x80 + cp % 64) end
+  return char(0xE0 + floor(cp / 4096), 0x80 + floor(cp / 64) % 64, 0x80 + cp % 64)
 end
 
-local function fold(s)
-  if not find(s, "[A-Z\195-\208]") then return s end
-  s = (gsub(s, "[A-Z]", FOLD_ASCII))
-  if find(s, "[\195-\208]") then
-    s = (gsub(s, "[\195-\208][\128-\191]", FOLD_2))
+local function case_tables()
+  if not case_lower then
+    local unicase = require "dynlog.unicase"
+    local function load(runs, multi)
+      local into = {}
+      for i = 1, #runs, 4 do
+        local delta = runs[i + 3]
+        for cp = runs[i], runs[i + 1], runs[i + 2] do into[cp] = utf8_char(cp + delta) end
+      end
+      for cp, list in pairs(multi) do
+        local parts = {}
+        for j = 1, #list do parts[j] = utf8_char(list[j]) end
+        into[cp] = concat(parts)
+      end
+      return into
+    end
+    case_lower, case_upper = load(unicase.lower, unicase.lower_multi), load(unicase.upper, unicase.upper_multi)
   end
-  return s
+  return case_lower, case_upper
 end
 
--- Do the n bytes of s from byte i on fold to the folded text p (n bytes)?
--- The caller makes sure s has those n bytes.
-local function ieq_at(s, i, p, n)
-  local j = 1
-  while j <= n do
-    local b = byte(s, i + j - 1)
-    local pair = b >= 195 and b <= 208 and j < n and FOLD_PAIR[b * 256 + byte(s, i + j)]
-    if pair then
-      if pair ~= byte(p, j) * 256 + byte(p, j + 1) then return false end
-      j = j + 2
+-- The code point at byte i of s and its length in bytes; nil, 1 for a byte
+-- that does not start well-formed UTF-8.
+local function utf8_at(s, i)
+  local c = byte(s, i)
+  if c < 0x80 then return c, 1 end
+  local need, cp, least
+  if c >= 0xC2 and c <= 0xDF then
+    need, cp, least = 1, c - 0xC0, 0x80
+  elseif c >= 0xE0 and c <= 0xEF then
+    need, cp, least = 2, c - 0xE0, 0x800
+  elseif c >= 0xF0 and c <= 0xF4 then
+    need, cp, least = 3, c - 0xF0, 0x10000
+  else
+    return nil, 1
+  end
+  for k = 1, need do
+    local b = byte(s, i + k)
+    if not b or b < 0x80 or b > 0xBF then return nil, 1 end
+    cp = cp * 64 + b - 0x80
+  end
+  if cp < least or cp > 0x10FFFF then return nil, 1 end
+  return cp, need + 1
+end
+
+-- Pattern text for equals-ignore-case: {units=, n=, min=, max=}, where each
+-- unit is a literal string or {lower, upper} for a character whose two forms
+-- differ, and min and max bound the bytes a match spans.
+local function ignore_case(text)
+  local lower, upper = case_tables()
+  local units, literal, min, max = {}, {}, 0, 0
+  local i, n = 1, #text
+  while i <= n do
+    local cp, len = utf8_at(text, i)
+    local ch = sub(text, i, i + len - 1)
+    local lo, up = ch, ch
+    if cp and cp <= 0xFFFF then lo, up = lower[cp] or ch, upper[cp] or ch end
+    if lo == up then
+      literal[#literal + 1] = lo
+      min, max = min + #lo, max + #lo
     else
-      if b >= 65 and b <= 90 then b = b + 32 end
-      if b ~= byte(p, j) then return false end
-      j = j + 1
+      if #literal > 0 then
+        units[#units + 1] = concat(literal)
+        literal = {}
+      end
+      units[#units + 1] = { lo, up }
+      if #lo < #up then min, max = min + #lo, max + #up else min, max = min + #up, max + #lo end
+    end
+    i = i + len
+  end
+  if #literal > 0 then units[#units + 1] = concat(literal) end
+  return { units = units, n = #units, min = min, max = max }
+end
+
+-- Are the n bytes of s from byte i those of p?
+local function bytes_at(s, i, p, n)
+  if i < 1 or i + n - 1 > #s then return false end
+  for j = 1, n do
+    if byte(s, i + j - 1) ~= byte(p, j) then return false end
+  end
+  return true
+end
+
+-- Where a match of c starting at byte pos of s ends (the byte after it), or nil.
+local function ic_from(c, s, pos)
+  local units = c.units
+  for k = 1, c.n do
+    local u = units[k]
+    if type(u) == "string" then
+      local len = #u
+      if not bytes_at(s, pos, u, len) then return nil end
+      pos = pos + len
+    else
+      local a, b = u[1], u[2]
+      if bytes_at(s, pos, a, #a) then
+        pos = pos + #a
+      elseif bytes_at(s, pos, b, #b) then
+        pos = pos + #b
+      else
+        return nil
+      end
+    end
+  end
+  return pos
+end
+
+-- Does a match of c end at the last byte of s?
+local function ic_ends(c, s)
+  local units, last = c.units, #s
+  for k = c.n, 1, -1 do
+    local u = units[k]
+    if type(u) == "string" then
+      local len = #u
+      if not bytes_at(s, last - len + 1, u, len) then return false end
+      last = last - len
+    else
+      local a, b = u[1], u[2]
+      if bytes_at(s, last - #a + 1, a, #a) then
+        last = last - #a
+      elseif bytes_at(s, last - #b + 1, b, #b) then
+        last = last - #b
+      else
+        return false
+      end
     end
   end
   return true
+end
+
+local function ic_equals(c, s)
+  local len = #s
+  return len >= c.min and len <= c.max and ic_from(c, s, 1) == len + 1
 end
 
 -- Wildcards: "*" matches any run of characters (also none); "\*" is a
@@ -334,9 +436,8 @@ local function compile_prefix(value, at)
     if count == 1 and op == "equals-ignore-case" then
       local p = value[op]
       if type(p) ~= "string" then return invalid("prefix equals-ignore-case must be a string at " .. at) end
-      p = fold(p)
-      local n = #p
-      return function(s) return type(s) == "string" and #s >= n and ieq_at(s, 1, p, n) end
+      local c = ignore_case(p)
+      return function(s) return type(s) == "string" and #s >= c.min and ic_from(c, s, 1) ~= nil end
     end
     if count == 1 then return invalid("prefix supports only equals-ignore-case, not " .. quote(op) .. " at " .. at) end
   end
@@ -354,9 +455,8 @@ local function compile_suffix(value, at)
     if count == 1 and op == "equals-ignore-case" then
       local p = value[op]
       if type(p) ~= "string" then return invalid("suffix equals-ignore-case must be a string at " .. at) end
-      p = fold(p)
-      local n = #p
-      return function(s) return type(s) == "string" and #s >= n and ieq_at(s, #s - n + 1, p, n) end
+      local c = ignore_case(p)
+      return function(s) return type(s) == "string" and #s >= c.min and ic_ends(c, s) end
     end
     if count == 1 then return invalid("suffix supports only equals-ignore-case, not " .. quote(op) .. " at " .. at) end
   end
@@ -537,13 +637,11 @@ local function compile_anything_but(value, at)
     local list, err = compile_string_list(arg, "anything-but equals-ignore-case", at, true)
     if not list then return nil, err end
     local nl = #list
-    for i = 1, nl do list[i] = fold(list[i]) end
+    for i = 1, nl do list[i] = ignore_case(list[i]) end
     return function(s)
       if type(s) ~= "string" then return true end
-      local len = #s
       for i = 1, nl do
-        local p = list[i]
-        if len == #p and ieq_at(s, 1, p, len) then return false end
+        if ic_equals(list[i], s) then return false end
       end
       return true
     end
@@ -570,9 +668,8 @@ end
 
 local function compile_equals_ignore_case(value, at)
   if type(value) ~= "string" then return invalid("equals-ignore-case must be a string at " .. at) end
-  local p = fold(value)
-  local n = #p
-  return function(s) return type(s) == "string" and #s == n and ieq_at(s, 1, p, n) end
+  local c = ignore_case(value)
+  return function(s) return type(s) == "string" and ic_equals(c, s) end
 end
 
 local OPERATORS = {
@@ -740,37 +837,51 @@ compile_object = function(pat, path, depth, in_or)
   sort(names)
   local leaves, nested, ors = {}, {}, {}
   local absence_only = true
+  -- An ordinary field: a leaf (an array of match values) or a nested object.
+  local function add_field(name, v)
+    local field = join(path, name)
+    if in_or and RESERVED_IN_OR[name] then
+      return invalid(quote(name) .. " is an operator name, not allowed as a field name inside $or at " .. field)
+    end
+    if type(v) ~= "table" then
+      return invalid("value must be an array of match values or an object at " .. field)
+    end
+    local vkind, n = shape(v)
+    if not vkind then return invalid(n .. " at " .. field) end
+    if vkind == "array" then
+      if n == 0 then return invalid("empty arrays are not allowed at " .. field) end
+      local check, only_absent = compile_leaf(name, v, n, field)
+      if not check then return nil, only_absent end
+      leaves[#leaves + 1] = check
+      absence_only = absence_only and only_absent
+    else
+      if n == 0 then return invalid("empty objects are not allowed at " .. field) end
+      local node, err = compile_object(v, field, depth + 1, in_or)
+      if not node then return nil, err end
+      nested[#nested + 1] = function(obj) return match_value(node, obj[name]) end
+      absence_only = absence_only and node.absence_only
+    end
+    return true
+  end
   for j = 1, #names do
     local name = names[j]
     local v = pat[name]
-    if name == "$or" then
+    if name == "$or" and type(v) == "table" and shape(v) == "array" then
       local check, only_absent = compile_or(v, path, depth)
-      if not check then return nil, only_absent end
-      ors[#ors + 1] = check
-      absence_only = absence_only and only_absent
-    else
-      local field = join(path, name)
-      if in_or and RESERVED_IN_OR[name] then
-        return invalid(quote(name) .. " is an operator name, not allowed as a field name inside $or at " .. field)
-      end
-      if type(v) ~= "table" then
-        return invalid("value must be an array of match values or an object at " .. field)
-      end
-      local vkind, n = shape(v)
-      if not vkind then return invalid(n .. " at " .. field) end
-      if vkind == "array" then
-        if n == 0 then return invalid("empty arrays are not allowed at " .. field) end
-        local check, only_absent = compile_leaf(name, v, n, field)
-        if not check then return nil, only_absent end
-        leaves[#leaves + 1] = check
+      if check then
+        ors[#ors + 1] = check
         absence_only = absence_only and only_absent
-      else
-        if n == 0 then return invalid("empty objects are not allowed at " .. field) end
-        local node, err = compile_object(v, field, depth + 1, in_or)
-        if not node then return nil, err end
-        nested[#nested + 1] = function(obj) return match_value(node, obj[name]) end
-        absence_only = absence_only and node.absence_only
+      elseif not add_field(name, v) then
+        -- Not an "$or" as event-ruler reads one (an array of at least two
+        -- objects without operator names as fields), nor a field named
+        -- "$or" holding match values: the "$or" error says more.
+        return nil, only_absent
       end
+    else
+      -- Any other "$or" (an object, say) is an ordinary field name, as in
+      -- event-ruler.
+      local ok, err = add_field(name, v)
+      if not ok then return nil, err end
     end
   end
   local checks = {}
