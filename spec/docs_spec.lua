@@ -133,3 +133,78 @@ describe("docs", function()
     end)
   end
 end)
+
+-- The statements of an nginx configuration, each as its words joined by one
+-- space, a block's with its brace ("env AWS_REGION;", "location = /bus {"):
+-- quoted words kept whole, comments dropped, the Lua code of *_by_lua_block
+-- skipped.
+local function nginx_statements(text)
+  local out, words, i, n = {}, {}, 1, #text
+  while i <= n do
+    local c = text:sub(i, i)
+    if c == "#" then
+      i = (text:find("\n", i, true) or n) + 1
+    elseif c:match("%s") then
+      i = i + 1
+    elseif c == '"' or c == "'" then
+      local j = assert(text:find(c, i + 1, true), "unclosed quote")
+      words[#words + 1] = text:sub(i, j)
+      i = j + 1
+    elseif c == ";" or c == "{" or c == "}" then
+      i = i + 1
+      if #words > 0 then
+        out[#out + 1] = table.concat(words, " ") .. (c == "{" and " {" or ";")
+        if c == "{" and words[1]:match("_by_lua_block$") then
+          local depth = 1
+          while depth > 0 do
+            local p = assert(text:find("[{}]", i), "unclosed Lua block")
+            depth = depth + (text:sub(p, p) == "{" and 1 or -1)
+            i = p + 1
+          end
+        end
+        words = {}
+      end
+    else
+      local j = text:find("[%s;{}\"'#]", i) or n + 1
+      words[#words + 1] = text:sub(i, j - 1)
+      i = j
+    end
+  end
+  return out
+end
+
+-- The code of a Markdown text: fenced blocks and `spans`, one per line.
+local function code_of(markdown)
+  local code = {}
+  local prose = markdown:gsub("\n```[^\n]*\n(.-)\n```", function(block)
+    code[#code + 1] = block
+    return "\n"
+  end)
+  for span in prose:gmatch("`([^`]+)`") do code[#code + 1] = span end
+  return table.concat(code, "\n")
+end
+
+describe("README's OpenResty section", function()
+  local readme = read_file("README.md")
+  local section = assert(readme:match("\n## OpenResty\n(.-)\n## "), "README.md has no OpenResty section")
+
+  it("explains every statement of examples/nginx.conf, in code", function()
+    local statements = nginx_statements(read_file("examples/nginx.conf"))
+    assert.is_true(#statements > 20, "statements found: " .. #statements)
+    local code = code_of(section)
+    local missing = {}
+    for _, statement in ipairs(statements) do
+      if not code:find(statement, 1, true) then missing[#missing + 1] = statement end
+    end
+    assert.are.same({}, missing)
+  end)
+
+  it("runs the example after creating the log table, which the consumer reads", function()
+    local recipe = assert(section:match("\n```sh\n(.-)\n```"), "no sh block")
+    local created = recipe:find("tables create", 1, true)
+    local started = recipe:find("nginx -p", 1, true)
+    assert.is_truthy(created, "the recipe creates no table")
+    assert.is_truthy(started, "the recipe starts no nginx")
+    assert.is_true(created < started, "the table is created after nginx starts")
+  end)
+end)
