@@ -150,12 +150,27 @@ local function utf8_at(s, i)
   return cp, need + 1
 end
 
--- Pattern text for equals-ignore-case: {units=, n=, min=, max=}, where each
--- unit is a literal string or {lower, upper} for a character whose two forms
--- differ, and min and max bound the bytes a match spans.
+-- Pattern text for equals-ignore-case, as steps of three kinds: a character
+-- whose two forms are one byte each (ASCII letters), a literal run of bytes,
+-- or a character whose forms differ otherwise. {n=, kind=, a=, b=, min=,
+-- max=}: kind[k] is 1, 2 or 3; a[k] and b[k] are the two bytes (1), the run
+-- (2, b[k] unused) or the two forms (3); min and max bound the bytes a match
+-- spans.
+local ONE_BYTE, LITERAL, FORMS = 1, 2, 3
+
 local function ignore_case(text)
   local lower, upper = case_tables()
-  local units, literal, min, max = {}, {}, 0, 0
+  local c = { n = 0, kind = {}, a = {}, b = {}, min = 0, max = 0 }
+  local literal = {}
+  local function step(kind, a, b)
+    if #literal > 0 then
+      local run = concat(literal)
+      literal = {}
+      step(LITERAL, run)
+    end
+    local n = c.n + 1
+    c.n, c.kind[n], c.a[n], c.b[n] = n, kind, a, b
+  end
   local i, n = 1, #text
   while i <= n do
     local cp, len = utf8_at(text, i)
@@ -164,19 +179,24 @@ local function ignore_case(text)
     if cp and cp <= 0xFFFF then lo, up = lower[cp] or ch, upper[cp] or ch end
     if lo == up then
       literal[#literal + 1] = lo
-      min, max = min + #lo, max + #lo
+      c.min, c.max = c.min + #lo, c.max + #lo
     else
-      if #literal > 0 then
-        units[#units + 1] = concat(literal)
-        literal = {}
+      if #lo == 1 and #up == 1 then
+        step(ONE_BYTE, byte(lo), byte(up))
+      else
+        step(FORMS, lo, up)
       end
-      units[#units + 1] = { lo, up }
-      if #lo < #up then min, max = min + #lo, max + #up else min, max = min + #up, max + #lo end
+      if #lo < #up then lo, up = up, lo end
+      c.min, c.max = c.min + #up, c.max + #lo
     end
     i = i + len
   end
-  if #literal > 0 then units[#units + 1] = concat(literal) end
-  return { units = units, n = #units, min = min, max = max }
+  if #literal > 0 then
+    local run = concat(literal)
+    local k = c.n + 1
+    c.n, c.kind[k], c.a[k] = k, LITERAL, run
+  end
+  return c
 end
 
 -- Are the n bytes of s from byte i those of p?
@@ -190,19 +210,24 @@ end
 
 -- Where a match of c starting at byte pos of s ends (the byte after it), or nil.
 local function ic_from(c, s, pos)
-  local units = c.units
+  local kind, a, b = c.kind, c.a, c.b
   for k = 1, c.n do
-    local u = units[k]
-    if type(u) == "string" then
-      local len = #u
-      if not bytes_at(s, pos, u, len) then return nil end
+    local kk = kind[k]
+    if kk == ONE_BYTE then
+      local x = byte(s, pos)
+      if x ~= a[k] and x ~= b[k] then return nil end
+      pos = pos + 1
+    elseif kk == LITERAL then
+      local run = a[k]
+      local len = #run
+      if not bytes_at(s, pos, run, len) then return nil end
       pos = pos + len
     else
-      local a, b = u[1], u[2]
-      if bytes_at(s, pos, a, #a) then
-        pos = pos + #a
-      elseif bytes_at(s, pos, b, #b) then
-        pos = pos + #b
+      local fa, fb = a[k], b[k]
+      if bytes_at(s, pos, fa, #fa) then
+        pos = pos + #fa
+      elseif bytes_at(s, pos, fb, #fb) then
+        pos = pos + #fb
       else
         return nil
       end
@@ -213,19 +238,25 @@ end
 
 -- Does a match of c end at the last byte of s?
 local function ic_ends(c, s)
-  local units, last = c.units, #s
+  local kind, a, b, last = c.kind, c.a, c.b, #s
   for k = c.n, 1, -1 do
-    local u = units[k]
-    if type(u) == "string" then
-      local len = #u
-      if not bytes_at(s, last - len + 1, u, len) then return false end
+    local kk = kind[k]
+    if kk == ONE_BYTE then
+      if last < 1 then return false end
+      local x = byte(s, last)
+      if x ~= a[k] and x ~= b[k] then return false end
+      last = last - 1
+    elseif kk == LITERAL then
+      local run = a[k]
+      local len = #run
+      if not bytes_at(s, last - len + 1, run, len) then return false end
       last = last - len
     else
-      local a, b = u[1], u[2]
-      if bytes_at(s, last - #a + 1, a, #a) then
-        last = last - #a
-      elseif bytes_at(s, last - #b + 1, b, #b) then
-        last = last - #b
+      local fa, fb = a[k], b[k]
+      if bytes_at(s, last - #fa + 1, fa, #fa) then
+        last = last - #fa
+      elseif bytes_at(s, last - #fb + 1, fb, #fb) then
+        last = last - #fb
       else
         return false
       end
