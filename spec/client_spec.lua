@@ -70,6 +70,15 @@ describe("dynlog client against DynamoDB Local", function()
       assert.matches("sk is of type S but version mode needs N", err.message)
     end)
 
+    it("says so when DescribeTable answers without a Table", function()
+      local c = ddb.client({ transport = { request = function()
+        return { status = 200, headers = {}, body = "{}" }
+      end } })
+      local desc, err = c:describe_table()
+      assert.is_nil(desc)
+      assert.are.equal("bad_response", err.code)
+    end)
+
     it("enables the stream of an existing table that has none", function()
       local c = ddb.client()
       assert(c:create_table({ stream = false }))

@@ -83,6 +83,16 @@ describe("dynlog.ngx receiver and bus", function()
           }
           return 200 $outcome;
         }
+        location = /kept-content { content_by_lua_block {
+          local ok, res, err = pcall(require("spec.support.ngx_app").kept_client_list_tables)
+          ngx.say(tostring(ok), " ", tostring(res), " ", ok and err and err.code or tostring(res)) } }
+        location = /kept-set {
+          set_by_lua_block $outcome {
+            local ok, err = pcall(require("spec.support.ngx_app").kept_client_list_tables)
+            return tostring(ok) .. " " .. tostring(err)
+          }
+          return 200 $outcome;
+        }
         location = /script { content_by_lua_block { require("spec.support.ngx_app").script() } }
         location = /slowbus { content_by_lua_block {
           require("dynlog.ngx").bus(require("spec.support.ngx_app").slow_bus(ngx.var.server_port)) } }
@@ -107,6 +117,13 @@ describe("dynlog.ngx receiver and bus", function()
     assert.matches("^false dynlog: no requests can be made in nginx's init phase", init)
     assert.matches("^false dynlog: no requests can be made in nginx's init_worker phase", init_worker)
     assert.matches("run the work from a timer", init_worker, 1, true)
+  end)
+
+  it("says so too for a client whose transport was made in a phase that had cosockets", function()
+    local _, body = request("GET", srv.url .. "/kept-content")
+    assert.are.equal("true nil connection\n", body)
+    _, body = request("GET", srv.url .. "/kept-set")
+    assert.matches("^false dynlog: no requests can be made in nginx's set phase", body)
   end)
 
   it("makes requests from server_rewrite_by_lua, where cosockets work", function()

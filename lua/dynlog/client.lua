@@ -219,7 +219,12 @@ end
 -- transport, never the blocking libcurl one.
 function _M:_transport()
   local t = self.transport
-  if t then return t end
+  if t then
+    -- A client made in a timer may be used later from any phase: say which
+    -- phases cannot make requests every time, not only the first.
+    if self._ngx then check_phase(self._ngx) end
+    return t
+  end
   local ngx = in_nginx()
   if ngx then
     check_phase(ngx)
@@ -227,7 +232,7 @@ function _M:_transport()
   else
     t = require("dynlog.http").new(self.transport_opts)
   end
-  self.transport, self._own_transport = t, true
+  self.transport, self._own_transport, self._ngx = t, true, ngx or nil
   return t
 end
 

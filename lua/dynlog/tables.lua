@@ -45,6 +45,9 @@ end
 function _M:describe_table()
   local resp, err = self:call("DescribeTable", { TableName = self.table })
   if not resp then return nil, err end
+  if type(resp.Table) ~= "table" then
+    return nil, errors.new("bad_response", "DescribeTable answered without a Table")
+  end
   return resp.Table
 end
 

@@ -84,6 +84,16 @@ function M.list_tables(endpoint)
   return c:call("ListTables", {})
 end
 
+-- One client of the worker, kept between requests: its transport is made
+-- in the first phase that uses it, and later uses may come from others.
+local kept_client
+function M.kept_client_list_tables()
+  kept_client = kept_client or require("dynlog").new({ table = "events", region = "us-east-1",
+    endpoint = "http://127.0.0.1:1", max_attempts = 1,
+    credentials = { access_key_id = "AKIDNGXAPP", secret_access_key = "ngx-app-secret" } })
+  return kept_client:call("ListTables", {})
+end
+
 -- A target that keeps the last body it got, byte for byte ("raw_last").
 function M.raw_target()
   ngx.req.read_body()
