@@ -69,6 +69,8 @@ describe("dynlog.ngx receiver and bus", function()
           ngx.say(ngx.shared.rx:get("init"), "\n", ngx.shared.rx:get("init_worker")) } }
         location = /rx { content_by_lua_block {
           require("dynlog.ngx").receive(require("spec.support.ngx_app").receiver) } }
+        location = /rx-defaults { content_by_lua_block {
+          require("dynlog.ngx").receive(require("spec.support.ngx_app").default_receiver) } }
         location = /basic { content_by_lua_block {
           require("dynlog.ngx").receive(require("spec.support.ngx_app").basic_receiver) } }
         location = /bus { content_by_lua_block {
@@ -164,6 +166,8 @@ describe("dynlog.ngx receiver and bus", function()
     local key = { ["x-api-key"] = "test-key" }
     assert.are.equal(400, (post(srv.url .. "/rx", "{not json", { ["x-api-key"] = "test-key" })))
     assert.are.equal(400, (post(srv.url .. "/rx", '{"no":"detail"}', { ["x-api-key"] = "test-key" })))
+    assert.are.equal(400, (post(srv.url .. "/rx", '{"detail":[]}', key)), "a detail that is an array")
+    assert.are.equal(400, (post(srv.url .. "/rx", "[" .. EVENT .. "]", key)), "a list of events")
     assert.are.equal(413, (post(srv.url .. "/rx", string.rep("x", 5000), key)))
     assert.are.equal(405, (request("GET", srv.url .. "/rx", nil, { ["x-api-key"] = "test-key" })))
   end)
@@ -333,6 +337,27 @@ describe("dynlog.ngx receiver and bus", function()
     assert.are.equal(400, status)
     status = put_events({ sized(limit - #trace + 1, { TraceHeader = trace, EventBusName = json.null }) })
     assert.are.equal(400, status)
+  end)
+
+  it("delivers an event of the largest size it accepts to a receiver on defaults", function()
+    local limit = 256 * 1024
+    local e = entry("orders", { Source = "big-test", EventBusName = json.null })
+    local fixed = #e.Source + #e.DetailType + #'{"log":"orders","pad":""}'
+    e.Detail = json.encode({ log = "orders", pad = string.rep("p", limit - fixed) })
+    local status, resp = put_events({ e })
+    assert.are.equal(200, status)
+    assert.are.equal(0, resp.FailedEntryCount)
+    -- With its envelope the event is over 256 KB: the receiver takes it all the same.
+    assert.is_truthy(wait_for(function() return report().default_handled == 1 end, 10), "handled")
+  end)
+
+  it("refuses an entry whose Time is not a time of years 1970 to 9999", function()
+    local status, resp = put_events({ entry("orders", { Time = 1e20 }), entry("orders", { Time = 1e12 }),
+                                      entry("orders", { Time = -1 }), entry("orders", { Time = 253402300799 }) })
+    assert.are.equal(200, status)
+    assert.are.equal(3, resp.FailedEntryCount)
+    for i = 1, 3 do assert.are.equal("InvalidArgument", resp.Entries[i].ErrorCode) end
+    assert.is_string(resp.Entries[4].EventId)
   end)
 
   it("refuses a Detail with an integer beyond int64 or nested deeper than 1000 levels", function()

@@ -161,9 +161,13 @@ local function status_for(err)
   return 500
 end
 
+-- The largest event EventBridge delivers (1 MB of entry since 2026) and
+-- its envelope: a body the bus or EventBridge accepted must never be 413.
+local DEFAULT_MAX_BODY = 1024 * 1024 + 64 * 1024
+
 --- receive(spec) in content_by_lua*: one EventBridge event per request, as
 -- an API destination delivers it. spec: {auth = {header=, value=} or
--- {basic = {user=, password=}}, max_body = 262144, handle = function(event)
+-- {basic = {user=, password=}}, max_body = 1114112, handle = function(event)
 -- -> true | nil, err}, or instead of handle, {client=, project=<spec of
 -- dynlog.handler.project>}. Answers 2xx once handled, 401 without the
 -- right credentials (nothing handled), 400 for malformed input and for an
@@ -182,11 +186,12 @@ function _M.receive(spec)
 
   if ngx.req.get_method() ~= "POST" then return say_json(405, { message = "POST only" }) end
   if not authorized(spec.auth) then return say_json(401, { message = "unauthorized" }) end
-  local body, status, why = read_body(spec.max_body or 256 * 1024)
+  local body, status, why = read_body(spec.max_body or DEFAULT_MAX_BODY)
   if not body then return say_json(status, { message = why }) end
   local event = json.decode(body)
-  if type(event) ~= "table" or type(event.detail) ~= "table" then
-    return say_json(400, { message = "body is not an EventBridge event (JSON object with a detail)" })
+  if type(event) ~= "table" or json.is_array(event) or type(event.detail) ~= "table"
+      or json.is_array(event.detail) then
+    return say_json(400, { message = "body is not an EventBridge event (JSON object with a detail object)" })
   end
   local ok, result, err = pcall(handle, event)
   if not ok then
@@ -208,6 +213,8 @@ end
 local MAX_ENTRIES = 10
 local TIME_BYTES = 14
 local AMZ_JSON = "application/x-amz-json-1.1"
+
+local LATEST_TIME = 253402300800 -- 10000-01-01T00:00:00Z
 
 local function rfc3339(t)
   return os_date("!%Y-%m-%dT%H:%M:%SZ", math_floor(t))
@@ -328,6 +335,12 @@ local function entry_problem(config, e)
   local bus = given(e.EventBusName)
   if bus ~= nil and not is_this_bus(config, bus) then
     return "ResourceNotFoundException", "Event bus " .. bus .. " does not exist."
+  end
+  -- The envelope's time is RFC 3339: years 1970 to 9999 (os.date gives
+  -- nothing, or a five-digit year, beyond).
+  local t = given(e.Time)
+  if t ~= nil and not (t >= 0 and t < LATEST_TIME) then
+    return "InvalidArgument", "Parameter Time is not valid. Reason: it must be a time from 1970 to 9999."
   end
   return nil, nil, detail
 end

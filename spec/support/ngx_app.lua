@@ -32,6 +32,11 @@ M.receiver = {
   end,
 }
 
+-- A receiver on defaults (max_body included), counting "default_handled".
+M.default_receiver = {
+  handle = function() rx():incr("default_handled", 1, 0) return true end,
+}
+
 M.basic_receiver = {
   auth = { basic = { user = "bus", password = "s3cret" } },
   handle = function() rx():incr("handled", 1, 0) return true end,
@@ -45,6 +50,8 @@ function M.bus(port)
         targets = { { url = "http://127.0.0.1:" .. port .. "/rx", headers = { ["x-api-key"] = "test-key" } } } },
       { name = "raw", pattern = { source = { "raw-test" } },
         targets = { { url = "http://127.0.0.1:" .. port .. "/raw-target" } } },
+      { name = "defaults", pattern = { source = { "big-test" } },
+        targets = { { url = "http://127.0.0.1:" .. port .. "/rx-defaults" } } },
     },
   }
   return M.bus_config
@@ -109,7 +116,8 @@ end
 -- A location that reports the counters.
 function M.report()
   local d = rx()
-  ngx.say(json.encode({ calls = d:get("calls") or 0, handled = d:get("handled") or 0, last = d:get("last") }))
+  ngx.say(json.encode({ calls = d:get("calls") or 0, handled = d:get("handled") or 0, last = d:get("last"),
+                        default_handled = d:get("default_handled") or 0 }))
 end
 
 function M.script()
