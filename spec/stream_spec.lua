@@ -329,11 +329,47 @@ describe("dynlog.stream consumer", function()
     local expected = {}
     for i = 1, 16 do if i ~= 6 then expected[#expected + 1] = i end end
     assert.are.same(expected, handled)
-    -- 16 fails, 8 fails, 4 (1-4) passes, 4 (5-8) fails, 2 (5-6) fails, 1 (5)
-    -- passes, 1 (6) fails and is given up on, then the rest in small batches.
-    local first_calls = {}
-    for i = 1, 7 do first_calls[i] = calls[i] end
-    assert.are.same({ 16, 8, 4, 4, 2, 1, 1 }, first_calls)
+    -- As Lambda's halves: 16 fails, 1-8 fails, 1-4 passes, 5-8 fails, 5-6
+    -- fails, 5 passes, 6 fails and is given up on, then 7-8 and 9-16 as
+    -- the halves they were; batches of full size after that.
+    assert.are.same({ 16, 8, 4, 4, 2, 1, 1, 2, 8 }, calls)
+    for i = 101, 110 do assert(c:append("l", "0", "e", { n = i })) end
+    assert.is_true(poll_until(consumer, function() return #handled == 25 end))
+    assert.are.same({ 16, 8, 4, 4, 2, 1, 1, 2, 8, 10 }, calls)
+  end)
+
+  it("takes a failure list that names no record as a failure of the whole batch", function()
+    local c = ddb.ready_client()
+    append_events(c, 3)
+    local calls = 0
+    local consumer = consumer_for(c, function(batch)
+      calls = calls + 1
+      if calls == 1 then return { batchItemFailures = { "oops", 7 } } end
+      assert(#batch.Records == 3)
+    end)
+    assert.is_true(poll_until(consumer, function() return calls == 2 end))
+    local _, s = next(consumer:stats().shards)
+    assert.are.equal(1, s.retries)
+    assert.are.equal(3, s.records)
+  end)
+
+  it("logs every batch at debug level", function()
+    local c = ddb.ready_client()
+    append_events(c, 3)
+    local lines = {}
+    logger.set_handler(function(level, message) lines[#lines + 1] = level .. " " .. message end)
+    logger.set_level("debug")
+    local handed = 0
+    local consumer = consumer_for(c, function(batch) handed = handed + #batch.Records end, { batch_size = 2 })
+    local ok = poll_until(consumer, function() return handed == 3 end)
+    logger.set_level("warn")
+    logger.set_handler(function() end)
+    assert.is_true(ok)
+    local batches = {}
+    for _, line in ipairs(lines) do
+      if line:match("^debug stream: shard %S+: %d+ record%(s%) from %d+$") then batches[#batches + 1] = line end
+    end
+    assert.are.equal(2, #batches, table.concat(lines, "\n"))
   end)
 
   it("keeps lag_ms current: growing while a batch keeps failing, 0 once caught up", function()
@@ -382,8 +418,59 @@ describe("dynlog.stream consumer", function()
     assert.are.equal(1, s.gaps)
   end)
 
+  it("with start = \"latest\", hands over to the next worker the records the first could not finish", function()
+    local c = ddb.ready_client()
+    append_events(c, 2) -- before the group starts: not for "latest"
+    local cp = ddb.table_name("cp")
+    local first = consumer_for(c, function() error("down") end, { checkpoint_table = cp, start = "latest" })
+    assert(first:poll_once()) -- takes the shard, and its iterator at LATEST
+    for i = 11, 13 do assert(c:append("l", "0", "e", { n = i })) end
+    for _ = 1, 5 do first:poll_once() socket.sleep(0.01) end
+    first:release() -- handed over before any checkpoint
+    local seen = {}
+    local second = consumer_for(c, function(batch)
+      for _, r in ipairs(batch.Records) do seen[#seen + 1] = n_of(r) end
+    end, { checkpoint_table = cp, start = "latest" })
+    assert.is_true(poll_until(second, function() return #seen >= 3 end))
+    assert.are.same({ 11, 12, 13 }, seen)
+  end)
+
   describe("across a shard split", function()
     local split_stream = require "spec.support.split_stream"
+
+    it("decides where a new shard starts from the shard tree, whoever made the other leases", function()
+      local one, two = ddb.ready_client(), ddb.ready_client()
+      local split = split_stream.new(one, two, { siblings = true })
+      split.split()
+      local fc = ddb.client({ table = one.table, transport = split.transport })
+      local cp = ddb.table_name("cp")
+      local leases = require "dynlog.leases"
+      assert(leases.create_table(one, cp))
+      -- Another worker of a "latest" group got to the first shard first.
+      assert(leases.ensure(one, cp, one.table, { ShardId = split.parent_shard }, "LATEST"))
+      local consumer = consumer_for(fc, function() end, { checkpoint_table = cp, start = "latest" })
+      assert(consumer:poll_once())
+      local all = assert(leases.read_all(one, cp, one.table))
+      assert.are.equal("LATEST", all[split.child_shard].start, "a sibling is no child: it starts at latest too")
+    end)
+
+    it("with start = \"latest\", finishes a shard that was closed before the group started", function()
+      local parent, child = ddb.ready_client(), ddb.ready_client()
+      local split = split_stream.new(parent, child)
+      for i = 1, 2 do assert(parent:append("l", "0", "e", { n = i })) end
+      split.split()
+      split.close_parent()
+      assert(child:append("l", "0", "e", { n = 3 })) -- all history when the group starts
+      local fc = ddb.client({ table = parent.table, transport = split.transport })
+      local seen = {}
+      local consumer = consumer_for(fc, function(batch)
+        for _, r in ipairs(batch.Records) do seen[#seen + 1] = n_of(r) end
+      end, { start = "latest", lease_duration = 0.3, discovery_interval = 0.05 })
+      for _ = 1, 5 do assert(consumer:poll_once()) socket.sleep(0.01) end
+      assert(child:append("l", "0", "e", { n = 4 }))
+      assert.is_true(poll_until(consumer, function() return #seen >= 1 end, 500))
+      assert.are.same({ 4 }, seen)
+    end)
 
     it("reads the child from its start once the parent is done, also with start = \"latest\"", function()
       local parent, child = ddb.ready_client(), ddb.ready_client()

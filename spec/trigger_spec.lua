@@ -117,6 +117,30 @@ describe("dynlog.trigger", function()
     assert.are.same(expected, ids)
   end)
 
+  it("names the earliest record of a log whose publish raised, even after a later failure", function()
+    -- users: records 1, 3, 4; orders: record 2. The users call fails at its
+    -- second entry (record 3); publishing orders raises.
+    local tc = with_bus({ { putevents = true, fail = { { index = 2, code = "MalformedDetail" } } } })
+    local real_publish = tc.publish
+    tc.publish = function(self, entries, opts)
+      if entries[1].detail:find('"log":"orders"', 1, true) then error("publish blew up") end
+      return real_publish(self, entries, opts)
+    end
+    local result = trigger.handle(tc, { Records = records }, { log = function() end })
+    assert.are.equal(records[2].dynamodb.SequenceNumber, result.batchItemFailures[1].itemIdentifier)
+    assert.are.equal(#records - 1, #result.batchItemFailures)
+  end)
+
+  it("keeps a detail of exactly max_detail_bytes whole, and shortens one a byte longer", function()
+    local item = { pk = "users#5#stream", sk = "s", type = "t", log = "users", payload = { id = "5", pad = "" } }
+    local bare = #trigger.detail(item)
+    item.payload.pad = string.rep("x", 10240 - bare)
+    assert.are.equal(10240, #trigger.detail(item))
+    assert.is_nil(json.decode(trigger.detail(item)).partial)
+    item.payload.pad = item.payload.pad .. "x"
+    assert.is_true(json.decode(trigger.detail(item)).partial)
+  end)
+
   it("warns, once per batch, when records come without their new image", function()
     local tc = with_bus()
     local lines = {}

@@ -1,6 +1,6 @@
 --- Shard leases and checkpoints of the stream consumer, kept in a DynamoDB
 -- table: one item per (group, shard), {pk = group, sk = shard id, owner,
--- counter, checkpoint, parent, start, wanted_by}.
+-- counter, checkpoint, parent, start, start_at, skipped, wanted_by}.
 --
 -- The rules, after the Kinesis Client Library's:
 -- - a shard is worked only by the owner of its lease;
@@ -65,12 +65,14 @@ end
 
 --- Creates the lease of a shard if it has none, with `start`, the iterator
 -- type to read it from before any checkpoint ("TRIM_HORIZON" or "LATEST").
--- Returns true, or nil, err.
-function _M.ensure(c, table_name, group, shard, start)
+-- `skipped`: a closed shard a "latest" group has nothing to read from,
+-- finished at once. Returns true, or nil, err.
+function _M.ensure(c, table_name, group, shard, start, skipped)
   local ok, err = conditional(c, "PutItem", {
     TableName = table_name,
     Item = attribute_map({ pk = group, sk = shard.ShardId, counter = 0, parent = shard.ParentShardId,
-                           start = start }),
+                           start = start, skipped = skipped or nil,
+                           checkpoint = skipped and _M.SHARD_END or nil }),
     ConditionExpression = "attribute_not_exists(pk)",
   })
   if ok == nil then return nil, err end
@@ -110,6 +112,16 @@ end
 function _M.checkpoint(c, table_name, group, lease, worker, sequence)
   local resp, err = update(c, table_name, group, lease.sk, "checkpoint = :cp, #c = #c + :one",
     "#o = :me AND #c = :seen", { [":cp"] = sequence, [":me"] = worker, [":one"] = 1, [":seen"] = lease.counter })
+  if not resp then return resp, err end
+  return resp.Attributes
+end
+
+--- Pins where a lease read from "latest" starts: the sequence number of the
+-- first record read, so that whoever works it next, before a checkpoint,
+-- starts there and not at a later "latest". Like checkpoint.
+function _M.pin_start(c, table_name, group, lease, worker, sequence)
+  local resp, err = update(c, table_name, group, lease.sk, "start_at = :at, #c = #c + :one",
+    "#o = :me AND #c = :seen", { [":at"] = sequence, [":me"] = worker, [":one"] = 1, [":seen"] = lease.counter })
   if not resp then return resp, err end
   return resp.Attributes
 end

@@ -21,10 +21,11 @@ local leases = require "dynlog.leases"
 local logger = require "dynlog.log"
 local retry = require "dynlog.retry"
 
-local error, ipairs, next, pairs, pcall, setmetatable, tostring, type =
-  error, ipairs, next, pairs, pcall, setmetatable, tostring, type
+local error, ipairs, pairs, pcall, setmetatable, tostring, type =
+  error, ipairs, pairs, pcall, setmetatable, tostring, type
 local math_ceil, math_floor, math_max, math_min = math.ceil, math.floor, math.max, math.min
 local str_format = string.format
+local table_insert, table_remove = table.insert, table.remove
 
 local _M = {}
 local mt = { __index = _M }
@@ -135,6 +136,48 @@ end
 -- Leases
 ---------------------------------------------------------------------------
 
+-- New shards with every parent before its children, whatever the order
+-- DescribeStream listed them in.
+local function parents_first(shards)
+  local by_id, ordered, placed = {}, {}, {}
+  for _, shard in ipairs(shards) do by_id[shard.ShardId] = shard end
+  local function place(shard)
+    if placed[shard.ShardId] then return end
+    placed[shard.ShardId] = true
+    local parent = shard.ParentShardId and by_id[shard.ParentShardId]
+    if parent then place(parent) end
+    ordered[#ordered + 1] = shard
+  end
+  for _, shard in ipairs(shards) do place(shard) end
+  return ordered
+end
+
+-- Creates the leases of new shards, each with where it starts, decided from
+-- the shard tree as the Kinesis Client Library does, so that workers that
+-- start together decide alike:
+-- - a shard whose parent has a lease that was read is a child born after
+--   the group started: it starts at its oldest record, or what was written
+--   to it before a worker looked would be lost;
+-- - any other shard starts at `start`; with "latest", a shard that is
+--   already closed has nothing to come: its lease is finished at once
+--   ("skipped"), and its children start at "latest" too.
+function _M:_create_leases(lc, shards, existing)
+  local latest = STARTS[self.start] == "LATEST"
+  for _, shard in ipairs(shards) do
+    local parent = shard.ParentShardId and existing[shard.ParentShardId]
+    local start = (parent and not parent.skipped) and "TRIM_HORIZON" or STARTS[self.start]
+    local closed = shard.SequenceNumberRange and shard.SequenceNumberRange.EndingSequenceNumber ~= nil
+    local skipped = latest and start == "LATEST" and closed
+    local ok, err = leases.ensure(lc, self.table, self.group, shard, start, skipped)
+    if not ok then return nil, err end
+    -- For the children that follow in this pass (another worker may have
+    -- made the lease first: it decided the same from the same tree).
+    existing[shard.ShardId] = existing[shard.ShardId] or { sk = shard.ShardId, skipped = skipped or nil }
+    self.known[shard.ShardId] = true
+  end
+  return true
+end
+
 function _M:_discover(now)
   local c = self.client
   if not self.stream_arn then
@@ -145,23 +188,15 @@ function _M:_discover(now)
   local desc, err = c:describe_stream(self.stream_arn)
   if not desc then return nil, err end
   local lc = self:_leases_client()
-  local fresh -- does the group have no lease yet? Asked at the first new shard.
+  local new_shards = {}
   for _, shard in ipairs(desc.Shards) do
-    if not self.known[shard.ShardId] then
-      if fresh == nil then
-        local existing, rerr = leases.read_all(lc, self.table, self.group)
-        if not existing then return nil, rerr end
-        fresh = next(existing) == nil
-      end
-      -- `start` is for the shards a group finds when it first starts. A
-      -- shard found later (a child after a split, a shard created while no
-      -- worker ran) is read from its oldest record: starting it at LATEST
-      -- would lose what was written to it before we looked.
-      local start = fresh and STARTS[self.start] or "TRIM_HORIZON"
-      local ok, eerr = leases.ensure(lc, self.table, self.group, shard, start)
-      if not ok then return nil, eerr end
-      self.known[shard.ShardId] = true
-    end
+    if not self.known[shard.ShardId] then new_shards[#new_shards + 1] = shard end
+  end
+  if #new_shards > 0 then
+    local existing, rerr = leases.read_all(lc, self.table, self.group)
+    if not existing then return nil, rerr end
+    local ok, eerr = self:_create_leases(lc, parents_first(new_shards), existing)
+    if not ok then return nil, eerr end
   end
   self.next_discovery = now + self.discovery_interval
   return true
@@ -237,6 +272,8 @@ end
 function _M:_iterator(shard_id, st)
   local cp = st.lease.checkpoint
   if cp == nil then
+    local at = st.lease.start_at
+    if at then return self.client:get_shard_iterator(self.stream_arn, shard_id, "AT_SEQUENCE_NUMBER", at) end
     -- Leases made before they carried their start fall back on the option.
     return self.client:get_shard_iterator(self.stream_arn, shard_id, st.lease.start or STARTS[self.start])
   end
@@ -325,7 +362,32 @@ function _M:_fetch(shard_id, st)
   st.pending = page.records
   st.iterator = page.next_iterator
   st.closed = page.next_iterator == nil
-  return true
+  return self:_pin_start(shard_id, st)
+end
+
+-- A lease read from "latest" has no position of its own until its first
+-- checkpoint: if its first records failed, or it changed hands, the next
+-- "latest" would pass them by. Their position is stored before they are
+-- handed over. Returns true, or nil, err.
+function _M:_pin_start(shard_id, st)
+  local lease, first = st.lease, st.pending[1]
+  if not first or lease.checkpoint ~= nil or lease.start_at ~= nil
+      or (lease.start or STARTS[self.start]) ~= "LATEST" then
+    return true
+  end
+  local sent_at = self.now()
+  local updated, err = leases.pin_start(self:_leases_client(), self.table, self.group, lease, self.worker,
+    first.dynamodb.SequenceNumber)
+  if updated then
+    st.lease, st.renewed_at = updated, sent_at
+    return true
+  end
+  if updated == false then
+    self:_drop(shard_id, "lease lost before its start was pinned")
+    st.pending = {} -- not ours to hand over
+    return true
+  end
+  return nil, err
 end
 
 -- The position in batch of the first record the handler reported failed.
@@ -333,7 +395,12 @@ local function first_failure(batch, result)
   local failures = type(result) == "table" and result.batchItemFailures
   if type(failures) ~= "table" or #failures == 0 then return nil end
   local failed = {}
-  for _, f in ipairs(failures) do failed[tostring(f.itemIdentifier)] = true end
+  for _, f in ipairs(failures) do
+    -- An entry without an itemIdentifier names nothing: as Lambda does,
+    -- take the whole batch as failed.
+    if type(f) ~= "table" or f.itemIdentifier == nil then return 1 end
+    failed[tostring(f.itemIdentifier)] = true
+  end
   for i, record in ipairs(batch) do
     if failed[tostring(record.dynamodb and record.dynamodb.SequenceNumber)] then return i end
   end
@@ -359,12 +426,12 @@ function _M:_succeeded(shard_id, st, batch, count)
   return true
 end
 
--- n records of a batch that had been split are done with (handled, or
--- given up on): once the whole of the batch is, batches are full again.
-local function split_done(st, n)
-  if not st.split_left then return end
-  st.split_left = st.split_left - n
-  if st.split_left <= 0 then st.window, st.split_left = nil, nil end
+-- The batch at the front of a split plan is done with (handled, or given
+-- up on): the next planned size comes up; none left, batches are full again.
+local function plan_done(st)
+  if not st.plan then return end
+  table_remove(st.plan, 1)
+  if #st.plan == 0 then st.plan = nil end
 end
 
 -- How far behind this shard is: the age of the oldest record not handled
@@ -384,11 +451,16 @@ function _M:_failed(shard_id, st, batch, err)
   local s = stats_of(self, shard_id)
   s.retries = s.retries + 1
   -- As Lambda does it: a failing batch is split in two and each half tried
-  -- on its own, down to single records; a split does not count against
-  -- max_retries, so that one poison record never takes good ones with it.
+  -- on its own, the first half first, down to single records; a split does
+  -- not count against max_retries, so that one poison record never takes
+  -- good ones with it. st.plan holds the sizes of the batches to come.
   if self.bisect_on_error and #batch > 1 then
-    st.window = math_ceil(#batch / 2)
-    st.split_left = st.split_left or #batch
+    local first = math_ceil(#batch / 2)
+    local plan = st.plan or {}
+    if st.plan then table_remove(plan, 1) end
+    table_insert(plan, 1, #batch - first)
+    table_insert(plan, 1, first)
+    st.plan = plan
     logger.log("warn", str_format("stream: shard %s: batch of %d failed, trying it in halves: %s", shard_id,
       #batch, tostring(err)))
     st.retry_at = self.now() + retry.delay(1, self.retry_base_delay, self.retry_max_delay)
@@ -405,7 +477,7 @@ function _M:_failed(shard_id, st, batch, err)
     if not ok then return ok, cerr end
     st.pending = remove_first(st.pending, #batch)
     st.failures = 0
-    split_done(st, #batch)
+    plan_done(st)
     return true
   end
   st.retry_at = self.now() + retry.delay(st.failures, self.retry_base_delay, self.retry_max_delay)
@@ -433,7 +505,7 @@ function _M:_work(shard_id, st)
     end
   end
   self:_update_lag(shard_id, st)
-  local size = math_min(st.window or #st.pending, #st.pending)
+  local size = math_min(st.plan and st.plan[1] or #st.pending, #st.pending)
   local batch = {}
   for i = 1, size do batch[i] = st.pending[i] end
   -- Still ours? Another worker takes a lease only after seeing its counter
@@ -463,7 +535,7 @@ function _M:_work(shard_id, st)
     if done == nil then return nil, cerr end
     if done then
       st.failures = 0
-      split_done(st, size)
+      plan_done(st)
     end
     return size
   end
@@ -472,7 +544,8 @@ function _M:_work(shard_id, st)
     if done == nil then return nil, cerr end
     if not done then return 0 end
     st.failures = 0
-    split_done(st, failed_at - 1)
+    -- What is left of the planned batch starts at the failed record.
+    if st.plan then st.plan[1] = size - failed_at + 1 end
   end
   local rest = {}
   for i = failed_at, size do rest[#rest + 1] = batch[i] end

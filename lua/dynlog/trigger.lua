@@ -126,7 +126,7 @@ function _M.handle(c, batch, opts)
   for _, g in ipairs(group(records, opts, log)) do
     local ok, results, err = pcall(c.publish, c, g.entries, { ordered = true })
     if not ok then
-      first_failed = first_failed or g.positions[1]
+      if not first_failed or g.positions[1] < first_failed then first_failed = g.positions[1] end
       log("error", "trigger: publish raised: " .. tostring(results))
     elseif not results then
       local per_entry = err and err.results or {}

@@ -51,7 +51,11 @@ function _M.new(parent_client, child_client, opts)
     local doc = json.decode(res.body)
     local shards = json.array()
     if not state.trimmed then
-      for _, s in ipairs(doc.StreamDescription.Shards) do shards[#shards + 1] = s end
+      for _, s in ipairs(doc.StreamDescription.Shards) do
+        -- A closed shard has an end (any number past its last record will do).
+        if state.closed then s.SequenceNumberRange.EndingSequenceNumber = string.rep("9", 40) end
+        shards[#shards + 1] = s
+      end
     end
     if state.split then
       local child = assert(child_client:describe_stream(child_arn)).Shards[1]
