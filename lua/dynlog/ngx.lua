@@ -144,11 +144,6 @@ local FINAL = {
   invalid_argument = true, too_large = true, schema_mismatch = true, invalid_json = true,
   invalid_pattern = true, ValidationException = true, SerializationException = true,
 }
--- Errors that ask for the same request later, more slowly.
-local THROTTLED = {
-  ThrottlingException = true, ProvisionedThroughputExceededException = true, RequestLimitExceeded = true,
-  LimitExceededException = true, Throttling = true, ThrottledException = true, TooManyRequestsException = true,
-}
 
 -- What EventBridge should do with an error: never retry what cannot succeed
 -- (400), slow down (429), or try again later (500) for everything else: a
@@ -157,7 +152,7 @@ local THROTTLED = {
 local function status_for(err)
   if not errors.is(err) then return 500 end
   if FINAL[err.code] then return 400 end
-  if THROTTLED[err.code] then return 429 end
+  if retry.throttling(err.code) then return 429 end
   return 500
 end
 

@@ -9,13 +9,18 @@ local math_min, math_random = math.min, math.random
 
 local _M = {}
 
-local RETRYABLE_CODES = {
+-- The codes by which AWS services say "too many requests: slow down".
+local THROTTLING_CODES = {
   ProvisionedThroughputExceededException = true,
   ThrottlingException = true,
   Throttling = true,
   ThrottledException = true,
   RequestLimitExceeded = true,
   LimitExceededException = true,
+  TooManyRequestsException = true,
+}
+
+local RETRYABLE_CODES = {
   TransactionInProgressException = true,
   TransactionConflictException = true,
   InternalServerError = true,
@@ -29,9 +34,14 @@ local RETRYABLE_CODES = {
 
 local RETRYABLE_STATUS = { [500] = true, [502] = true, [503] = true, [504] = true }
 
+--- Is an AWS error code one of throttling?
+function _M.throttling(code)
+  return THROTTLING_CODES[code] == true
+end
+
 --- Is an AWS error (code, HTTP status) worth another attempt?
 function _M.retryable(code, status)
-  return RETRYABLE_CODES[code] == true or RETRYABLE_STATUS[status] == true
+  return THROTTLING_CODES[code] == true or RETRYABLE_CODES[code] == true or RETRYABLE_STATUS[status] == true
 end
 
 --- Seconds to wait before the attempt after `attempt` (1-based).
