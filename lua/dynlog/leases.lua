@@ -108,22 +108,25 @@ function _M.renew(c, table_name, group, lease, worker)
   return resp.Attributes
 end
 
---- Stores the checkpoint (a sequence number or SHARD_END) of a lease we own.
-function _M.checkpoint(c, table_name, group, lease, worker, sequence)
-  local resp, err = update(c, table_name, group, lease.sk, "checkpoint = :cp, #c = #c + :one",
-    "#o = :me AND #c = :seen", { [":cp"] = sequence, [":me"] = worker, [":one"] = 1, [":seen"] = lease.counter })
+-- Sets one attribute of a lease we own (and bumps its counter). Returns
+-- the new lease, false when it is no longer ours, or nil, err.
+local function set_owned(c, table_name, group, lease, worker, attribute, value)
+  local resp, err = update(c, table_name, group, lease.sk, attribute .. " = :v, #c = #c + :one",
+    "#o = :me AND #c = :seen", { [":v"] = value, [":me"] = worker, [":one"] = 1, [":seen"] = lease.counter })
   if not resp then return resp, err end
   return resp.Attributes
+end
+
+--- Stores the checkpoint (a sequence number or SHARD_END) of a lease we own.
+function _M.checkpoint(c, table_name, group, lease, worker, sequence)
+  return set_owned(c, table_name, group, lease, worker, "checkpoint", sequence)
 end
 
 --- Pins where a lease read from "latest" starts: the sequence number of the
 -- first record read, so that whoever works it next, before a checkpoint,
 -- starts there and not at a later "latest". Like checkpoint.
 function _M.pin_start(c, table_name, group, lease, worker, sequence)
-  local resp, err = update(c, table_name, group, lease.sk, "start_at = :at, #c = #c + :one",
-    "#o = :me AND #c = :seen", { [":at"] = sequence, [":me"] = worker, [":one"] = 1, [":seen"] = lease.counter })
-  if not resp then return resp, err end
-  return resp.Attributes
+  return set_owned(c, table_name, group, lease, worker, "start_at", sequence)
 end
 
 --- Asks the owner of a lease to hand it over to `worker` at its next batch

@@ -280,20 +280,25 @@ function _M:_iterator(shard_id, st)
   return self.client:get_shard_iterator(self.stream_arn, shard_id, "AFTER_SEQUENCE_NUMBER", cp)
 end
 
--- Stores a checkpoint while we still own the lease. False when it was lost.
-function _M:_checkpoint(shard_id, st, sequence)
+-- One write to a lease we hold (leases.checkpoint or leases.pin_start):
+-- true; false when the lease was lost (the shard is dropped); or nil, err.
+function _M:_write_lease(shard_id, st, write, sequence, lost)
   local sent_at = self.now()
-  local updated, err = leases.checkpoint(self:_leases_client(), self.table, self.group, st.lease, self.worker,
-    sequence)
+  local updated, err = write(self:_leases_client(), self.table, self.group, st.lease, self.worker, sequence)
   if updated then
     st.lease, st.renewed_at = updated, sent_at
     return true
   end
   if updated == false then
-    self:_drop(shard_id, "lease lost before its checkpoint")
+    self:_drop(shard_id, lost)
     return false
   end
   return nil, err
+end
+
+-- Stores a checkpoint while we still own the lease. False when it was lost.
+function _M:_checkpoint(shard_id, st, sequence)
+  return self:_write_lease(shard_id, st, leases.checkpoint, sequence, "lease lost before its checkpoint")
 end
 
 local function remove_first(list, n)
@@ -375,19 +380,11 @@ function _M:_pin_start(shard_id, st)
       or (lease.start or STARTS[self.start]) ~= "LATEST" then
     return true
   end
-  local sent_at = self.now()
-  local updated, err = leases.pin_start(self:_leases_client(), self.table, self.group, lease, self.worker,
-    first.dynamodb.SequenceNumber)
-  if updated then
-    st.lease, st.renewed_at = updated, sent_at
-    return true
-  end
-  if updated == false then
-    self:_drop(shard_id, "lease lost before its start was pinned")
-    st.pending = {} -- not ours to hand over
-    return true
-  end
-  return nil, err
+  local pinned, err = self:_write_lease(shard_id, st, leases.pin_start, first.dynamodb.SequenceNumber,
+    "lease lost before its start was pinned")
+  if pinned == nil then return nil, err end
+  if not pinned then st.pending = {} end -- not ours to hand over
+  return true
 end
 
 -- The position in batch of the first record the handler reported failed.
