@@ -94,11 +94,11 @@ end
 local out = {}
 local function emit(s) out[#out + 1] = s end
 
-local function emit_runs(name, runs)
+-- A table field whose items are wrapped to lines of at most 116 characters.
+local function emit_wrapped(name, items)
   emit("  " .. name .. " = {\n")
   local line = "   "
-  for _, r in ipairs(runs) do
-    local item = (" 0x%04X, 0x%04X, %d, %d,"):format(r[1], r[2], r[3], r[4])
+  for _, item in ipairs(items) do
     if #line + #item > 116 then
       emit(line .. "\n")
       line = "   "
@@ -108,20 +108,20 @@ local function emit_runs(name, runs)
   emit(line .. "\n  },\n")
 end
 
+local function emit_runs(name, runs)
+  local items = {}
+  for i, r in ipairs(runs) do items[i] = (" 0x%04X, 0x%04X, %d, %d,"):format(r[1], r[2], r[3], r[4]) end
+  emit_wrapped(name, items)
+end
+
 local function emit_multi(name, multi)
-  emit("  " .. name .. " = {\n")
-  local line = "   "
-  for _, m in ipairs(multi) do
+  local items = {}
+  for i, m in ipairs(multi) do
     local cps = {}
-    for i, c in ipairs(m[2]) do cps[i] = ("0x%04X"):format(c) end
-    local item = (" [0x%04X] = { %s },"):format(m[1], table.concat(cps, ", "))
-    if #line + #item > 116 then
-      emit(line .. "\n")
-      line = "   "
-    end
-    line = line .. item
+    for j, c in ipairs(m[2]) do cps[j] = ("0x%04X"):format(c) end
+    items[i] = (" [0x%04X] = { %s },"):format(m[1], table.concat(cps, ", "))
   end
-  emit(line .. "\n  },\n")
+  emit_wrapped(name, items)
 end
 
 local lower_runs, lower_multi = build(special_lower, simple_lower)
