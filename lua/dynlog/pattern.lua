@@ -162,14 +162,19 @@ local function ignore_case(text)
   local lower, upper = case_tables()
   local c = { n = 0, kind = {}, a = {}, b = {}, min = 0, max = 0 }
   local literal = {}
-  local function step(kind, a, b)
-    if #literal > 0 then
-      local run = concat(literal)
-      literal = {}
-      step(LITERAL, run)
-    end
+  local function add(kind, a, b)
     local n = c.n + 1
     c.n, c.kind[n], c.a[n], c.b[n] = n, kind, a, b
+  end
+  local function flush_literal()
+    if #literal > 0 then
+      add(LITERAL, concat(literal))
+      literal = {}
+    end
+  end
+  local function step(kind, a, b)
+    flush_literal()
+    add(kind, a, b)
   end
   local i, n = 1, #text
   while i <= n do
@@ -191,11 +196,7 @@ local function ignore_case(text)
     end
     i = i + len
   end
-  if #literal > 0 then
-    local run = concat(literal)
-    local k = c.n + 1
-    c.n, c.kind[k], c.a[k] = k, LITERAL, run
-  end
+  flush_literal()
   return c
 end
 
