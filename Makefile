@@ -20,14 +20,16 @@ BUILD      ?= build54
 CC         ?= cc
 CFLAGS     ?= -O2 -g
 LIBFLAG    ?= -shared
-# luarocks passes LUA_INCDIR; a plain `make` asks pkg-config.
+# luarocks passes LUA_INCDIR; a plain `make` asks pkg-config. These are
+# expanded only when something is compiled, so that targets which install
+# the packages first (`make test`, `make demo`) do not ask pkg-config before.
 ifdef LUA_INCDIR
-LUA_CFLAGS := -I$(LUA_INCDIR)
+LUA_CFLAGS = -I$(LUA_INCDIR)
 else
-LUA_CFLAGS := $(shell pkg-config --cflags $(LUA_PC))
+LUA_CFLAGS = $(shell pkg-config --cflags $(LUA_PC))
 endif
-DEP_CFLAGS := $(shell pkg-config --cflags libcurl libcrypto yajl)
-DEP_LIBS   := $(shell pkg-config --libs libcurl libcrypto yajl) -lz -pthread
+DEP_CFLAGS = $(shell pkg-config --cflags libcurl libcrypto yajl)
+DEP_LIBS   = $(shell pkg-config --libs libcurl libcrypto yajl) -lz -pthread
 
 WARN      := -std=c99 -Wall -Wextra -Werror=implicit-function-declaration -D_POSIX_C_SOURCE=200809L
 ALL_CFLAGS = $(CFLAGS) $(WARN) -fPIC $(LUA_CFLAGS) $(DEP_CFLAGS) -Isrc

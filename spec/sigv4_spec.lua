@@ -1,11 +1,11 @@
 -- AWS Signature Version 4: dynlog.core's signer and lua/dynlog/sigv4.lua.
--- The vectors live beside the repository (../shared/vectors, see its README).
+-- The vectors are in spec/vectors (see spec/vectors/README.md for their provenance).
 local cjson = require "cjson"
 local core = require "dynlog.core"
 local sigv4 = require "dynlog.sigv4"
 
-local SUITE = "../shared/vectors/sigv4"
-local EXTRA = "../shared/vectors/sigv4-extra"
+local SUITE = "spec/vectors/sigv4"
+local EXTRA = "spec/vectors/sigv4-extra"
 local SUITE_TIME = 1440938160 -- 2015-08-30T12:36:00Z
 local KEY_ID = "AKIDEXAMPLE"
 local SECRET = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
@@ -18,9 +18,10 @@ local function read_file(path)
   return text
 end
 
+-- The case folders of a suite (its README.md is not a case).
 local function list_dir(path)
   local names = {}
-  local p = assert(io.popen('ls "' .. path .. '" 2>/dev/null'))
+  local p = assert(io.popen('find "' .. path .. '" -mindepth 1 -maxdepth 1 -type d -printf "%f\\n" | LC_ALL=C sort'))
   for name in p:lines() do names[#names + 1] = name end
   p:close()
   return names

@@ -1,7 +1,5 @@
--- The ULID part of dynlog.core, checked against the shared vectors.
---
--- busted runs from the repository root and shared/ sits beside the
--- repository (locally and in CI), hence the relative path.
+-- The ULID part of dynlog.core, checked against the vectors in
+-- spec/vectors/ulid (busted runs from the repository root).
 --
 -- The spec also runs under LuaJIT (busted --lua=luajit
 -- --cpath='buildjit/?.so'), which is the only place the fork spec can run:
@@ -9,7 +7,7 @@
 local cjson = require "cjson"
 local core = require "dynlog.core"
 
-local VECTORS_PATH = "../shared/vectors/ulid/vectors.json"
+local VECTORS_PATH = "spec/vectors/ulid/vectors.json"
 
 local ZERO_RANDOM = ("\0"):rep(10)
 

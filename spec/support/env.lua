@@ -11,9 +11,10 @@ function _M.dynamodb_endpoint()
   return endpoint
 end
 
---- Path of a file in the shared test vectors, which sit beside the repository.
+--- Path of a file in the test vectors kept in spec/vectors (busted runs
+-- from the repository root).
 function _M.vector(path)
-  return "../shared/vectors/" .. path
+  return "spec/vectors/" .. path
 end
 
 return _M
