@@ -12,6 +12,7 @@ local config = require "dynlog.config"
 local core = require "dynlog.core"
 local credentials = require "dynlog.credentials"
 local errors = require "dynlog.errors"
+local options = require "dynlog.options"
 local retry = require "dynlog.retry"
 local timeutil = require "dynlog.timeutil"
 
@@ -76,20 +77,15 @@ end
 
 -- Every option dynlog.new reads: a misspelt one (sortkey, max_attempt) would
 -- otherwise be ignored silently and the client run on defaults.
-local KNOWN_OPTIONS = {
-  table = true, sort_key = true, region = true, endpoint = true, streams_endpoint = true,
-  events_endpoint = true, profile = true, cafile = true, timeout = true, connect_timeout = true,
-  base_delay = true, max_delay = true, max_attempts = true, conflict_retries = true, numbers = true,
-  credentials = true, getenv = true, read_file = true, now = true, sleep = true, transport = true,
+local KNOWN_OPTIONS = options.known{
+  "table", "sort_key", "region", "endpoint", "streams_endpoint", "events_endpoint", "profile",
+  "cafile", "timeout", "connect_timeout", "base_delay", "max_delay", "max_attempts",
+  "conflict_retries", "numbers", "credentials", "getenv", "read_file", "now", "sleep", "transport",
 }
 
 local function check_options(opts)
   if type(opts) ~= "table" then error("dynlog.new: expects a table of options", 3) end
-  for name in pairs(opts) do
-    if not KNOWN_OPTIONS[name] then
-      option_error(tostring(name), "is not an option of dynlog.new (see docs/configuration.md)")
-    end
-  end
+  options.check(opts, KNOWN_OPTIONS, "dynlog.new", 3)
   check_table_name(opts.table)
   if opts.sort_key ~= nil and not SORT_KEYS[opts.sort_key] then
     option_error("sort_key", 'must be "ulid" or "version"')
