@@ -13,6 +13,7 @@
 #   make bench-memory   the client's resident size appending and iterating 100k events
 #   make demo       the whole pipeline on this machine (DEMO_USERS=1000, KEEP=1)
 #   make demo-clean wipes the demo's data (.demo/)
+#   make dist       dist/dynlog-<version>.tar.gz and the source rock that `luarocks install` takes offline
 #   make install    used by `luarocks make` (INST_LIBDIR, INST_LUADIR)
 
 LUA_PC     ?= lua5.4
@@ -42,7 +43,7 @@ MODULE   = $(BUILD)/dynlog/core.so
 INST_LIBDIR ?= /usr/local/lib/lua/5.4
 INST_LUADIR ?= /usr/local/share/lua/5.4
 
-.PHONY: all luajit test memcheck check chaos fuzz bench bench-quick bench-compare bench-memory demo demo-clean install clean FORCE
+.PHONY: all luajit test memcheck check chaos fuzz bench bench-quick bench-compare bench-memory demo demo-clean dist install clean FORCE
 
 all: $(MODULE)
 
@@ -99,10 +100,13 @@ demo:
 demo-clean:
 	rm -rf .demo
 
+dist:
+	scripts/dist.sh
+
 install: $(MODULE)
 	install -d $(INST_LIBDIR)/dynlog $(INST_LUADIR)/dynlog
 	install -m 0755 $(MODULE) $(INST_LIBDIR)/dynlog/core.so
 	install -m 0644 lua/dynlog/*.lua $(INST_LUADIR)/dynlog/
 
 clean:
-	rm -rf build54 buildjit build-vg build-asan build-rocks build-fuzz
+	rm -rf build54 buildjit build-vg build-asan build-rocks build-fuzz dist

@@ -56,3 +56,99 @@ describe("luarocks install", function()
     assert.are.equal(0, status, out)
   end)
 end)
+
+-- A release: `make dist` writes a source rock that installs on a machine that
+-- has never seen the repository (a scratch directory holding only the rock,
+-- no network), for Lua 5.4 and for LuaJIT, with the command.
+describe("make dist", function()
+  local env = require "spec.support.env"
+  local scratch, version
+
+  setup(function()
+    scratch = os.tmpname()
+    os.remove(scratch)
+    local f = assert(io.open("src/dynlog.h", "rb"))
+    version = f:read("*a"):match('#define DYNLOG_VERSION "([^"]+)"')
+    f:close()
+  end)
+
+  teardown(function()
+    os.execute("rm -rf " .. scratch)
+  end)
+
+  it("writes the tarball, the versioned rockspec and a source rock", function()
+    local status, out = run("scripts/dist.sh " .. scratch .. "/dist")
+    assert.are.equal(0, status, out)
+    for _, name in ipairs({ "dynlog-" .. version .. ".tar.gz", "dynlog-" .. version .. "-1.src.rock",
+                            "dynlog-" .. version .. "-1.rockspec" }) do
+      assert.is_not_nil(io.open(scratch .. "/dist/" .. name, "rb"), name)
+    end
+    -- The committed versioned rockspec is the one released, and lint takes it.
+    status, out = run("cmp dynlog-" .. version .. "-1.rockspec " .. scratch .. "/dist/dynlog-" .. version .. "-1.rockspec")
+    assert.are.equal(0, status, out)
+    status, out = run("luarocks --lua-version=5.4 lint dynlog-" .. version .. "-1.rockspec")
+    assert.are.equal(0, status, out)
+    -- The rock holds the rockspec and the sources, nothing from a checkout.
+    status, out = run("unzip -l " .. scratch .. "/dist/dynlog-" .. version .. "-1.src.rock")
+    assert.are.equal(0, status, out)
+    assert.matches("dynlog%-" .. version:gsub("%p", "%%%0") .. "%.tar%.gz", out)
+    status, out = run("tar tzf " .. scratch .. "/dist/dynlog-" .. version .. ".tar.gz")
+    assert.are.equal(0, status, out)
+    assert.matches("dynlog%-[%d.]+/lua/dynlog/init%.lua", out)
+    assert.matches("dynlog%-[%d.]+/bin/dynlog", out)
+    assert.is_nil(out:find("/.git/", 1, true))
+  end)
+
+  it("installs the source rock for Lua 5.4 away from the repository, and its command works", function()
+    local box = scratch .. "/box54"
+    local rock = "dynlog-" .. version .. "-1.src.rock"
+    assert.are.equal(0, (run("mkdir -p " .. box .. " && cp " .. scratch .. "/dist/" .. rock .. " " .. box)))
+    local status, out = run("cd " .. box .. " && env -u LUA_PATH -u LUA_CPATH "
+      .. "luarocks --lua-version=5.4 --tree=" .. box .. "/tree install ./" .. rock)
+    assert.are.equal(0, status, out)
+    assert.matches("dynlog " .. version:gsub("%p", "%%%0") .. "%-1 is now installed", out)
+
+    status, out = run("cd / && env -u LUA_PATH -u LUA_CPATH " .. box .. "/tree/bin/dynlog --version")
+    assert.are.equal(0, status, out)
+    assert.matches("dynlog " .. version, out, 1, true)
+
+    -- The installed command against DynamoDB Local: create, append, read back.
+    local tbl = require("spec.support.ddb").table_name("dist")
+    local e = "env -u LUA_PATH -u LUA_CPATH AWS_ENDPOINT_URL_DYNAMODB=" .. env.dynamodb_endpoint()
+      .. " AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=AKIDSPEC AWS_SECRET_ACCESS_KEY=spec-secret-key DYNLOG_TABLE=" .. tbl
+    local bin = "cd / && " .. e .. " " .. box .. "/tree/bin/dynlog "
+    status, out = run(bin .. "tables create")
+    assert.are.equal(0, status, out)
+    status, out = run(bin .. "append users 42 signup '{\"name\":\"Ada\"}'")
+    assert.are.equal(0, status, out)
+    status, out = run(bin .. "query users 42 --json")
+    assert.are.equal(0, status, out)
+    assert.matches('"name":"Ada"', out, 1, true)
+  end)
+
+  it("installs the source rock for LuaJIT, and the command runs under luajit", function()
+    local box = scratch .. "/boxjit"
+    local rock = "dynlog-" .. version .. "-1.src.rock"
+    assert.are.equal(0, (run("mkdir -p " .. box .. " && cp " .. scratch .. "/dist/" .. rock .. " " .. box)))
+    -- The configuration README.md gives for LuaJIT.
+    local f = assert(io.open(box .. "/luajit.lua", "wb"))
+    f:write('lua_interpreter = "luajit"\n',
+      'variables = { LUA = "/usr/bin/luajit", LUA_BINDIR = "/usr/bin", LUA_INCDIR = "/usr/include/luajit-2.1" }\n')
+    f:close()
+    local status, out = run("cd " .. box .. " && env -u LUA_PATH -u LUA_CPATH LUAROCKS_CONFIG=" .. box
+      .. "/luajit.lua luarocks --lua-version=5.1 --tree=" .. box .. "/tree install ./" .. rock)
+    assert.are.equal(0, status, out)
+
+    status, out = run("cd / && env -u LUA_PATH -u LUA_CPATH " .. box .. "/tree/bin/dynlog --version")
+    assert.are.equal(0, status, out)
+    assert.matches("dynlog " .. version, out, 1, true)
+    status, out = run("head -c 400 " .. box .. "/tree/bin/dynlog")
+    assert.matches("/usr/bin/luajit", out, 1, true)
+
+    status, out = run("cd / && eval \"$(luarocks --lua-version=5.1 --tree=" .. box .. "/tree path)\" && "
+      .. "luajit -e 'local d = require \"dynlog\"; print(d._VERSION, #d.ulid(), "
+      .. "package.searchpath(\"dynlog.core\", package.cpath))'")
+    assert.are.equal(0, status, out)
+    assert.matches(version .. "\t26\t" .. box .. "/tree/lib/lua/5.1/dynlog/core.so", out, 1, true)
+  end)
+end)
