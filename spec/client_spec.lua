@@ -23,7 +23,8 @@ describe("dynlog.new", function()
     -- A misspelt option is an error, not a silent default.
     assert.error_matches(function() dynlog.new(with({ sortkey = "version" })) end,
       'dynlog.new: unknown option "sortkey" (did you mean "sort_key"?)', 1, true)
-    assert.error_matches(function() dynlog.new(with({ max_attempt = 3 })) end, 'unknown option "max_attempt" %(did you mean "max_attempts"%?%)')
+    assert.error_matches(function() dynlog.new(with({ max_attempt = 3 })) end,
+      'unknown option "max_attempt" %(did you mean "max_attempts"%?%)')
   end)
 
   it("raises when no region can be found", function()

@@ -84,7 +84,8 @@ describe("make dist", function()
       assert.is_not_nil(io.open(scratch .. "/dist/" .. name, "rb"), name)
     end
     -- The committed versioned rockspec is the one released, and lint takes it.
-    status, out = run("cmp dynlog-" .. version .. "-1.rockspec " .. scratch .. "/dist/dynlog-" .. version .. "-1.rockspec")
+    status, out = run("cmp dynlog-" .. version .. "-1.rockspec "
+      .. scratch .. "/dist/dynlog-" .. version .. "-1.rockspec")
     assert.are.equal(0, status, out)
     status, out = run("luarocks --lua-version=5.4 lint dynlog-" .. version .. "-1.rockspec")
     assert.are.equal(0, status, out)
@@ -143,6 +144,7 @@ describe("make dist", function()
     assert.are.equal(0, status, out)
     assert.matches("dynlog " .. version, out, 1, true)
     status, out = run("head -c 400 " .. box .. "/tree/bin/dynlog")
+    assert.are.equal(0, status, out)
     assert.matches("/usr/bin/luajit", out, 1, true)
 
     status, out = run("cd / && eval \"$(luarocks --lua-version=5.1 --tree=" .. box .. "/tree path)\" && "
