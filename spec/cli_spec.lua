@@ -182,6 +182,12 @@ describe("dynlog command", function()
       { "--sort-key version query users 1 --after x", "--after must be a version number in version mode",
         "try `dynlog query --help`" },
       { "tail --count many", "--count must be a positive integer", "try `dynlog tail --help`" },
+      { "--sort-key version append acct 7 x '{}' --expected-version 99999999999999999999",
+        "--expected-version must be at most 9007199254740991", "try `dynlog append --help`" },
+      { "--sort-key version query users 1 --after 9007199254740992", "--after must be at most 9007199254740991",
+        "try `dynlog query --help`" },
+      { "query users 1 --timeout 0", "--timeout must be a number of seconds above 0", "try `dynlog query --help`" },
+      { "query users 1 --max-attempts x", "--max-attempts must be a positive integer", "try `dynlog query --help`" },
     }
     for _, case in ipairs(cases) do
       it("exits 2 for `dynlog " .. case[1] .. "`: " .. case[2], function()
@@ -248,6 +254,88 @@ describe("dynlog command", function()
       assert.matches("dynlog: connection: ", err, 1, true)
       assert.matches("could not reach the service at http://127.0.0.1:" .. port .. "/ in us-east-1", err, 1, true)
       assert.is_nil((out .. err):find(SECRET_KEY, 1, true))
+    end)
+
+    it("--timeout and --max-attempts bound the wait on an endpoint that never answers", function()
+      local silent = assert(socket.bind("127.0.0.1", 0)) -- connections complete, nobody answers
+      local _, port = silent:getsockname()
+      local e = cli_env("cli-silent", { AWS_ENDPOINT_URL_DYNAMODB = "http://127.0.0.1:" .. port })
+      local started = socket.gettime()
+      local status, _, err = dynlog("head users 1 --timeout 0.3 --max-attempts 2", e)
+      local took = socket.gettime() - started
+      silent:close()
+      assert.are.equal(1, status, err)
+      assert.matches("dynlog: timeout: ", err, 1, true)
+      assert.matches("within --timeout", err, 1, true)
+      assert.is_true(took < 5, "took " .. took .. " s")
+    end)
+
+    it("an endpoint answering something that is not HTTP is a connection failure", function()
+      local port_file = os.tmpname()
+      local script = [[
+        local socket = require "socket"
+        local s = assert(socket.bind("127.0.0.1", 0))
+        local _, port = s:getsockname()
+        local f = io.open(arg[1], "w") f:write(port) f:close()
+        s:settimeout(10)
+        for _ = 1, 8 do
+          local c = s:accept()
+          if not c then break end
+          c:settimeout(2) c:receive("*l") c:send("SSH-2.0-OpenSSH\r\ngarbage\r\n\r\n") c:close()
+        end]]
+      local script_file = os.tmpname()
+      write_file(script_file, script)
+      local proc = io.popen("lua5.4 " .. script_file .. " " .. port_file .. " >/dev/null 2>&1 & echo $!")
+      local pid = proc:read("*l")
+      proc:close()
+      local port
+      local deadline = socket.gettime() + 5
+      repeat socket.sleep(0.05) port = tonumber(read_file(port_file) or "") until port or socket.gettime() > deadline
+      local status, _, err = dynlog("head users 1 --max-attempts 1", cli_env("cli-garbage",
+        { AWS_ENDPOINT_URL_DYNAMODB = "http://127.0.0.1:" .. tostring(port) }))
+      os.execute("kill " .. pid .. " 2>/dev/null")
+      os.remove(port_file)
+      os.remove(script_file)
+      assert.are.equal(1, status, err)
+      assert.matches("dynlog: connection: the server's answer is not HTTP", err, 1, true)
+      assert.is_nil(err:find("invalid_argument", 1, true))
+    end)
+
+    it("bad credentials and configuration get a clear error, never a Lua trace", function()
+      local cases = {
+        { { AWS_ACCESS_KEY_ID = ACCESS_KEY .. "\r" }, "credentials: ",
+          "AWS_ACCESS_KEY_ID contains a carriage return" },
+        { { AWS_SECRET_ACCESS_KEY = SECRET_KEY .. "\r" }, "credentials: ",
+          "AWS_SECRET_ACCESS_KEY contains a carriage return" },
+        { { AWS_SESSION_TOKEN = "token\r" }, "credentials: ", "AWS_SESSION_TOKEN contains a carriage return" },
+        { { AWS_REGION = "us east 1" }, "config: ", "invalid AWS region" },
+        { { AWS_ENDPOINT_URL_DYNAMODB = "http://127.0.0.1:99999" }, "config: ", "invalid endpoint URL" },
+        { { AWS_ENDPOINT_URL_DYNAMODB = "http://exa mple.com" }, "config: ", "invalid endpoint URL" },
+        { { AWS_ENDPOINT_URL_DYNAMODB = "http://[::1" }, "config: ", "invalid endpoint URL" },
+      }
+      for _, case in ipairs(cases) do
+        local status, out, err = dynlog("head users 1", cli_env("cli-bad-config", case[1]))
+        assert.are.equal(1, status, out .. err)
+        assert.matches("dynlog: " .. case[2], err, 1, true)
+        assert.matches(case[3], err, 1, true)
+        assert.is_nil(err:find("traceback", 1, true), err)
+        assert.is_nil(err:find("internal error", 1, true), err)
+        assert.is_nil(err:find(SECRET_KEY, 1, true))
+      end
+    end)
+
+    it("reads a credentials file with CRLF or CR line endings as the AWS CLI does", function()
+      local c = ddb.ready_client()
+      for _, eol in ipairs({ "\r\n", "\r" }) do
+        local file = os.tmpname()
+        write_file(file, table.concat({ "[default]", "aws_access_key_id = " .. ACCESS_KEY,
+          "aws_secret_access_key = " .. SECRET_KEY, "" }, eol))
+        local status, _, err = dynlog("head users 1", cli_env(c.table, {
+          AWS_ACCESS_KEY_ID = "", AWS_SECRET_ACCESS_KEY = "", AWS_SHARED_CREDENTIALS_FILE = file,
+          AWS_CONFIG_FILE = "/nonexistent/config" }))
+        os.remove(file)
+        assert.are.equal(0, status, err)
+      end
     end)
 
     it("exit 1 for an invalid event, naming the problem", function()
@@ -619,6 +707,215 @@ describe("dynlog command", function()
       assert.matches("dynlog: interrupted by SIGINT after line 2; rerun the same command to resume after line 2",
         err, 1, true)
       assert.are.equal(2, json.decode(read_file(state)).line)
+    end)
+
+    it("reads a pipe named as FILE once, as it comes, with --state; refuses it without", function()
+      local state = dir .. "/pipe.state"
+      local list = {}
+      for i = 1, 5 do list[i] = event_line("pipe", "e" .. i) end
+      local gz = dir .. "/pipe.jsonl.gz"
+      local plain = dir .. "/pipe.jsonl"
+      write_file(plain, lines(list))
+      assert(os.execute("gzip -c " .. plain .. " >" .. gz))
+      local function via_bash(args)
+        local err_file = os.tmpname()
+        local status, out = run.run("bash -c " .. run.quote("lua5.4 bin/dynlog " .. args .. " 2>" .. err_file), e)
+        local err = read_file(err_file) or ""
+        os.remove(err_file)
+        return status, out, err
+      end
+      local status, out, err = via_bash("import <(zcat " .. gz .. ")")
+      assert.are.equal(2, status, out .. err)
+      assert.matches("is not a regular file (a pipe?)", err, 1, true)
+      assert.matches("pass --state PATH", err, 1, true)
+      assert.are.same({}, stream_types(c, "imp", "pipe"))
+
+      status, out, err = via_bash("import <(zcat " .. gz .. ") --state " .. state)
+      assert.are.equal(0, status, out .. err)
+      assert.matches("imported 5 event(s)", out, 1, true)
+      assert.are.same({ "e1", "e2", "e3", "e4", "e5" }, stream_types(c, "imp", "pipe"))
+      assert.are.equal(5, json.decode(read_file(state)).line)
+      -- the same content again: every line was done
+      status, out, err = via_bash("import <(zcat " .. gz .. ") --state " .. state)
+      assert.are.equal(0, status, out .. err)
+      assert.matches("imported 0 event(s); skipped 5 line(s) done before", out, 1, true)
+
+      -- a named FIFO: nothing read twice, nothing waited for after its writer closes
+      local fifo = dir .. "/named.fifo"
+      assert(os.execute("mkfifo " .. fifo))
+      local p = spawn("import " .. fifo .. " --state " .. dir .. "/named.state", e)
+      local writer = assert(io.open(fifo, "w"))
+      writer:write(event_line("fifo", "e1"), "\n", event_line("fifo", "e2"), "\n")
+      writer:close()
+      local fstatus = p.wait(20)
+      local ferr = p.stderr()
+      p.cleanup()
+      assert.are.equal(0, fstatus, ferr)
+      assert.are.same({ "e1", "e2" }, stream_types(c, "imp", "fifo"))
+    end)
+
+    it("a directory or an unreadable file is an error, never a trace", function()
+      local status, out, err = dynlog("import " .. dir, e)
+      assert.are.equal(1, status, out)
+      assert.matches("dynlog: io: cannot read " .. dir .. ": Is a directory", err, 1, true)
+      assert.is_nil(err:find("traceback", 1, true))
+    end)
+
+    it("a numeric id beyond what a number holds exactly is a line error; the rest is imported, and a rerun too",
+        function()
+      local file = dir .. "/bigid.jsonl"
+      write_file(file, lines({
+        '{"log":"imp","id":"big","type":"e1"}',
+        '{"log":"imp","id":99999999999999999999,"type":"e2"}',
+        '{"log":"imp","id":9007199254740993,"type":"e3"}',
+        '{"log":"imp","id":"big","type":"e4"}',
+        '{"log":"imp","id":9007199254740991,"type":"e5"}',
+      }))
+      for _ = 1, 2 do
+        local status, out, err = dynlog("import " .. file, e)
+        assert.are.equal(1, status, out .. err)
+        assert.is_nil(err:find("internal error", 1, true))
+        assert.matches('line 2: "id" is a number that cannot be held exactly (integers up to 9007199254740991)',
+          err, 1, true)
+        assert.matches("line 3: ", err, 1, true)
+        assert.matches("2 line(s) failed (2, 3)", err, 1, true)
+      end
+      assert.are.same({ "e1", "e4" }, stream_types(c, "imp", "big"))
+      assert.are.same({ "e5" }, stream_types(c, "imp", "9007199254740991"))
+    end)
+
+    it("skips a UTF-8 byte order mark at the start of the file", function()
+      local file = dir .. "/bom.jsonl"
+      write_file(file, "\239\187\191" .. lines({ event_line("bom", "e1"), event_line("bom", "e2") }))
+      local status, out, err = dynlog("import " .. file, e)
+      assert.are.equal(0, status, out .. err)
+      assert.matches("imported 2 event(s)", out, 1, true)
+      assert.are.same({ "e1", "e2" }, stream_types(c, "imp", "bom"))
+    end)
+
+    for _, signal in ipairs({ "HUP", "PIPE" }) do
+      it("stops on SIG" .. signal .. " after the batch, saved: resumed, every event is appended once", function()
+        local file = dir .. "/sig" .. signal .. ".jsonl"
+        local list, n = {}, 3000
+        for i = 1, n do list[i] = event_line("sig" .. signal .. (i % 5), "e" .. i) end
+        write_file(file, lines(list))
+        local p = spawn("import " .. file .. " --save-every 100 --concurrency 4", e)
+        local deadline = socket.gettime() + 30
+        while socket.gettime() < deadline and #stream_types(c, "imp", "sig" .. signal .. "1") < 30 do
+          socket.sleep(0.02)
+        end
+        p.kill(signal)
+        local status = p.wait(30)
+        local err = p.stderr()
+        p.cleanup()
+        assert.are.equal(1, status, err)
+        assert.matches("dynlog: interrupted by SIG" .. signal .. " after line ", err, 1, true)
+        local out
+        status, out, err = dynlog("import " .. file, e)
+        assert.are.equal(0, status, err)
+        assert.matches("skipped %d+ line%(s%) done before", out)
+        local total = 0
+        for s5 = 0, 4 do
+          local expected = {}
+          for i = 1, n do if i % 5 == s5 then expected[#expected + 1] = "e" .. i end end
+          local got = stream_types(c, "imp", "sig" .. signal .. s5)
+          total = total + #got
+          assert.are.same(expected, got)
+        end
+        assert.are.equal(n, total)
+      end)
+    end
+
+    describe("the seed format", function()
+      local function seed_line(log, id, sk, t, payload, pk)
+        return json.encode({ pk = pk or (log .. "#" .. id .. "#stream"), sk = sk, type = t, log = log,
+                             payload = payload })
+      end
+
+      it("appends seed lines as new events, or with --keep-keys at their own ULIDs, never twice", function()
+        local ulid = require("dynlog.core").ulid
+        local k1, k2, k3 = ulid(), ulid(), ulid()
+        local file = dir .. "/events.ldjson"
+        write_file(file, lines({
+          seed_line("seed", "1", k1, "signup", { id = "1", name = "Ada" }),
+          seed_line("seed", "1", k2, "renamed", { id = "1", name = "Ada L." }),
+          seed_line("seed", "2", k3, "signup", { name = "Grace" }),
+          seed_line("seed", "3", k3, "signup", { id = "4" }),                         -- payload.id disagrees
+          seed_line("other", "3", k3, "signup", {}, "seed#3#stream"),                 -- log disagrees
+          seed_line("seed", "3", k3, "signup", {}, "seed#3"),                         -- not a stream's pk
+          seed_line("seed", "3", "not-a-ulid", "signup", {}),
+        }))
+        local status, out, err = dynlog("import " .. file .. " --keep-keys --json", e)
+        assert.are.equal(1, status, err)
+        assert.are.same({ imported = 3, existing = 0, skipped = 0, failed = { 4, 5, 6, 7 }, pending = {}, line = 7,
+                          state = file .. ".progress" }, json.decode(out))
+        assert.matches('line 4: "payload.id" is "4" but "pk" is of id "3"', err, 1, true)
+        assert.matches('line 5: "log" is "other" but "pk" is of log "seed"', err, 1, true)
+        assert.matches('line 6: "pk" must be "<log>#<id>#stream"', err, 1, true)
+        assert.matches('line 7: "sk" must be a ULID to keep it in a ulid-mode table', err, 1, true)
+        local events = assert(assert(c:query("seed", "1")):all())
+        assert.are.same({ k1, k2 }, { events[1].sk, events[2].sk })
+        assert.are.same({ id = "1", name = "Ada L." }, events[2].payload)
+        assert.are.equal(k3, assert(c:head("seed", "2")).sk)
+
+        -- the progress lost: the same file again writes nothing twice
+        os.remove(file .. ".progress")
+        status, out, err = dynlog("import " .. file .. " --keep-keys --json", e)
+        assert.are.equal(1, status, err)
+        local r = json.decode(out)
+        assert.are.equal(0, r.imported)
+        assert.are.equal(3, r.existing)
+        assert.are.same({ "signup", "renamed" }, stream_types(c, "seed", "1"))
+        assert.are.same({ "signup" }, stream_types(c, "seed", "2"))
+
+        -- another event at a kept key is that line's conflict; the stream's next lines still go in
+        local file2 = dir .. "/events2.ldjson"
+        local k4 = ulid()
+        write_file(file2, lines({
+          seed_line("seed", "1", k2, "closed", { id = "1" }),
+          seed_line("seed", "1", k4, "reopened", { id = "1" }),
+        }))
+        status, out, err = dynlog("import " .. file2 .. " --keep-keys", e)
+        assert.are.equal(1, status, err)
+        assert.matches("line 1: conflict: an event with sort key " .. k2 .. " already exists in seed#1#stream",
+          err, 1, true)
+        assert.matches("imported 1 event(s); 0 already there", out, 1, true)
+        assert.are.same({ "signup", "renamed", "reopened" }, stream_types(c, "seed", "1"))
+
+        -- without --keep-keys: new events with new sort keys
+        os.remove(file2 .. ".progress")
+        status, out, err = dynlog("import " .. file2, e)
+        assert.are.equal(0, status, err)
+        assert.matches("imported 2 event(s)", out, 1, true)
+        events = assert(assert(c:query("seed", "1")):all())
+        assert.are.same({ "signup", "renamed", "reopened", "closed", "reopened" }, types_of(events))
+        assert.is_true(events[4].sk > k4)
+      end)
+
+      it("keeps version numbers in a version-mode table", function()
+        local v = ddb.ready_client({ sort_key = "version" })
+        local ve = cli_env(v.table, { DYNLOG_SORT_KEY = "version" })
+        local file = dir .. "/versions.ldjson"
+        write_file(file, lines({
+          seed_line("acct", "7", 1, "opened", { id = "7" }),
+          seed_line("acct", "7", 2, "deposited", { id = "7", amount = 5 }),
+          seed_line("acct", "8", 3, "opened", {}),
+          seed_line("acct", "9", "1", "opened", {}),
+          seed_line("acct", "9", 99999999999999999999, "opened", {}),
+        }))
+        local status, out, err = dynlog("import " .. file .. " --keep-keys", ve)
+        assert.are.equal(1, status, err)
+        assert.matches("imported 3 event(s); 0 already there", out, 1, true)
+        assert.matches('line 4: "sk" must be a version number (1 to 9007199254740991)', err, 1, true)
+        assert.matches("line 5: ", err, 1, true)
+        assert.are.equal(2, assert(v:head("acct", "7")).sk)
+        assert.are.equal(3, assert(v:head("acct", "8")).sk)
+        os.remove(file .. ".progress")
+        status, out = dynlog("import " .. file .. " --keep-keys", ve)
+        assert.are.equal(1, status, out)
+        assert.matches("imported 0 event(s); 3 already there", out, 1, true)
+        assert.are.same({ "opened", "deposited" }, stream_types(v, "acct", "7"))
+      end)
     end)
 
     it("draws a progress bar on stderr when it is a terminal, and none otherwise", function()

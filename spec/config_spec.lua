@@ -257,4 +257,34 @@ describe("dynlog.config", function()
       assert.equal("dynamodb", config.signing_name("dynamodb_streams"))
     end)
   end)
+
+  describe("ca_bundle", function()
+    it("is opts.cafile, else AWS_CA_BUNDLE, else the profile's ca_bundle, else nil (the system's CAs)", function()
+      local read = files({ [CONFIG_FILE] = "[default]\r\nca_bundle = /etc/ssl/profile.pem\r\n"
+        .. "[profile other]\nregion = eu-west-1\n" })
+      assert.equal("/x.pem", config.ca_bundle({ cafile = "/x.pem", getenv = env({ AWS_CA_BUNDLE = "/env.pem" }),
+                                                 read_file = read }))
+      assert.equal("/env.pem", config.ca_bundle({ getenv = env({ AWS_CA_BUNDLE = "/env.pem" }), read_file = read }))
+      assert.equal("/etc/ssl/profile.pem", config.ca_bundle({ getenv = env(), read_file = read }))
+      assert.is_nil(config.ca_bundle({ profile = "other", getenv = env(), read_file = read }))
+    end)
+
+    it("reaches the client's transport, as the AWS CLI reads AWS_CA_BUNDLE", function()
+      local dynlog = require("dynlog")
+      local c = dynlog.new({ table = "cab", region = "us-east-1", getenv = env({ AWS_CA_BUNDLE = "/env.pem" }),
+                             read_file = files() })
+      assert.equal("/env.pem", c.transport_opts.cafile)
+      c = dynlog.new({ table = "cab", region = "us-east-1", cafile = "/mine.pem",
+                       getenv = env({ AWS_CA_BUNDLE = "/env.pem" }), read_file = files() })
+      assert.equal("/mine.pem", c.transport_opts.cafile)
+    end)
+  end)
+
+  describe("shared files with CR line endings", function()
+    it("are read as the AWS CLI reads them: a lone \\r ends a line too", function()
+      local read = files({ [CRED_FILE] = "[default]\raws_access_key_id = AK\raws_secret_access_key = SK\r" })
+      local p = assert(config.load_profile({ getenv = env(), read_file = read }))
+      assert.same({ aws_access_key_id = "AK", aws_secret_access_key = "SK" }, p.credentials)
+    end)
+  end)
 end)

@@ -248,10 +248,19 @@ int dl_http_complete(dl_http *h, CURLcode rc, const char **code, const char **me
     h->upload = NULL;
     h->upload_len = h->upload_pos = 0;
     if (rc != CURLE_OK) {
+        char *ip = NULL;
         *code = r->truncated ? DL_HTTP_TOO_LARGE : classify(rc);
         *message = r->truncated ? "response body over the size limit"
                    : h->errbuf[0] ? h->errbuf
                                   : curl_easy_strerror(rc);
+        /* curl says "unsupported protocol" of a URL it cannot use, and of an
+         * answer that is not HTTP (HTTP/0.9): the latter came from a server
+         * we connected to, and is the connection's failure, not the URL's. */
+        if (rc == CURLE_UNSUPPORTED_PROTOCOL && !r->truncated
+            && curl_easy_getinfo(h->curl, CURLINFO_PRIMARY_IP, &ip) == CURLE_OK && ip && ip[0]) {
+            *code = DL_HTTP_CONNECTION;
+            *message = "the server's answer is not HTTP";
+        }
         return -1;
     }
     curl_easy_getinfo(h->curl, CURLINFO_RESPONSE_CODE, &r->status);

@@ -1,6 +1,9 @@
 /* Signals and the process, for long-running loops in plain Lua (the stream
- * consumer's run()): catch SIGINT and SIGTERM so the loop can stop cleanly,
- * hand its leases back, and exit.
+ * consumer's run(), the CLI's import and tail): catch SIGINT, SIGTERM, SIGHUP
+ * (the terminal went away) and SIGPIPE (the reader of stdout did) so the loop
+ * can stop cleanly, save its progress or hand its leases back, and exit,
+ * instead of being killed in the middle of a write. A write to a closed pipe
+ * then fails with EPIPE instead of killing the process.
  *
  * Signal dispositions belong to the process, not to a Lua state, so the
  * flag and the saved handlers are process-wide by nature. Only the loop that
@@ -13,7 +16,9 @@
 #include <unistd.h>
 
 static volatile sig_atomic_t caught_signal = 0;
-static struct sigaction saved_int, saved_term;
+static const int caught_signals[] = { SIGINT, SIGTERM, SIGHUP, SIGPIPE };
+#define N_CAUGHT (sizeof caught_signals / sizeof caught_signals[0])
+static struct sigaction saved[N_CAUGHT];
 static int catching = 0;
 
 static void on_signal(int sig)
@@ -21,17 +26,29 @@ static void on_signal(int sig)
     caught_signal = sig;
 }
 
-/* signal_catch() -> true: from now on SIGINT and SIGTERM set a flag instead
- * of killing the process. */
+static void restore_handlers(size_t n)
+{
+    size_t i;
+    for (i = 0; i < n; i++)
+        sigaction(caught_signals[i], &saved[i], NULL);
+}
+
+/* signal_catch() -> true: from now on SIGINT, SIGTERM, SIGHUP and SIGPIPE
+ * set a flag instead of killing the process. */
 static int l_signal_catch(lua_State *L)
 {
     if (!catching) {
         struct sigaction sa;
+        size_t i;
         memset(&sa, 0, sizeof sa);
         sa.sa_handler = on_signal;
         sigemptyset(&sa.sa_mask);
-        if (sigaction(SIGINT, &sa, &saved_int) != 0 || sigaction(SIGTERM, &sa, &saved_term) != 0)
-            return luaL_error(L, "dynlog.core: could not install signal handlers");
+        for (i = 0; i < N_CAUGHT; i++) {
+            if (sigaction(caught_signals[i], &sa, &saved[i]) != 0) {
+                restore_handlers(i);
+                return luaL_error(L, "dynlog.core: could not install signal handlers");
+            }
+        }
         catching = 1;
     }
     caught_signal = 0;
@@ -39,7 +56,7 @@ static int l_signal_catch(lua_State *L)
     return 1;
 }
 
-/* signal_caught() -> "INT", "TERM" or nil */
+/* signal_caught() -> "INT", "TERM", "HUP", "PIPE" or nil */
 static int l_signal_caught(lua_State *L)
 {
     int sig = caught_signal;
@@ -47,6 +64,10 @@ static int l_signal_caught(lua_State *L)
         lua_pushliteral(L, "INT");
     else if (sig == SIGTERM)
         lua_pushliteral(L, "TERM");
+    else if (sig == SIGHUP)
+        lua_pushliteral(L, "HUP");
+    else if (sig == SIGPIPE)
+        lua_pushliteral(L, "PIPE");
     else
         lua_pushnil(L);
     return 1;
@@ -57,8 +78,7 @@ static int l_signal_restore(lua_State *L)
 {
     (void)L;
     if (catching) {
-        sigaction(SIGINT, &saved_int, NULL);
-        sigaction(SIGTERM, &saved_term, NULL);
+        restore_handlers(N_CAUGHT);
         catching = 0;
     }
     return 0;

@@ -180,7 +180,15 @@ local function hint_for(ctx, err)
     return "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or choose a profile with AWS_PROFILE or --profile"
   elseif code == "AccessDeniedException" then
     return "the credentials in use may not do this; check their IAM policy"
-  elseif code == "connection" or code == "timeout" or code == "tls" then
+  elseif code == "tls" then
+    return "no trusted TLS connection to the service" .. where
+      .. "; check --endpoint and the CAs trusted: --cafile (AWS_CA_BUNDLE)"
+  elseif code == "timeout" then
+    return "no answer from the service" .. where .. " within --timeout (default 10 s) in any of --max-attempts"
+      .. " (default 8); check --endpoint (AWS_ENDPOINT_URL_DYNAMODB) and --region"
+  elseif code == "connection" and str_find(tostring(err.message), "not HTTP", 1, true) then
+    return "something that is not the service answered" .. where .. "; check --endpoint (AWS_ENDPOINT_URL_DYNAMODB)"
+  elseif code == "connection" then
     return "could not reach the service" .. where .. "; check --endpoint (AWS_ENDPOINT_URL_DYNAMODB) and --region"
   elseif code == "conflict" then
     return "another event took that position; read the stream with `dynlog head LOG ID` and try again"
@@ -219,6 +227,7 @@ end
 local GLOBAL_OPTIONS = {
   table = "value", ["sort-key"] = "value", endpoint = "value", region = "value", profile = "value",
   ["events-endpoint"] = "value", json = "flag", help = "flag", version = "flag",
+  timeout = "value", ["max-attempts"] = "value", cafile = "value",
 }
 
 local GLOBAL_HELP = [[
@@ -229,6 +238,10 @@ global options (before or after the command):
   --profile P               profile of ~/.aws/credentials and ~/.aws/config (default: AWS_PROFILE)
   --endpoint URL            DynamoDB and Streams endpoint (default: AWS_ENDPOINT_URL_DYNAMODB, …)
   --events-endpoint URL     EventBridge endpoint (default: AWS_ENDPOINT_URL_EVENTBRIDGE, …)
+  --timeout SECONDS         for one request, connecting included (default 10)
+  --max-attempts N          attempts per request, retries included (default 8)
+  --cafile PATH             PEM file of trusted CAs for https (default: AWS_CA_BUNDLE,
+                            the profile's ca_bundle, else the system's)
   --json                    one JSON object per line on stdout, for scripts
   -h, --help                help (`dynlog COMMAND --help` for one command)
   --version                 the version]]
@@ -314,21 +327,54 @@ local function parse(argv, ctx)
   return command, positional, opts
 end
 
+-- The largest integer that every number of dynlog holds exactly, on Lua 5.4
+-- and on LuaJIT (a double) alike: 2^53 - 1, JavaScript's MAX_SAFE_INTEGER.
+local MAX_EXACT = 9007199254740991
+_M.MAX_EXACT = MAX_EXACT
+
+-- The integer written in `text` (decimal digits only), or nil when it is
+-- not one; false when it lies beyond MAX_EXACT, where it would be rounded.
+local function exact_integer(text)
+  if type(text) ~= "string" or not str_find(text, "^%d+$") then return nil end
+  local digits = str_gsub(text, "^0+(%d)", "%1")
+  if #digits > 16 or tonumber(digits) > MAX_EXACT then return false end
+  return math_floor(tonumber(digits))
+end
+
+-- The usage error of an integer option beyond MAX_EXACT.
+local function too_large(name, v)
+  usage_error("--" .. name .. " must be at most " .. MAX_EXACT .. " (larger integers cannot be held exactly), got "
+    .. v)
+end
+
 local function positive_integer(opts, name)
   local v = opts[name]
   if v == nil then return nil end
-  local n = str_match(v, "^%d+$") and tonumber(v)
+  local n = exact_integer(v)
+  if n == false then too_large(name, v) end
   if not n or n < 1 then usage_error("--" .. name .. " must be a positive integer, got " .. v) end
-  return math_floor(n)
+  return n
+end
+
+-- --timeout: a positive number of seconds.
+local function positive_seconds(opts, name)
+  local v = opts[name]
+  if v == nil then return nil end
+  local n = (str_find(v, "^%d+$") or str_find(v, "^%d*%.%d+$")) and tonumber(v)
+  if not n or n <= 0 or n > 86400 then
+    usage_error("--" .. name .. " must be a number of seconds above 0 and at most 86400, got " .. v)
+  end
+  return n
 end
 
 -- A sort key from the command line: a string in ulid mode, an integer in
 -- version mode.
 local function sort_key_arg(ctx, name, v)
   if v == nil or ctx.sort_key == "ulid" then return v end
-  local n = str_match(v, "^%d+$") and tonumber(v)
+  local n = exact_integer(v)
+  if n == false then too_large(name, v) end
   if not n then usage_error("--" .. name .. " must be a version number in version mode, got " .. v) end
-  return math_floor(n)
+  return n
 end
 
 -- A JSON object from text; usage error naming `what` otherwise.
@@ -364,6 +410,7 @@ local function new_client(ctx)
   local ok, c = pcall(dynlog.new, {
     table = ctx.table, sort_key = ctx.sort_key, region = o.region, endpoint = o.endpoint,
     profile = o.profile, events_endpoint = o["events-endpoint"], getenv = ctx.getenv,
+    timeout = ctx.timeout, max_attempts = ctx.max_attempts, cafile = o.cafile,
   })
   if not ok then
     local message = str_gsub(tostring(c), "^dynlog%.new: ", "")
@@ -405,9 +452,10 @@ local function expected_version(ctx)
     usage_error("--expected-version is for version-mode tables (--sort-key version)")
   end
   if v == "any" or v == "no_stream" then return v end
-  local n = str_match(v, "^%d+$") and tonumber(v)
+  local n = exact_integer(v)
+  if n == false then too_large("expected-version", v) end
   if not n then usage_error('--expected-version must be a version number, "no_stream" or "any", got ' .. v) end
-  return math_floor(n)
+  return n
 end
 
 COMMANDS.append = {
@@ -629,7 +677,8 @@ COMMANDS.tail = {
   help = [[
 Follows the table's DynamoDB stream and prints each new event as it arrives
 (as `dynlog query` prints events, with LOG and ID columns; --json: one event
-per line), until SIGINT or SIGTERM (exit status 0) or --count events.
+per line), until SIGINT, SIGTERM, SIGHUP or SIGPIPE (exit status 0) or --count
+events.
 Only events are shown (items whose pk ends in "#stream"). It starts at the
 end of the stream: events appended before it started are not shown, unless
 --from-start. A line on stderr tells when it is following.
@@ -743,31 +792,97 @@ local function save_state(path, file, state)
   return true
 end
 
--- Lines in a file, for the progress bar's total; nil for stdin.
-local function count_lines(path)
-  if path == "-" then return nil end
-  local f = io_open(path, "rb")
-  if not f then return nil end
-  local n = 0
-  for _ in f:lines() do n = n + 1 end
-  f:close()
-  return n
+-- Opens the input: stdin for "-", else the file. Returns the file, whether
+-- it is a regular file (its next line is there without waiting, and it can
+-- be read twice) and then its number of lines, for the progress bar; or
+-- nil, err. A pipe (`<(zcat f.gz)`, a FIFO) is read once, as it comes: its
+-- lines are not counted beforehand.
+local function open_input(ctx, file)
+  if file == "-" then return ctx.stdin, ctx.stdin:seek("cur") ~= nil, nil end
+  local f, oerr = io_open(file, "rb")
+  if not f then return nil, dynlog.errors.new("io", tostring(oerr)) end
+  if not f:seek("end") then return f, false, nil end
+  f:seek("set", 0)
+  local total, last = 0, "\n"
+  while true do
+    local chunk, rerr = f:read(65536)
+    if not chunk then
+      if rerr then
+        f:close()
+        return nil, dynlog.errors.new("io", "cannot read " .. file .. ": " .. tostring(rerr))
+      end
+      break
+    end
+    local _, newlines = str_gsub(chunk, "\n", "")
+    total, last = total + newlines, str_sub(chunk, -1)
+  end
+  if last ~= "\n" then total = total + 1 end
+  f:seek("set", 0)
+  return f, true, total
 end
 
--- The event of one input line, or nil, message.
-local function line_event(text)
+-- A number in JSON as the text of an id: only integers held exactly
+-- (within MAX_EXACT), else nil.
+local function id_text(n)
+  if n ~= math_floor(n) or n > MAX_EXACT or n < -MAX_EXACT then return nil end
+  return str_format("%d", n)
+end
+
+local UTF8_BOM = "\239\187\191"
+
+-- The fields of the seed format's line {"pk", "sk", "type", "log",
+-- "payload"}: log and id from the partition key, which must agree with
+-- "log" and "payload.id"; the sort key kept with --keep-keys.
+local function seed_event(doc, payload, job)
+  if type(doc.pk) ~= "string" then return nil, '"pk" must be a string' end
+  local log, id = str_match(doc.pk, "^([^#]*)#([^#]*)#stream$")
+  if not log then return nil, '"pk" must be "<log>#<id>#stream", got ' .. encode(doc.pk) end
+  if doc.log ~= nil and doc.log ~= log then
+    return nil, '"log" is ' .. encode(doc.log) .. ' but "pk" is of log ' .. encode(log)
+  end
+  local pid = payload and payload.id
+  if pid ~= nil and pid ~= id then
+    return nil, '"payload.id" is ' .. encode(pid) .. ' but "pk" is of id ' .. encode(id)
+  end
+  if type(doc.type) ~= "string" then return nil, '"type" must be a string' end
+  local ev = { log = log, id = id, type = doc.type, payload = payload }
+  if job.keep_keys then
+    local sk = doc.sk
+    if job.sort_key == "ulid" then
+      if type(sk) ~= "string" or not core.ulid_decode(sk) then
+        return nil, '"sk" must be a ULID to keep it in a ulid-mode table, got ' .. encode(sk)
+      end
+    elseif type(sk) ~= "number" or sk < 1 or not id_text(sk) then
+      return nil, '"sk" must be a version number (1 to ' .. MAX_EXACT .. ') to keep it in a version-mode table, got '
+        .. encode(sk)
+    end
+    ev.sk = sk
+  end
+  return ev
+end
+
+-- The event of one input line, or nil, message. Two formats: dynlog's
+-- {"log", "id", "type", "payload"} and the seed format (with "pk").
+local function line_event(text, job)
   local doc, _, message = json_decode(text)
   if doc == nil then return nil, "invalid JSON: " .. tostring(message) end
   if type(doc) ~= "table" or is_array(doc) then return nil, "not a JSON object" end
-  local id = doc.id
-  if type(id) == "number" and id == math_floor(id) then id = str_format("%d", id) end
-  for _, f in ipairs({ { "log", doc.log }, { "id", id }, { "type", doc.type } }) do
-    if type(f[2]) ~= "string" then return nil, '"' .. f[1] .. '" must be a string' end
-  end
   local payload = doc.payload
   if payload == core.null then payload = nil end
   if payload ~= nil and (type(payload) ~= "table" or is_array(payload)) then
     return nil, '"payload" must be a JSON object'
+  end
+  if doc.pk ~= nil then return seed_event(doc, payload, job) end
+  local id = doc.id
+  if type(id) == "number" then
+    id = id_text(id)
+    if not id then
+      return nil, '"id" is a number that cannot be held exactly (integers up to ' .. MAX_EXACT
+        .. '): write it as a string'
+    end
+  end
+  for _, f in ipairs({ { "log", doc.log }, { "id", id }, { "type", doc.type } }) do
+    if type(f[2]) ~= "string" then return nil, '"' .. f[1] .. '" must be a string' end
   end
   return { log = doc.log, id = id, type = doc.type, payload = payload }
 end
@@ -831,6 +946,7 @@ local function read_batch(job, r, size)
     end
     local n = r.line_no + 1
     r.line_no = n
+    if n == 1 then text = str_gsub(text, "^" .. UTF8_BOM, "") end
     if n <= state.line and not state.failed[n] and not state.pending[n] then
       r.skipped = r.skipped + 1
     elseif job.limit and r.processed >= job.limit then
@@ -839,35 +955,54 @@ local function read_batch(job, r, size)
     else
       r.processed = r.processed + 1
       local entry = { n = n }
-      if str_find(text, "%S") then entry.event, entry.problem = line_event(text) end
+      if str_find(text, "%S") then
+        -- a bad line is that line's failure, whatever it holds
+        local ok, ev, problem = pcall(line_event, text, job)
+        if ok then entry.event, entry.problem = ev, problem else entry.problem = "cannot read it: " .. tostring(ev) end
+      end
       batch[#batch + 1] = entry
     end
   end
   return batch
 end
 
--- Appends the events of a batch with many requests in flight; marks each
--- entry written, or with the problem of its line, or `pending` with the
--- failure of the operation that kept it from being written.
-local function append_batch_of_lines(job, batch)
-  local events, entries = {}, {}
-  for _, entry in ipairs(batch) do
-    if entry.event then
-      events[#events + 1] = entry.event
-      entries[#events] = entry
-    end
+-- The problem of a line whose event the library refused, or nil when the
+-- failure is the operation's: a kept sort key taken by another event
+-- (conflict) belongs to its line too.
+local function line_problem(entry, err)
+  if LINE_ERRORS[err.code] or (err.code == "conflict" and entry.event.sk ~= nil) then
+    return err.code .. ": " .. str_gsub(tostring(err.message), "^events%[%d+%]: ", "")
   end
-  if #events == 0 then return end
-  local _, errs = job.client:append_many(events, { concurrency = job.concurrency })
-  for k, entry in ipairs(entries) do
-    local err = errs and errs[k]
-    if not err then
-      entry.written = true
-    elseif LINE_ERRORS[err.code] then
-      entry.problem = err.code .. ": " .. str_gsub(tostring(err.message), "^events%[%d+%]: ", "")
-    else
-      entry.pending = err.code == "aborted" and err.cause or err
+end
+
+-- Appends the events of a batch with many requests in flight; marks each
+-- entry written (and `existing`, already there at its kept key), or with
+-- the problem of its line, or `pending` with the failure of the operation
+-- that kept it from being written. Events held back behind a line's
+-- problem in their stream go out again in another round.
+local function append_batch_of_lines(job, batch)
+  local todo = {}
+  for _, entry in ipairs(batch) do
+    if entry.event then todo[#todo + 1] = entry end
+  end
+  while #todo > 0 do
+    local events = {}
+    for k, entry in ipairs(todo) do events[k] = entry.event end
+    local results, errs = job.client:append_many(events, { concurrency = job.concurrency })
+    local again = {}
+    for k, entry in ipairs(todo) do
+      local err = errs and errs[k]
+      local cause = err and err.code == "aborted" and err.cause
+      if not err then
+        entry.written, entry.existing = true, results[k].existing
+      elseif cause and cause.index and line_problem(todo[cause.index], cause) then
+        again[#again + 1] = entry
+      else
+        entry.problem = line_problem(entry, err)
+        if not entry.problem then entry.pending = cause or err end
+      end
     end
+    todo = again
   end
 end
 
@@ -885,6 +1020,8 @@ local function record_batch(job, r, batch)
       r.failed = r.failed + 1
       job.bar.clear()
       ctx.err:write("dynlog: line ", tostring(n), ": ", entry.problem, "\n")
+    elseif entry.existing then
+      r.existing = r.existing + 1
     elseif entry.written then
       r.imported = r.imported + 1
     end
@@ -899,7 +1036,7 @@ end
 -- a time from a pipe or terminal, where the next line may be long in
 -- coming); the progress is saved after each.
 local function import_lines(job)
-  local r = { imported = 0, skipped = 0, failed = 0, line_no = 0, processed = 0, limit = job.limit }
+  local r = { imported = 0, existing = 0, skipped = 0, failed = 0, line_no = 0, processed = 0, limit = job.limit }
   local size = job.seekable and job.every or 1
   local since_save = 0
   while not (r.ended or r.stop_err or core.signal_caught()) do
@@ -920,12 +1057,15 @@ end
 -- The summary on stdout, what to do next on stderr, and the exit status.
 local function import_report(ctx, file, state_path, state, r, signal)
   local still_failed, pending = sorted_lines(state.failed), sorted_lines(state.pending)
+  local keep_keys = ctx.opts["keep-keys"] == true
   if ctx.json then
     ctx.out:write(encode({ imported = r.imported, skipped = r.skipped, failed = core.array(still_failed),
-                           pending = core.array(pending), line = state.line, state = state_path }), "\n")
+                           pending = core.array(pending), line = state.line, state = state_path,
+                           existing = keep_keys and r.existing or nil }), "\n")
   else
-    ctx.out:write(str_format("imported %d event(s); skipped %d line(s) done before; %d line(s) failed",
-      r.imported, r.skipped, #still_failed))
+    ctx.out:write(str_format("imported %d event(s); ", r.imported))
+    if keep_keys then ctx.out:write(str_format("%d already there; ", r.existing)) end
+    ctx.out:write(str_format("skipped %d line(s) done before; %d line(s) failed", r.skipped, #still_failed))
     if state_path then ctx.out:write("; progress in ", state_path) end
     ctx.out:write("\n")
   end
@@ -956,34 +1096,49 @@ end
 COMMANDS.import = {
   usage = "import FILE",
   summary = "append newline-delimited JSON events, resumably",
-  options = { state = "value", ["save-every"] = "value", limit = "value", concurrency = "value" },
+  options = { state = "value", ["save-every"] = "value", limit = "value", concurrency = "value",
+              ["keep-keys"] = "flag" },
   help = [[
 Appends the events of FILE ("-" for stdin), one JSON object per line:
   {"log": "users", "id": "42", "type": "signup", "payload": {...}}
-("payload" may be left out; a numeric id is taken as its decimal text; blank
-lines are skipped). From a file, lines go out in batches of --save-every
+("payload" may be left out; a numeric id is taken as its decimal text, if it
+is an integer up to 9007199254740991; blank lines and a UTF-8 byte order mark
+at the start are skipped). Lines of the seed format, as the original Node
+tools write events.ldjson, are read too:
+  {"pk": "users#42#stream", "sk": ..., "type": "signup", "log": "users", "payload": {...}}
+pk must be "<log>#<id>#stream" and agree with "log" and "payload.id". They are
+appended as new events, with new sort keys; with --keep-keys each keeps its
+sk (a ULID in ulid mode, a version number in version mode), written only
+where no event is: an identical event already at that key counts as there
+(so a rerun writes nothing twice), another one fails the line (conflict).
+From a file, lines go out in batches of --save-every
 lines, with up to --concurrency requests in flight (append_many): the events
 of one stream are written one after the other, in the order of the file.
 From a pipe or a terminal, each line is appended as soon as it is read. A
-progress bar is drawn on stderr when it is a terminal.
+progress bar is drawn on stderr when it is a terminal (with a total of lines
+for a regular file, without for a pipe: a pipe is read only once).
 
 Resumable: the number of the last line done is kept in a progress file
-(FILE.progress, or --state PATH; stdin has none unless --state is given),
+(FILE.progress, or --state PATH; stdin has none unless --state is given; a
+pipe named as FILE, such as <(zcat events.gz), needs --state),
 written after every batch and at the end, as
   {"file": "...", "line": N, "failed": [n, ...], "pending": [n, ...]}
 A rerun skips lines up to N except the failed and pending ones, which it
 tries again, so fix a failed line in FILE and run the same command. Ctrl-C
-stops after the current batch and saves the progress. Lines that fail (bad
-JSON, an invalid event) are reported on stderr with their number and the
+(SIGINT), SIGTERM, SIGHUP and SIGPIPE stop it after the current batch, with
+the progress saved. Lines that fail (bad JSON, an invalid event) are reported on stderr with their number and the
 import goes on; the exit status is then 1. A failure of the operation itself
 (no table, no network) stops the import after the batch, with the lines it
 kept back saved as pending: rerun to resume. An import killed in the middle
-of a batch appends that batch's lines again when resumed (--save-every 1
-avoids that, at one request in flight and one write per line).
+of a batch (SIGKILL, a crash) appends that batch's lines again when resumed
+(--save-every 1 avoids that, at one request in flight and one write per
+line; with --keep-keys nothing is written twice).
 Prints a summary; with --json
-{"imported", "skipped", "failed", "pending", "line", "state"}.
+{"imported", "skipped", "failed", "pending", "line", "state"} (and
+"existing", the events already there, with --keep-keys).
 
 options:
+  --keep-keys       seed-format lines keep their sort key (sk)
   --state PATH      the progress file (default FILE.progress)
   --save-every N    lines per batch, saved after each (default 100)
   --concurrency N   requests in flight (default 16)
@@ -997,13 +1152,16 @@ options:
       usage_error("--concurrency must be at most " .. MAX_CONCURRENCY)
     end
     local limit = positive_integer(ctx.opts, "limit")
-    local state_path = ctx.opts.state or (file ~= "-" and file .. ".progress") or nil
-    local input, oerr
-    if file == "-" then
-      input = ctx.stdin
-    else
-      input, oerr = io_open(file, "rb")
-      if not input then return fail(ctx, dynlog.errors.new("io", tostring(oerr)), "check the file name") end
+    local input, seekable, total = open_input(ctx, file)
+    if not input then return fail(ctx, seekable, "check the file name") end
+    local state_path = ctx.opts.state
+    if not state_path and file ~= "-" then
+      if not seekable then
+        input:close()
+        usage_error(file .. " is not a regular file (a pipe?): it can be read only once, and its progress cannot be"
+          .. " kept beside it; pass --state PATH for the progress file")
+      end
+      state_path = file .. ".progress"
     end
     local state = { line = 0, failed = {}, pending = {} }
     if state_path then
@@ -1016,9 +1174,10 @@ options:
 
     local job = {
       ctx = ctx, client = c, input = input, state = state, every = every, limit = limit,
-      concurrency = concurrency, bar = new_progress(ctx, count_lines(file)),
+      concurrency = concurrency, bar = new_progress(ctx, total),
       -- a regular file: its next line is there without waiting
-      seekable = input:seek("cur") ~= nil,
+      seekable = seekable,
+      keep_keys = ctx.opts["keep-keys"] == true, sort_key = ctx.sort_key,
     }
     function job.save()
       if not state_path then return true end
@@ -1264,6 +1423,7 @@ local function run(ctx, argv)
     return 0
   end
   table_settings(ctx)
+  ctx.timeout, ctx.max_attempts = positive_seconds(opts, "timeout"), positive_integer(opts, "max-attempts")
   return cmd.run(ctx, positional)
 end
 

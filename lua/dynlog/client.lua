@@ -174,6 +174,10 @@ function _M.new(opts)
                        target = svc.target, content_type = svc.content_type }
     origins[name] = endpoint.origin
   end
+  -- AWS_CA_BUNDLE and the profile's ca_bundle, as the AWS CLI reads them.
+  local cafile, cerr = config.ca_bundle({ cafile = opts.cafile, profile = opts.profile, getenv = opts.getenv,
+                                          read_file = opts.read_file })
+  if cerr then error("dynlog.new: " .. tostring(cerr.message), 2) end
   -- DynamoDB Local serves its streams on its own port: a DynamoDB endpoint
   -- of one's own is the streams endpoint too, unless one is set for streams.
   if origins.streams == "default" and origins.dynamodb ~= "default" then
@@ -199,7 +203,7 @@ function _M.new(opts)
     clock_skew = 0, -- seconds to add to our clock, learnt from the server's Date
     transport = opts.transport,
     transport_opts = { timeout = pick(opts, "timeout"), connect_timeout = pick(opts, "connect_timeout"),
-                       cafile = opts.cafile },
+                       cafile = cafile },
   }
   setmetatable(self, mt)
   self.provider = credentials_provider(opts, function(req) return self:_transport():request(req) end)

@@ -52,7 +52,7 @@ local function check_opts(opts, where)
   if opts.read_file ~= nil and type(opts.read_file) ~= "function" then
     error(where .. ": opts.read_file must be a function", 3)
   end
-  for _, name in ipairs({ "region", "profile", "endpoint" }) do
+  for _, name in ipairs({ "region", "profile", "endpoint", "cafile" }) do
     if opts[name] ~= nil and type(opts[name]) ~= "string" then
       error(where .. ": opts." .. name .. " must be a string", 3)
     end
@@ -111,11 +111,13 @@ end
 -- Reads and parses one shared file. A missing or unreadable file (or no
 -- HOME to find it in) is not an error, most hosts have none: it simply
 -- holds no sections.
+-- Line breaks are read as the AWS CLI reads them (Python's universal
+-- newlines): "\r\n", and a lone "\r" too, end a line.
 local function load_file(path, read_file)
   if not path then return {} end
   local text = read_file(path)
   if not text then return {} end
-  return ini.parse(text, path)
+  return ini.parse((str_gsub(text, "\r\n?", "\n")), path)
 end
 
 --- Loads the chosen profile from both shared files.
@@ -196,7 +198,18 @@ end
 local function normalize_url(url, origin)
   local scheme, rest = str_match(url, "^(%a[%w+.-]*)://(.+)$")
   scheme = scheme and str_lower(scheme)
-  if (scheme ~= "http" and scheme ~= "https") or str_find(rest, "^[/?#]") then
+  local ok = (scheme == "http" or scheme == "https") and not str_find(rest, "^[/?#]")
+    and not str_find(url, "[%c%s]")
+  if ok then
+    -- host[:port], the host a name, an IPv4 address or a bracketed IPv6 one
+    local authority = str_match(rest, "^[^/?#]*")
+    authority = str_match(authority, "@([^@]*)$") or authority
+    local host, port = str_match(authority, "^(%[[%x:.]+%])(.*)$")
+    if not host then host, port = str_match(authority, "^([^:%[%]]+)(.*)$") end
+    local number = port and tonumber(str_match(port, "^:(%d+)$"))
+    ok = host ~= nil and (port == "" or (number ~= nil and number >= 1 and number <= 65535))
+  end
+  if not ok then
     return nil, errors.new("config", "invalid endpoint URL from " .. origin
       .. " (expected http://host[:port] or https://host[:port])")
   end
@@ -250,6 +263,22 @@ function _M.endpoint(service, opts)
     service = service,
     origin = origin,
   }
+end
+
+--- The file of trusted CAs for https: opts.cafile → AWS_CA_BUNDLE → the
+-- profile's `ca_bundle` in the config file, as the AWS CLI reads them; nil
+-- for the system's store.
+-- @return path or nil, or nil, err (code "config") when a file is malformed
+function _M.ca_bundle(opts)
+  opts = check_opts(opts, "config.ca_bundle")
+  if opts.cafile and opts.cafile ~= "" then return opts.cafile end
+  local path = _M.getenv_from(opts)("AWS_CA_BUNDLE")
+  if path then return path end
+  local profile, err = _M.load_profile(opts)
+  if not profile then return nil, err end
+  path = profile.config and profile.config.ca_bundle
+  if type(path) ~= "string" or path == "" then return nil end
+  return expand_home(path, _M.getenv_from(opts)) or path
 end
 
 --- The SigV4 signing name of a service ("dynamodb" or "events").

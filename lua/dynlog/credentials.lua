@@ -57,6 +57,32 @@ local function is_nonempty_string(v)
   return type(v) == "string" and v ~= ""
 end
 
+-- Keys go into a header (the access key id, the session token) or a MAC
+-- (the secret): only visible ASCII belongs in them. A stray "\r" (a value
+-- copied from a file with CRLF line endings), a space or a control
+-- character would make every request fail; name the value instead, never
+-- showing it. `names` gives each field's name where it came from.
+local FIELDS = { "access_key_id", "secret_access_key", "session_token" }
+
+local function bad_value(t, names)
+  for _, field in ipairs(FIELDS) do
+    local v = t[field]
+    if type(v) == "string" and str_find(v, "[^\33-\126]") then
+      local what = str_find(v, "\r", 1, true) and "a carriage return (\\r: CRLF line endings?)"
+        or str_find(v, "[%c]") and "a control character"
+        or str_find(v, " ", 1, true) and "a space" or "a character outside visible ASCII"
+      return names[field] .. " contains " .. what
+    end
+  end
+end
+
+-- A credentials value from a source, or nil, reason when a value is bad.
+local function from_values(t, source, names)
+  local why = bad_value(t, names)
+  if why then return nil, why end
+  return _M.new(t, source)
+end
+
 --- Builds a credentials value (what `provider:get()` returns).
 -- @param t { access_key_id=, secret_access_key=, session_token=?, expiration=? }
 -- @param source where they came from, e.g. "env"
@@ -73,6 +99,9 @@ function _M.new(t, source)
   if t.expiration ~= nil and type(t.expiration) ~= "number" then
     error("credentials.new: expiration must be epoch seconds", 2)
   end
+  local why = bad_value(t, { access_key_id = "access_key_id", secret_access_key = "secret_access_key",
+                             session_token = "session_token" })
+  if why then error("credentials.new: " .. why, 2) end
   local token = t.session_token
   if token == "" then token = nil end
   return setmetatable({
@@ -164,12 +193,13 @@ local function credentials_from_document(body, source, where)
       return nil, where .. " returned an invalid Expiration"
     end
   end
-  return _M.new({
+  return from_values({
     access_key_id = doc.AccessKeyId,
     secret_access_key = doc.SecretAccessKey,
     session_token = type(doc.Token) == "string" and doc.Token or nil,
     expiration = expiration,
-  }, source)
+  }, source, { access_key_id = where .. "'s AccessKeyId", secret_access_key = where .. "'s SecretAccessKey",
+               session_token = where .. "'s Token" })
 end
 
 ---------------------------------------------------------------------------
@@ -193,12 +223,13 @@ local function from_env(p)
     local unset = id and "AWS_SECRET_ACCESS_KEY" or "AWS_ACCESS_KEY_ID"
     return nil, set .. " is set but " .. unset .. " is not", true
   end
-  return _M.new({
-    access_key_id = id,
-    secret_access_key = secret,
-    -- AWS_SECURITY_TOKEN is the older name the SDKs still read.
-    session_token = getenv("AWS_SESSION_TOKEN") or getenv("AWS_SECURITY_TOKEN"),
-  }, "env")
+  -- AWS_SECURITY_TOKEN is the older name the SDKs still read.
+  local token, token_name = getenv("AWS_SESSION_TOKEN"), "AWS_SESSION_TOKEN"
+  if not token then token, token_name = getenv("AWS_SECURITY_TOKEN"), "AWS_SECURITY_TOKEN" end
+  local creds, why = from_values({ access_key_id = id, secret_access_key = secret, session_token = token }, "env",
+    { access_key_id = "AWS_ACCESS_KEY_ID", secret_access_key = "AWS_SECRET_ACCESS_KEY", session_token = token_name })
+  if not creds then return nil, why, true end
+  return creds
 end
 
 -- Profile keys that ask for a provider dynlog does not implement; falling
@@ -226,12 +257,11 @@ local function keys_from_section(section, source, label)
   if not (id and secret) then
     return nil, label .. " has only one of aws_access_key_id and aws_secret_access_key"
   end
-  return _M.new({
-    access_key_id = id,
-    secret_access_key = secret,
-    session_token = section_value(section, "aws_session_token")
-      or section_value(section, "aws_security_token"),
-  }, source)
+  local token, token_name = section_value(section, "aws_session_token"), "aws_session_token"
+  if not token then token, token_name = section_value(section, "aws_security_token"), "aws_security_token" end
+  return from_values({ access_key_id = id, secret_access_key = secret, session_token = token }, source,
+    { access_key_id = "aws_access_key_id of " .. label, secret_access_key = "aws_secret_access_key of " .. label,
+      session_token = token_name .. " of " .. label })
 end
 
 local function unsupported_profile_feature(profile)

@@ -289,18 +289,43 @@ end
 
 -- The item of events[i], or nil, err for an event that cannot be stored.
 -- Raises, as append does, for arguments of the wrong type.
+-- A sort key given with the event (ev.sk): a ULID in ulid mode, a version
+-- number (a positive integer) in version mode; raises for the wrong type.
+local function kept_key(client, ev, i)
+  local sk = ev.sk
+  if ev.expected_version ~= nil then
+    error("events[" .. i .. "]: sk and expected_version exclude each other", 4)
+  end
+  if client.sort_key == "ulid" then
+    if type(sk) ~= "string" then error("events[" .. i .. "].sk must be a ULID string, got " .. type(sk), 4) end
+    if not core.ulid_decode(sk) then return invalid("sk " .. sk .. " is not a ULID") end
+  else
+    if type(sk) ~= "number" then error("events[" .. i .. "].sk must be a version number, got " .. type(sk), 4) end
+    if not (sk >= 1 and sk == math_floor(sk) and sk < math_huge) then
+      return invalid("sk " .. tostring(sk) .. " is not a version number (a positive integer)")
+    end
+  end
+  return sk
+end
+
 local function many_item(client, events, i)
   local ev = events[i]
   if type(ev) ~= "table" then error("events[" .. i .. "] must be a table {log=, id=, type=, payload=}", 3) end
   local pk, err = stream_key(ev.log, ev.id)
   if not pk then return nil, err end
+  local kept
+  if ev.sk ~= nil then
+    kept, err = kept_key(client, ev, i)
+    if not kept then return nil, err end
+  end
   if client.sort_key ~= "ulid" then
     check_expected(ev.expected_version)
-    return event_item(ev.log, ev.id, pk, 1, ev.type, ev.payload)
+    return event_item(ev.log, ev.id, pk, kept or 1, ev.type, ev.payload)
   end
   check_no_expected(ev.expected_version)
   -- The whole request is known: encode it now, once.
-  local sk, uerr = core_ulid()
+  local sk, uerr = kept, nil
+  if not sk then sk, uerr = core_ulid() end
   if not sk then return nil, errors.new(uerr, "ULID overflow") end
   local item, ierr = event_item(ev.log, ev.id, pk, sk, ev.type, ev.payload, true)
   if not item then return nil, ierr end
@@ -321,12 +346,25 @@ local function stream_lanes(client, events, errs)
         by_pk[item.pk] = lane
         lanes[#lanes + 1] = lane
       end
-      lane[#lane + 1] = { index = i, item = item, body = body, expected = events[i].expected_version }
+      lane[#lane + 1] = { index = i, item = item, body = body, expected = events[i].expected_version,
+                          kept = events[i].sk ~= nil }
     else
       errs[i] = indexed(i, err)
     end
   end
   return lanes
+end
+
+-- An event whose sort key was given is known by that key: when the key is
+-- taken by an identical event (the same list appended again, an import run
+-- twice), that event is this one, already there.
+local function put_kept(client, item, body)
+  local key, err = put_event(client, item, body)
+  if key or err.code ~= "conflict" then return key, err end
+  local ours, rerr = written_by_us(client, item)
+  if ours == nil then return nil, rerr end
+  if ours then return { pk = item.pk, sk = item.sk, existing = true } end
+  return nil, err
 end
 
 -- Appends the events of one stream, one after the other. After a failure
@@ -341,7 +379,10 @@ local function append_lane(view, lane, results, errs)
         .. "] of the same stream failed", { index = i, cause = errs[failed] })
     else
       local key, err
-      if view.sort_key == "ulid" then
+      if entry.kept then
+        key, err = put_kept(view, entry.item, entry.body)
+        head = key and key.sk
+      elseif view.sort_key == "ulid" then
         key, err = put_event(view, entry.item, entry.body)
       else
         key, err = put_versioned(view, entry.item, entry.expected, head)
@@ -353,13 +394,17 @@ local function append_lane(view, lane, results, errs)
 end
 
 --- append_many(events [, opts]) -> results, errs
--- events = { {log=, id=, type=, payload=, expected_version=}, ... }: each is
+-- events = { {log=, id=, type=, payload=, expected_version=, sk=}, ... }: each is
 -- appended as append would, with up to opts.concurrency (default 16)
 -- requests in flight. Events of one stream are written one after the
 -- other, in the order of the list; streams go in parallel. results[i] is
 -- the key of events[i] when it was written; errs is nil when all were, else
 -- errs[i] says why events[i] was not: an invalid event is never sent, and
 -- after a failed write the later events of that stream are "aborted".
+-- An event with `sk` is written at that sort key (a ULID, or a version
+-- number in version mode) instead of a new one, still only where no event
+-- is; an identical event already there counts as written, and its key has
+-- existing = true.
 function _M:append_many(events, opts)
   if type(events) ~= "table" then error("append_many: events must be a list of events", 2) end
   local concurrency = check_concurrency(opts)

@@ -6,7 +6,7 @@
 --     checkpoint_table = "dynlog-checkpoints",
 --   }
 --   assert(consumer:create_tables())
---   consumer:run()            -- until consumer:stop(), SIGINT or SIGTERM
+--   consumer:run()            -- until consumer:stop(), SIGINT, SIGTERM, SIGHUP or SIGPIPE
 --
 -- Records are handed over in shard order, as batches in the Lambda shape
 -- ({Records = {...}}), so `dynlog.trigger.handle` plugs in as it is. After
@@ -586,7 +586,7 @@ function _M:poll_once()
   return handed
 end
 
---- run() -> true once stopped (by stop(), SIGINT or SIGTERM); leases are
+--- run() -> true once stopped (by stop(), SIGINT, SIGTERM, SIGHUP or SIGPIPE); leases are
 -- handed back on the way out. Errors of a round are logged and retried
 -- after a pause.
 function _M:run()
