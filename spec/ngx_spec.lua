@@ -748,6 +748,24 @@ describe("examples/nginx.conf", function()
       return text:match("%d+")
     end, 10)))
 
+    -- The bus takes events from this host only: from another address
+    -- (127.0.0.2, loopback too) it answers 403 and publishes nothing.
+    local function put_from(source)
+      local conn = socket.tcp()
+      conn:settimeout(5)
+      assert(conn:bind(source, 0))
+      assert(conn:connect("127.0.0.1", port))
+      local body = json.encode({ Entries = { { Source = "dynamodb-log", DetailType = "stream changes",
+        Detail = json.encode({ log = "users", key = { pk = "users#x#stream", sk = "s" } }) } } })
+      conn:send("POST /bus HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Amz-Target: AWSEvents.PutEvents\r\n"
+        .. "Content-Type: application/x-amz-json-1.1\r\nContent-Length: " .. #body .. "\r\nConnection: close\r\n\r\n"
+        .. body)
+      local line = conn:receive("*l")
+      conn:close()
+      return tonumber(line and line:match("^HTTP/1%.%d (%d+)"))
+    end
+    assert.are.equal(403, put_from("127.0.0.2"))
+
     local users = 20
     local last = {}
     for i = 1, users do
