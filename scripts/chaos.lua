@@ -15,8 +15,12 @@
 -- whose handler is the trigger, publishing to the other (the "bus" nginx),
 -- whose local bus delivers every event to its receiver, which projects it into
 -- a read model. The consumer nginx is killed with SIGKILL (master and workers)
--- several times and restarted. The bus nginx is never killed: the local bus
--- keeps deliveries in memory, as a development stand-in for EventBridge.
+-- several times and restarted. A worker of the bus nginx is killed with
+-- SIGKILL several times too, its master left to start another in its place:
+-- the local bus keeps its deliveries in a lua_shared_dict, and the new worker
+-- must deliver what the dead one had accepted. (The whole bus nginx is never
+-- killed: the dict lives as long as nginx, as a development stand-in for
+-- EventBridge.)
 --
 -- Afterwards everything is read back directly from DynamoDB Local (not through
 -- a proxy) and checked: every acknowledged append in the log exactly once, at
@@ -28,8 +32,8 @@
 --
 -- Settings (environment): CHAOS_SEED (1), CHAOS_RATE (0.2), CHAOS_KINDS (all,
 -- or a comma-separated list of the proxy's fault kinds), CHAOS_WRITERS (4),
--- CHAOS_OPS (operations per writer, 100), CHAOS_KILLS (3), CHAOS_DRAIN (seconds
--- to wait for the pipeline to catch up, 120).
+-- CHAOS_OPS (operations per writer, 100), CHAOS_KILLS (3), CHAOS_BUS_KILLS (3),
+-- CHAOS_DRAIN (seconds to wait for the pipeline to catch up, 120).
 --
 -- The file is read by LuaJIT too (inside nginx): Lua 5.1 syntax only.
 
@@ -412,6 +416,7 @@ local function run(work, ddb_port)
     dir = work, seed = tonumber(env("CHAOS_SEED", "1")), rate = tonumber(env("CHAOS_RATE", "0.2")),
     kinds = env("CHAOS_KINDS", "all"), writers = tonumber(env("CHAOS_WRITERS", "4")),
     ops = tonumber(env("CHAOS_OPS", "100")), kills = tonumber(env("CHAOS_KILLS", "3")),
+    bus_kills = tonumber(env("CHAOS_BUS_KILLS", "3")),
     drain = tonumber(env("CHAOS_DRAIN", "120")), writer_seconds = 150,
     timeout = 1, max_attempts = 10, few_attempts = 3, delivery_timeout = 3,
     tables = { ulid = "chaos-ulid", version = "chaos-version" },
@@ -429,8 +434,8 @@ local function run(work, ddb_port)
   say("chaos: seed %d (CHAOS_SEED=%d replays it), fault rate %.2f, fault kinds: %s", cfg.seed, cfg.seed, cfg.rate,
     cfg.kinds)
   say("%d writers x %d operations (timeout %ss, max_attempts %d for odd writers, %d for even ones), %d SIGKILLs"
-    .. " of the consumer nginx; work directory %s", cfg.writers, cfg.ops, tostring(cfg.timeout), cfg.few_attempts,
-    cfg.max_attempts, cfg.kills, work)
+    .. " of the consumer nginx, %d of a bus nginx worker; work directory %s", cfg.writers, cfg.ops,
+    tostring(cfg.timeout), cfg.few_attempts, cfg.max_attempts, cfg.kills, cfg.bus_kills, work)
 
   -- Tables, created directly.
   local direct = {}
@@ -592,9 +597,41 @@ local function run(work, ddb_port)
     end
   end
 
+  -- SIGKILLs of one bus nginx worker (the master starts another), at random points too.
+  local bus_kill_at = {}
+  for i = 1, cfg.bus_kills do bus_kill_at[i] = 3 + math.random() * 34 end
+  table.sort(bus_kill_at)
+  local bus_kills_done, bus_kill_log = 0, {}
+  local function due_bus_kill()
+    if bus_kills_done < #bus_kill_at and elapsed() >= bus_kill_at[bus_kills_done + 1] then
+      bus_kills_done = bus_kills_done + 1
+      local master = nginxes.bus.pids[1]
+      local workers = children_of(master)
+      local victim = workers[math.random(#workers)]
+      os.execute("kill -9 " .. victim .. " 2>/dev/null")
+      wait_gone({ victim }, 5)
+      -- Until the master has started another (the dead one may linger as a zombie a moment).
+      local deadline = now() + 10
+      local replaced = {}
+      while now() < deadline do
+        replaced = {}
+        for _, pid in ipairs(children_of(master)) do
+          if pid ~= victim and is_running(pid) then replaced[#replaced + 1] = pid end
+        end
+        if #replaced >= #workers then break end
+        sleep(0.05)
+      end
+      for _, pid in ipairs(replaced) do remember(pid) end
+      bus_kill_log[#bus_kill_log + 1] = ("%.1fs"):format(bus_kill_at[bus_kills_done])
+      say("SIGKILL %d/%d: bus nginx worker %d killed; its master runs workers %s", bus_kills_done, #bus_kill_at,
+        victim, table.concat(replaced, " "))
+    end
+  end
+
   local writers_done = false
   while not writers_done do
     due_kill()
+    due_bus_kill()
     writers_done = true
     for _, pid in ipairs(writers) do if is_running(pid) then writers_done = false end end
     if not writers_done then sleep(0.2) end
@@ -646,8 +683,9 @@ local function run(work, ddb_port)
   local last_report = 0
   repeat
     due_kill()
+    due_bus_kill()
     behind, total = lagging()
-    if behind == 0 and kills_done == #kill_at then break end
+    if behind == 0 and kills_done == #kill_at and bus_kills_done == #bus_kill_at then break end
     if now() - last_report > 10 then
       say("waiting for the pipeline: %d of %d streams' read models behind", behind, total)
       last_report = now()
@@ -926,6 +964,8 @@ local function run(work, ddb_port)
     :format(log_events, streams_total, stream_records, landed))
   print(("  consumer:    nginx SIGKILLed %d times (at %s); %d events published, %d publications repeated")
     :format(#kill_log, table.concat(kill_log, ", "), pub_lines - republished, republished))
+  print(("  bus:         a worker SIGKILLed %d times (at %s), replaced by its master"):format(#bus_kill_log,
+    table.concat(bus_kill_log, ", ")))
   print(("  receiver:    %d deliveries handled, %d of them duplicates; %d events never delivered themselves"
     .. " (projected with a later one)"):format(rx_lines, delivery_dupes, never_delivered))
   print(("  checkpoints: %d shards, %d caught up, %d ahead of their shard"):format(shards_total, caught_up, ahead))

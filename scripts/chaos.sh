@@ -4,15 +4,16 @@
 # Builds (Lua 5.4 and LuaJIT), starts a private in-memory DynamoDB Local, and runs
 # scripts/chaos.lua, which starts the fault-injecting proxies
 # (spec/support/chaos_proxy.lua), two nginx with examples/nginx.conf, and the
-# writer processes, kills the consumer nginx with SIGKILL a few times, checks the
-# invariants and prints the figures. Everything it started is stopped on the way
+# writer processes, kills the consumer nginx with SIGKILL a few times and a worker of
+# the bus nginx too (its master starts another, which must deliver what the dead one
+# had accepted), checks the invariants and prints the figures. Everything it started is stopped on the way
 # out (also on Ctrl-C or failure). Exits 1 when an invariant broke.
 #
 #   CHAOS_SEED=1       the seed of the proxies, writers and kills (printed; replays a run)
 #   CHAOS_RATE=0.2     the share of requests given a fault
 #   CHAOS_KINDS=all    or a comma-separated list: reset_before,reset_after,stall,http500,
 #                      http503,throttle,throttle2,truncate,bad_crc,trickle
-#   CHAOS_WRITERS=4 CHAOS_OPS=100 CHAOS_KILLS=3 CHAOS_DRAIN=120
+#   CHAOS_WRITERS=4 CHAOS_OPS=100 CHAOS_KILLS=3 CHAOS_BUS_KILLS=3 CHAOS_DRAIN=120
 #   CHAOS_KEEP=1       keep the work directory (logs, proxy counts) also after a pass
 set -euo pipefail
 cd "$(dirname "$0")/.."

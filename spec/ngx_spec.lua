@@ -46,12 +46,14 @@ describe("dynlog.ngx receiver and bus", function()
     srv = nginx.start({
       http = [[
         lua_shared_dict rx 1m;
+        lua_shared_dict dynlog_bus 8m;
         # A request where nginx has no cosockets: at start-up, in init and init_worker.
         init_by_lua_block {
           local ok, err = pcall(require("spec.support.ngx_app").list_tables, "http://127.0.0.1:1")
           ngx.shared.rx:set("init", tostring(ok) .. " " .. tostring(err))
         }
         init_worker_by_lua_block {
+          require("dynlog.ngx").start_bus({})
           local ok, err = pcall(require("spec.support.ngx_app").list_tables, "http://127.0.0.1:1")
           ngx.shared.rx:set("init_worker", tostring(ok) .. " " .. tostring(err))
         }
@@ -75,6 +77,12 @@ describe("dynlog.ngx receiver and bus", function()
           require("dynlog.ngx").receive(require("spec.support.ngx_app").basic_receiver) } }
         location = /bus { content_by_lua_block {
           require("dynlog.ngx").bus(require("spec.support.ngx_app").bus(ngx.var.server_port)) } }
+        location = /rx-empty-key { content_by_lua_block {
+          require("dynlog.ngx").receive(require("spec.support.ngx_app").empty_key_receiver) } }
+        location = /rx-empty-basic { content_by_lua_block {
+          require("dynlog.ngx").receive(require("spec.support.ngx_app").empty_basic_receiver) } }
+        location = /rx-empty-password { content_by_lua_block {
+          require("dynlog.ngx").receive(require("spec.support.ngx_app").empty_password_receiver) } }
         location = /report { content_by_lua_block { require("spec.support.ngx_app").report() } }
         location = /raw-target { content_by_lua_block { require("spec.support.ngx_app").raw_target() } }
         location = /raw-report { content_by_lua_block { require("spec.support.ngx_app").raw_report() } }
@@ -142,6 +150,24 @@ describe("dynlog.ngx receiver and bus", function()
     assert.are.equal(before, report().calls)
     assert.are.equal(200, (post(srv.url .. "/rx", EVENT, { ["x-api-key"] = "test-key" })))
     assert.are.equal(before + 1, report().calls)
+  end)
+
+  it("never accepts a request when the configured key or password is empty: a configuration error", function()
+    local b64 = require("dynlog.core").base64_encode
+    local tries = {
+      { "/rx-empty-key", { ["x-api-key"] = "" }, "auth.value must be a non-empty string" },
+      { "/rx-empty-key", {}, "auth.value must be a non-empty string" },
+      { "/rx-empty-basic", { authorization = "Basic " .. b64(":") },
+        "auth.basic.user and auth.basic.password must be non-empty strings" },
+      { "/rx-empty-password", { authorization = "Basic " .. b64("bus:") },
+        "auth.basic.user and auth.basic.password must be non-empty strings" },
+    }
+    for _, try in ipairs(tries) do
+      local status = post(srv.url .. try[1], EVENT, try[2])
+      assert.are.equal(500, status, try[1])
+      assert.matches("receive: " .. try[3], srv.error_log(), 1, true)
+    end
+    assert.are.equal(0, report().empty_handled, "a request was handled")
   end)
 
   it("checks basic auth as EventBridge connections send it, and handles nothing without it", function()
@@ -440,6 +466,200 @@ describe("dynlog.ngx receiver and bus", function()
   end)
 end)
 
+describe("dynlog.ngx options", function()
+  local ngx_dynlog = require "dynlog.ngx"
+  local function handle() return true end
+
+  -- The message of what f raises; it must blame this file (the caller's line).
+  local function raised(f)
+    local ok, err = pcall(f)
+    assert.is_false(ok, "did not raise")
+    err = tostring(err)
+    assert.matches("^spec/ngx_spec%.lua:%d+: ", err)
+    return (err:gsub("^spec/ngx_spec%.lua:%d+: ", ""))
+  end
+
+  it("receive raises on an unknown key of the spec, its auth or auth.basic, naming the nearest known one", function()
+    assert.are.equal('receive: unknown option "handel" (did you mean "handle"?)',
+      raised(function() ngx_dynlog.receive({ handel = handle }) end))
+    assert.are.equal('receive: unknown option "max_bdy" (did you mean "max_body"?)',
+      raised(function() ngx_dynlog.receive({ handle = handle, max_bdy = 10 }) end))
+    assert.are.equal('receive: auth: unknown option "vale" (did you mean "value"?)',
+      raised(function() ngx_dynlog.receive({ handle = handle, auth = { header = "x-api-key", vale = "k" } }) end))
+    assert.are.equal('receive: auth.basic: unknown option "pasword" (did you mean "password"?)',
+      raised(function() ngx_dynlog.receive({ handle = handle, auth = { basic = { user = "u", pasword = "p" } } }) end))
+  end)
+
+  it("bus and start_bus raise on an unknown key of the config, a rule or a target", function()
+    local target = { url = "http://127.0.0.1:1/x" }
+    local rule = { pattern = { source = { "s" } }, targets = { target } }
+    assert.are.equal('bus: unknown option "rulez" (did you mean "rules"?)',
+      raised(function() ngx_dynlog.bus({ rulez = {} }) end))
+    assert.are.equal('start_bus: unknown option "max_inflight" (did you mean "max_in_flight"?)',
+      raised(function() ngx_dynlog.start_bus({ max_inflight = 2 }) end))
+    assert.are.equal('bus: rules[1]: unknown option "target" (did you mean "targets"?)',
+      raised(function() ngx_dynlog.bus({ rules = { { pattern = rule.pattern, target = { target } } } }) end))
+    assert.are.equal('bus: rules[1].targets[1]: unknown option "header" (did you mean "headers"?)',
+      raised(function()
+        ngx_dynlog.bus({ rules = { { pattern = rule.pattern, targets = { { url = target.url, header = {} } } } } })
+      end))
+    assert.are.equal('bus: auth: unknown option "headr" (did you mean "header"?)',
+      raised(function() ngx_dynlog.bus({ auth = { headr = "x-api-key", value = "k" }, rules = { rule } }) end))
+  end)
+
+  it("raises when a key, user or password to check is empty: the receiver must never fail open", function()
+    local cases = {
+      { { header = "x-api-key", value = "" }, "auth.value must be a non-empty string" },
+      { { header = "x-api-key" }, "auth.value must be a non-empty string" },
+      { { header = "", value = "k" }, "auth.header must be a non-empty header name" },
+      { { basic = { user = "", password = "" } }, "auth.basic.user and auth.basic.password must be non-empty" },
+      { { basic = { user = "bus", password = "" } }, "auth.basic.user and auth.basic.password must be non-empty" },
+      { { basic = { user = "", password = "p" } }, "auth.basic.user and auth.basic.password must be non-empty" },
+      { { basic = { user = "u", password = "p" }, header = "x-api-key", value = "k" }, "not both" },
+    }
+    for _, case in ipairs(cases) do
+      local message = raised(function() ngx_dynlog.receive({ handle = handle, auth = case[1] }) end)
+      assert.matches("^receive: ", message)
+      assert.matches(case[2], message, 1, true)
+      message = raised(function() ngx_dynlog.bus({ auth = case[1] }) end)
+      assert.matches("^bus: ", message)
+      assert.matches(case[2], message, 1, true)
+    end
+  end)
+end)
+
+describe("dynlog.ngx.bus when a worker dies", function()
+  local srv
+
+  setup(function()
+    srv = nginx.start({
+      workers = 2,
+      http = [[
+        lua_shared_dict rx 1m;
+        lua_shared_dict dynlog_bus 8m;
+        lua_shared_dict tiny_bus 64k;
+        init_worker_by_lua_block {
+          require("dynlog.ngx").start_bus({})
+          require("dynlog.ngx").start_bus({ shared_dict = "tiny_bus" })
+        }
+      ]],
+      server = [[
+        location = /bus { content_by_lua_block {
+          ngx.shared.rx:set("bus_pid", ngx.worker.pid())
+          require("dynlog.ngx").bus(require("spec.support.ngx_app").crash_bus(ngx.var.server_port)) } }
+        location = /short-bus { content_by_lua_block {
+          require("dynlog.ngx").bus(require("spec.support.ngx_app").short_bus(ngx.var.server_port)) } }
+        location = /tiny-bus { content_by_lua_block {
+          require("dynlog.ngx").bus(require("spec.support.ngx_app").tiny_bus(ngx.var.server_port)) } }
+        location = /crash-target { content_by_lua_block { require("spec.support.ngx_app").crash_target() } }
+        location = /crash-report { content_by_lua_block { require("spec.support.ngx_app").crash_report() } }
+      ]],
+    })
+  end)
+
+  teardown(function() if srv then srv.stop() end end)
+
+  it("delivers every accepted event at least once after kill -9 of the worker that holds them", function()
+    local events = 30
+    local function crash_report()
+      local _, body = request("GET", srv.url .. "/crash-report?n=" .. events)
+      return json.decode(body)
+    end
+    -- The bus accepts every event, answering 200, and delivers them one at a time.
+    for first = 1, events, 10 do
+      local entries = {}
+      for n = first, first + 9 do
+        entries[#entries + 1] = { Source = "crash-test", DetailType = "t", Detail = json.encode({ n = n }) }
+      end
+      local status, body = post(srv.url .. "/bus", json.encode({ Entries = entries }),
+        { ["x-amz-target"] = "AWSEvents.PutEvents", ["content-type"] = "application/x-amz-json-1.1" })
+      assert.are.equal(200, status)
+      assert.are.equal(0, json.decode(body).FailedEntryCount)
+    end
+    -- Mid-delivery, the worker that accepted them (and holds them) dies.
+    local r = wait_for(function()
+      local got = crash_report()
+      return got.done >= 2 and got
+    end, 10)
+    assert.is_truthy(r, "deliveries began")
+    assert.is_true(r.done < events / 2, "deliveries were still waiting when the worker was killed")
+    local pid = assert(tonumber(r.bus_pid))
+    os.execute("kill -9 " .. pid)
+    assert.is_truthy(wait_for(function()
+      return srv.error_log():find("process " .. pid .. " exited on signal 9", 1, true)
+    end, 10), "the worker was killed")
+    -- nginx starts another worker in its place, which takes its deliveries up.
+    local all = wait_for(function()
+      local got = crash_report()
+      for n = 1, events do
+        if got.got[n] < 1 then return nil end
+      end
+      return got
+    end, 30)
+    local missing = {}
+    if not all then
+      local got = crash_report()
+      for n = 1, events do
+        if got.got[n] < 1 then missing[#missing + 1] = n end
+      end
+    end
+    assert.is_truthy(all, "events never delivered: " .. table.concat(missing, ", "))
+  end)
+
+  -- PutEvents of events from..to (detail.n) to a bus location: the answer.
+  local function put_numbered(location, from, to, pad)
+    local entries = {}
+    for n = from, to do
+      entries[#entries + 1] = { Source = "crash-test", DetailType = "t",
+                                Detail = json.encode({ n = n, pad = pad and string.rep("p", pad) or nil }) }
+    end
+    local status, body = post(srv.url .. location, json.encode({ Entries = entries }),
+      { ["x-amz-target"] = "AWSEvents.PutEvents", ["content-type"] = "application/x-amz-json-1.1" })
+    assert.are.equal(200, status)
+    return json.decode(body)
+  end
+
+  -- Every entry answered with an EventId is delivered, and no other.
+  local function delivered_as_answered(answer, from, to)
+    local want = {}
+    for i = from, to do want[#want + 1] = answer.Entries[i - from + 1].EventId and 1 or 0 end
+    local got = wait_for(function()
+      local _, body = request("GET", ("%s/crash-report?from=%d&n=%d"):format(srv.url, from, to))
+      local r = json.decode(body)
+      for i = 1, #want do if (want[i] == 1) ~= (r.got[i] >= 1) then return nil end end
+      return r
+    end, 15)
+    assert.is_truthy(got, "the accepted entries, and only they, delivered")
+    socket.sleep(0.5)
+    local _, body = request("GET", ("%s/crash-report?from=%d&n=%d"):format(srv.url, from, to))
+    for i, g in ipairs(json.decode(body).got) do
+      assert.are.equal(want[i], math.min(g, 1), "event " .. (from + i - 1))
+    end
+  end
+
+  it("refuses, with ThrottlingException, entries beyond max_queue deliveries waiting for a target", function()
+    local answer = put_numbered("/short-bus", 101, 105)
+    assert.are.equal(3, answer.FailedEntryCount)
+    for i = 3, 5 do
+      assert.are.equal("ThrottlingException", answer.Entries[i].ErrorCode)
+      assert.matches("2 deliveries to http://127.0.0.1:%d+/crash%-target already wait", answer.Entries[i].ErrorMessage)
+    end
+    delivered_as_answered(answer, 101, 105)
+  end)
+
+  it("refuses, with ThrottlingException, entries its shared dict has no room for, and evicts none", function()
+    local answer = put_numbered("/tiny-bus", 201, 210, 6000)
+    assert.is_true(answer.FailedEntryCount > 0 and answer.FailedEntryCount < 10, answer.FailedEntryCount .. " failed")
+    for _, e in ipairs(answer.Entries) do
+      if not e.EventId then
+        assert.are.equal("ThrottlingException", e.ErrorCode)
+        assert.matches("lua_shared_dict tiny_bus", e.ErrorMessage, 1, true)
+      end
+    end
+    delivered_as_answered(answer, 201, 210)
+  end)
+end)
+
 describe("core.constant_time_equal, the receiver's credential check", function()
   local equal = require("dynlog.core").constant_time_equal
 
@@ -527,6 +747,24 @@ describe("examples/nginx.conf", function()
       pf:close()
       return text:match("%d+")
     end, 10)))
+
+    -- The bus takes events from this host only: from another address
+    -- (127.0.0.2, loopback too) it answers 403 and publishes nothing.
+    local function put_from(source)
+      local conn = socket.tcp()
+      conn:settimeout(5)
+      assert(conn:bind(source, 0))
+      assert(conn:connect("127.0.0.1", port))
+      local body = json.encode({ Entries = { { Source = "dynamodb-log", DetailType = "stream changes",
+        Detail = json.encode({ log = "users", key = { pk = "users#x#stream", sk = "s" } }) } } })
+      conn:send("POST /bus HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Amz-Target: AWSEvents.PutEvents\r\n"
+        .. "Content-Type: application/x-amz-json-1.1\r\nContent-Length: " .. #body .. "\r\nConnection: close\r\n\r\n"
+        .. body)
+      local line = conn:receive("*l")
+      conn:close()
+      return tonumber(line and line:match("^HTTP/1%.%d (%d+)"))
+    end
+    assert.are.equal(403, put_from("127.0.0.2"))
 
     local users = 20
     local last = {}

@@ -3,19 +3,23 @@
 -- local event bus for development. Nothing here blocks a worker: every
 -- request goes over cosockets (dynlog.ngx_http).
 --
+--   lua_shared_dict dynlog_bus 64m;    # the bus's deliveries, which outlive a worker
 --   init_worker_by_lua_block { require("dynlog.ngx").start_consumer{ ... } }
+--   init_worker_by_lua_block { require("dynlog.ngx").start_bus(config) }   -- one block holds both
 --   location = /events { content_by_lua_block { require("dynlog.ngx").receive(spec) } }
 --   location = /bus    { content_by_lua_block { require("dynlog.ngx").bus(config) } }
 local core = require "dynlog.core"
 local errors = require "dynlog.errors"
 local json = require "dynlog.json"
 local logger = require "dynlog.log"
+local options = require "dynlog.options"
 local pattern = require "dynlog.pattern"
 local retry = require "dynlog.retry"
 local stream = require "dynlog.stream"
 
 local ngx = ngx -- luacheck: ignore
-local error, ipairs, pairs, pcall, tonumber, tostring, type = error, ipairs, pairs, pcall, tonumber, tostring, type
+local error, ipairs, pairs, pcall, setmetatable, tonumber, tostring, type =
+  error, ipairs, pairs, pcall, setmetatable, tonumber, tostring, type
 local io_open, math_floor, os_date = io.open, math.floor, os.date
 local str_byte, str_find, str_format, str_match, str_sub =
   string.byte, string.find, string.format, string.match, string.sub
@@ -124,12 +128,33 @@ local function authorized(auth)
   return false
 end
 
+local AUTH = options.known{ "header", "value", "basic" }
+local BASIC = options.known{ "user", "password" }
+
+local function nonempty(v) return type(v) == "string" and v ~= "" end
+
+-- A credential check that cannot fail open: an empty header name, key, user
+-- or password is a configuration error (an empty `x-api-key:` would match
+-- an empty key), raised before any request is accepted.
 local function check_auth(auth, where)
   if auth == nil then return end
-  if type(auth) ~= "table" or not ((type(auth.header) == "string" and type(auth.value) == "string")
-      or (type(auth.basic) == "table" and type(auth.basic.user) == "string"
-          and type(auth.basic.password) == "string")) then
-    error(where .. ": auth must be {header=, value=} or {basic = {user=, password=}}", 3)
+  local shape = where .. ": auth must be {header=, value=} or {basic = {user=, password=}}"
+  if type(auth) ~= "table" then error(shape, 4) end
+  options.check(auth, AUTH, where .. ": auth", 4)
+  if auth.basic ~= nil then
+    if auth.header ~= nil or auth.value ~= nil then error(shape .. ", not both", 4) end
+    if type(auth.basic) ~= "table" then error(shape, 4) end
+    options.check(auth.basic, BASIC, where .. ": auth.basic", 4)
+    if not (nonempty(auth.basic.user) and nonempty(auth.basic.password)) then
+      error(where .. ": auth.basic.user and auth.basic.password must be non-empty strings"
+        .. " (an empty secret would let anyone in)", 4)
+    end
+    return
+  end
+  if not nonempty(auth.header) then error(shape .. ": auth.header must be a non-empty header name", 4) end
+  if not nonempty(auth.value) then
+    error(where .. ": auth.value must be a non-empty string (an empty key would let anyone in;"
+      .. " is the variable holding it set?)", 4)
   end
 end
 
@@ -169,15 +194,34 @@ local DEFAULT_MAX_BODY = 1024 * 1024 + 64 * 1024
 -- error that says the event can never be handled (invalid_argument,
 -- too_large, schema_mismatch, ValidationException, ...), 413 for a body too
 -- large, 429 when throttled and 500 for everything else (worth retrying).
-function _M.receive(spec)
-  if type(spec) ~= "table" then error("receive: expects a spec table", 2) end
+local RECEIVE = options.known{ "auth", "max_body", "handle", "client", "project" }
+
+-- Specs and configs already checked (and what was made of them), per worker.
+local checked = setmetatable({}, { __mode = "k" })
+
+-- The handler a receiver spec stands for; raises at receive's caller.
+local function receiver_of(spec)
+  local done = checked[spec]
+  if done then return done end
+  if type(spec) ~= "table" then error("receive: expects a spec table", 3) end
+  options.check(spec, RECEIVE, "receive", 3)
   check_auth(spec.auth, "receive")
-  local handle = spec.handle
-  if not handle and spec.project then
-    local handler = require "dynlog.handler"
-    handle = function(event) return handler.project(spec.client, event, spec.project) end
+  if spec.max_body ~= nil and (type(spec.max_body) ~= "number" or spec.max_body < 1) then
+    error("receive: max_body must be a positive number of bytes", 3)
   end
-  if type(handle) ~= "function" then error("receive: spec.handle (or client and project) is required", 2) end
+  local handle = spec.handle
+  if handle == nil and spec.project ~= nil then
+    local handler = require "dynlog.handler"
+    local client, project = spec.client, spec.project
+    handle = function(event) return handler.project(client, event, project) end
+  end
+  if type(handle) ~= "function" then error("receive: spec.handle (or client and project) is required", 3) end
+  checked[spec] = handle
+  return handle
+end
+
+function _M.receive(spec)
+  local handle = receiver_of(spec)
 
   if ngx.req.get_method() ~= "POST" then return say_json(405, { message = "POST only" }) end
   if not authorized(spec.auth) then return say_json(401, { message = "unauthorized" }) end
@@ -340,99 +384,301 @@ local function entry_problem(config, e)
   return nil, nil, detail
 end
 
-local function compile_rules(config)
-  if config.compiled then return config.compiled end
-  local compiled = {}
+local BUS = options.known{ "name", "account", "region", "auth", "rules", "shared_dict", "max_request_bytes",
+  "max_attempts", "retry_base_delay", "retry_max_delay", "max_in_flight", "max_queue" }
+local RULE = options.known{ "name", "pattern", "targets" }
+local TARGET = options.known{ "url", "headers", "timeout" }
+local DEFAULT_DICT = "dynlog_bus"
+-- How often each worker looks for deliveries nobody has in hand.
+local SWEEP_SECONDS = 1
+
+-- What a bus config stands for, checked once per worker: its compiled rules,
+-- each target with the delivery settings it is stored with, and its shared
+-- dict. Raises at the caller of bus or start_bus.
+local function bus_of(config, where)
+  local done = checked[config]
+  if done then return done end
+  if type(config) ~= "table" then error(where .. ": expects a config table", 3) end
+  options.check(config, BUS, where, 3)
+  check_auth(config.auth, where)
+  local dict_name = config.shared_dict or DEFAULT_DICT
+  if not nonempty(dict_name) then error(where .. ": shared_dict must be the name of a lua_shared_dict", 3) end
+  if config.rules ~= nil and type(config.rules) ~= "table" then error(where .. ": rules must be a list", 3) end
+  local rules = {}
   for i, rule in ipairs(config.rules or {}) do
+    local at = str_format("%s: rules[%d]", where, i)
+    if type(rule) ~= "table" then error(at .. " must be a table", 3) end
+    options.check(rule, RULE, at, 3)
     local p, err = pattern.compile(rule.pattern)
-    if not p then error(("bus: rules[%d]: %s"):format(i, tostring(err)), 3) end
-    if type(rule.targets) ~= "table" then error(("bus: rules[%d]: targets must be a list"):format(i), 3) end
-    compiled[i] = { name = rule.name or ("rule" .. i), pattern = p, targets = rule.targets }
+    if not p then error(at .. ": " .. tostring(err), 3) end
+    if type(rule.targets) ~= "table" then error(at .. ": targets must be a list", 3) end
+    local targets = {}
+    for j, t in ipairs(rule.targets) do
+      local tat = str_format("%s.targets[%d]", at, j)
+      if type(t) ~= "table" then error(tat .. " must be a table", 3) end
+      options.check(t, TARGET, tat, 3)
+      if not nonempty(t.url) then error(tat .. ".url must be a URL", 3) end
+      -- A delivery carries everything needed to make it, so that any
+      -- worker can, without the config.
+      targets[j] = { url = t.url, meta = json.encode({
+        url = t.url, headers = t.headers, timeout = t.timeout or 5,
+        max_attempts = config.max_attempts or 8, in_flight = config.max_in_flight or 8,
+        base_delay = config.retry_base_delay or 0.1, max_delay = config.retry_max_delay or 5,
+      }) }
+    end
+    rules[i] = { name = rule.name or ("rule" .. i), pattern = p, targets = targets }
   end
-  config.compiled = compiled
-  return compiled
+  if not ngx.shared[dict_name] then
+    error(str_format("%s: no lua_shared_dict %q, where deliveries wait until they are done; declare one in"
+      .. " http {}, e.g. `lua_shared_dict %s 64m;`", where, dict_name, dict_name), 3)
+  end
+  done = { rules = rules, dict_name = dict_name }
+  checked[config] = done
+  return done
 end
 
--- Deliveries wait in a queue per target and worker, drained by at most
--- `max_in_flight` timers: a burst of events must not open a request per
--- event at once, which would swamp the target (and what it writes to) the
--- way EventBridge's invocation rate limit prevents.
-local queues = {} -- target url → {items = {first=, last=, [i] = delivery}, active=}
+-- Deliveries wait in a lua_shared_dict, which lives in shared memory: a
+-- worker that dies (kill -9, OOM) takes nothing with it. Each worker stores
+-- those of the events it accepts under its slot (ngx.worker.id(), which the
+-- worker nginx starts in place of a dead one inherits):
+--   "seq:<slot>"    the last number given out in the slot
+--   "lo:<slot>"     no delivery of the slot is numbered below it
+--   "d:<slot>:<n>"  a delivery: its settings as JSON, a newline, the body
+-- A delivery is deleted once the target took it (2xx) or it was given up;
+-- before that, the worker holds it in memory, in a queue per target drained
+-- by at most `max_in_flight` timers (a burst of events must not open a
+-- request per event at once, which would swamp the target the way
+-- EventBridge's invocation rate limit prevents). Every second, and at once
+-- when it starts, a worker sweeps its slot (and those of workers that a
+-- reload did away with) for deliveries it does not hold, and takes them up:
+-- so the worker that replaces a dead one delivers what the dead one had
+-- accepted. A delivery may thus be made twice, never not at all.
+local states = {} -- dict name → {dict=, queues = {[url] = queue}, held = {[key] = true}, settled = {[slot] = n}}
+
+local function state_of(dict_name)
+  local state = states[dict_name]
+  if not state then
+    state = { dict = ngx.shared[dict_name], queues = {}, held = {}, settled = {} }
+    states[dict_name] = state
+  end
+  return state
+end
+
+local function my_slot() return ngx.worker.id() or 0 end
+
+-- The next number of a slot. The counter is made with safe_add, which,
+-- unlike incr's init, never evicts anything to make room.
+local function next_number(dict, slot)
+  local key = "seq:" .. slot
+  local n, err = dict:incr(key, 1)
+  if not n and err == "not found" then
+    dict:safe_add(key, 0)
+    n, err = dict:incr(key, 1)
+  end
+  return n, err
+end
+
+-- Stores a delivery under this worker's slot: its key, or nil and why
+-- (safe_add: a full dict refuses, and never evicts another delivery).
+local function store(dict, record)
+  local slot = my_slot()
+  local n, err = next_number(dict, slot)
+  if not n then return nil, err end
+  local key = "d:" .. slot .. ":" .. n
+  local ok, serr = dict:safe_add(key, record)
+  if not ok then return nil, serr end
+  return key
+end
+
+local function split(record)
+  local nl = str_find(record, "\n", 1, true)
+  return json.decode(str_sub(record, 1, nl - 1)), str_sub(record, nl + 1)
+end
 
 local drain
 
-local function enqueue(config, target, body, attempt)
-  local q = queues[target.url]
+-- Starts drain timers for a queue, up to its limit.
+local function kick(state, q)
+  while q.active < q.limit and q.active < q.last - q.first + 1 do
+    local started, err = ngx.timer.at(0, drain, state, q)
+    if not started then
+      logger.log("error", "dynlog bus: could not start a delivery timer (the next sweep tries again): "
+        .. tostring(err))
+      return
+    end
+    q.active = q.active + 1
+  end
+end
+
+-- Puts a stored delivery in this worker's hands.
+local function hold(state, key, meta, attempt)
+  local q = state.queues[meta.url]
   if not q then
     q = { first = 1, last = 0, active = 0 }
-    queues[target.url] = q
+    state.queues[meta.url] = q
   end
-  if q.last - q.first + 1 >= (config.max_queue or 100000) then
-    logger.log("error", str_format("dynlog bus: delivery to %s dropped: %d deliveries already wait",
-      target.url, q.last - q.first + 1))
-    return
-  end
+  q.limit = meta.in_flight
   q.last = q.last + 1
-  q[q.last] = { config = config, target = target, body = body, attempt = attempt }
-  if q.active < (config.max_in_flight or 8) then
-    local started, err = ngx.timer.at(0, drain, q)
-    if started then
-      q.active = q.active + 1
-    elseif q.active == 0 then
-      logger.log("error", "dynlog bus: could not start a delivery timer: " .. tostring(err))
-    end
-  end
+  q[q.last] = { key = key, attempt = attempt }
+  state.held[key] = true
+  kick(state, q)
 end
 
--- One attempt to deliver; a failure worth retrying goes back to the queue
--- after a backoff, as EventBridge retries API destinations.
-local function deliver(d)
-  local target, config = d.target, d.config
-  local t = require("dynlog.ngx_http").new({ timeout = target.timeout or 5 })
-  local headers = { ["Content-Type"] = "application/json" }
-  for k, v in pairs(target.headers or {}) do headers[k] = v end
-  local res, err = t:request({ method = "POST", url = target.url, headers = headers, body = d.body })
-  local status = res and res.status
-  if status and status >= 200 and status < 300 then return end
-  local worth = not res or status == 429 or status >= 500
-  local max_attempts = config.max_attempts or 8
-  if not worth or d.attempt >= max_attempts then
-    logger.log("error", str_format("dynlog bus: delivery to %s dropped after %d attempt(s): %s", target.url,
-      d.attempt, res and ("HTTP " .. status) or tostring(err)))
+local function queued(state, url)
+  local q = state.queues[url]
+  return q and q.last - q.first + 1 or 0
+end
+
+local function done_with(state, key)
+  state.dict:delete(key)
+  state.held[key] = nil
+end
+
+-- One attempt to deliver; a failure worth retrying is tried again after a
+-- backoff, as EventBridge retries API destinations.
+local function deliver(state, q, item)
+  local record = state.dict:get(item.key)
+  if record == nil then -- made already, by a worker that held it too
+    state.held[item.key] = nil
     return
   end
-  local wait = retry.delay(d.attempt, config.retry_base_delay or 0.1, config.retry_max_delay or 5)
-  ngx.timer.at(wait, function(premature)
-    if not premature then enqueue(config, target, d.body, d.attempt + 1) end
+  local meta, body = split(record)
+  local t = require("dynlog.ngx_http").new({ timeout = meta.timeout })
+  local headers = { ["Content-Type"] = "application/json" }
+  for k, v in pairs(meta.headers or {}) do headers[k] = v end
+  local res, err = t:request({ method = "POST", url = meta.url, headers = headers, body = body })
+  local status = res and res.status
+  if status and status >= 200 and status < 300 then return done_with(state, item.key) end
+  local worth = not res or status == 429 or status >= 500
+  if not worth or item.attempt >= meta.max_attempts then
+    logger.log("error", str_format("dynlog bus: delivery to %s dropped after %d attempt(s): %s", meta.url,
+      item.attempt, res and ("HTTP " .. status) or tostring(err)))
+    return done_with(state, item.key)
+  end
+  local wait = retry.delay(item.attempt, meta.base_delay, meta.max_delay)
+  local started, terr = ngx.timer.at(wait, function(premature)
+    -- A worker on its way out leaves the delivery to the one after it.
+    if premature then return end
+    q.last = q.last + 1
+    q[q.last] = { key = item.key, attempt = item.attempt + 1 }
+    kick(state, q)
   end)
+  if not started then
+    logger.log("error", "dynlog bus: could not schedule a retry (the next sweep takes it up): " .. tostring(terr))
+    state.held[item.key] = nil
+  end
 end
 
-drain = function(premature, q)
+drain = function(premature, state, q)
   while not premature and q.first <= q.last do
-    local d = q[q.first]
+    local item = q[q.first]
     q[q.first] = nil
     q.first = q.first + 1
-    local ok, err = pcall(deliver, d)
-    if not ok then logger.log("error", "dynlog bus: delivery failed: " .. tostring(err)) end
+    local ok, err = pcall(deliver, state, q, item)
+    if not ok then
+      logger.log("error", "dynlog bus: delivery failed: " .. tostring(err))
+      state.held[item.key] = nil -- the next sweep takes it up again
+    end
     premature = ngx.worker.exiting()
   end
   q.active = q.active - 1
 end
 
+-- Takes up the deliveries of `slot` that this worker does not hold: those
+-- of its own slot as they are, those of a slot no worker has any more moved
+-- to its own. Then moves "lo:<slot>" past deliveries that are done. A
+-- number given out since the last sweep may belong to a delivery still being
+-- written (by the worker a reload replaces): it is not skipped yet.
+local function sweep_slot(state, slot, own)
+  local dict = state.dict
+  local hi = dict:get("seq:" .. slot)
+  if not hi then return end
+  local lo = dict:get("lo:" .. slot) or 1
+  local settled = state.settled[slot] or 0
+  local first_left
+  for n = lo, hi do
+    local key = "d:" .. slot .. ":" .. n
+    local left = state.held[key]
+    if not left then
+      local record = dict:get(key)
+      if record then
+        left = true
+        local meta = split(record)
+        if own then
+          hold(state, key, meta, 1)
+        else
+          local moved = store(dict, record)
+          if moved then
+            dict:delete(key)
+            left = false
+            hold(state, moved, meta, 1)
+          end
+        end
+      elseif n > settled then
+        left = true
+      end
+    end
+    if left and not first_left then first_left = n end
+  end
+  state.settled[slot] = hi
+  local new_lo = first_left or hi + 1
+  if new_lo > lo then dict:safe_set("lo:" .. slot, new_lo) end
+end
+
+local function sweep(state)
+  local slot, count = my_slot(), ngx.worker.count()
+  sweep_slot(state, slot, true)
+  -- Slots above the number of workers: left by a reload to fewer workers.
+  local s = count
+  while state.dict:get("seq:" .. s) ~= nil do
+    if s % count == slot then sweep_slot(state, s, false) end
+    s = s + 1
+  end
+  for _, q in pairs(state.queues) do kick(state, q) end
+end
+
+local function sweep_timer(premature, state)
+  if premature then return end
+  local ok, err = pcall(sweep, state)
+  if not ok then logger.log("error", "dynlog bus: sweeping the queue failed: " .. tostring(err)) end
+end
+
+--- start_bus(config) in init_worker_by_lua*, with the config of bus(): this
+-- worker takes up the deliveries waiting in the shared dict that no worker
+-- holds (those of a worker that died, which it replaces), at once and then
+-- every second. bus() refuses to run in a worker that did not call it.
+function _M.start_bus(config)
+  local bus = bus_of(config, "start_bus")
+  local state = state_of(bus.dict_name)
+  if state.sweeping then return end
+  local started, err = ngx.timer.at(0, sweep_timer, state)
+  if started then started, err = ngx.timer.every(SWEEP_SECONDS, sweep_timer, state) end
+  if not started then error("start_bus: could not start a timer: " .. tostring(err), 2) end
+  state.sweeping = true
+end
+
 --- bus(config) in content_by_lua*: the PutEvents API of EventBridge, for
 -- local development. config: {name = "dynamodb-log" (the bus accepted, by
 -- name or ARN, besides "default"), account = "000000000000", region =
--- "us-east-1", auth = nil, max_request_bytes = 262144, max_attempts = 8,
--- max_in_flight = 8, max_queue = 100000, rules = {{name=,
--- pattern=<EventBridge event pattern>, targets = {{url=, headers=}}}}}.
--- Requests are validated as EventBridge does (a request it cannot read or
--- that breaks a limit fails whole, an entry it refuses fails alone),
--- answered in its response shape, each event wrapped in its envelope and
--- delivered to the targets of every matching rule, with retries.
+-- "us-east-1", auth = nil, shared_dict = "dynlog_bus", max_request_bytes =
+-- 262144, max_attempts = 8, max_in_flight = 8, max_queue = 100000, rules =
+-- {{name=, pattern=<EventBridge event pattern>, targets = {{url=, headers=,
+-- timeout=}}}}}. Requests are validated as EventBridge does (a request it
+-- cannot read or that breaks a limit fails whole, an entry it refuses fails
+-- alone), answered in its response shape, each event wrapped in its
+-- envelope and delivered to the targets of every matching rule, with
+-- retries. An entry is answered with an EventId only once its deliveries
+-- are stored in the shared dict; one that cannot be (the dict is full, or
+-- max_queue deliveries to a target already wait in this worker) fails with
+-- ThrottlingException, which publishers send again.
 function _M.bus(config)
-  if type(config) ~= "table" then error("bus: expects a config table", 2) end
-  check_auth(config.auth, "bus")
-  local rules = compile_rules(config)
+  local bus = bus_of(config, "bus")
+  local state = states[bus.dict_name]
+  if not (state and state.sweeping) then
+    error("bus: call require(\"dynlog.ngx\").start_bus(config) in init_worker_by_lua* first: the worker that"
+      .. " replaces one that died takes up its deliveries from there", 2)
+  end
+  local rules = bus.rules
   if ngx.req.get_method() ~= "POST" then return amz_error(405, "UnknownOperationException", "POST only") end
   if not authorized(config.auth) then return amz_error(401, "UnrecognizedClientException", "unauthorized") end
   local target = ngx.var.http_x_amz_target
@@ -470,6 +716,7 @@ function _M.bus(config)
 
   local answers, failed = json.array(), 0
   local now = ngx.now()
+  local max_queue = config.max_queue or 100000
   for i, e in ipairs(entries) do
     local code, message, detail = entry_problem(config, e)
     if code then
@@ -489,10 +736,33 @@ function _M.bus(config)
       -- integer beyond 2^53 into a string or a float on the way.
       local envelope = str_sub(json.encode(event), 1, -2) .. ',"detail":' .. e.Detail .. "}"
       event.detail = detail
+      local stored, why_not = {}, nil
       for _, rule in ipairs(rules) do
+        if why_not then break end
         if rule.pattern:match(event) then
-          for _, t in ipairs(rule.targets) do enqueue(config, t, envelope, 1) end
+          for _, t in ipairs(rule.targets) do
+            if queued(state, t.url) >= max_queue then
+              why_not = str_format("%d deliveries to %s already wait", max_queue, t.url)
+              break
+            end
+            local key, err = store(state.dict, t.meta .. "\n" .. envelope)
+            if not key then
+              why_not = str_format("the bus's queue (lua_shared_dict %s) refused a delivery: %s", bus.dict_name,
+                tostring(err))
+              break
+            end
+            stored[#stored + 1] = { key = key, meta = t.meta }
+          end
         end
+      end
+      if why_not then
+        -- Not accepted: none of its deliveries is made, and the publisher sends it again.
+        for _, s in ipairs(stored) do state.dict:delete(s.key) end
+        logger.log("warn", "dynlog bus: entry refused: " .. why_not)
+        failed = failed + 1
+        answers[i] = { ErrorCode = "ThrottlingException", ErrorMessage = why_not }
+      else
+        for _, s in ipairs(stored) do hold(state, s.key, json.decode(s.meta), 1) end
       end
     end
   end

@@ -113,11 +113,70 @@ function M.raw_report()
   ngx.say(json.encode({ count = rx():get("raw_count") or 0, last = rx():get("raw_last") }))
 end
 
+-- Receivers whose secret is empty: a configuration error, never a receiver
+-- that lets anyone in. Each counts what it handles in "empty_handled".
+local function count_empty() rx():incr("empty_handled", 1, 0) return true end
+M.empty_key_receiver = { auth = { header = "x-api-key", value = "" }, handle = count_empty }
+M.empty_basic_receiver = { auth = { basic = { user = "", password = "" } }, handle = count_empty }
+M.empty_password_receiver = { auth = { basic = { user = "bus", password = "" } }, handle = count_empty }
+
+-- A bus whose one target is slow and takes one delivery at a time, so that
+-- deliveries wait in the queue when the worker holding them is killed.
+function M.crash_bus(port)
+  M.crash_bus_config = M.crash_bus_config or {
+    name = "dynamodb-log", max_in_flight = 1, max_attempts = 100, retry_base_delay = 0.05, retry_max_delay = 0.2,
+    rules = { { pattern = { source = { "crash-test" } },
+                targets = { { url = "http://127.0.0.1:" .. port .. "/crash-target", timeout = 2 } } } },
+  }
+  return M.crash_bus_config
+end
+
+-- Buses that refuse what they cannot keep: one whose queue per target holds
+-- two deliveries, one on a lua_shared_dict too small for many events.
+function M.short_bus(port)
+  M.short_bus_config = M.short_bus_config or {
+    name = "dynamodb-log", max_in_flight = 1, max_queue = 2,
+    rules = { { pattern = { source = { "crash-test" } },
+                targets = { { url = "http://127.0.0.1:" .. port .. "/crash-target" } } } },
+  }
+  return M.short_bus_config
+end
+
+function M.tiny_bus(port)
+  M.tiny_bus_config = M.tiny_bus_config or {
+    name = "dynamodb-log", shared_dict = "tiny_bus",
+    rules = { { pattern = { source = { "crash-test" } },
+                targets = { { url = "http://127.0.0.1:" .. port .. "/crash-target" } } } },
+  }
+  return M.tiny_bus_config
+end
+
+-- The crash bus's target: counts each event by its detail.n ("got:<n>").
+function M.crash_target()
+  ngx.req.read_body()
+  local event = json.decode(ngx.req.get_body_data())
+  ngx.sleep(0.15)
+  rx():incr("got:" .. tostring(event.detail.n), 1, 0)
+  rx():incr("crash_done", 1, 0)
+  ngx.say("{}")
+end
+
+-- How many deliveries the crash target took, and how many times each of
+-- events from..n (?from=&n=, from 1) arrived.
+function M.crash_report()
+  local args = ngx.req.get_uri_args()
+  local from, n = tonumber(args.from) or 1, tonumber(args.n) or 0
+  local got = {}
+  for i = from, n do got[#got + 1] = rx():get("got:" .. i) or 0 end
+  ngx.say(json.encode({ done = rx():get("crash_done") or 0, got = got, bus_pid = rx():get("bus_pid") }))
+end
+
 -- A location that reports the counters.
 function M.report()
   local d = rx()
   ngx.say(json.encode({ calls = d:get("calls") or 0, handled = d:get("handled") or 0, last = d:get("last"),
-                        default_handled = d:get("default_handled") or 0 }))
+                        default_handled = d:get("default_handled") or 0,
+                        empty_handled = d:get("empty_handled") or 0 }))
 end
 
 function M.script()
