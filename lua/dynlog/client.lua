@@ -240,6 +240,8 @@ end
 -- One attempt
 ---------------------------------------------------------------------------
 
+local redact = errors.redact
+
 local function excerpt(body)
   body = str_sub(body or "", 1, 120)
   return (body:gsub("[%c]", " "))
@@ -250,18 +252,20 @@ local TRANSIENT_CANCELLATIONS = {
   TransactionConflict = true, ThrottlingError = true, ProvisionedThroughputExceeded = true,
 }
 
--- An AWS error response → dynlog error value.
-local function aws_error(res)
+-- An AWS error response → dynlog error value. `secrets` are those of the
+-- request: a server or proxy that echoes the request's headers must not put
+-- them into the error (see errors.redact).
+local function aws_error(res, secrets)
   local fields = { status = res.status, request_id = res.headers["x-amzn-requestid"] }
   local doc = core_json_decode(res.body, true)
   local aws_type = type(doc) == "table" and doc.__type
   if type(aws_type) ~= "string" then
     fields.retryable = retry.retryable(nil, res.status)
     return errors.new("bad_response", "HTTP " .. tostring(res.status) .. " without an AWS error body: "
-      .. excerpt(res.body), fields)
+      .. excerpt(redact(res.body, secrets)), fields)
   end
-  local code = str_match(aws_type, "#(.+)$") or aws_type
-  local message = doc.message or doc.Message or ""
+  local code = redact(str_match(aws_type, "#(.+)$") or aws_type, secrets)
+  local message = redact(tostring(doc.message or doc.Message or ""), secrets)
   fields.retryable = retry.retryable(code, res.status)
   local reasons = doc.CancellationReasons
   if type(reasons) == "table" then
@@ -272,6 +276,7 @@ local function aws_error(res)
     local transient, final = false, false
     for _, r in pairs(reasons) do
       local reason = type(r) == "table" and r.Code
+      if type(r) == "table" then r.Message = redact(r.Message, secrets) end
       if TRANSIENT_CANCELLATIONS[reason] then
         transient = true
       elseif reason and reason ~= "None" then
@@ -280,7 +285,13 @@ local function aws_error(res)
     end
     fields.retryable = transient and not final
   end
-  return errors.new(code, tostring(message), fields)
+  return errors.new(code, message, fields)
+end
+
+-- What a server could give back of a request's secrets: the keys it was
+-- signed with and its signature.
+local function secrets_of(creds, headers)
+  return { creds.secret_access_key, creds.session_token, str_match(headers.Authorization or "", "Signature=(%x+)") }
 end
 
 local function checked_crc32(res)
@@ -306,7 +317,7 @@ local function attempt(self, svc, target, body, unwrap, numbers)
   local ok, crc_err = checked_crc32(res)
   if not ok then return nil, crc_err end
   if res.status ~= 200 then
-    local err = aws_error(res)
+    local err = aws_error(res, secrets_of(creds, headers))
     -- The transport sent this request twice (a kept-alive connection died
     -- after it went out): the first may have been applied.
     if res.resent then err.resent = true end
@@ -319,8 +330,8 @@ local function attempt(self, svc, target, body, unwrap, numbers)
   end
   -- Every AWS JSON API answers an object: anything else is not its answer.
   if type(value) ~= "table" or core.is_array(value) then
-    return nil, errors.new("bad_response", "response is not a JSON object: " .. excerpt(res.body),
-      { status = res.status, retryable = false })
+    return nil, errors.new("bad_response", "response is not a JSON object: " .. excerpt(redact(res.body,
+      secrets_of(creds, headers))), { status = res.status, retryable = false })
   end
   return value
 end

@@ -8,6 +8,7 @@
 -- Nothing here touches the network.
 local errors = require("dynlog.errors")
 local ini = require("dynlog.ini")
+local options = require("dynlog.options")
 
 local error, ipairs, tostring, type = error, ipairs, tostring, type
 local io_open, os_getenv = io.open, os.getenv
@@ -41,11 +42,15 @@ local function default_read_file(path)
   return text
 end
 
+-- Every option the functions below read.
+local KNOWN = options.known{ "region", "profile", "endpoint", "getenv", "read_file" }
+
 local function check_opts(opts, where)
   if opts == nil then return {} end
   if type(opts) ~= "table" then
     error(where .. ": opts must be a table", 3)
   end
+  options.check(opts, KNOWN, where, 3)
   if opts.getenv ~= nil and type(opts.getenv) ~= "function" then
     error(where .. ": opts.getenv must be a function", 3)
   end

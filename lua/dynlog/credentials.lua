@@ -19,6 +19,7 @@
 -- or a `tostring`.
 local config = require("dynlog.config")
 local errors = require("dynlog.errors")
+local options = require("dynlog.options")
 local timeutil = require("dynlog.timeutil")
 
 local error, ipairs, require, setmetatable, tonumber, tostring, type =
@@ -52,6 +53,11 @@ credentials_mt.__index = credentials_mt
 credentials_mt.__tostring = function(c)
   return "credentials(" .. tostring(c.access_key_id) .. ", " .. tostring(c.source) .. ")"
 end
+
+-- The fields of a credentials value; a provider's options.
+local FIELDS = options.known{ "access_key_id", "secret_access_key", "session_token", "expiration", "source" }
+local PROVIDER = options.known{ "credentials", "profile", "getenv", "read_file", "http", "now", "refresh_window",
+  "retry_interval", "imds_timeout", "imds_attempts", "container_timeout", "container_attempts" }
 
 local function is_nonempty_string(v)
   return type(v) == "string" and v ~= ""
@@ -90,6 +96,7 @@ function _M.new(t, source)
   if type(t) ~= "table" then
     error("credentials.new: expected a table", 2)
   end
+  options.check(t, FIELDS, "credentials.new")
   if not is_nonempty_string(t.access_key_id) or not is_nonempty_string(t.secret_access_key) then
     error("credentials.new: access_key_id and secret_access_key must be non-empty strings", 2)
   end
@@ -511,7 +518,9 @@ local function check_provider_opts(opts)
   if type(opts) ~= "table" then
     error("credentials.provider: opts must be a table", 3)
   end
+  options.check(opts, PROVIDER, "credentials.provider", 3)
   check_type(opts, "credentials", "table")
+  options.check(opts.credentials, FIELDS, "credentials.provider: credentials", 3)
   check_type(opts, "profile", "string")
   check_type(opts, "getenv", "function")
   check_type(opts, "read_file", "function")

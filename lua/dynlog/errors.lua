@@ -2,8 +2,8 @@
 -- Every expected failure is returned as `nil, err`, where `err` is a table
 -- `{code=, message=, status=, retryable=, request_id=}` whose `tostring` is
 -- `code: message`. Messages never carry secrets.
-local getmetatable, pairs, setmetatable, tostring, type =
-  getmetatable, pairs, setmetatable, tostring, type
+local getmetatable, ipairs, pairs, setmetatable, tostring, type =
+  getmetatable, ipairs, pairs, setmetatable, tostring, type
 
 local _M = {}
 
@@ -31,6 +31,79 @@ end
 function _M.from_core(value, code, message, fields)
   if value ~= nil then return value end
   return nil, _M.new(code, message, fields)
+end
+
+---------------------------------------------------------------------------
+-- Redaction of server text
+---------------------------------------------------------------------------
+
+local str_byte, str_find, str_format, str_gsub, str_lower, str_sub, str_upper =
+  string.byte, string.find, string.format, string.gsub, string.lower, string.sub, string.upper
+local tbl_concat = table.concat
+
+_M.REDACTED = "[redacted]"
+
+-- `word` as a pattern that matches it in any case ("ab-c" -> "[aA][bB]%-[cC]").
+local function caseless(word)
+  return (str_gsub(word, "%W", "%%%0"):gsub("%a", function(c)
+    return "[" .. str_lower(c) .. str_upper(c) .. "]"
+  end))
+end
+
+-- The value after a name, as headers, query strings and JSON write it:
+-- "Name: v", "Name=v", "name":"v".
+local VALUE = "[\"']?%s*[:=]%s*[\"']?)[^%s\"'&,;<>]+"
+local NAMED = {
+  "(" .. caseless("x-amz-security-token") .. VALUE, -- the session token, whoever's it is
+  "(" .. caseless("signature") .. VALUE,            -- Authorization's Signature=, X-Amz-Signature=
+}
+
+-- Replaces every occurrence of `s` (plain text, not a pattern) in `text`.
+local function replace_plain(text, s)
+  local parts, n, from = {}, 0, 1
+  while true do
+    local a, b = str_find(text, s, from, true)
+    if not a then break end
+    parts[n + 1], parts[n + 2] = str_sub(text, from, a - 1), _M.REDACTED
+    n, from = n + 2, b + 1
+  end
+  if n == 0 then return text end
+  parts[n + 1] = str_sub(text, from)
+  return tbl_concat(parts)
+end
+
+-- The spellings a server may give a secret back in: as sent, JSON-escaped
+-- ("/" as "\/") and percent-encoded (either case of hex digit).
+local function spellings(s)
+  local list = { s }
+  if str_find(s, "/", 1, true) then list[#list + 1] = (str_gsub(s, "/", "\\/")) end
+  if str_find(s, "[^%w%-%._~]") then
+    local upper = str_gsub(s, "[^%w%-%._~]", function(c) return str_format("%%%02X", str_byte(c)) end)
+    list[#list + 1] = upper
+    list[#list + 1] = (str_gsub(upper, "%%%x%x", str_lower))
+  end
+  return list
+end
+
+--- redact(text, secrets) -> text with every secret of the list `secrets`
+-- (strings; other values are skipped) and the value of every
+-- X-Amz-Security-Token and Signature it names replaced by "[redacted]".
+-- For text that came from a server or a proxy, which may echo the request's
+-- headers, before it becomes an error message. Non-strings come back as
+-- they are.
+function _M.redact(text, secrets)
+  if type(text) ~= "string" then return text end
+  if secrets then
+    for _, secret in pairs(secrets) do
+      if type(secret) == "string" and secret ~= "" then
+        for _, s in ipairs(spellings(secret)) do text = replace_plain(text, s) end
+      end
+    end
+  end
+  for i = 1, #NAMED do
+    text = str_gsub(text, NAMED[i], "%1" .. _M.REDACTED)
+  end
+  return text
 end
 
 return _M

@@ -10,6 +10,7 @@
 -- HTTP status, 5xx included, is a response for the caller to judge.
 local core = require "dynlog.core"
 local errors = require "dynlog.errors"
+local options = require "dynlog.options"
 
 local setmetatable, type = setmetatable, type
 local str_find = string.find
@@ -19,10 +20,14 @@ local mt = { __index = _M }
 
 local RETRYABLE = { timeout = true, connection = true }
 
+local NEW = options.known{ "timeout", "connect_timeout", "cafile", "max_response_bytes" }
+local REQUEST = options.known{ "method", "url", "headers", "body", "timeout" }
+
 --- Creates a transport. Options: `timeout` and `connect_timeout` (seconds),
 -- `cafile` (a PEM file of trusted CAs; default the system's store),
 -- `max_response_bytes`.
 function _M.new(opts)
+  options.check(opts, NEW, "dynlog.http.new")
   opts = opts or {}
   return setmetatable({ handle = core.http_client(opts) }, mt)
 end
@@ -34,6 +39,7 @@ function _M.failure(code, message)
 end
 
 function _M:request(req)
+  options.check(req, REQUEST, "dynlog.http request")
   -- As dynlog.ngx_http answers it: a URL that cannot be sent is an error
   -- value (the C core would raise, to guard its own callers).
   if type(req.url) == "string" and str_find(req.url, "[%c ]") then

@@ -36,6 +36,7 @@
 -- that the server closed meanwhile is replaced by a fresh one, transparently,
 -- when it fails before any byte of the response came back (as curl does).
 local errors = require "dynlog.errors"
+local options = require "dynlog.options"
 
 -- luacheck: read_globals ngx
 local ngx = ngx
@@ -70,6 +71,9 @@ local STALE_RETRIES = 2      -- fresh connections tried after a dead pooled one
 local DEFAULT_PORTS = { http = 80, https = 443 }
 local RETRYABLE = { timeout = true, connection = true }
 local NO_BODY_METHODS = { GET = true, HEAD = true, DELETE = true, OPTIONS = true, TRACE = true }
+local NEW = options.known{ "timeout", "connect_timeout", "pool_size", "keepalive_timeout", "verify",
+                          "max_response_bytes", "cafile" }
+local REQUEST = options.known{ "method", "url", "headers", "body", "timeout" }
 
 ---------------------------------------------------------------------------
 -- Options
@@ -102,8 +106,9 @@ end
 -- 64 MB), `cafile` (ignored: see lua_ssl_trusted_certificate above).
 -- Raises on invalid options, as dynlog.http does.
 function _M.new(opts)
+  if opts ~= nil and type(opts) ~= "table" then error("dynlog.ngx_http: new expects a table of options", 2) end
+  options.check(opts, NEW, "dynlog.ngx_http.new")
   opts = opts or {}
-  if type(opts) ~= "table" then error("dynlog.ngx_http: new expects a table of options", 2) end
   local self = {
     timeout = seconds(opts, "timeout"),
     connect_timeout = seconds(opts, "connect_timeout"),
@@ -499,6 +504,7 @@ end
 -- new_connections=}` or nil, err. Raises on headers that would inject.
 function _M:request(req)
   if type(req) ~= "table" then error("dynlog.ngx_http: request expects a table", 2) end
+  options.check(req, REQUEST, "dynlog.ngx_http request")
   local method = req.method or "GET"
   if type(method) ~= "string" or not str_find(method, "^[%w!#$%%&'*+%-.^_`|~]+$") then
     error("dynlog.ngx_http: invalid method", 2)

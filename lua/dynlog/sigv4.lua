@@ -17,10 +17,26 @@
 -- the signer itself (libcrypto, memory) returns nil, err (dynlog.errors).
 local core = require "dynlog.core"
 local errors = require "dynlog.errors"
+local options = require "dynlog.options"
 
-local setmetatable, tostring = setmetatable, tostring
+local setmetatable, tostring, type = setmetatable, tostring, type
 
 local _M = {}
+
+local REQUEST = options.known{ "method", "url", "headers", "body", "region", "service", "credentials", "time",
+  "normalize_path", "content_sha256_header", "sign_session_token" }
+-- A credentials value of dynlog.credentials may come as it is.
+local CREDENTIALS = options.known{ "access_key_id", "secret_access_key", "session_token", "expiration", "source" }
+
+-- A misspelt field (normalise_path, sign_session_tokens) would sign as if
+-- it were absent: raise at the line that called sign or explain.
+local function check(req, where)
+  if type(req) ~= "table" then return end -- the C core names what is wrong
+  options.check(req, REQUEST, where, 3)
+  if type(req.credentials) == "table" then
+    options.check(req.credentials, CREDENTIALS, where .. ": credentials", 3)
+  end
+end
 
 local function checked(headers, code_or_steps, message)
   if headers == nil then
@@ -34,6 +50,7 @@ signer_mt.__index = signer_mt
 
 --- Signs req; returns the headers to send, or nil, err.
 function signer_mt:sign(req)
+  check(req, "signer:sign")
   return checked(self.core:sign(req))
 end
 
@@ -41,6 +58,7 @@ end
 -- {canonical_request=, string_to_sign=, signature=, signed_headers=,
 --  payload_hash=, amz_date=, key_cached=}, or nil, err.
 function signer_mt:explain(req)
+  check(req, "signer:explain")
   return checked(self.core:sign(req, true))
 end
 
@@ -63,11 +81,13 @@ end
 local default_signer = _M.new_signer()
 
 function _M.sign(req)
-  return default_signer:sign(req)
+  check(req, "sigv4.sign")
+  return checked(default_signer.core:sign(req))
 end
 
 function _M.explain(req)
-  return default_signer:explain(req)
+  check(req, "sigv4.explain")
+  return checked(default_signer.core:sign(req, true))
 end
 
 function _M.stats()

@@ -18,6 +18,11 @@
 -- answers an EventBridge PutEvents request as EventBridge does: one EventId
 -- per entry of the request, except the listed (1-based) entries, which fail.
 --
+-- A response {"echo": "aws" | "reasons" | "string" | "text"} gives the
+-- request's headers back: in an AWS error's message, in a transaction's
+-- cancellation reason, as an HTTP 200 JSON string, or in a plain-text error
+-- page (status 502 unless "status" says otherwise).
+--
 -- Every request is appended to LOG.jsonl, before the response goes out, as
 -- one line {"method", "path", "headers" (lower-cased names), "body"}.
 -- Keep-alive, Content-Length and chunked request bodies and
@@ -102,6 +107,45 @@ local function putevents_response(response, req)
            body = { FailedEntryCount = failed, Entries = entries } }
 end
 
+-- The request's headers as "name: value" lines, the session token and the
+-- Authorization header first: what a proxy's error page or a server that
+-- echoes a bad request shows.
+local FIRST = { "x-amz-security-token", "authorization" }
+
+local function header_lines(req)
+  local lines, seen = {}, {}
+  for _, name in ipairs(FIRST) do
+    if req.headers[name] then
+      lines[#lines + 1] = name .. ": " .. req.headers[name]
+      seen[name] = true
+    end
+  end
+  local rest = {}
+  for name in pairs(req.headers) do
+    if not seen[name] then rest[#rest + 1] = name end
+  end
+  table.sort(rest)
+  for _, name in ipairs(rest) do lines[#lines + 1] = name .. ": " .. req.headers[name] end
+  return table.concat(lines, "\n")
+end
+
+local function echo_response(response, req)
+  local echoed = header_lines(req)
+  local kind = response.echo
+  if kind == "aws" then -- an AWS error whose message holds the request's headers
+    return { status = response.status or 400,
+             body = { __type = "ValidationException", message = "bad request:\n" .. echoed } }
+  elseif kind == "reasons" then -- a cancelled transaction whose reason does
+    return { status = 400, body = { __type = "TransactionCanceledException", message = "cancelled",
+      CancellationReasons = { { Code = "ValidationError", Message = echoed } } } }
+  elseif kind == "string" then -- HTTP 200 with a JSON string that is not an object
+    return { status = 200, body = cjson.encode(echoed) }
+  end
+  -- "text": a proxy's error page
+  return { status = response.status or 502, headers = { ["Content-Type"] = "text/plain" },
+           body = "Bad Gateway\n" .. echoed }
+end
+
 local function next_response(routes, req)
   local path_only = str_match(req.target, "^[^?]*")
   local route = routes[req.method .. " " .. req.target]
@@ -113,6 +157,7 @@ local function next_response(routes, req)
   local response = responses[route.next] or responses[#responses]
   if route.next <= #responses then route.next = route.next + 1 end
   if response.putevents then return putevents_response(response, req) end
+  if response.echo then return echo_response(response, req) end
   return response
 end
 
