@@ -25,6 +25,14 @@ describe("dynlog.new", function()
       'dynlog.new: unknown option "sortkey" (did you mean "sort_key"?)', 1, true)
     assert.error_matches(function() dynlog.new(with({ max_attempt = 3 })) end,
       'unknown option "max_attempt" %(did you mean "max_attempts"%?%)')
+    -- ... also inside the credentials, blamed on the caller's line.
+    local line = debug.getinfo(1, "l").currentline + 2
+    local ok, err = pcall(function()
+      dynlog.new(with({ credentials = { access_key_id = "AKID", secret_acess_key = "s" } }))
+    end)
+    assert.is_false(ok)
+    assert.matches('client_spec.lua:' .. line .. ': dynlog.new: credentials: unknown option "secret_acess_key" '
+      .. '(did you mean "secret_access_key"?)', err, 1, true)
   end)
 
   it("raises when no region can be found", function()

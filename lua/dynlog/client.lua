@@ -105,6 +105,9 @@ local function check_options(opts)
   if creds ~= nil and type(creds) ~= "table" then
     option_error("credentials", "must be a table of keys or a provider with :get()")
   end
+  if creds ~= nil and type(creds.get) ~= "function" then
+    options.check(creds, credentials.FIELDS, "dynlog.new: credentials", 3)
+  end
 end
 
 -- A provider with :get() is used as it is; a table of keys becomes an

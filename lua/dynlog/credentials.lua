@@ -56,6 +56,7 @@ end
 
 -- The fields of a credentials value; a provider's options.
 local FIELDS = options.known{ "access_key_id", "secret_access_key", "session_token", "expiration", "source" }
+_M.FIELDS = FIELDS
 local PROVIDER = options.known{ "credentials", "profile", "getenv", "read_file", "http", "now", "refresh_window",
   "retry_interval", "imds_timeout", "imds_attempts", "container_timeout", "container_attempts" }
 
