@@ -43,7 +43,7 @@ local function default_read_file(path)
 end
 
 -- Every option the functions below read.
-local KNOWN = options.known{ "region", "profile", "endpoint", "getenv", "read_file" }
+local KNOWN = options.known{ "region", "profile", "endpoint", "getenv", "read_file", "cafile" }
 
 local function check_opts(opts, where)
   if opts == nil then return {} end

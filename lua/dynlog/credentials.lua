@@ -69,10 +69,10 @@ end
 -- copied from a file with CRLF line endings), a space or a control
 -- character would make every request fail; name the value instead, never
 -- showing it. `names` gives each field's name where it came from.
-local FIELDS = { "access_key_id", "secret_access_key", "session_token" }
+local KEY_FIELDS = { "access_key_id", "secret_access_key", "session_token" }
 
 local function bad_value(t, names)
-  for _, field in ipairs(FIELDS) do
+  for _, field in ipairs(KEY_FIELDS) do
     local v = t[field]
     if type(v) == "string" and str_find(v, "[^\33-\126]") then
       local what = str_find(v, "\r", 1, true) and "a carriage return (\\r: CRLF line endings?)"
