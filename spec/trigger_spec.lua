@@ -1,6 +1,8 @@
 -- The trigger, fed real records from DynamoDB Local's stream after real
 -- appends, publishing to a loopback PutEvents endpoint.
+local core = require "dynlog.core"
 local ddb = require "spec.support.ddb"
+local dynlog = require "dynlog"
 local json = require "dynlog.json"
 local server = require "spec.support.server"
 local stream = require "spec.support.stream"
@@ -182,6 +184,30 @@ describe("dynlog.trigger", function()
     local d = json.decode(entries[1].Detail)
     assert.are.same({ pk = key.pk, sk = key.sk }, d.key)
     assert.are.same({ id = "4", name = "New" }, d.payload)
+  end)
+
+  it("writes every N of the new image as its exact digits in the detail, in Lua 5.4 and LuaJIT", function()
+    local own = ddb.ready_client()
+    local numbers = {
+      big = "123456789012345678901234567890",     -- beyond 64 bits
+      over53 = "9007199254740993",                -- 2^53 + 1: no double holds it
+      precise = "0.1000000000000000055511151231257827",
+      price = "19.99", count = "3", negative = "-12345678901234567890.5",
+    }
+    local payload = { id = { S = "1" } }
+    for name, text in pairs(numbers) do payload[name] = { N = text } end
+    assert(own:call("PutItem", { TableName = own.table, Item = {
+      pk = { S = "ledger#1#stream" }, sk = { S = dynlog.ulid() }, type = { S = "posted" }, log = { S = "ledger" },
+      payload = { M = payload } } }))
+    local tc = with_bus()
+    assert.are.same({}, trigger.handle(tc, { Records = stream.all_records(own) }).batchItemFailures)
+    local text = published(srv)[1].Detail
+    for name, digits in pairs(numbers) do
+      local found = text:match('"' .. name .. '":([^,}]+)')
+      assert.are.equal(digits, found, name .. " in " .. text)
+    end
+    local exact = assert(core.json_decode(text)).payload
+    assert.are.equal(3, exact.count)
   end)
 
   it("publishes a log's calls one after the other, and nothing after a call that failed", function()

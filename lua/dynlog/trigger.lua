@@ -11,6 +11,11 @@
 -- "type", "payload"}; when that is longer than 10240 bytes, {"log", "key",
 -- "type", "partial": true, "payload": {"id"}} instead, and the handler
 -- reads the rest from the log.
+--
+-- Numbers in the detail are the stream record's N text, digit for digit:
+-- the image is read with numbers = "exact", so a number no Lua number holds
+-- exactly (beyond 2^53 on LuaJIT, beyond 64 bits or a double's digits on
+-- Lua 5.4) is a dynlog.number, which JSON encoding writes as its own text.
 local core = require "dynlog.core"
 local logger = require "dynlog.log"
 
@@ -73,7 +78,7 @@ local function event_item(record, log)
     end
     return nil
   end
-  local item = unmarshal_item(image)
+  local item = unmarshal_item(image, "exact")
   if type(item) ~= "table" or type(item.pk) ~= "string" or str_sub(item.pk, -7) ~= "#stream" then return nil end
   return item
 end
