@@ -177,6 +177,58 @@ for _, mode in ipairs({ "version", "ulid" }) do
   end)
 end
 
+-- Numbers no Lua number holds exactly, in one Lua or the other.
+local BIG = {
+  big = "123456789012345678901234567890",       -- beyond 64 bits
+  over53 = "9007199254740993",                  -- 2^53 + 1: no double holds it
+  precise = "0.1000000000000000055511151231257827",
+}
+
+local ledger = {
+  handlers = {
+    opened = function(_, ev)
+      local state = { count = 1, price = ev.payload.price }
+      for name in pairs(BIG) do state[name] = ev.payload[name] end
+      return state
+    end,
+    posted = function(s, ev) s.count = s.count + 1 s.last = ev.payload.amount return s end,
+  },
+}
+
+-- The read-model item as DynamoDB holds it: AttributeValues.
+local function raw_read_model(c, spec, pk)
+  local resp = assert(c:call("GetItem", { TableName = spec.table, Key = { pk = { S = pk }, sk = { S = pk } },
+                                          ConsistentRead = true }))
+  return resp.Item
+end
+
+for _, mode in ipairs({ "version", "ulid" }) do
+  for _, numbers in ipairs({ "number", "string" }) do
+    describe(("dynlog.handler (%s mode, numbers = %q)"):format(mode, numbers), function()
+      it("keeps every number an N with its digits, delivery after delivery", function()
+        local c = ddb.ready_client({ sort_key = mode, numbers = numbers ~= "number" and numbers or nil })
+        local spec = { table = ddb.table_name("core"), handlers = ledger.handlers }
+        assert(handler.create_table(c, spec.table))
+        local payload = { price = 19.99 }
+        for name, text in pairs(BIG) do payload[name] = dynlog.number(text) end
+        local keys = { assert(c:append("ledger", "1", "opened", payload)) }
+        assert.are.equal(1, assert(handler.project(c, delivery(c:get("ledger", "1", keys[1].sk)), spec)).applied)
+        for i = 2, 3 do
+          keys[i] = assert(c:append("ledger", "1", "posted", { amount = 5 }))
+          local result = assert(handler.project(c, delivery(c:get("ledger", "1", keys[i].sk)), spec))
+          assert.are.equal(1, result.applied)
+        end
+        local item = raw_read_model(c, spec, "ledger#1")
+        for name, text in pairs(BIG) do assert.are.same({ N = text }, item[name], name) end
+        assert.are.same({ N = "19.99" }, item.price)
+        assert.are.same({ N = "3" }, item.count)
+        assert.are.same({ N = "5" }, item.last)
+        if mode == "version" then assert.are.same({ N = "3" }, item.version) end
+      end)
+    end)
+  end
+end
+
 describe("dynlog.handler in version mode", function()
   it("stops at a missing version and reports the gap", function()
     local c = ddb.ready_client({ sort_key = "version" })

@@ -15,12 +15,18 @@
 -- whatever the read model has not seen yet: duplicates and deliveries out of
 -- order leave it identical, and a partial detail needs nothing more than its
 -- key. A delivery whose event the read model has already seen costs one read.
+--
+-- Numbers are read exactly, whatever the client's `numbers` option: a Lua
+-- number when one holds the N exactly, else a dynlog.number with its text.
+-- So a number keeps its type and its digits on its way from the log, or
+-- from the read model, back into the read model.
 local core = require "dynlog.core"
 local errors = require "dynlog.errors"
 local logger = require "dynlog.log"
 local tables = require "dynlog.tables"
 
-local error, pairs, pcall, tonumber, tostring, type = error, pairs, pcall, tonumber, tostring, type
+local error, pairs, pcall, setmetatable, tonumber, tostring, type =
+  error, pairs, pcall, setmetatable, tonumber, tostring, type
 local str_match = string.match
 local array, attribute_map = core.array, core.attribute_map
 
@@ -28,6 +34,8 @@ local _M = {}
 
 -- Another projection of the same stream won a write: read and try again.
 local MAX_ROUNDS = 5
+
+local NUMBERS = "exact"
 
 local function check_spec(spec)
   if type(spec) ~= "table" then error("project: spec must be a table", 3) end
@@ -46,9 +54,16 @@ local function detail_of(event)
   return detail
 end
 
+-- The client as the handler reads through it: its own numbers mode, every
+-- other field (and every field a request sets, such as the transport made
+-- on first use) the client's.
+local function exact_reader(c)
+  return setmetatable({ numbers = NUMBERS }, { __index = c, __newindex = c })
+end
+
 local function read_state(c, table_name, pk, sk)
   local body = c:_encode({ TableName = table_name, Key = attribute_map({ pk = pk, sk = sk }), ConsistentRead = true })
-  local resp, err = c:_send("GetItem", body, true, c.numbers)
+  local resp, err = c:_send("GetItem", body, true, NUMBERS)
   if not resp then return nil, err end
   return resp.Item or false
 end
@@ -98,7 +113,7 @@ local function round(c, spec, log, id, pk, sk, delivered_sk, result)
   -- A delivery that an earlier one caught up with (deliveries run apart,
   -- and each applies all it finds) has nothing left to do: skip the query.
   if seen(c, version, delivered_sk) then return result end
-  local events = c:query(log, id, { after = version, consistent = true })
+  local events = exact_reader(c):query(log, id, { after = version, consistent = true })
   local previous, applied_version = version, version
   -- One write for all the events applied, on the condition that the read
   -- model is still at the version they were applied to.
