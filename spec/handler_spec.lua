@@ -243,6 +243,61 @@ describe("dynlog.handler in version mode", function()
     assert.are.equal(1, read_model(c, spec, "users#7").version, "version 1 was applied before the gap")
   end)
 
+  it("returns an encoding failure of the read-model key, and sends nothing", function()
+    local real, ops = require("dynlog.http").new(), {}
+    local c = ddb.ready_client({ transport = { request = function(_, req)
+      ops[#ops + 1] = req.headers["X-Amz-Target"]
+      return real:request(req)
+    end } })
+    local spec = { table = ddb.table_name("core"), handlers = users.handlers,
+                   key = function() return "users#\255" end }
+    local k = assert(c:append("users", "11", "signup", { name = "Bad key" }))
+    local event = delivery(c:get("users", "11", k.sk))
+    ops = {}
+    local result, err = handler.project(c, event, spec)
+    assert.is_nil(result)
+    assert.are.equal("invalid_argument", err.code)
+    assert.matches("not valid UTF-8 (use dynlog.binary for bytes) at Key.pk", err.message, 1, true)
+    assert.are.same({}, ops)
+  end)
+
+  it("returns the error of a stream the log cannot name, rather than raise", function()
+    local c = ddb.ready_client()
+    local spec = { table = ddb.table_name("core"), handlers = users.handlers,
+                   key = function() return "users#long" end }
+    assert(handler.create_table(c, spec.table))
+    local event = { detail = { key = { pk = "users#" .. string.rep("x", 2100) .. "#stream", sk = "x" } } }
+    local result, err = handler.project(c, event, spec)
+    assert.is_nil(result)
+    assert.are.equal("too_large", err.code)
+  end)
+
+  it("says when a detail is not JSON", function()
+    local result, err = handler.project(ddb.client(), { detail = "{not json" }, { table = "t", handlers = {} })
+    assert.is_nil(result)
+    assert.are.equal("invalid_argument", err.code)
+    assert.matches("event.detail is not JSON", err.message, 1, true)
+  end)
+
+  it("logs a failed write of the events applied before a handler that raised", function()
+    local c = ddb.ready_client()
+    local spec = { table = ddb.table_name("core"), handlers = {
+      signup = function() return { score = 0 / 0 } end,          -- DynamoDB cannot hold NaN
+      addPhoneNumber = function() error("phone service down", 0) end,
+    } }
+    assert(handler.create_table(c, spec.table))
+    local k = assert(c:append("users", "12", "signup", { name = "NaN" }))
+    assert(c:append("users", "12", "addPhoneNumber", { phoneNumber = "+7" }))
+    local lines = {}
+    logger.set_handler(function(level, message) lines[#lines + 1] = level .. " " .. message end)
+    local ok, message = pcall(handler.project, c, delivery(c:get("users", "12", k.sk)), spec)
+    logger.set_handler(nil)
+    assert.is_false(ok)
+    assert.are.equal("phone service down", message)
+    assert.matches("error handler: users#12: the events applied before addPhoneNumber .* were not written: "
+      .. "invalid_argument: NaN", lines[1])
+  end)
+
   it("refuses an event without a stream key", function()
     local c = ddb.client()
     local result, err = handler.project(c, { detail = { key = { pk = "nonsense" } } }, { table = "t", handlers = {} })

@@ -210,6 +210,21 @@ describe("dynlog.trigger", function()
     assert.are.equal(3, exact.count)
   end)
 
+  it("names a record whose new image cannot be read, and logs why, rather than skip it", function()
+    local tc = with_bus()
+    local broken = { eventName = "INSERT", dynamodb = { SequenceNumber = "broken-1", NewImage = {
+      pk = { S = "users#9#stream" }, sk = { S = "x" }, payload = { M = { n = { N = "not a number" } } } } } }
+    local batch = { records[1], broken, records[2] }
+    local lines = {}
+    local result = trigger.handle(tc, { Records = batch },
+      { log = function(level, message) lines[#lines + 1] = level .. " " .. message end })
+    assert.are.same({ "broken-1", records[2].dynamodb.SequenceNumber },
+      { result.batchItemFailures[1].itemIdentifier, result.batchItemFailures[2].itemIdentifier })
+    assert.are.equal(2, #result.batchItemFailures)
+    assert.matches('error trigger: record broken%-1 has a NewImage that cannot be read: .*not a DynamoDB number',
+      lines[1])
+  end)
+
   it("publishes a log's calls one after the other, and nothing after a call that failed", function()
     -- 12 events of one log: two calls. The first fails for good, so the
     -- second is never sent, and every record from the failed one is named.

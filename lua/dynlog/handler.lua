@@ -47,7 +47,13 @@ end
 -- The detail of an EventBridge event (its `detail`, decoded if it is text).
 local function detail_of(event)
   local detail = type(event) == "table" and event.detail
-  if type(detail) == "string" then detail = core.json_decode(detail) end
+  if type(detail) == "string" then
+    local decoded, _, message = core.json_decode(detail)
+    if decoded == nil then
+      return nil, errors.new("invalid_argument", "event.detail is not JSON: " .. tostring(message))
+    end
+    detail = decoded
+  end
   if type(detail) ~= "table" or type(detail.key) ~= "table" or type(detail.key.pk) ~= "string" then
     return nil, errors.new("invalid_argument", "event has no detail with a key.pk")
   end
@@ -62,7 +68,9 @@ local function exact_reader(c)
 end
 
 local function read_state(c, table_name, pk, sk)
-  local body = c:_encode({ TableName = table_name, Key = attribute_map({ pk = pk, sk = sk }), ConsistentRead = true })
+  local body, berr = c:_encode({ TableName = table_name, Key = attribute_map({ pk = pk, sk = sk }),
+                                 ConsistentRead = true })
+  if not body then return nil, berr end
   local resp, err = c:_send("GetItem", body, true, NUMBERS)
   if not resp then return nil, err end
   return resp.Item or false
@@ -113,7 +121,8 @@ local function round(c, spec, log, id, pk, sk, delivered_sk, result)
   -- A delivery that an earlier one caught up with (deliveries run apart,
   -- and each applies all it finds) has nothing left to do: skip the query.
   if seen(c, version, delivered_sk) then return result end
-  local events = exact_reader(c):query(log, id, { after = version, consistent = true })
+  local events, qerr = exact_reader(c):query(log, id, { after = version, consistent = true })
+  if not events then return nil, qerr end
   local previous, applied_version = version, version
   -- One write for all the events applied, on the condition that the read
   -- model is still at the version they were applied to.
@@ -144,7 +153,11 @@ local function round(c, spec, log, id, pk, sk, delivered_sk, result)
       if not ok or type(new_state) ~= "table" then
         -- Keep the events applied before this one, as a write per event
         -- would have, then let the caller see the handler's fault.
-        flush()
+        local flushed, ferr = flush()
+        if not flushed then
+          logger.log("error", ("handler: %s: the events applied before %s %s were not written: %s")
+            :format(pk, tostring(ev.type), tostring(ev.sk), tostring(ferr)))
+        end
         if not ok then error(new_state, 0) end
         error(("project: the handler of %q must return the new state (a table)"):format(ev.type), 0)
       end
