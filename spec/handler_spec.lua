@@ -257,7 +257,7 @@ describe("dynlog.handler in version mode", function()
     local result, err = handler.project(c, event, spec)
     assert.is_nil(result)
     assert.are.equal("invalid_argument", err.code)
-    assert.matches("not valid UTF-8 (use dynlog.binary for bytes) at Key.pk", err.message, 1, true)
+    assert.matches("not valid UTF-8 (use dynlog.binary for bytes) at Key.", err.message, 1, true)
     assert.are.same({}, ops)
   end)
 
@@ -296,6 +296,20 @@ describe("dynlog.handler in version mode", function()
     assert.are.equal("phone service down", message)
     assert.matches("error handler: users#12: the events applied before addPhoneNumber .* were not written: "
       .. "invalid_argument: NaN", lines[1])
+  end)
+
+  it("raises at the caller's line on an unknown spec key, naming the nearest known one", function()
+    local c = ddb.client()
+    local event = { detail = { key = { pk = "users#1#stream", sk = "x" } } }
+    local ok, message = pcall(function()
+      local result = handler.project(c, event, { table = "t", handlers = {}, keys = function() end })
+      return result
+    end)
+    assert.is_false(ok)
+    assert.matches('^spec/handler_spec%.lua:%d+: project: spec: unknown option "keys" %(did you mean "key"%?%)',
+      message)
+    local line = tonumber(message:match(":(%d+):"))
+    assert.are.equal(debug.getinfo(1, "l").currentline - 7, line, "blames the line that called project")
   end)
 
   it("refuses an event without a stream key", function()

@@ -210,6 +210,19 @@ describe("dynlog.trigger", function()
     assert.are.equal(3, exact.count)
   end)
 
+  it("raises at the caller's line on an unknown option, naming the nearest known one", function()
+    local tc = with_bus()
+    local ok, message = pcall(function()
+      local result = trigger.handle(tc, { Records = records }, { max_detail_byte = 20 })
+      return result
+    end)
+    assert.is_false(ok)
+    assert.matches('^spec/trigger_spec%.lua:%d+: trigger.handle: unknown option "max_detail_byte" '
+      .. '%(did you mean "max_detail_bytes"%?%)', message)
+    assert.are.equal(debug.getinfo(1, "l").currentline - 6, tonumber(message:match(":(%d+):")))
+    assert.are.equal(0, #srv.requests(), "nothing published")
+  end)
+
   it("names a record whose new image cannot be read, and logs why, rather than skip it", function()
     local tc = with_bus()
     local broken = { eventName = "INSERT", dynamodb = { SequenceNumber = "broken-1", NewImage = {

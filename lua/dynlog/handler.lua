@@ -23,6 +23,7 @@
 local core = require "dynlog.core"
 local errors = require "dynlog.errors"
 local logger = require "dynlog.log"
+local options = require "dynlog.options"
 local tables = require "dynlog.tables"
 
 local error, pairs, pcall, setmetatable, tonumber, tostring, type =
@@ -37,8 +38,11 @@ local MAX_ROUNDS = 5
 
 local NUMBERS = "exact"
 
+local SPEC = options.known{ "table", "handlers", "key" }
+
 local function check_spec(spec)
   if type(spec) ~= "table" then error("project: spec must be a table", 3) end
+  options.check(spec, SPEC, "project: spec", 3)
   if type(spec.table) ~= "string" then error("project: spec.table must be the read-model table name", 3) end
   if type(spec.handlers) ~= "table" then error("project: spec.handlers must map event types to functions", 3) end
   if spec.key ~= nil and type(spec.key) ~= "function" then error("project: spec.key must be a function", 3) end

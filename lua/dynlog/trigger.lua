@@ -18,10 +18,13 @@
 -- Lua 5.4) is a dynlog.number, which JSON encoding writes as its own text.
 local core = require "dynlog.core"
 local logger = require "dynlog.log"
+local options = require "dynlog.options"
 
 local ipairs, pcall, tostring, type = ipairs, pcall, tostring, type
 local str_match, str_sub = string.match, string.sub
 local json_encode, unmarshal_item = core.json_encode, core.unmarshal_item
+
+local HANDLE = options.known{ "bus", "source", "detail_type", "max_detail_bytes", "log" }
 
 local _M = {
   BUS = "dynamodb-log",
@@ -134,6 +137,7 @@ end
 -- and every record after it, so a retry from there skips nothing; it is
 -- empty when everything was published.
 function _M.handle(c, batch, opts)
+  options.check(opts, HANDLE, "trigger.handle")
   opts = opts or {}
   local log = opts.log or logger.log
   local records = type(batch) == "table" and batch.Records or {}
