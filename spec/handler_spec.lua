@@ -177,6 +177,58 @@ for _, mode in ipairs({ "version", "ulid" }) do
   end)
 end
 
+-- Numbers no Lua number holds exactly, in one Lua or the other.
+local BIG = {
+  big = "123456789012345678901234567890",       -- beyond 64 bits
+  over53 = "9007199254740993",                  -- 2^53 + 1: no double holds it
+  precise = "0.1000000000000000055511151231257827",
+}
+
+local ledger = {
+  handlers = {
+    opened = function(_, ev)
+      local state = { count = 1, price = ev.payload.price }
+      for name in pairs(BIG) do state[name] = ev.payload[name] end
+      return state
+    end,
+    posted = function(s, ev) s.count = s.count + 1 s.last = ev.payload.amount return s end,
+  },
+}
+
+-- The read-model item as DynamoDB holds it: AttributeValues.
+local function raw_read_model(c, spec, pk)
+  local resp = assert(c:call("GetItem", { TableName = spec.table, Key = { pk = { S = pk }, sk = { S = pk } },
+                                          ConsistentRead = true }))
+  return resp.Item
+end
+
+for _, mode in ipairs({ "version", "ulid" }) do
+  for _, numbers in ipairs({ "number", "string" }) do
+    describe(("dynlog.handler (%s mode, numbers = %q)"):format(mode, numbers), function()
+      it("keeps every number an N with its digits, delivery after delivery", function()
+        local c = ddb.ready_client({ sort_key = mode, numbers = numbers ~= "number" and numbers or nil })
+        local spec = { table = ddb.table_name("core"), handlers = ledger.handlers }
+        assert(handler.create_table(c, spec.table))
+        local payload = { price = 19.99 }
+        for name, text in pairs(BIG) do payload[name] = dynlog.number(text) end
+        local keys = { assert(c:append("ledger", "1", "opened", payload)) }
+        assert.are.equal(1, assert(handler.project(c, delivery(c:get("ledger", "1", keys[1].sk)), spec)).applied)
+        for i = 2, 3 do
+          keys[i] = assert(c:append("ledger", "1", "posted", { amount = 5 }))
+          local result = assert(handler.project(c, delivery(c:get("ledger", "1", keys[i].sk)), spec))
+          assert.are.equal(1, result.applied)
+        end
+        local item = raw_read_model(c, spec, "ledger#1")
+        for name, text in pairs(BIG) do assert.are.same({ N = text }, item[name], name) end
+        assert.are.same({ N = "19.99" }, item.price)
+        assert.are.same({ N = "3" }, item.count)
+        assert.are.same({ N = "5" }, item.last)
+        if mode == "version" then assert.are.same({ N = "3" }, item.version) end
+      end)
+    end)
+  end
+end
+
 describe("dynlog.handler in version mode", function()
   it("stops at a missing version and reports the gap", function()
     local c = ddb.ready_client({ sort_key = "version" })
@@ -189,6 +241,75 @@ describe("dynlog.handler in version mode", function()
     assert.are.equal("gap", err.code)
     assert.matches("version 3 follows 1", err.message)
     assert.are.equal(1, read_model(c, spec, "users#7").version, "version 1 was applied before the gap")
+  end)
+
+  it("returns an encoding failure of the read-model key, and sends nothing", function()
+    local real, ops = require("dynlog.http").new(), {}
+    local c = ddb.ready_client({ transport = { request = function(_, req)
+      ops[#ops + 1] = req.headers["X-Amz-Target"]
+      return real:request(req)
+    end } })
+    local spec = { table = ddb.table_name("core"), handlers = users.handlers,
+                   key = function() return "users#\255" end }
+    local k = assert(c:append("users", "11", "signup", { name = "Bad key" }))
+    local event = delivery(c:get("users", "11", k.sk))
+    ops = {}
+    local result, err = handler.project(c, event, spec)
+    assert.is_nil(result)
+    assert.are.equal("invalid_argument", err.code)
+    assert.matches("not valid UTF-8 (use dynlog.binary for bytes) at Key.", err.message, 1, true)
+    assert.are.same({}, ops)
+  end)
+
+  it("returns the error of a stream the log cannot name, rather than raise", function()
+    local c = ddb.ready_client()
+    local spec = { table = ddb.table_name("core"), handlers = users.handlers,
+                   key = function() return "users#long" end }
+    assert(handler.create_table(c, spec.table))
+    local event = { detail = { key = { pk = "users#" .. string.rep("x", 2100) .. "#stream", sk = "x" } } }
+    local result, err = handler.project(c, event, spec)
+    assert.is_nil(result)
+    assert.are.equal("too_large", err.code)
+  end)
+
+  it("says when a detail is not JSON", function()
+    local result, err = handler.project(ddb.client(), { detail = "{not json" }, { table = "t", handlers = {} })
+    assert.is_nil(result)
+    assert.are.equal("invalid_argument", err.code)
+    assert.matches("event.detail is not JSON", err.message, 1, true)
+  end)
+
+  it("logs a failed write of the events applied before a handler that raised", function()
+    local c = ddb.ready_client()
+    local spec = { table = ddb.table_name("core"), handlers = {
+      signup = function() return { score = 0 / 0 } end,          -- DynamoDB cannot hold NaN
+      addPhoneNumber = function() error("phone service down", 0) end,
+    } }
+    assert(handler.create_table(c, spec.table))
+    local k = assert(c:append("users", "12", "signup", { name = "NaN" }))
+    assert(c:append("users", "12", "addPhoneNumber", { phoneNumber = "+7" }))
+    local lines = {}
+    logger.set_handler(function(level, message) lines[#lines + 1] = level .. " " .. message end)
+    local ok, message = pcall(handler.project, c, delivery(c:get("users", "12", k.sk)), spec)
+    logger.set_handler(nil)
+    assert.is_false(ok)
+    assert.are.equal("phone service down", message)
+    assert.matches("error handler: users#12: the events applied before addPhoneNumber .* were not written: "
+      .. "invalid_argument: NaN", lines[1])
+  end)
+
+  it("raises at the caller's line on an unknown spec key, naming the nearest known one", function()
+    local c = ddb.client()
+    local event = { detail = { key = { pk = "users#1#stream", sk = "x" } } }
+    local ok, message = pcall(function()
+      local result = handler.project(c, event, { table = "t", handlers = {}, keys = function() end })
+      return result
+    end)
+    assert.is_false(ok)
+    assert.matches('^spec/handler_spec%.lua:%d+: project: spec: unknown option "keys" %(did you mean "key"%?%)',
+      message)
+    local line = tonumber(message:match(":(%d+):"))
+    assert.are.equal(debug.getinfo(1, "l").currentline - 7, line, "blames the line that called project")
   end)
 
   it("refuses an event without a stream key", function()

@@ -666,9 +666,59 @@ describe("dynlog.core AttributeValues", function()
       assert.is_true(core.is_array(core.array(nil)))
     end)
 
+    it("number keeps a number as its exact text, for N and for JSON", function()
+      local n = core.number("+0012345678901234567890.50")
+      assert.is_true(core.is_number(n))
+      assert.is_false(core.is_number("1"))
+      assert.are.equal("12345678901234567890.50", n.text, "JSON's form: no sign, no leading zeros")
+      assert.are.equal("12345678901234567890.50", tostring(n))
+      assert.is_true(n == core.number("12345678901234567890.5"), "the same number")
+      assert.is_false(n == core.number("12345678901234567890.51"))
+      assert.are.equal("0.5", core.number(".5").text)
+      assert.are.equal("5", core.number("5.").text)
+      assert.are.same({ N = "12345678901234567890.50" }, core.marshal(n))
+      local big = core.number("99999999999999999999")
+      assert.are.same({ NS = { "99999999999999999999" } }, core.marshal(core.set{ big }))
+      assert.are.equal('{"a":123456789012345678901234567890123456.78}',
+        core.json_encode({ a = core.number("123456789012345678901234567890123456.78") }))
+      assert.are.equal('[1]', core.json_encode({ core.number("1") }))
+      assert.are.equal('{"a":{"N":"-1E+125"}}', core.json_encode(core.attribute_map({ a = core.number("-1E+125") })))
+      -- 1 byte of name, 19 significant digits: 10 pairs and 1 byte
+      assert.are.equal(12, core.item_size({ a = core.number("12345678901234567890") }))
+      assert.has_error(function() core.number("1e200") end)
+      assert.has_error(function() core.number(5) end)
+      n.text = "bad"
+      assert.has_error(function() core.json_encode({ n }) end)
+      assert.has_error(function() core.marshal(n) end)
+    end)
+
+    it("numbers = \"exact\" gives a Lua number only when it holds the N exactly", function()
+      local function exact(text) return assert(core.unmarshal({ N = text }, "exact")) end
+      for _, text in ipairs({ "1", "-42", "1.5", "19.99", "0.1", "1E-130", "9007199254740992" }) do
+        assert.are.equal("number", type(exact(text)), text)
+        assert.are.equal(tonumber(text), exact(text), text)
+      end
+      for _, text in ipairs({ "12345678901234567890123", "0.1000000000000000055511151231257827",
+                              "9.9999999999999999999999999999999999999E+125", "123456789.123456789123" }) do
+        assert.is_true(core.is_number(exact(text)), text)
+        assert.is_true(core.number(text) == exact(text), text)
+      end
+      -- 2^53 + 1: a Lua 5.4 integer, but no double holds it.
+      if has_integers then
+        assert.are.equal(9007199254740993, exact("9007199254740993"))
+      else
+        assert.are.equal("9007199254740993", exact("9007199254740993").text)
+      end
+      local item = assert(core.json_decode('{"Item":{"a":{"N":"123456789012345678901234567890"},'
+        .. '"b":{"NS":["2.5","99999999999999999999"]}}}', true, "exact")).Item
+      assert.are.equal("123456789012345678901234567890", item.a.text)
+      assert.are.equal('{"N":"123456789012345678901234567890"}', core.json_encode(core.marshal(item.a)))
+      assert.has_error(function() core.unmarshal({ N = "1" }, "decimal") end)
+    end)
+
     it("the Lua module exports the same functions", function()
       for _, name in ipairs({ "marshal", "marshal_item", "binary", "set", "null", "array",
-                              "attribute_map", "item_size" }) do
+                              "attribute_map", "item_size", "number", "is_number" }) do
         assert.are.equal(core[name], marshal[name], name)
       end
       assert.is_function(marshal.unmarshal)

@@ -1,6 +1,8 @@
 -- The trigger, fed real records from DynamoDB Local's stream after real
 -- appends, publishing to a loopback PutEvents endpoint.
+local core = require "dynlog.core"
 local ddb = require "spec.support.ddb"
+local dynlog = require "dynlog"
 local json = require "dynlog.json"
 local server = require "spec.support.server"
 local stream = require "spec.support.stream"
@@ -182,6 +184,58 @@ describe("dynlog.trigger", function()
     local d = json.decode(entries[1].Detail)
     assert.are.same({ pk = key.pk, sk = key.sk }, d.key)
     assert.are.same({ id = "4", name = "New" }, d.payload)
+  end)
+
+  it("writes every N of the new image as its exact digits in the detail, in Lua 5.4 and LuaJIT", function()
+    local own = ddb.ready_client()
+    local numbers = {
+      big = "123456789012345678901234567890",     -- beyond 64 bits
+      over53 = "9007199254740993",                -- 2^53 + 1: no double holds it
+      precise = "0.1000000000000000055511151231257827",
+      price = "19.99", count = "3", negative = "-12345678901234567890.5",
+    }
+    local payload = { id = { S = "1" } }
+    for name, text in pairs(numbers) do payload[name] = { N = text } end
+    assert(own:call("PutItem", { TableName = own.table, Item = {
+      pk = { S = "ledger#1#stream" }, sk = { S = dynlog.ulid() }, type = { S = "posted" }, log = { S = "ledger" },
+      payload = { M = payload } } }))
+    local tc = with_bus()
+    assert.are.same({}, trigger.handle(tc, { Records = stream.all_records(own) }).batchItemFailures)
+    local text = published(srv)[1].Detail
+    for name, digits in pairs(numbers) do
+      local found = text:match('"' .. name .. '":([^,}]+)')
+      assert.are.equal(digits, found, name .. " in " .. text)
+    end
+    local exact = assert(core.json_decode(text)).payload
+    assert.are.equal(3, exact.count)
+  end)
+
+  it("raises at the caller's line on an unknown option, naming the nearest known one", function()
+    local tc = with_bus()
+    local ok, message = pcall(function()
+      local result = trigger.handle(tc, { Records = records }, { max_detail_byte = 20 })
+      return result
+    end)
+    assert.is_false(ok)
+    assert.matches('^spec/trigger_spec%.lua:%d+: trigger.handle: unknown option "max_detail_byte" '
+      .. '%(did you mean "max_detail_bytes"%?%)', message)
+    assert.are.equal(debug.getinfo(1, "l").currentline - 6, tonumber(message:match(":(%d+):")))
+    assert.are.equal(0, #srv.requests(), "nothing published")
+  end)
+
+  it("names a record whose new image cannot be read, and logs why, rather than skip it", function()
+    local tc = with_bus()
+    local broken = { eventName = "INSERT", dynamodb = { SequenceNumber = "broken-1", NewImage = {
+      pk = { S = "users#9#stream" }, sk = { S = "x" }, payload = { M = { n = { N = "not a number" } } } } } }
+    local batch = { records[1], broken, records[2] }
+    local lines = {}
+    local result = trigger.handle(tc, { Records = batch },
+      { log = function(level, message) lines[#lines + 1] = level .. " " .. message end })
+    assert.are.same({ "broken-1", records[2].dynamodb.SequenceNumber },
+      { result.batchItemFailures[1].itemIdentifier, result.batchItemFailures[2].itemIdentifier })
+    assert.are.equal(2, #result.batchItemFailures)
+    assert.matches('error trigger: record broken%-1 has a NewImage that cannot be read: .*not a DynamoDB number',
+      lines[1])
   end)
 
   it("publishes a log's calls one after the other, and nothing after a call that failed", function()

@@ -167,6 +167,108 @@ done:
     return rc;
 }
 
+int dl_json_number_syntax(const char *s, size_t len)
+{
+    size_t i = 0;
+    if (i < len && s[i] == '-')
+        i++;
+    if (i >= len || s[i] < '0' || s[i] > '9')
+        return 0;
+    if (s[i] == '0')
+        i++;
+    else
+        while (i < len && s[i] >= '0' && s[i] <= '9')
+            i++;
+    if (i < len && s[i] == '.') {
+        size_t start = ++i;
+        while (i < len && s[i] >= '0' && s[i] <= '9')
+            i++;
+        if (i == start)
+            return 0;
+    }
+    if (i < len && (s[i] == 'e' || s[i] == 'E')) {
+        i++;
+        if (i < len && (s[i] == '+' || s[i] == '-'))
+            i++;
+        size_t start = i;
+        while (i < len && s[i] >= '0' && s[i] <= '9')
+            i++;
+        if (i == start)
+            return 0;
+    }
+    return i == len;
+}
+
+size_t dl_number_json_text(const char *s, size_t len, char *out)
+{
+    size_t i = 0, n = 0;
+    if (i < len && (s[i] == '+' || s[i] == '-')) {
+        if (s[i] == '-')
+            out[n++] = '-';
+        i++;
+    }
+    size_t int_start = i;
+    while (i < len && s[i] >= '0' && s[i] <= '9')
+        i++;
+    size_t int_end = i;
+    while (int_start + 1 < int_end && s[int_start] == '0')
+        int_start++;
+    if (int_start == int_end || (s[int_start] == '0' && int_end - int_start == 1)) {
+        out[n++] = '0';
+    } else {
+        memcpy(out + n, s + int_start, int_end - int_start);
+        n += int_end - int_start;
+    }
+    if (i < len && s[i] == '.') {
+        size_t frac_start = ++i;
+        while (i < len && s[i] >= '0' && s[i] <= '9')
+            i++;
+        if (i > frac_start) {
+            out[n++] = '.';
+            memcpy(out + n, s + frac_start, i - frac_start);
+            n += i - frac_start;
+        }
+    }
+    memcpy(out + n, s + i, len - i); /* the exponent, as it is */
+    return n + (len - i);
+}
+
+/* Copies the significant digits of a valid DynamoDB number (n from
+ * dl_ddb_number_parse, at most 38 of them) into out. */
+static void significant_digits(const char *s, size_t len, const dl_ddb_number *n, char *out)
+{
+    size_t i = 0;
+    long long copied = 0;
+    int started = 0;
+    for (; i < len && copied < n->digits; i++) {
+        char c = s[i];
+        if (c == 'e' || c == 'E')
+            break;
+        if (c < '0' || c > '9')
+            continue;
+        if (!started && c == '0')
+            continue;
+        started = 1;
+        out[copied++] = c;
+    }
+}
+
+int dl_same_ddb_number(const char *a, size_t alen, const char *b, size_t blen)
+{
+    dl_ddb_number na, nb;
+    if (dl_ddb_number_parse(a, alen, &na) != DL_NUMBER_OK ||
+        dl_ddb_number_parse(b, blen, &nb) != DL_NUMBER_OK)
+        return 0;
+    if (na.zero || nb.zero)
+        return na.zero && nb.zero;
+    if (na.negative != nb.negative || na.digits != nb.digits || na.exponent != nb.exponent)
+        return 0;
+    char da[40], db[40];
+    significant_digits(a, alen, &na, da);
+    significant_digits(b, blen, &nb, db);
+    return memcmp(da, db, (size_t)na.digits) == 0;
+}
+
 /* ---- marks ----------------------------------------------------------- */
 
 static void push_mark(lua_State *L, const char *name, int *idx, const void **p)
@@ -182,6 +284,7 @@ void dl_marks_push(lua_State *L, dl_marks *m)
     push_mark(L, DL_SET_MT, &m->set, &m->set_p);
     push_mark(L, DL_BINARY_MT, &m->binary, &m->binary_p);
     push_mark(L, DL_ATTRIBUTE_MAP_MT, &m->attribute_map, &m->attribute_map_p);
+    push_mark(L, DL_NUMBER_MT, &m->number, &m->number_p);
 }
 
 enum dl_mark dl_mark_of(lua_State *L, int idx, const dl_marks *m)
@@ -198,6 +301,8 @@ enum dl_mark dl_mark_of(lua_State *L, int idx, const dl_marks *m)
         return DL_MARK_SET;
     if (p == m->binary_p)
         return DL_MARK_BINARY;
+    if (p == m->number_p)
+        return DL_MARK_NUMBER;
     return DL_MARK_NONE;
 }
 
@@ -208,6 +313,40 @@ void dl_push_binary(lua_State *L, const dl_marks *m, const char *bytes, size_t l
     lua_setfield(L, -2, "value");
     lua_pushvalue(L, m->binary);
     lua_setmetatable(L, -2);
+}
+
+#define SHORT_NUMBER_TEXT 64
+
+void dl_push_number_mark(lua_State *L, const dl_marks *m, const char *s, size_t len)
+{
+    char small[SHORT_NUMBER_TEXT];
+    char *out = small;
+    lua_createtable(L, 0, 1);
+    if (len + 2 > sizeof small)
+        out = lua_newuserdata(L, len + 2); /* collected, even if a push raises */
+    size_t n = dl_number_json_text(s, len, out);
+    lua_pushlstring(L, out, n);
+    if (out != small)
+        lua_remove(L, -2);
+    lua_setfield(L, -2, "text");
+    lua_pushvalue(L, m->number);
+    lua_setmetatable(L, -2);
+}
+
+int dl_number_mark_text(lua_State *L, int idx, const char **s, size_t *len, const char **why)
+{
+    dl_ddb_number number;
+    lua_pushliteral(L, "text");
+    lua_rawget(L, idx);
+    int ok = lua_type(L, -1) == LUA_TSTRING;
+    if (ok) {
+        *s = lua_tolstring(L, -1, len);
+        ok = dl_json_number_syntax(*s, *len) && dl_ddb_number_parse(*s, *len, &number) == DL_NUMBER_OK;
+    }
+    if (!ok)
+        *why = "a number's text must be a decimal number DynamoDB can hold";
+    lua_pop(L, 1);
+    return ok;
 }
 
 /* ---- table shape ----------------------------------------------------- */
@@ -357,8 +496,15 @@ static enum dl_av_type classify_member(lua_State *L, int idx, const dl_marks *m,
     case LUA_TNUMBER:
         return classify_number(L, idx, &member, why) ? DL_AV_NS : DL_AV_NONE;
     case LUA_TTABLE:
-        if (dl_mark_of(L, idx, m) == DL_MARK_BINARY)
+        switch (dl_mark_of(L, idx, m)) {
+        case DL_MARK_BINARY:
             return classify_binary(L, idx, &member, why) ? DL_AV_BS : DL_AV_NONE;
+        case DL_MARK_NUMBER:
+            return dl_number_mark_text(L, idx, &member.bytes, &member.len, why) ? DL_AV_NS
+                                                                                : DL_AV_NONE;
+        default:
+            break;
+        }
         /* fall through */
     default:
         *why = "set members must be strings, numbers or binaries";
@@ -387,8 +533,9 @@ static enum dl_av_type check_members(lua_State *L, int idx, const dl_marks *m, d
             goto refused;
         }
         type = t;
-        if (t == DL_AV_BS) {
-            lua_pushliteral(L, "value");
+        if (t == DL_AV_BS || lua_type(L, seen + 1) == LUA_TTABLE) {
+            /* a binary by its bytes, a number's mark by its text */
+            lua_pushstring(L, t == DL_AV_BS ? "value" : "text");
             lua_rawget(L, seen + 1);
             lua_replace(L, seen + 1);
         }
@@ -450,6 +597,8 @@ static enum dl_av_type classify_table(lua_State *L, int idx, const dl_marks *m, 
         return classify_set(L, idx, m, av, why);
     case DL_MARK_ATTRIBUTE_MAP:
         return DL_AV_M;
+    case DL_MARK_NUMBER:
+        return dl_number_mark_text(L, idx, &av->bytes, &av->len, why) ? DL_AV_N : DL_AV_NONE;
     case DL_MARK_ARRAY:
         av->n = (lua_Integer)lua_rawlen(L, idx);
         return DL_AV_L;
@@ -543,8 +692,58 @@ const char *dl_av_descriptor_name(enum dl_av_type t)
     return (unsigned)t < sizeof names / sizeof names[0] ? names[t] : "?";
 }
 
-int dl_push_av_number(lua_State *L, const char *text, size_t len, int as_string,
-                      const char **why)
+enum dl_numbers dl_check_numbers_arg(lua_State *L, int arg)
+{
+    if (lua_isnoneornil(L, arg))
+        return DL_NUMBERS_NUMBER;
+    const char *mode = luaL_checkstring(L, arg);
+    if (strcmp(mode, "number") == 0)
+        return DL_NUMBERS_NUMBER;
+    if (strcmp(mode, "string") == 0)
+        return DL_NUMBERS_STRING;
+    if (strcmp(mode, "exact") != 0)
+        luaL_argerror(L, arg, "numbers must be \"number\", \"string\" or \"exact\"");
+    return DL_NUMBERS_EXACT;
+}
+
+/* numbers = "exact": an integer that a Lua integer (on LuaJIT, a double)
+ * holds exactly, or a number whose shortest double text is the same
+ * number, comes back as a Lua number; anything else as a number mark. */
+static void push_exact_number(lua_State *L, const char *text, size_t len, const dl_marks *m)
+{
+    char small[SHORT_NUMBER_TEXT];
+    if (len >= sizeof small) { /* leading or trailing zeros: rare, keep the text */
+        dl_push_number_mark(L, m, text, len);
+        return;
+    }
+    memcpy(small, text, len);
+    small[len] = '\0';
+    char *end;
+    if (is_integer_text(small, len)) {
+        errno = 0;
+        long long v = strtoll(small, &end, 10);
+        int exact = errno == 0 && end != small && *end == '\0';
+#if LUA_VERSION_NUM == 501
+        exact = exact && v <= EXACT_DOUBLE_LIMIT && v >= -EXACT_DOUBLE_LIMIT;
+#endif
+        if (exact)
+            lua_pushinteger(L, (lua_Integer)v);
+        else
+            dl_push_number_mark(L, m, text, len);
+        return;
+    }
+    double d = strtod(small, &end);
+    char shortest[DL_NUMBER_TEXT_MAX];
+    lua_pushnumber(L, (lua_Number)d);
+    int n = dl_format_lua_number(L, -1, shortest);
+    if (n >= 0 && dl_same_ddb_number(text, len, shortest, (size_t)n))
+        return;
+    lua_pop(L, 1);
+    dl_push_number_mark(L, m, text, len);
+}
+
+int dl_push_av_number(lua_State *L, const char *text, size_t len, enum dl_numbers mode,
+                      const dl_marks *m, const char **why)
 {
     dl_ddb_number number;
     dl_number_status st = dl_ddb_number_parse(text, len, &number);
@@ -552,8 +751,12 @@ int dl_push_av_number(lua_State *L, const char *text, size_t len, int as_string,
         *why = dl_ddb_number_message(st);
         return -1;
     }
-    if (as_string) {
+    if (mode == DL_NUMBERS_STRING) {
         lua_pushlstring(L, text, len);
+        return 0;
+    }
+    if (mode == DL_NUMBERS_EXACT) {
+        push_exact_number(L, text, len, m);
         return 0;
     }
     if (dl_push_json_number(L, text, len) == 0)

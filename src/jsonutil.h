@@ -22,6 +22,7 @@
 #define DL_SET_MT "dynlog.set"
 #define DL_BINARY_MT "dynlog.binary"
 #define DL_ATTRIBUTE_MAP_MT "dynlog.attribute_map"
+#define DL_NUMBER_MT "dynlog.number"
 
 /* Writes the number at idx: integers exactly, floats with the fewest digits
  * that read back bit-identical. Returns the length, or -1 for NaN/inf. */
@@ -40,22 +41,44 @@ int dl_mark_arg(lua_State *L, const char *name);
  * else as a float. Returns 0, or -1 when the text is not a number. */
 int dl_push_json_number(lua_State *L, const char *text, size_t len);
 
+/* 1 when s is a JSON number (RFC 8259: -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?). */
+int dl_json_number_syntax(const char *s, size_t len);
+
+/* Writes the DynamoDB number text s (which dl_ddb_number_parse accepted) as
+ * JSON number text with the same digits: no "+" sign, no leading zeros, a
+ * "0" before a bare fraction (".5"), no bare point ("5."). out has room
+ * for len + 2 bytes; returns the length written (no NUL). */
+size_t dl_number_json_text(const char *s, size_t len, char *out);
+
+/* 1 when the two valid DynamoDB number texts are the same number (as
+ * DynamoDB compares them: 1.50 and 1.5 are one), else 0. */
+int dl_same_ddb_number(const char *a, size_t alen, const char *b, size_t blen);
+
 /* ---- marks ----------------------------------------------------------- */
 
 /* The marking metatables, pushed once per call so that telling a table's
  * mark costs a pointer comparison rather than a registry look-up. */
 typedef struct {
-    int array, set, binary, attribute_map; /* absolute stack indices */
-    const void *array_p, *set_p, *binary_p, *attribute_map_p;
+    int array, set, binary, attribute_map, number; /* absolute stack indices */
+    const void *array_p, *set_p, *binary_p, *attribute_map_p, *number_p;
 } dl_marks;
 
-enum dl_mark { DL_MARK_NONE, DL_MARK_ARRAY, DL_MARK_SET, DL_MARK_BINARY, DL_MARK_ATTRIBUTE_MAP };
+enum dl_mark {
+    DL_MARK_NONE, DL_MARK_ARRAY, DL_MARK_SET, DL_MARK_BINARY, DL_MARK_ATTRIBUTE_MAP, DL_MARK_NUMBER
+};
 
-/* Pushes the four metatables (4 slots) and records where they are. */
+/* Pushes the five metatables (5 slots) and records where they are. */
 void dl_marks_push(lua_State *L, dl_marks *m);
 enum dl_mark dl_mark_of(lua_State *L, int idx, const dl_marks *m);
 /* Pushes { value = bytes } carrying the binary mark. */
 void dl_push_binary(lua_State *L, const dl_marks *m, const char *bytes, size_t len);
+/* Pushes { text = <the JSON form of the DynamoDB number text s> } carrying
+ * the number mark: a number kept as its exact text. s must be a valid
+ * DynamoDB number. */
+void dl_push_number_mark(lua_State *L, const dl_marks *m, const char *s, size_t len);
+/* The text of the number mark at idx, checked (a JSON number that DynamoDB
+ * can hold). Returns 1 with *s (kept alive by the mark), or 0 with *why. */
+int dl_number_mark_text(lua_State *L, int idx, const char **s, size_t *len, const char **why);
 
 /* ---- table shape ----------------------------------------------------- */
 
@@ -111,11 +134,21 @@ int dl_av_check_name(lua_State *L, int table_idx, int key_idx, const char **name
 enum dl_av_type dl_av_descriptor(const char *s, size_t len);
 const char *dl_av_descriptor_name(enum dl_av_type t);
 
-/* Pushes an N's value: its decimal text when as_string, else a number as
- * dl_push_json_number does. Returns 0, or -1 (nothing pushed, *why set)
- * when the text is not a DynamoDB number. */
-int dl_push_av_number(lua_State *L, const char *text, size_t len, int as_string,
-                      const char **why);
+/* How an N comes back to Lua (the `numbers` argument of the decoders):
+ * NUMBER: a number as dl_push_json_number pushes it ("number", the default);
+ * STRING: its decimal text ("string");
+ * EXACT: a Lua number when one holds exactly the same number, else a
+ * number mark with its text ("exact"): no digit lost and no type changed. */
+enum dl_numbers { DL_NUMBERS_NUMBER, DL_NUMBERS_STRING, DL_NUMBERS_EXACT };
+
+/* Reads the `numbers` argument at arg (nil, "number", "string", "exact");
+ * raises on anything else. */
+enum dl_numbers dl_check_numbers_arg(lua_State *L, int arg);
+
+/* Pushes an N's value as mode says. Returns 0, or -1 (nothing pushed,
+ * *why set) when the text is not a DynamoDB number. */
+int dl_push_av_number(lua_State *L, const char *text, size_t len, enum dl_numbers mode,
+                      const dl_marks *m, const char **why);
 
 /* ---- paths ----------------------------------------------------------- */
 

@@ -9,7 +9,8 @@
  *    (core.array) encodes as [] even when empty;
  *  - integers stay integers when they fit lua_Integer (and, on LuaJIT, a
  *    double exactly); other numbers are doubles written with the fewest
- *    digits that read back bit-identical;
+ *    digits that read back bit-identical; a number mark (core.number) is
+ *    written as its own text;
  *  - strings must be valid UTF-8 in both directions.
  *
  * DynamoDB's typed JSON rides on the same walkers, in one pass each way:
@@ -68,7 +69,7 @@ typedef struct {
     dl_buf scratch; /* decoded base64 */
     dl_marks marks;
     int unwrap;
-    int numbers_as_strings;
+    enum dl_numbers numbers;
     int depth;
     const char *failure; /* set when a callback aborts the parse */
     char message[200];
@@ -267,7 +268,7 @@ static int on_number(void *ctx, const char *text, size_t len)
 static int push_number(decoder *d, const unsigned char *s, size_t len)
 {
     const char *why;
-    if (dl_push_av_number(d->L, (const char *)s, len, d->numbers_as_strings, &why) == 0)
+    if (dl_push_av_number(d->L, (const char *)s, len, d->numbers, &d->marks, &why) == 0)
         return 1;
     return fail(d, "N \"%.*s\" is not a DynamoDB number: %s", len > 40 ? 40 : (int)len, s, why);
 }
@@ -511,27 +512,16 @@ static int json_failure(lua_State *L, decoder *d, const char *text, size_t len)
     return 3;
 }
 
-static int check_numbers_option(lua_State *L, int arg)
-{
-    if (lua_isnoneornil(L, arg))
-        return 0;
-    const char *mode = luaL_checkstring(L, arg);
-    if (strcmp(mode, "string") == 0)
-        return 1;
-    if (strcmp(mode, "number") != 0)
-        luaL_argerror(L, arg, "numbers must be \"number\" or \"string\"");
-    return 0;
-}
-
 /* json_decode(text [, unwrap [, numbers]]) -> value | nil, "invalid_json", message
  * unwrap: members that hold attribute maps come back as plain values;
- * numbers = "string": N values stay decimal strings. */
+ * numbers = "string": N values stay decimal strings; "exact": Lua numbers
+ * when they hold the N exactly, else number marks with the N's text. */
 static int l_json_decode(lua_State *L)
 {
     size_t len;
     const char *text = luaL_checklstring(L, 1, &len);
     int unwrap = lua_toboolean(L, 2);
-    int numbers_as_strings = check_numbers_option(L, 3);
+    enum dl_numbers numbers = dl_check_numbers_arg(L, 3);
     lua_settop(L, 3);
     decoder *d = lua_newuserdata(L, sizeof *d);
     d->handle = NULL;
@@ -539,7 +529,7 @@ static int l_json_decode(lua_State *L)
     luaL_setmetatable(L, PARSER_MT);
     d->L = L;
     d->unwrap = unwrap;
-    d->numbers_as_strings = numbers_as_strings;
+    d->numbers = numbers;
     d->depth = 0;
     d->failure = NULL;
     d->handle = yajl_alloc(&decode_callbacks, NULL, d);
@@ -838,6 +828,10 @@ static void encode_set(encoder *e, int idx, enum dl_av_type type, lua_Integer n)
         if (type == DL_AV_SS) {
             const char *s = lua_tolstring(L, -1, &len);
             put_checked(e, s, len);
+        } else if (type == DL_AV_NS && lua_type(L, -1) == LUA_TTABLE) {
+            const char *why, *s;
+            dl_number_mark_text(L, lua_gettop(L), &s, &len, &why); /* checked */
+            put_checked(e, s, len);
         } else if (type == DL_AV_NS) {
             int tlen = dl_format_lua_number(L, -1, text);
             put_checked(e, text, (size_t)tlen);
@@ -981,6 +975,15 @@ static void encode_table(encoder *e, int idx)
     case DL_MARK_BINARY:
         encode_binary_text(e, idx);
         return;
+    case DL_MARK_NUMBER: {
+        /* the number's own text, digit for digit */
+        const char *text;
+        size_t len;
+        if (!dl_number_mark_text(e->L, idx, &text, &len, &why))
+            encode_fail(e, why);
+        check_gen(e, yajl_gen_number(e->gen, text, len));
+        return;
+    }
     default:
         break;
     }

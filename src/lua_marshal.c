@@ -34,7 +34,7 @@ typedef struct {
     lua_State *L;
     dl_marks marks;
     dl_buf scratch; /* base64 either way */
-    int numbers_as_strings;
+    enum dl_numbers numbers;
     const char *why; /* unmarshal: the failure */
     char message[160];
     dl_json_path path;
@@ -47,14 +47,14 @@ static int walker_gc(lua_State *L)
     return 0;
 }
 
-/* Pushes the walker and the marks (5 slots). */
+/* Pushes the walker and the marks (6 slots). */
 static walker *new_walker(lua_State *L, const char *root)
 {
     walker *w = lua_newuserdata(L, sizeof *w);
     dl_buf_init(&w->scratch);
     luaL_setmetatable(L, WALKER_MT);
     w->L = L;
-    w->numbers_as_strings = 0;
+    w->numbers = DL_NUMBERS_NUMBER;
     w->why = NULL;
     dl_json_path_init(&w->path, root);
     dl_marks_push(L, &w->marks);
@@ -178,7 +178,7 @@ static void push_set_members(walker *w, int idx, lua_Integer n)
         case DL_AV_S:
             break; /* the string itself */
         case DL_AV_N:
-            lua_pushlstring(L, member.text, member.len);
+            lua_pushlstring(L, member.bytes, member.len);
             lua_remove(L, -2);
             break;
         default:
@@ -200,7 +200,7 @@ static void push_av(walker *w, int idx, int depth)
         lua_pushvalue(L, idx);
         break;
     case DL_AV_N:
-        lua_pushlstring(L, av.text, av.len);
+        lua_pushlstring(L, av.bytes, av.len);
         break;
     case DL_AV_B:
         push_base64(w, av.bytes, av.len);
@@ -275,7 +275,7 @@ static int unmarshal_number(walker *w, int v)
     size_t len;
     const char *why;
     const char *s = lua_tolstring(w->L, v, &len);
-    if (dl_push_av_number(w->L, s, len, w->numbers_as_strings, &why) == 0)
+    if (dl_push_av_number(w->L, s, len, w->numbers, &w->marks, &why) == 0)
         return 1;
     return refuse(w, "N \"%.*s\" is not a DynamoDB number: %s",
                   len > NAME_SHOWN_MAX ? NAME_SHOWN_MAX : (int)len, s, why);
@@ -508,16 +508,10 @@ static int unmarshal_failure(walker *w, int base)
 
 static walker *new_unmarshal_walker(lua_State *L, const char *root)
 {
-    int numbers_as_strings = 0;
-    if (!lua_isnoneornil(L, 2)) {
-        const char *mode = luaL_checkstring(L, 2);
-        numbers_as_strings = strcmp(mode, "string") == 0;
-        if (!numbers_as_strings && strcmp(mode, "number") != 0)
-            luaL_argerror(L, 2, "numbers must be \"number\" or \"string\"");
-    }
+    enum dl_numbers numbers = dl_check_numbers_arg(L, 2);
     lua_settop(L, 2);
     walker *w = new_walker(L, root);
-    w->numbers_as_strings = numbers_as_strings;
+    w->numbers = numbers;
     return w;
 }
 
@@ -590,7 +584,7 @@ static size_t size_of(walker *w, int idx, int depth)
         return av.len;
     case DL_AV_N: {
         dl_ddb_number number;
-        dl_ddb_number_parse(av.text, av.len, &number); /* checked by classify */
+        dl_ddb_number_parse(av.bytes, av.len, &number); /* checked by classify */
         return dl_ddb_number_size(&number);
     }
     case DL_AV_BOOL:
@@ -672,6 +666,32 @@ static int l_is_binary(lua_State *L)
     return 1;
 }
 
+/* number(text) -> { text = text } marked as a number kept as its exact
+ * decimal text (N, and a JSON number with those digits); raises when the
+ * text is not a number DynamoDB can hold. The text is kept in JSON's form:
+ * "+5" becomes "5", ".5" becomes "0.5". */
+static int l_number(lua_State *L)
+{
+    size_t len;
+    luaL_checktype(L, 1, LUA_TSTRING);
+    const char *s = lua_tolstring(L, 1, &len);
+    dl_ddb_number number;
+    dl_number_status st = dl_ddb_number_parse(s, len, &number);
+    if (st != DL_NUMBER_OK)
+        return luaL_error(L, "number: \"%s\" is not a DynamoDB number: %s",
+                          len > NAME_SHOWN_MAX ? "(long text)" : s, dl_ddb_number_message(st));
+    dl_marks marks;
+    dl_marks_push(L, &marks);
+    dl_push_number_mark(L, &marks, s, len);
+    return 1;
+}
+
+static int l_is_number(lua_State *L)
+{
+    lua_pushboolean(L, dl_has_mark(L, 1, DL_NUMBER_MT));
+    return 1;
+}
+
 /* set(t) -> t marked as a DynamoDB set (SS, NS or BS by member type) */
 static int l_set(lua_State *L)
 {
@@ -720,6 +740,29 @@ static int binary_eq(lua_State *L)
     return 1;
 }
 
+static int number_tostring(lua_State *L)
+{
+    lua_pushliteral(L, "text");
+    lua_rawget(L, 1);
+    if (lua_type(L, -1) != LUA_TSTRING)
+        lua_pushliteral(L, "number(invalid)");
+    return 1;
+}
+
+/* Two number marks are equal when they hold the same number (1.50, 1.5). */
+static int number_eq(lua_State *L)
+{
+    size_t alen, blen;
+    lua_pushliteral(L, "text");
+    lua_rawget(L, 1);
+    lua_pushliteral(L, "text");
+    lua_rawget(L, 2);
+    const char *a = lua_tolstring(L, -2, &alen), *b = lua_tolstring(L, -1, &blen);
+    lua_pushboolean(L, a && b && lua_type(L, -2) == LUA_TSTRING && lua_type(L, -1) == LUA_TSTRING &&
+                           dl_same_ddb_number(a, alen, b, blen));
+    return 1;
+}
+
 static void new_mark(lua_State *L, const char *name, const char *short_name)
 {
     luaL_newmetatable(L, name);
@@ -732,6 +775,8 @@ void dl_open_marshal(lua_State *L)
     static const luaL_Reg funcs[] = {
         { "binary", l_binary },
         { "is_binary", l_is_binary },
+        { "number", l_number },
+        { "is_number", l_is_number },
         { "set", l_set },
         { "is_set", l_is_set },
         { "attribute_map", l_attribute_map },
@@ -748,6 +793,12 @@ void dl_open_marshal(lua_State *L)
     lua_pushcfunction(L, binary_tostring);
     lua_setfield(L, -2, "__tostring");
     lua_pushcfunction(L, binary_eq);
+    lua_setfield(L, -2, "__eq");
+    lua_pop(L, 1);
+    new_mark(L, DL_NUMBER_MT, "number");
+    lua_pushcfunction(L, number_tostring);
+    lua_setfield(L, -2, "__tostring");
+    lua_pushcfunction(L, number_eq);
     lua_setfield(L, -2, "__eq");
     lua_pop(L, 1);
     new_mark(L, DL_SET_MT, "set");

@@ -15,12 +15,19 @@
 -- whatever the read model has not seen yet: duplicates and deliveries out of
 -- order leave it identical, and a partial detail needs nothing more than its
 -- key. A delivery whose event the read model has already seen costs one read.
+--
+-- Numbers are read exactly, whatever the client's `numbers` option: a Lua
+-- number when one holds the N exactly, else a dynlog.number with its text.
+-- So a number keeps its type and its digits on its way from the log, or
+-- from the read model, back into the read model.
 local core = require "dynlog.core"
 local errors = require "dynlog.errors"
 local logger = require "dynlog.log"
+local options = require "dynlog.options"
 local tables = require "dynlog.tables"
 
-local error, pairs, pcall, tonumber, tostring, type = error, pairs, pcall, tonumber, tostring, type
+local error, pairs, pcall, setmetatable, tonumber, tostring, type =
+  error, pairs, pcall, setmetatable, tonumber, tostring, type
 local str_match = string.match
 local array, attribute_map = core.array, core.attribute_map
 
@@ -29,8 +36,13 @@ local _M = {}
 -- Another projection of the same stream won a write: read and try again.
 local MAX_ROUNDS = 5
 
+local NUMBERS = "exact"
+
+local SPEC = options.known{ "table", "handlers", "key" }
+
 local function check_spec(spec)
   if type(spec) ~= "table" then error("project: spec must be a table", 3) end
+  options.check(spec, SPEC, "project: spec", 3)
   if type(spec.table) ~= "string" then error("project: spec.table must be the read-model table name", 3) end
   if type(spec.handlers) ~= "table" then error("project: spec.handlers must map event types to functions", 3) end
   if spec.key ~= nil and type(spec.key) ~= "function" then error("project: spec.key must be a function", 3) end
@@ -39,16 +51,31 @@ end
 -- The detail of an EventBridge event (its `detail`, decoded if it is text).
 local function detail_of(event)
   local detail = type(event) == "table" and event.detail
-  if type(detail) == "string" then detail = core.json_decode(detail) end
+  if type(detail) == "string" then
+    local decoded, _, message = core.json_decode(detail)
+    if decoded == nil then
+      return nil, errors.new("invalid_argument", "event.detail is not JSON: " .. tostring(message))
+    end
+    detail = decoded
+  end
   if type(detail) ~= "table" or type(detail.key) ~= "table" or type(detail.key.pk) ~= "string" then
     return nil, errors.new("invalid_argument", "event has no detail with a key.pk")
   end
   return detail
 end
 
+-- The client as the handler reads through it: its own numbers mode, every
+-- other field (and every field a request sets, such as the transport made
+-- on first use) the client's.
+local function exact_reader(c)
+  return setmetatable({ numbers = NUMBERS }, { __index = c, __newindex = c })
+end
+
 local function read_state(c, table_name, pk, sk)
-  local body = c:_encode({ TableName = table_name, Key = attribute_map({ pk = pk, sk = sk }), ConsistentRead = true })
-  local resp, err = c:_send("GetItem", body, true, c.numbers)
+  local body, berr = c:_encode({ TableName = table_name, Key = attribute_map({ pk = pk, sk = sk }),
+                                 ConsistentRead = true })
+  if not body then return nil, berr end
+  local resp, err = c:_send("GetItem", body, true, NUMBERS)
   if not resp then return nil, err end
   return resp.Item or false
 end
@@ -98,7 +125,8 @@ local function round(c, spec, log, id, pk, sk, delivered_sk, result)
   -- A delivery that an earlier one caught up with (deliveries run apart,
   -- and each applies all it finds) has nothing left to do: skip the query.
   if seen(c, version, delivered_sk) then return result end
-  local events = c:query(log, id, { after = version, consistent = true })
+  local events, qerr = exact_reader(c):query(log, id, { after = version, consistent = true })
+  if not events then return nil, qerr end
   local previous, applied_version = version, version
   -- One write for all the events applied, on the condition that the read
   -- model is still at the version they were applied to.
@@ -129,7 +157,11 @@ local function round(c, spec, log, id, pk, sk, delivered_sk, result)
       if not ok or type(new_state) ~= "table" then
         -- Keep the events applied before this one, as a write per event
         -- would have, then let the caller see the handler's fault.
-        flush()
+        local flushed, ferr = flush()
+        if not flushed then
+          logger.log("error", ("handler: %s: the events applied before %s %s were not written: %s")
+            :format(pk, tostring(ev.type), tostring(ev.sk), tostring(ferr)))
+        end
         if not ok then error(new_state, 0) end
         error(("project: the handler of %q must return the new state (a table)"):format(ev.type), 0)
       end

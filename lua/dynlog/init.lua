@@ -15,6 +15,7 @@ local _M = {
   array = core.array,        -- array(t): a list (L), even when empty
   binary = core.binary,      -- binary(bytes): B
   set = core.set,            -- set{...}: SS, NS or BS
+  number = core.number,      -- number(text): N with exactly those digits
 }
 
 --- ulid() -> a new 26-character ULID, strictly greater than every ULID this

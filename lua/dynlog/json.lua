@@ -2,7 +2,8 @@
 -- `null` is a light userdata (the same value as cjson.null); an empty table
 -- encodes as `{}`, and `json.array(t)` marks a table to encode as a JSON array
 -- even when it is empty. Decoded arrays carry that mark, so they encode back
--- as arrays. Integers stay integers; floats read back bit-identical.
+-- as arrays. Integers stay integers; floats read back bit-identical; a
+-- `dynlog.number` is written as its own digits.
 local core = require "dynlog.core"
 local errors = require "dynlog.errors"
 

@@ -2,7 +2,8 @@
 -- Plain Lua values map to DynamoDB types: string -> S (UTF-8 text),
 -- `binary(bytes)` -> B, number -> N, boolean -> BOOL, `null` -> NULL,
 -- `set{...}` -> SS/NS/BS (by member type), a list (or `array(t)`) -> L,
--- a table with string keys (or `{}`) -> M. `attribute_map(t)` marks a table
+-- a table with string keys (or `{}`) -> M, `number(text)` -> N with exactly
+-- those digits (a JSON number with them, too). `attribute_map(t)` marks a table
 -- whose values `dynlog.core.json_encode` writes as AttributeValues, wherever
 -- it sits in a request. Requests and responses never go through the tables
 -- these functions build; they are for users and for stream records that
@@ -18,6 +19,11 @@ local _M = {
   array = core.array,
   binary = core.binary,
   is_binary = core.is_binary,
+  --- number(text) -> a number kept as its decimal text, for numbers no Lua
+  -- number holds exactly; raises when DynamoDB could not hold it.
+  -- tostring gives the text; two are == when they are the same number.
+  number = core.number,
+  is_number = core.is_number,
   set = core.set,
   is_set = core.is_set,
   attribute_map = core.attribute_map,
@@ -33,7 +39,8 @@ local _M = {
 }
 
 --- unmarshal(av [, numbers]) -> plain value, or nil, err (invalid_argument).
--- numbers = "string" keeps every N as its decimal text.
+-- numbers = "string" keeps every N as its decimal text; "exact" gives a Lua
+-- number when one holds the N exactly, else a `number` with its text.
 function _M.unmarshal(av, numbers)
   local value, code, message = core_unmarshal(av, numbers)
   if code then return nil, errors.new(code, message) end

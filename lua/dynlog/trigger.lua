@@ -11,12 +11,20 @@
 -- "type", "payload"}; when that is longer than 10240 bytes, {"log", "key",
 -- "type", "partial": true, "payload": {"id"}} instead, and the handler
 -- reads the rest from the log.
+--
+-- Numbers in the detail are the stream record's N text, digit for digit:
+-- the image is read with numbers = "exact", so a number no Lua number holds
+-- exactly (beyond 2^53 on LuaJIT, beyond 64 bits or a double's digits on
+-- Lua 5.4) is a dynlog.number, which JSON encoding writes as its own text.
 local core = require "dynlog.core"
 local logger = require "dynlog.log"
+local options = require "dynlog.options"
 
 local ipairs, pcall, tostring, type = ipairs, pcall, tostring, type
 local str_match, str_sub = string.match, string.sub
 local json_encode, unmarshal_item = core.json_encode, core.unmarshal_item
+
+local HANDLE = options.known{ "bus", "source", "detail_type", "max_detail_bytes", "log" }
 
 local _M = {
   BUS = "dynamodb-log",
@@ -59,9 +67,10 @@ function _M.detail(item, max_bytes)
   return detail_text(head, true, { id = id })
 end
 
--- The event item of a record, or nil when the record is not one to publish.
--- An INSERT without its new image means a stream of the wrong view type:
--- say so (once per batch) rather than publish nothing in silence.
+-- The event item of a record, or nil when the record is not one to publish,
+-- or false, message when its image cannot be read. An INSERT without its
+-- new image means a stream of the wrong view type: say so (once per batch)
+-- rather than publish nothing in silence.
 local function event_item(record, log)
   if not PUBLISHED[record.eventName] then return nil end
   local image = record.dynamodb and record.dynamodb.NewImage
@@ -73,8 +82,9 @@ local function event_item(record, log)
     end
     return nil
   end
-  local item = unmarshal_item(image)
-  if type(item) ~= "table" or type(item.pk) ~= "string" or str_sub(item.pk, -7) ~= "#stream" then return nil end
+  local item, _, message = unmarshal_item(image, "exact")
+  if item == nil then return false, message end
+  if type(item.pk) ~= "string" or str_sub(item.pk, -7) ~= "#stream" then return nil end
   return item
 end
 
@@ -83,15 +93,23 @@ local function sequence_number(record)
 end
 
 -- Records grouped by log, in order of first appearance; each entry keeps
--- the position of its record in the batch.
+-- the position of its record in the batch. Also the position of the first
+-- record whose image could not be read: it is not published, and it and
+-- every record after it are reported as failures.
 local function group(records, opts, logf)
   local groups, by_log = {}, {}
   local warn = logf
+  local unreadable
   for position, record in ipairs(records) do
-    local item = event_item(record, warn)
+    local item, message = event_item(record, warn)
     if not item and warn and record.dynamodb and record.dynamodb.NewImage == nil
         and PUBLISHED[record.eventName] then
       warn = nil -- once per batch
+    end
+    if item == false then
+      logf("error", "trigger: record " .. tostring(sequence_number(record))
+        .. " has a NewImage that cannot be read: " .. tostring(message))
+      unreadable = unreadable or position
     end
     if item then
       local log = log_of(item)
@@ -109,7 +127,7 @@ local function group(records, opts, logf)
       g.positions[#g.positions + 1] = position
     end
   end
-  return groups
+  return groups, unreadable
 end
 
 --- handle(c, batch [, opts]) -> {batchItemFailures = {...}}
@@ -119,11 +137,12 @@ end
 -- and every record after it, so a retry from there skips nothing; it is
 -- empty when everything was published.
 function _M.handle(c, batch, opts)
+  options.check(opts, HANDLE, "trigger.handle")
   opts = opts or {}
   local log = opts.log or logger.log
   local records = type(batch) == "table" and batch.Records or {}
-  local first_failed
-  for _, g in ipairs(group(records, opts, log)) do
+  local groups, first_failed = group(records, opts, log)
+  for _, g in ipairs(groups) do
     local ok, results, err = pcall(c.publish, c, g.entries, { ordered = true })
     if not ok then
       if not first_failed or g.positions[1] < first_failed then first_failed = g.positions[1] end
