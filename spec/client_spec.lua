@@ -23,7 +23,8 @@ describe("dynlog.new", function()
     -- A misspelt option is an error, not a silent default.
     assert.error_matches(function() dynlog.new(with({ sortkey = "version" })) end,
       'dynlog.new: unknown option "sortkey" (did you mean "sort_key"?)', 1, true)
-    assert.error_matches(function() dynlog.new(with({ max_attempt = 3 })) end, 'unknown option "max_attempt" %(did you mean "max_attempts"%?%)')
+    assert.error_matches(function() dynlog.new(with({ max_attempt = 3 })) end,
+      'unknown option "max_attempt" %(did you mean "max_attempts"%?%)')
   end)
 
   it("raises when no region can be found", function()
@@ -551,5 +552,23 @@ describe("dynlog client against DynamoDB Local", function()
       assert.are.equal(1, err.attempts, "not retried")
       assert.matches("^ResourceNotFoundException: ", tostring(err))
     end)
+  end)
+end)
+
+
+describe("a failed signature", function()
+  it("is an error of its own, and no unsigned request goes out", function()
+    local c = ddb.ready_client()
+    local calls = 0
+    local transport = c:_transport()
+    c.transport = { request = function(_, req) calls = calls + 1 return transport:request(req) end }
+    c.signer = { sign = function() return nil, "SigningFailed", "HMAC failed" end }
+    local key, err = c:append("users", "unsigned", "t", {})
+    assert.is_nil(key)
+    assert.are.equal("SigningFailed", err.code)
+    assert.matches("could not be signed", err.message, 1, true)
+    assert.matches("HMAC failed", err.message, 1, true)
+    assert.is_false(err.ambiguous)
+    assert.are.equal(0, calls, "requests sent")
   end)
 end)

@@ -290,12 +290,18 @@ end
 local function attempt(self, svc, target, body, unwrap, numbers)
   local creds, cerr = self.provider:get()
   if not creds then return nil, cerr end
-  local headers = self.signer:sign({
+  local headers, scode, smessage = self.signer:sign({
     method = "POST", url = svc.url, body = body,
     region = self.region, service = svc.signing_name, credentials = creds,
     time = math_floor(self.now() + self.clock_skew),
     headers = { ["Content-Type"] = svc.content_type, ["X-Amz-Target"] = target },
   })
+  -- Never send a request unsigned: AWS would only say that it has no
+  -- signature (MissingAuthenticationTokenException), hiding the cause.
+  if not headers then
+    return nil, errors.new(tostring(scode or "SigningFailed"), "the request could not be signed, so it was not sent: "
+      .. tostring(smessage or scode), { sent = false })
+  end
   local res, terr = self:_transport():request({ method = "POST", url = svc.url, headers = headers,
                                               body = body, timeout = self.timeout })
   if not res then return nil, terr end
