@@ -572,3 +572,48 @@ describe("a failed signature", function()
     assert.are.equal(0, calls, "requests sent")
   end)
 end)
+
+describe("ambiguous", function()
+  local socket = require "socket"
+
+  it("is false when no attempt could connect (refused)", function()
+    local c = ddb.client({ endpoint = "http://127.0.0.1:1", max_attempts = 3 })
+    local key, err = c:append("users", "refused", "t", {})
+    assert.is_nil(key)
+    assert.are.equal("connection", err.code)
+    assert.are.equal(3, err.attempts)
+    assert.is_false(err.ambiguous)
+  end)
+
+  it("is false when every connect timed out", function()
+    -- A listener whose queue is full: the kernel drops further SYNs.
+    local listener = assert(socket.bind("127.0.0.1", 0, 0))
+    local _, port = listener:getsockname()
+    local fillers = {}
+    for i = 1, 3 do
+      fillers[i] = socket.tcp()
+      fillers[i]:settimeout(0)
+      fillers[i]:connect("127.0.0.1", port)
+    end
+    local c = ddb.client({ endpoint = "http://127.0.0.1:" .. port, max_attempts = 2, connect_timeout = 0.2 })
+    local key, err = c:append("users", "slow", "t", {})
+    for _, s in ipairs(fillers) do s:close() end
+    listener:close()
+    assert.is_nil(key)
+    assert.are.equal("timeout", err.code)
+    assert.matches("connect", err.message)
+    assert.are.equal(2, err.attempts)
+    assert.is_false(err.ambiguous)
+  end)
+
+  it("is true when a request went out and no answer came", function()
+    local listener = assert(socket.bind("127.0.0.1", 0))
+    local _, port = listener:getsockname()
+    local c = ddb.client({ endpoint = "http://127.0.0.1:" .. port, max_attempts = 1, timeout = 0.3 })
+    local key, err = c:append("users", "lost", "t", {})
+    listener:close()
+    assert.is_nil(key)
+    assert.are.equal("timeout", err.code)
+    assert.is_true(err.ambiguous)
+  end)
+end)

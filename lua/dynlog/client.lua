@@ -349,8 +349,11 @@ local function learn_clock_skew(self, err, res)
   return true
 end
 
--- An outcome we cannot know: the request may have been applied.
+-- An outcome we cannot know: the request may have been applied. Not so
+-- when the transport says it never went out (`sent == false`: no address,
+-- refused, a connect that timed out, nothing signed).
 local function ambiguous(err)
+  if err.sent == false then return false end
   return err.code == "timeout" or err.code == "connection" or (err.status or 0) >= 500
     or err.code == "crc32_mismatch" or err.resent == true
 end
@@ -382,7 +385,7 @@ function _M:_send_to(service, operation, body, unwrap, numbers)
       -- The last attempt counts too: a final timeout leaves it unknown
       -- whether that attempt was applied.
       err.ambiguous = was_ambiguous or ambiguous(err)
-      err.resent = nil
+      err.resent, err.sent = nil, nil
       return nil, err
     end
   end
