@@ -74,6 +74,29 @@ describe("append_many", function()
       assert.has_error(function() c:append_many({}, { concurrency = 0 }) end)
       assert.has_error(function() c:append_many({}, { concurrency = 1.5 }) end)
     end)
+
+    it("names the event in every error about one event, raised or returned", function()
+      local ok_event = { log = "l", id = "fine", type = "t" }
+      for _, case in ipairs({
+        { { log = "l", id = 42, type = "t" }, "events[2]: id must be a string" },
+        { { log = 7, id = "x", type = "t" }, "events[2]: log must be a string" },
+        { { log = "l", id = "x", type = false }, "events[2]: type must be a string" },
+        { { log = "l", id = "x", type = "t", payload = "p" }, "events[2]: payload must be a table" },
+        { { log = "l", id = "x", type = "t", expected_version = 1 }, "events[2]: expected_version applies" },
+        { { log = "l", id = "x", type = "t", paylaod = {} }, 'append_many: events[2]: unknown option "paylaod"' },
+      }) do
+        local ok, msg = pcall(c.append_many, c, { ok_event, case[1] })
+        assert.is_false(ok)
+        assert.matches(case[2], tostring(msg), 1, true)
+      end
+      local results, errs = c:append_many({ ok_event, { log = "l", id = "x", type = "" },
+                                            { log = "l", id = "x", type = "t", payload = { n = 0 / 0 } } })
+      assert.is_table(results[1])
+      assert.matches("^events%[2%]: type must not be empty", errs[2].message)
+      assert.are.equal(2, errs[2].index)
+      assert.matches("^events%[3%]: NaN", errs[3].message)
+      assert.are.equal(3, errs[3].index)
+    end)
   end)
 
   describe("in version mode", function()

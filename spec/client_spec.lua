@@ -86,6 +86,10 @@ describe("dynlog client against DynamoDB Local", function()
       local desc, err = c:describe_table()
       assert.is_nil(desc)
       assert.are.equal("bad_response", err.code)
+      -- the same for a string-keyed table (read models, checkpoints)
+      desc, err = c:create_string_keyed_table("read-model")
+      assert.is_nil(desc)
+      assert.are.equal("bad_response", err.code)
     end)
 
     it("enables the stream of an existing table that has none", function()
@@ -560,5 +564,251 @@ describe("dynlog client against DynamoDB Local", function()
       assert.are.equal(1, err.attempts, "not retried")
       assert.matches("^ResourceNotFoundException: ", tostring(err))
     end)
+  end)
+end)
+
+-- The line a raised error blames, and the line of the call that raised.
+local function raised(f)
+  local ok, err = pcall(f)
+  assert.is_false(ok, "expected an error")
+  return tostring(err)
+end
+
+local function here()
+  return "client_spec.lua:" .. debug.getinfo(2, "l").currentline .. ": "
+end
+
+describe("a client on a table of the other sort-key mode", function()
+  local ULID = "01ARZ3NDEKTSV4RRFFQ69G5FAV"
+  for _, case in ipairs({
+    { mode = "version", table_mode = "ulid", own = 1, table_type = "S" },
+    { mode = "ulid", table_mode = "version", own = ULID, table_type = "N" },
+  }) do
+    for _, numbers in ipairs({ false, "string" }) do
+      local title = case.mode .. " mode on a " .. case.table_mode .. " table"
+        .. (numbers and ' (numbers = "string")' or "")
+      it("answers schema_mismatch for every operation: " .. title, function()
+        local owner = ddb.ready_client({ sort_key = case.table_mode })
+        assert(owner:append("users", "42", "signup", {}))
+        local c = ddb.client({ table = owner.table, sort_key = case.mode, numbers = numbers or nil })
+        local function mismatch(what, value, err)
+          assert.is_nil(value, what)
+          assert.is_table(err, what)
+          assert.are.equal("schema_mismatch", err.code, what .. ": " .. tostring(err))
+          -- both types named: the client's mode and the table's sk type
+          assert.matches('sort_key = "' .. case.mode .. '"', err.message, 1, true)
+          assert.matches("sort keys of type " .. case.table_type, err.message, 1, true)
+        end
+        for _, id in ipairs({ "42", "new" }) do -- a stream with events, and an empty one
+          mismatch("append " .. id, c:append("users", id, "t", {}))
+          mismatch("append_batch " .. id, c:append_batch("users", id, { { type = "t" }, { type = "u" } }))
+          local results, errs = c:append_many({ { log = "users", id = id, type = "t" } })
+          assert.is_nil(results[1])
+          mismatch("append_many " .. id, nil, errs[1])
+          mismatch("get " .. id, c:get("users", id, case.own))
+          mismatch("query after " .. id, c:query("users", id, { after = case.own }):all())
+        end
+        if case.mode == "version" then
+          mismatch("append no_stream", c:append("users", "new2", "t", {}, { expected_version = "no_stream" }))
+          mismatch("append at 1", c:append("users", "42", "t", {}, { expected_version = 1 }))
+          mismatch("append_batch at 0", c:append_batch("users", "42", { { type = "t" } }, { expected_version = 0 }))
+        end
+        mismatch("head", c:head("users", "42"))
+        mismatch("query", c:query("users", "42"):all())
+        mismatch("query_page", c:query_page("users", "42"))
+        local events = c:query("users", "42")
+        for _ in events do error("no event should come out") end
+        mismatch("query loop", nil, events.err)
+        -- nothing was written
+        assert.are.equal(1, #assert(owner:query("users", "42"):all()))
+        assert.are.equal(0, #assert(owner:query("users", "new"):all()))
+      end)
+    end
+  end
+end)
+
+describe("versions", function()
+  local MAX = 9007199254740991 -- 2^53 - 1
+  local c
+  setup(function() c = ddb.ready_client({ sort_key = "version" }) end)
+
+  it("are refused, raising at the caller's line, when they cannot be stored and incremented exactly", function()
+    local too_big = { 2 ^ 53, 2 ^ 53 - 1, 2 ^ 60, math.huge, -1, 0.5, 0 / 0 }
+    if has_integers then too_big[#too_big + 1] = math.maxinteger end
+    for _, v in ipairs(too_big) do
+      local at, msg = here(), raised(function() c:append("acct", "max", "t", {}, { expected_version = v }) end)
+      assert.matches(at, msg, 1, true)
+      assert.matches("expected_version must be an integer from 0 to 9007199254740990", msg, 1, true)
+      local batch = { { type = "t" } }
+      at, msg = here(), raised(function() c:append_batch("acct", "max", batch, { expected_version = v }) end)
+      assert.matches(at, msg, 1, true)
+      msg = raised(function()
+        c:append_many({ { log = "acct", id = "max", type = "t" },
+                        { log = "acct", id = "max", type = "t", expected_version = v } })
+      end)
+      assert.matches("events[2]: expected_version", msg, 1, true)
+    end
+    assert.are.equal(0, #assert(c:query("acct", "max"):all()), "nothing written")
+  end)
+
+  it("go up to 2^53 - 1 exactly, and no further", function()
+    local key = assert(c:append("acct", "top", "t", {}, { expected_version = MAX - 1 }))
+    assert.are.equal(MAX, key.sk)
+    local ev = assert(c:head("acct", "top"))
+    assert.are.equal(MAX, ev.sk)
+    assert.are.equal(string.format("%.0f", MAX), string.format("%.0f", ev.sk))
+    local again, err = c:append("acct", "top", "t", {})
+    assert.is_nil(again)
+    assert.are.equal("too_large", err.code)
+    assert.matches("2^53 - 1", err.message, 1, true)
+    local two = { { type = "a" }, { type = "b" } }
+    local keys, berr = c:append_batch("acct", "top2", two, { expected_version = MAX - 1 })
+    assert.is_nil(keys)
+    assert.are.equal("too_large", berr.code)
+    assert.are.equal(0, #assert(c:query("acct", "top2"):all()))
+  end)
+end)
+
+describe("a failed signature", function()
+  it("is an error of its own, and no unsigned request goes out", function()
+    local c = ddb.ready_client()
+    local calls = 0
+    local transport = c:_transport()
+    c.transport = { request = function(_, req) calls = calls + 1 return transport:request(req) end }
+    c.signer = { sign = function() return nil, "SigningFailed", "HMAC failed" end }
+    local key, err = c:append("users", "unsigned", "t", {})
+    assert.is_nil(key)
+    assert.are.equal("SigningFailed", err.code)
+    assert.matches("could not be signed", err.message, 1, true)
+    assert.matches("HMAC failed", err.message, 1, true)
+    assert.is_false(err.ambiguous)
+    assert.are.equal(0, calls, "requests sent")
+  end)
+end)
+
+describe("ambiguous", function()
+  local socket = require "socket"
+
+  it("is false when no attempt could connect (refused)", function()
+    local c = ddb.client({ endpoint = "http://127.0.0.1:1", max_attempts = 3 })
+    local key, err = c:append("users", "refused", "t", {})
+    assert.is_nil(key)
+    assert.are.equal("connection", err.code)
+    assert.are.equal(3, err.attempts)
+    assert.is_false(err.ambiguous)
+  end)
+
+  it("is false when every connect timed out", function()
+    -- A listener whose queue is full: the kernel drops further SYNs.
+    local listener = assert(socket.bind("127.0.0.1", 0, 0))
+    local _, port = listener:getsockname()
+    local fillers = {}
+    for i = 1, 3 do
+      fillers[i] = socket.tcp()
+      fillers[i]:settimeout(0)
+      fillers[i]:connect("127.0.0.1", port)
+    end
+    local c = ddb.client({ endpoint = "http://127.0.0.1:" .. port, max_attempts = 2, connect_timeout = 0.2 })
+    local key, err = c:append("users", "slow", "t", {})
+    for _, s in ipairs(fillers) do s:close() end
+    listener:close()
+    assert.is_nil(key)
+    assert.are.equal("timeout", err.code)
+    assert.matches("connect", err.message)
+    assert.are.equal(2, err.attempts)
+    assert.is_false(err.ambiguous)
+  end)
+
+  it("is true when a request went out and no answer came", function()
+    local listener = assert(socket.bind("127.0.0.1", 0))
+    local _, port = listener:getsockname()
+    local c = ddb.client({ endpoint = "http://127.0.0.1:" .. port, max_attempts = 1, timeout = 0.3 })
+    local key, err = c:append("users", "lost", "t", {})
+    listener:close()
+    assert.is_nil(key)
+    assert.are.equal("timeout", err.code)
+    assert.is_true(err.ambiguous)
+  end)
+end)
+
+describe("unknown option keys", function()
+  it("raise at the caller's line in every method, naming the key and the nearest known one", function()
+    local c = ddb.ready_client()
+    local v = ddb.ready_client({ sort_key = "version" })
+    local key = assert(c:append("users", "opts", "t", {}))
+    local cases = {
+      { "expected_verison", "expected_version", function()
+        v:append("users", "o", "t", {}, { expected_verison = 1 })
+      end },
+      { "expected_verison", "expected_version", function()
+        v:append_batch("users", "o", { { type = "t" } }, { expected_verison = 1 })
+      end },
+      { "typ", "type", function() c:append_batch("users", "o", { { type = "t" }, { typ = "t" } }) end },
+      { "concurency", "concurrency", function() c:append_many({}, { concurency = 2 }) end },
+      { "expected_verison", "expected_version", function()
+        v:append_many({ { log = "users", id = "o", type = "t", expected_verison = 0 } })
+      end },
+      { "revers", "reverse", function() c:query("users", "opts", { revers = true }) end },
+      { "cursr", "cursor", function() c:query_page("users", "opts", { cursr = "x" }) end },
+      { "consitent", "consistent", function() c:get("users", "opts", key.sk, { consitent = true }) end },
+      { "consitent", "consistent", function() c:head("users", "opts", { consitent = true }) end },
+      { "strem", "stream", function() c:create_table({ strem = false }) end },
+      { "orderd", "ordered", function() c:publish({}, { orderd = true }) end },
+      { "detailtype", "detail_type", function()
+        c:publish({ { source = "s", detail_type = "d", detail = {}, detailtype = "d" } })
+      end },
+    }
+    for _, case in ipairs(cases) do
+      local info = debug.getinfo(case[3], "S")
+      local msg = raised(case[3])
+      assert.matches(('unknown option "%s" (did you mean "%s"?)'):format(case[1], case[2]), msg, 1, true)
+      -- blamed on the line of the call in the function above
+      local line = tonumber(msg:match("client_spec%.lua:(%d+): "))
+      assert.is_number(line, msg)
+      assert.is_true(line >= info.linedefined and line <= info.lastlinedefined, msg)
+    end
+    assert.are.equal(0, #assert(v:query("users", "o"):all()), "nothing written")
+    assert.are.equal(0, #assert(c:query("users", "o"):all()), "nothing written")
+  end)
+
+  it("name the event of append_batch and append_many", function()
+    local c = ddb.ready_client()
+    assert.matches('append_batch: events[2]: unknown option "tpye"',
+      raised(function() c:append_batch("users", "o", { { type = "t" }, { tpye = "t" } }) end), 1, true)
+    assert.matches('append_many: events[3]: unknown option "paylod"', raised(function()
+      c:append_many({ { log = "l", id = "1", type = "t" }, { log = "l", id = "2", type = "t" },
+                      { log = "l", id = "3", type = "t", paylod = {} } })
+    end), 1, true)
+  end)
+end)
+
+describe("append_batch errors", function()
+  it("name the event they are about", function()
+    local c = ddb.ready_client()
+    local keys, err = c:append_batch("users", "b", { { type = "t" }, { type = "t", payload = { x = 0 / 0 } } })
+    assert.is_nil(keys)
+    assert.are.equal("invalid_argument", err.code)
+    assert.matches("^events%[2%]: ", err.message)
+    assert.are.equal(2, err.index)
+    keys, err = c:append_batch("users", "b", { { type = "t" }, { type = "" } })
+    assert.is_nil(keys)
+    assert.matches("^events%[2%]: type must not be empty", err.message)
+    assert.are.equal(2, err.index)
+    assert.matches("events[3]: type must be a string", raised(function()
+      c:append_batch("users", "b", { { type = "t" }, { type = "t" }, { type = 42 } })
+    end), 1, true)
+    assert.matches("events[2]: payload must be a table", raised(function()
+      c:append_batch("users", "b", { { type = "t" }, { type = "t", payload = "x" } })
+    end), 1, true)
+  end)
+
+  it("name the event whose version is taken", function()
+    local v = ddb.ready_client({ sort_key = "version" })
+    assert(v:append("acct", "b", "second", {}, { expected_version = 1 })) -- version 2 only
+    local keys, err = v:append_batch("acct", "b", { { type = "a" }, { type = "b" } }, { expected_version = 0 })
+    assert.is_nil(keys)
+    assert.are.equal("conflict", err.code)
+    assert.are.equal(2, err.index)
+    assert.matches("^events%[2%]: an event with sort key 2 already exists", err.message)
   end)
 end)

@@ -98,6 +98,27 @@ describe("dynlog.http failures", function()
     assert.are.equal("connection", err.code)
     assert.is_true(err.retryable)
     assert.matches("^connection: ", tostring(err))
+    assert.is_false(err.sent, "a refused connection sent nothing")
+  end)
+
+  it("says a request whose connect timed out was never sent", function()
+    -- A listener whose queue is full: the kernel drops further SYNs.
+    local socket = require "socket"
+    local listener = assert(socket.bind("127.0.0.1", 0, 0))
+    local _, port = listener:getsockname()
+    local fillers = {}
+    for i = 1, 3 do
+      fillers[i] = socket.tcp()
+      fillers[i]:settimeout(0)
+      fillers[i]:connect("127.0.0.1", port)
+    end
+    local res, err = http.new({ connect_timeout = 0.2, timeout = 5 }):request({
+      method = "POST", url = "http://127.0.0.1:" .. port .. "/", body = "{}" })
+    for _, s in ipairs(fillers) do s:close() end
+    listener:close()
+    assert.is_nil(res)
+    assert.are.equal("timeout", err.code)
+    assert.is_false(err.sent)
   end)
 
   it("times out on a server that accepts but never answers", function()
@@ -113,6 +134,7 @@ describe("dynlog.http failures", function()
     assert.is_nil(res)
     assert.are.equal("timeout", err.code)
     assert.is_true(err.retryable)
+    assert.is_nil(err.sent, "the request went out: it may have been applied")
     assert.is_true(elapsed >= 0.25 and elapsed < 5, "took " .. elapsed .. " s")
   end)
 

@@ -25,7 +25,7 @@ local function reply(v)
 end
 local function outcome(res, err)
   if res then return { res = res } end
-  return { err = { code = err.code, message = err.message, retryable = err.retryable } }
+  return { err = { code = err.code, message = err.message, retryable = err.retryable, sent = err.sent } }
 end
 local function elapsed_since(t0)
   ngx.update_time()
@@ -492,6 +492,7 @@ describe("dynlog.ngx_http inside nginx", function()
       assert.is_nil(r.res)
       assert.are.equal("timeout", r.err.code)
       assert.is_true(r.err.retryable)
+      assert.is_nil(r.err.sent, "the request went out: it may have been applied")
       assert.is_true(r.elapsed >= 0.25 and r.elapsed < 1.5, "took " .. r.elapsed .. " s")
     end)
 
@@ -501,6 +502,7 @@ describe("dynlog.ngx_http inside nginx", function()
       assert.are.equal("connection", r.err.code)
       assert.is_true(r.err.retryable)
       assert.matches("refused", r.err.message)
+      assert.is_false(r.err.sent, "a refused connection sent nothing")
     end)
 
     it("names the missing resolver directive for a host name, and does not retry", function()
@@ -508,6 +510,7 @@ describe("dynlog.ngx_http inside nginx", function()
       assert.are.equal("connection", r.err.code)
       assert.matches("`resolver`", r.err.message)
       assert.is_false(r.err.retryable)
+      assert.is_false(r.err.sent)
     end)
 
     it("reports a failed TLS handshake as a tls error", function()
@@ -515,6 +518,7 @@ describe("dynlog.ngx_http inside nginx", function()
       assert.is_nil(r.res)
       assert.are.equal("tls", r.err.code)
       assert.is_false(r.err.retryable)
+      assert.is_false(r.err.sent)
     end)
 
     it("verifies certificates against lua_ssl_trusted_certificate unless verify is false", function()

@@ -213,4 +213,25 @@ describe("publish", function()
     assert.are.equal("too_large", err.code)
     assert.are.equal(0, #srv.requests())
   end)
+
+  it("raises at the caller's line on an unknown option or entry field, naming the nearest known one", function()
+    srv = server.start({ { method = "POST", path = "/", responses = { { putevents = true } } } })
+    local c = client_for(srv)
+    local function raised(f)
+      local ok, msg = pcall(f)
+      assert.is_false(ok)
+      return tostring(msg)
+    end
+    local line = debug.getinfo(1, "l").currentline + 1
+    local msg = raised(function() c:publish({ entry(1) }, { orderd = true }) end)
+    assert.matches('publish_spec.lua:' .. line .. ': publish: unknown option "orderd" (did you mean "ordered"?)',
+      msg, 1, true)
+    local misspelt = entry(2)
+    misspelt.trace_heder = "Root=1"
+    line = debug.getinfo(1, "l").currentline + 1
+    msg = raised(function() c:publish({ entry(1), misspelt }) end)
+    assert.matches('publish_spec.lua:' .. line .. ': publish: entries[2]: unknown option "trace_heder"'
+      .. ' (did you mean "trace_header"?)', msg, 1, true)
+    assert.are.equal(0, #srv.requests())
+  end)
 end)

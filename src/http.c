@@ -76,6 +76,7 @@ void dl_http_response_init(dl_http_response *r)
     r->local_port = 0;
     r->truncated = 0;
     r->resent = 0;
+    r->unsent = 0;
 }
 
 void dl_http_response_reset(dl_http_response *r)
@@ -87,6 +88,7 @@ void dl_http_response_reset(dl_http_response *r)
     r->local_port = 0;
     r->truncated = 0;
     r->resent = 0;
+    r->unsent = 0;
 }
 
 void dl_http_response_free(dl_http_response *r)
@@ -140,6 +142,37 @@ static const char *classify(CURLcode rc)
     default:
         return DL_HTTP_CONNECTION;
     }
+}
+
+/* Failures that may come before the request is sent: finding the host,
+ * connecting, the TLS handshake, and a timeout (of the connect or later). */
+static int before_sending(CURLcode rc)
+{
+    switch (rc) {
+    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_COULDNT_RESOLVE_PROXY:
+    case CURLE_COULDNT_CONNECT:
+    case CURLE_OPERATION_TIMEDOUT:
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_PEER_FAILED_VERIFICATION:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+/* True when no byte of the request went out: curl counts the request's
+ * bytes once it has sent them (CURLINFO_REQUEST_SIZE, zeroed at each
+ * transfer's start and kept across curl's own re-sends, which also set
+ * `resent`), and nothing of the body was handed over to be sent. */
+static int never_sent(dl_http *h, CURLcode rc, const dl_http_response *r)
+{
+    long request_size = -1;
+    if (!before_sending(rc) || r->resent || h->upload_pos > 0)
+        return 0;
+    if (curl_easy_getinfo(h->curl, CURLINFO_REQUEST_SIZE, &request_size) != CURLE_OK)
+        return 0;
+    return request_size == 0;
 }
 
 /* Request bodies go to curl through a read callback rather than
@@ -244,6 +277,8 @@ int dl_http_complete(dl_http *h, CURLcode rc, const char **code, const char **me
     /* The handle outlives this request's headers, body and response: drop
      * the pointers now so that it never holds dangling ones. */
     curl_easy_setopt(h->curl, CURLOPT_HTTPHEADER, (struct curl_slist *)NULL);
+    if (rc != CURLE_OK)
+        r->unsent = never_sent(h, rc, r);
     h->response = NULL;
     h->upload = NULL;
     h->upload_len = h->upload_pos = 0;

@@ -41,6 +41,7 @@ struct dl_http_response {
     long local_port;
     int truncated; /* body went over max_response_bytes */
     int resent;    /* curl sent the request again after a reused connection died */
+    int unsent;    /* failed before any byte of the request could reach the server */
 };
 
 /* Error classes a failed request maps to; the Lua layer uses them as codes. */
@@ -68,7 +69,9 @@ void dl_http_response_reset(dl_http_response *r);
 
 /* Performs one request. Returns 0 with *r filled (any status), or -1 with
  * *code set to one of the DL_HTTP_* classes and *message to a description
- * that holds no secrets. */
+ * that holds no secrets; then r->unsent is 1 when the request certainly
+ * never went out (no host address, no connection, or a connect or TLS
+ * handshake that failed or timed out): the server cannot have applied it. */
 int dl_http_perform(dl_http *h, const dl_http_request *req, dl_http_response *r,
                     const char **code, const char **message);
 

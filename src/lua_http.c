@@ -3,7 +3,8 @@
  *   local h = core.http_client{connect_timeout=, timeout=, cafile=, max_response_bytes=}
  *   local res = h:request(method, url, headers, body [, timeout])
  *   -- res = {status=, headers={<lower-case name> = value}, body=,
- *   --        new_connections=, local_port=}   or nil, code, message
+ *   --        new_connections=, local_port=}   or nil, code, message, unsent
+ *   -- unsent: true when the request certainly never went out (see http.h)
  *
  * Timeouts are in seconds (fractions allowed). Header names and values are
  * checked for CR, LF and NUL so that no caller can inject a header. */
@@ -283,8 +284,9 @@ static int l_request(lua_State *L)
     drop_headers(c);
     if (rc != 0) {
         dl_push_failure(L, code, message);
+        lua_pushboolean(L, r->unsent);
         dl_http_response_free(r);
-        return 3;
+        return 4;
     }
     dl_http_push_response(L, r);
     dl_http_response_free(r);

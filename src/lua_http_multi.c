@@ -6,7 +6,8 @@
  *   local id = m:start(method, url [, headers [, body [, timeout]]])
  *                                       -- or nil, code, message
  *   local id, res = m:next(seconds)     -- a request that ended: res as
- *   local id, nil, code, message        -- http_client's, or the failure;
+ *   local id, nil, code, message,       -- http_client's, or the failure
+ *         unsent                        -- (unsent as http_client's);
  *                                       -- nil when none ended in time
  *   m:in_flight() -> n;  m:cancel();  m:close()
  *
@@ -75,7 +76,7 @@ static int l_start(lua_State *L)
     return 1;
 }
 
-/* multi:next([seconds]) -> id, res | id, nil, code, message | nil */
+/* multi:next([seconds]) -> id, res | id, nil, code, message, unsent | nil */
 static int l_next(lua_State *L)
 {
     multi_ud *u = check_multi(L);
@@ -98,7 +99,8 @@ static int l_next(lua_State *L)
         lua_pushnil(L);
         lua_pushstring(L, code);
         lua_pushstring(L, message); /* may live in the slot: copy before release */
-        n = 4;
+        lua_pushboolean(L, r->unsent);
+        n = 5;
     }
     dl_http_multi_release(&u->multi, i);
     return n;

@@ -308,12 +308,18 @@ end
 local function attempt(self, svc, target, body, unwrap, numbers)
   local creds, cerr = self.provider:get()
   if not creds then return nil, cerr end
-  local headers = self.signer:sign({
+  local headers, scode, smessage = self.signer:sign({
     method = "POST", url = svc.url, body = body,
     region = self.region, service = svc.signing_name, credentials = creds,
     time = math_floor(self.now() + self.clock_skew),
     headers = { ["Content-Type"] = svc.content_type, ["X-Amz-Target"] = target },
   })
+  -- Never send a request unsigned: AWS would only say that it has no
+  -- signature (MissingAuthenticationTokenException), hiding the cause.
+  if not headers then
+    return nil, errors.new(tostring(scode or "SigningFailed"), "the request could not be signed, so it was not sent: "
+      .. tostring(smessage or scode), { sent = false })
+  end
   local res, terr = self:_transport():request({ method = "POST", url = svc.url, headers = headers,
                                               body = body, timeout = self.timeout })
   if not res then return nil, terr end
@@ -361,8 +367,11 @@ local function learn_clock_skew(self, err, res)
   return true
 end
 
--- An outcome we cannot know: the request may have been applied.
+-- An outcome we cannot know: the request may have been applied. Not so
+-- when the transport says it never went out (`sent == false`: no address,
+-- refused, a connect that timed out, nothing signed).
 local function ambiguous(err)
+  if err.sent == false then return false end
   return err.code == "timeout" or err.code == "connection" or (err.status or 0) >= 500
     or err.code == "crc32_mismatch" or err.resent == true
 end
@@ -394,7 +403,7 @@ function _M:_send_to(service, operation, body, unwrap, numbers)
       -- The last attempt counts too: a final timeout leaves it unknown
       -- whether that attempt was applied.
       err.ambiguous = was_ambiguous or ambiguous(err)
-      err.resent = nil
+      err.resent, err.sent = nil, nil
       return nil, err
     end
   end

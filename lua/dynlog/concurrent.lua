@@ -75,9 +75,9 @@ local function multi_transport(m)
     request = function(_, req)
       local id, code, message = m:start(req.method or "GET", req.url, req.headers, req.body, req.timeout)
       if not id then return nil, http.failure(code, message) end
-      local res, rcode, rmessage = co_yield(WAIT_REQUEST, id)
+      local res, rcode, rmessage, unsent = co_yield(WAIT_REQUEST, id)
       if res then return res end
-      return nil, http.failure(rcode, rmessage)
+      return nil, http.failure(rcode, rmessage, unsent)
     end,
   }
 end
@@ -147,11 +147,11 @@ local function run_coroutines(client, n, worker, transport, m)
   while s.alive > 0 do
     local next_in = fire_timers(s)
     if m and m:in_flight() > 0 then
-      local id, res, code, message = m:next(next_in and math_min(next_in, 1) or 1)
+      local id, res, code, message, unsent = m:next(next_in and math_min(next_in, 1) or 1)
       if id then
         local run = s.waiting[id]
         s.waiting[id] = nil
-        resume(s, run, res, code, message)
+        resume(s, run, res, code, message, unsent)
       end
     elseif next_in then
       sleep(next_in)

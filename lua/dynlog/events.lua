@@ -7,11 +7,13 @@
 local concurrent = require "dynlog.concurrent"
 local core = require "dynlog.core"
 local errors = require "dynlog.errors"
+local options = require "dynlog.options"
 
-local error, ipairs, next, pairs, pcall, setmetatable, tonumber, tostring, type =
-  error, ipairs, next, pairs, pcall, setmetatable, tonumber, tostring, type
+local error, ipairs, next, pairs, pcall, rawget, setmetatable, tonumber, tostring, type =
+  error, ipairs, next, pairs, pcall, rawget, setmetatable, tonumber, tostring, type
+local debug_getinfo = debug.getinfo
 local math_floor, math_huge, math_min, math_random = math.floor, math.huge, math.min, math.random
-local str_find, str_gsub = string.find, string.gsub
+local str_find, str_format, str_gsub, str_match = string.find, string.format, string.gsub, string.match
 local attribute_map, array, item_size = core.attribute_map, core.array, core.item_size
 local core_ulid, utf8_valid = core.ulid, core.utf8_valid
 local base64_encode, base64_decode = core.base64_encode, core.base64_decode
@@ -23,45 +25,163 @@ local MAX_ITEM = 400 * 1024
 local MAX_TRANSACTION_ITEMS = 100
 local MAX_TRANSACTION_BYTES = 4 * 1024 * 1024
 local CONDITION = "attribute_not_exists(pk)"
+-- The largest version: every version up to it, and the one after each but
+-- the last, is an integer that both Lua 5.4 and LuaJIT (whose numbers are
+-- doubles) hold exactly.
+local MAX_VERSION = 9007199254740991 -- 2^53 - 1
+
+-- The options of each method, and the fields of the events of
+-- append_batch and append_many.
+local APPEND = options.known{ "expected_version" }
+local APPEND_MANY = options.known{ "concurrency" }
+local MANY_EVENT = options.known{ "log", "id", "type", "payload", "expected_version", "sk" }
+local BATCH_EVENT = options.known{ "type", "payload" }
+local READ = options.known{ "consistent" }
+local QUERY = options.known{ "after", "before", "limit", "reverse", "consistent", "page_size" }
+local QUERY_PAGE = options.known{ "after", "before", "limit", "reverse", "consistent", "page_size", "cursor" }
+
+-- Programming errors are blamed on the line that called dynlog: the first
+-- function on the stack that is not of this module. outside_level() is
+-- that function's level as error() counts it from outside_level's caller.
+local SOURCE = debug_getinfo(1, "S").source
+
+local function outside_level()
+  local level = 3
+  while true do
+    local info = debug_getinfo(level, "S")
+    if not info or info.source ~= SOURCE then return level - 1 end
+    level = level + 1
+  end
+end
+
+local function raise(message)
+  error(message, outside_level())
+end
 
 local function invalid(message)
   return nil, errors.new("invalid_argument", message)
 end
 
 ---------------------------------------------------------------------------
+-- The client's sort-key mode and the table's
+---------------------------------------------------------------------------
+
+-- The DynamoDB type of sort keys in each mode, and what they hold.
+local SORT_KEY_TYPE = { ulid = "S", version = "N" }
+local HOLDS = { S = "ULIDs", N = "versions" }
+local MODE_OF = { S = "ulid", N = "version" }
+
+-- A table made for the other mode (or for something else): every request
+-- of this client would fail on it, or read back keys it cannot use.
+-- `table_type` is the table's sk type; `key` a key attribute other than sk
+-- when that one is at fault.
+local function schema_mismatch(client, table_type, key)
+  local want = SORT_KEY_TYPE[client.sort_key]
+  if key and key ~= "sk" then
+    return errors.new("schema_mismatch", "table " .. client.table .. " is not a dynlog table: its key " .. key
+      .. " is of type " .. tostring(table_type) .. " (dynlog tables have pk S and sk " .. want .. ")")
+  end
+  table_type = table_type or (want == "S" and "N" or "S")
+  local message = "table " .. client.table .. " has sort keys of type " .. table_type .. ", but this client has"
+    .. ' sort_key = "' .. client.sort_key .. '", whose sort keys are of type ' .. want .. " ("
+    .. HOLDS[want] .. ")"
+  if MODE_OF[table_type] then
+    message = message .. '; the table was made for sort_key = "' .. MODE_OF[table_type] .. '"'
+  end
+  return errors.new("schema_mismatch", message)
+end
+
+-- DynamoDB's words for a key of the wrong type. AWS adds
+-- "sk expected: N actual: S"; DynamoDB Local stops after "key".
+local function key_type_mismatch(message)
+  if type(message) ~= "string" then return false end
+  if str_find(message, "Type mismatch for key", 1, true) then
+    local key, expected = str_match(message, "Type mismatch for key (%S+) expected: (%a+)")
+    return true, expected, key
+  end
+  return str_find(message, "Condition parameter type does not match schema type", 1, true) ~= nil
+end
+
+-- A request of the event log: _send, with a refusal for a key of the
+-- wrong type told as what it is (a table of the other mode) instead of a
+-- ValidationException.
+local function send(client, operation, body, unwrap, numbers)
+  local resp, err = client:_send(operation, body, unwrap, numbers)
+  if resp ~= nil then return resp end
+  local mismatch, table_type, key
+  if err.code == "ValidationException" then
+    mismatch, table_type, key = key_type_mismatch(err.message)
+  elseif err.code == "TransactionCanceledException" and type(err.reasons) == "table" then
+    for _, r in ipairs(err.reasons) do
+      if type(r) == "table" and r.Code == "ValidationError" then
+        mismatch, table_type, key = key_type_mismatch(r.Message)
+        if mismatch then break end
+      end
+    end
+  end
+  if mismatch then return nil, schema_mismatch(client, table_type, key) end
+  return nil, err
+end
+
+-- Checks the sort keys of items read back, which tell the table's type
+-- even when no request failed (a version-mode client reading ULIDs would
+-- do arithmetic on strings). With numbers = "string" every N reads back as
+-- text: version-mode sort keys become numbers again here, and in ulid mode
+-- a key of decimal digits that is not 26 characters long (a ULID's
+-- length) was a number. Returns true, or nil, err.
+local function check_sort_keys(client, items)
+  local version, as_text = client.sort_key == "version", client.numbers == "string"
+  for _, item in ipairs(items) do
+    local sk = item.sk
+    if version then
+      if as_text then
+        sk = tonumber(sk) or sk
+        item.sk = sk
+      end
+      if type(sk) ~= "number" then return nil, schema_mismatch(client, "S") end
+    elseif type(sk) ~= "string" or (as_text and #sk ~= 26 and str_find(sk, "^%d+$")) then
+      return nil, schema_mismatch(client, "N")
+    end
+  end
+  return true
+end
+
+---------------------------------------------------------------------------
 -- Keys and items
 ---------------------------------------------------------------------------
 
-local function check_name(what, s)
-  if type(s) ~= "string" then error(what .. " must be a string, got " .. type(s), 4) end
-  if s == "" then return invalid(what .. " must not be empty") end
-  local ok, at = utf8_valid(s)
-  if not ok then return invalid(what .. " is not valid UTF-8 (byte " .. tostring(at) .. ")") end
-  if str_find(s, "#", 1, true) then return invalid(what .. " must not contain '#'") end
+-- `at` ("events[3]: ", or "") begins the messages about one event of many.
+local function check_name(what, s, at)
+  if type(s) ~= "string" then raise(at .. what .. " must be a string, got " .. type(s)) end
+  if s == "" then return invalid(at .. what .. " must not be empty") end
+  local ok, pos = utf8_valid(s)
+  if not ok then return invalid(at .. what .. " is not valid UTF-8 (byte " .. tostring(pos) .. ")") end
+  if str_find(s, "#", 1, true) then return invalid(at .. what .. " must not contain '#'") end
   return true
 end
 
 --- The partition key of a stream, or nil, err for an invalid log or id.
-local function stream_key(log, id)
-  local ok, err = check_name("log", log)
+local function stream_key(log, id, at)
+  at = at or ""
+  local ok, err = check_name("log", log, at)
   if not ok then return nil, err end
-  ok, err = check_name("id", id)
+  ok, err = check_name("id", id, at)
   if not ok then return nil, err end
   local pk = log .. "#" .. id .. "#stream"
   if #pk > MAX_PARTITION_KEY then
-    return nil, errors.new("too_large", "partition key is " .. #pk .. " bytes; DynamoDB allows 2048")
+    return nil, errors.new("too_large", at .. "partition key is " .. #pk .. " bytes; DynamoDB allows 2048")
   end
   return pk
 end
 
 -- The payload stored: the caller's, with id filled in (a copy: the caller's
 -- table is not changed).
-local function event_payload(id, payload)
+local function event_payload(id, payload, at)
   if payload == nil then return { id = id } end
-  if type(payload) ~= "table" then error("payload must be a table, got " .. type(payload), 4) end
+  if type(payload) ~= "table" then raise(at .. "payload must be a table, got " .. type(payload)) end
   if payload.id ~= nil then
     if payload.id ~= id then
-      return invalid("payload.id is " .. tostring(payload.id) .. " but the event is for id " .. id)
+      return invalid(at .. "payload.id is " .. tostring(payload.id) .. " but the event is for id " .. id)
     end
     return payload
   end
@@ -73,27 +193,29 @@ end
 
 -- The item's size as DynamoDB counts it, checked against the limit; this
 -- walks the whole item, and finds values DynamoDB cannot hold on the way.
-local function check_size(item)
+local function check_size(item, at)
+  at = at or ""
   local sized, size = pcall(item_size, item)
-  if not sized then return invalid((tostring(size):gsub("^[^:]*:%d+: ", ""))) end
+  if not sized then return invalid(at .. (tostring(size):gsub("^[^:]*:%d+: ", ""))) end
   if size > MAX_ITEM then
-    return nil, errors.new("too_large", "event is " .. size .. " bytes; DynamoDB items hold at most 409600")
+    return nil, errors.new("too_large", at .. "event is " .. size .. " bytes; DynamoDB items hold at most 409600")
   end
   return size
 end
 
 -- The item of an event, or nil, err. `unsized`: leave the size to
--- put_body, which learns it more cheaply while encoding.
-local function event_item(log, id, pk, sk, event_type, payload, unsized)
-  if type(event_type) ~= "string" then error("type must be a string, got " .. type(event_type), 4) end
-  if event_type == "" then return invalid("type must not be empty") end
-  local ok, at = utf8_valid(event_type)
-  if not ok then return invalid("type is not valid UTF-8 (byte " .. tostring(at) .. ")") end
-  local p, err = event_payload(id, payload)
+-- put_body, which learns it more cheaply while encoding. `at` as for
+-- check_name.
+local function event_item(log, id, pk, sk, event_type, payload, at, unsized)
+  if type(event_type) ~= "string" then raise(at .. "type must be a string, got " .. type(event_type)) end
+  if event_type == "" then return invalid(at .. "type must not be empty") end
+  local ok, pos = utf8_valid(event_type)
+  if not ok then return invalid(at .. "type is not valid UTF-8 (byte " .. tostring(pos) .. ")") end
+  local p, err = event_payload(id, payload, at)
   if not p then return nil, err end
   local item = attribute_map({ pk = pk, sk = sk, type = event_type, log = log, payload = p })
   if unsized then return item end
-  local size, serr = check_size(item)
+  local size, serr = check_size(item, at)
   if not size then return nil, serr end
   return item, size
 end
@@ -160,11 +282,14 @@ end
 -- stored. JSON text is never shorter than the item's size as DynamoDB
 -- counts it (names and strings are quoted, numbers and binaries take more
 -- room as text), so only a body over the limit needs the exact count.
-local function put_body(client, item)
+local function put_body(client, item, at)
   local body, err = client:_encode({ TableName = client.table, Item = item, ConditionExpression = CONDITION })
-  if not body then return nil, err end
+  if not body then
+    if at then err.message = at .. tostring(err.message) end
+    return nil, err
+  end
   if #body > MAX_ITEM then
-    local sized, serr = check_size(item)
+    local sized, serr = check_size(item, at)
     if not sized then return nil, serr end
   end
   return body
@@ -176,7 +301,7 @@ local function put_event(client, item, body)
     body, berr = put_body(client, item)
     if not body then return nil, berr end
   end
-  local _, err = client:_send("PutItem", body)
+  local _, err = send(client, "PutItem", body)
   if not err then return { pk = item.pk, sk = item.sk } end
   if err.code == "ConditionalCheckFailedException" then
     -- After an attempt whose outcome is unknown (ours, or the transport's
@@ -194,11 +319,35 @@ local function put_event(client, item, body)
   return nil, err
 end
 
-local function check_expected(expected)
-  if expected == nil or expected == "any" or expected == "no_stream" then return end
-  if type(expected) ~= "number" or expected < 0 or expected ~= math_floor(expected) then
-    error('expected_version must be a version number >= 0, "no_stream" or "any"', 4)
+-- A version n + 1 must be stored and read back exactly: n is an integer
+-- from 0 to MAX_VERSION - 1 (math.maxinteger would wrap to -2^63, and 2^53
+-- as a float has no successor).
+-- A number as its digits (LuaJIT would write 2^53 as 9.007199254741e+15).
+local math_type = rawget(math, "type") -- Lua 5.4 only
+
+local function digits(v)
+  if type(v) == "number" and not (math_type and math_type(v) == "integer") and v == math_floor(v)
+      and v - 1 ~= v then
+    return str_format("%.0f", v)
   end
+  return tostring(v)
+end
+
+local function check_expected(expected, at)
+  if expected == nil or expected == "any" or expected == "no_stream" then return end
+  if type(expected) ~= "number" or not (expected >= 0 and expected <= MAX_VERSION - 1)
+      or expected ~= math_floor(expected) then
+    raise((at or "") .. "expected_version must be an integer from 0 to " .. digits(MAX_VERSION - 1)
+      .. ' (versions stop at 2^53 - 1), "no_stream" or "any"; got ' .. digits(expected))
+  end
+end
+
+-- The versions after `version` for `count` events, or nil, err when the
+-- stream has no room for them.
+local function room_after(client, pk, version, count)
+  if version + count <= MAX_VERSION then return true end
+  return nil, errors.new("too_large", pk .. " is at version " .. digits(version) .. "; " .. count
+    .. " more would pass the largest version, 2^53 - 1 (" .. digits(MAX_VERSION) .. ")", { table = client.table })
 end
 
 -- Under "any", a conflict means another writer took the version we read:
@@ -221,6 +370,8 @@ end
 -- one this caller wrote, say): tried first, without reading the head.
 local function put_versioned(client, item, expected, head)
   local function at(version)
+    local ok, err = room_after(client, item.pk, version, 1)
+    if not ok then return nil, err end
     item.sk = version + 1
     return put_event(client, item)
   end
@@ -235,23 +386,26 @@ end
 
 -- expected_version means something only when sort keys are versions: in
 -- ULID mode it is a mistake of the caller's, not a condition to ignore.
-local function check_no_expected(expected)
+local function check_no_expected(expected, at)
   if expected ~= nil then
-    error('expected_version applies to version-mode clients (sort_key = "version"); this client uses ULIDs', 4)
+    raise((at or "") .. 'expected_version applies to version-mode clients (sort_key = "version");'
+      .. " this client uses ULIDs")
   end
 end
 
 --- append(log, id, type, payload [, opts]) -> key {pk=, sk=}, or nil, err.
 -- opts.expected_version (version mode): a number n writes exactly n + 1;
 -- "no_stream" writes 1; "any" (the default) writes after the current head.
+-- Versions are integers from 1 to 2^53 - 1.
 function _M:append(log, id, event_type, payload, opts)
+  options.check(opts, APPEND, "append")
   local pk, err = stream_key(log, id)
   if not pk then return nil, err end
   if self.sort_key == "ulid" then
     check_no_expected(opts and opts.expected_version)
     local sk, uerr = core_ulid()
     if not sk then return nil, errors.new(uerr, "ULID overflow") end
-    local item, ierr = event_item(log, id, pk, sk, event_type, payload, true)
+    local item, ierr = event_item(log, id, pk, sk, event_type, payload, "", true)
     if not item then return nil, ierr end
     local body, berr = put_body(self, item)
     if not body then return nil, berr end
@@ -260,7 +414,7 @@ function _M:append(log, id, event_type, payload, opts)
   local expected = opts and opts.expected_version
   check_expected(expected)
   -- Validate once, before any read.
-  local item, ierr = event_item(log, id, pk, 1, event_type, payload)
+  local item, ierr = event_item(log, id, pk, 1, event_type, payload, "")
   if not item then return nil, ierr end
   return put_versioned(self, item, expected)
 end
@@ -276,7 +430,7 @@ local function check_concurrency(opts)
   local n = opts and opts.concurrency
   if n == nil then return DEFAULT_CONCURRENCY end
   if type(n) ~= "number" or n < 1 or n > MAX_CONCURRENCY or n ~= math_floor(n) then
-    error("concurrency must be an integer from 1 to " .. MAX_CONCURRENCY, 3)
+    raise("append_many: concurrency must be an integer from 1 to " .. MAX_CONCURRENCY)
   end
   return n
 end
@@ -291,18 +445,19 @@ end
 -- Raises, as append does, for arguments of the wrong type.
 -- A sort key given with the event (ev.sk): a ULID in ulid mode, a version
 -- number (a positive integer) in version mode; raises for the wrong type.
-local function kept_key(client, ev, i)
+local function kept_key(client, ev, at)
   local sk = ev.sk
   if ev.expected_version ~= nil then
-    error("events[" .. i .. "]: sk and expected_version exclude each other", 4)
+    raise("append_many: " .. at .. "sk and expected_version exclude each other")
   end
   if client.sort_key == "ulid" then
-    if type(sk) ~= "string" then error("events[" .. i .. "].sk must be a ULID string, got " .. type(sk), 4) end
-    if not core.ulid_decode(sk) then return invalid("sk " .. sk .. " is not a ULID") end
+    if type(sk) ~= "string" then raise("append_many: " .. at .. "sk must be a ULID string, got " .. type(sk)) end
+    if not core.ulid_decode(sk) then return invalid(at .. "sk " .. sk .. " is not a ULID") end
   else
-    if type(sk) ~= "number" then error("events[" .. i .. "].sk must be a version number, got " .. type(sk), 4) end
-    if not (sk >= 1 and sk == math_floor(sk) and sk < math_huge) then
-      return invalid("sk " .. tostring(sk) .. " is not a version number (a positive integer)")
+    if type(sk) ~= "number" then raise("append_many: " .. at .. "sk must be a version number, got " .. type(sk)) end
+    if not (sk >= 1 and sk <= MAX_VERSION and sk == math_floor(sk)) then
+      return invalid(at .. "sk " .. digits(sk) .. " is not a version number (an integer from 1 to "
+        .. digits(MAX_VERSION) .. ")")
     end
   end
   return sk
@@ -310,26 +465,28 @@ end
 
 local function many_item(client, events, i)
   local ev = events[i]
-  if type(ev) ~= "table" then error("events[" .. i .. "] must be a table {log=, id=, type=, payload=}", 3) end
-  local pk, err = stream_key(ev.log, ev.id)
+  local at = "events[" .. i .. "]: "
+  if type(ev) ~= "table" then raise("append_many: " .. at .. "must be a table {log=, id=, type=, payload=}") end
+  options.check(ev, MANY_EVENT, "append_many: events[" .. i .. "]", outside_level())
+  local pk, err = stream_key(ev.log, ev.id, at)
   if not pk then return nil, err end
   local kept
   if ev.sk ~= nil then
-    kept, err = kept_key(client, ev, i)
+    kept, err = kept_key(client, ev, at)
     if not kept then return nil, err end
   end
   if client.sort_key ~= "ulid" then
-    check_expected(ev.expected_version)
-    return event_item(ev.log, ev.id, pk, kept or 1, ev.type, ev.payload)
+    check_expected(ev.expected_version, at)
+    return event_item(ev.log, ev.id, pk, kept or 1, ev.type, ev.payload, at)
   end
-  check_no_expected(ev.expected_version)
+  check_no_expected(ev.expected_version, at)
   -- The whole request is known: encode it now, once.
   local sk, uerr = kept, nil
   if not sk then sk, uerr = core_ulid() end
-  if not sk then return nil, errors.new(uerr, "ULID overflow") end
-  local item, ierr = event_item(ev.log, ev.id, pk, sk, ev.type, ev.payload, true)
+  if not sk then return nil, errors.new(uerr, at .. "ULID overflow") end
+  local item, ierr = event_item(ev.log, ev.id, pk, sk, ev.type, ev.payload, at, true)
   if not item then return nil, ierr end
-  local body, berr = put_body(client, item)
+  local body, berr = put_body(client, item, at)
   if not body then return nil, berr end
   return item, nil, body
 end
@@ -349,7 +506,8 @@ local function stream_lanes(client, events, errs)
       lane[#lane + 1] = { index = i, item = item, body = body, expected = events[i].expected_version,
                           kept = events[i].sk ~= nil }
     else
-      errs[i] = indexed(i, err)
+      err.index = i -- its message names the event already
+      errs[i] = err
     end
   end
   return lanes
@@ -407,6 +565,7 @@ end
 -- existing = true.
 function _M:append_many(events, opts)
   if type(events) ~= "table" then error("append_many: events must be a list of events", 2) end
+  options.check(opts, APPEND_MANY, "append_many")
   local concurrency = check_concurrency(opts)
   local results, errs = {}, {}
   local lanes = stream_lanes(self, events, errs)
@@ -423,7 +582,7 @@ function _M:append_many(events, opts)
 end
 
 local function batch_items(log, id, pk, events, first_version)
-  if type(events) ~= "table" then error("events must be a list of {type=, payload=}", 4) end
+  if type(events) ~= "table" then raise("append_batch: events must be a list of {type=, payload=}") end
   local n = #events
   if n == 0 then return invalid("events must not be empty") end
   if n > MAX_TRANSACTION_ITEMS then
@@ -432,18 +591,20 @@ local function batch_items(log, id, pk, events, first_version)
   local items, total = {}, 0
   for i = 1, n do
     local ev = events[i]
-    if type(ev) ~= "table" then error("events[" .. i .. "] must be a table {type=, payload=}", 4) end
+    local at = "events[" .. i .. "]: "
+    if type(ev) ~= "table" then raise("append_batch: " .. at .. "must be a table {type=, payload=}") end
+    options.check(ev, BATCH_EVENT, "append_batch: events[" .. i .. "]", outside_level())
     local sk
     if first_version then
       sk = first_version + i - 1
     else
       local uerr
       sk, uerr = core_ulid()
-      if not sk then return nil, errors.new(uerr, "ULID overflow") end
+      if not sk then return nil, errors.new(uerr, at .. "ULID overflow", { index = i }) end
     end
-    local item, size_or_err = event_item(log, id, pk, sk, ev.type, ev.payload)
+    local item, size_or_err = event_item(log, id, pk, sk, ev.type, ev.payload, at)
     if not item then
-      size_or_err.message = "events[" .. i .. "]: " .. size_or_err.message
+      size_or_err.index = i
       return nil, size_or_err
     end
     items[i], total = item, total + size_or_err
@@ -464,20 +625,31 @@ local function transact(client, items)
   end
   -- One token for all the attempts of this transaction: a retry of one
   -- that did commit is answered with success instead of running again.
-  local token = core_ulid()
+  local token, terr = core_ulid()
+  if not token then return nil, errors.new(terr, "ULID overflow (the transaction's token)") end
   local body, berr = client:_encode({ TransactItems = actions, ClientRequestToken = token })
   if not body then return nil, berr end
-  local _, err = client:_send("TransactWriteItems", body)
+  local _, err = send(client, "TransactWriteItems", body)
   if not err then
     local keys = {}
     for i, item in ipairs(items) do keys[i] = { pk = item.pk, sk = item.sk } end
     return keys
   end
-  if err.code == "TransactionCanceledException" and not err.retryable then
-    for _, r in ipairs(err.reasons or {}) do
-      if r.Code == "ConditionalCheckFailed" then
-        return nil, errors.new("conflict", "an event of this batch already exists in " .. items[1].pk,
-          { status = err.status, request_id = err.request_id, reasons = err.reasons })
+  -- DynamoDB gives one reason per event: name the first event refused.
+  if err.code == "TransactionCanceledException" and not err.retryable and type(err.reasons) == "table" then
+    for i, r in ipairs(err.reasons) do
+      if type(r) == "table" and r.Code == "ConditionalCheckFailed" and items[i] then
+        return nil, errors.new("conflict", "events[" .. i .. "]: an event with sort key " .. tostring(items[i].sk)
+          .. " already exists in " .. items[i].pk,
+          { status = err.status, request_id = err.request_id, reasons = err.reasons, index = i })
+      end
+    end
+    for i, r in ipairs(err.reasons) do
+      if type(r) == "table" and r.Code and r.Code ~= "None" then
+        err.message = "events[" .. i .. "]: " .. tostring(r.Code) .. ": " .. tostring(r.Message)
+          .. " (" .. tostring(err.message) .. ")"
+        err.index = i
+        break
       end
     end
   end
@@ -488,6 +660,7 @@ end
 -- events = { {type=, payload=}, ... }: all are written or none, in one
 -- transaction (at most 100 events and 4 MB).
 function _M:append_batch(log, id, events, opts)
+  options.check(opts, APPEND, "append_batch")
   local pk, err = stream_key(log, id)
   if not pk then return nil, err end
   if self.sort_key == "ulid" then
@@ -501,6 +674,8 @@ function _M:append_batch(log, id, events, opts)
   local probe, perr = batch_items(log, id, pk, events, 1)
   if not probe then return nil, perr end
   local function at(version)
+    local ok, rerr = room_after(self, pk, version, #probe)
+    if not ok then return nil, rerr end
     for i, item in ipairs(probe) do item.sk = version + i end
     return transact(self, probe)
   end
@@ -513,24 +688,22 @@ end
 -- Reading
 ---------------------------------------------------------------------------
 
--- With numbers = "string" every N reads back as text, sort keys included;
--- version-mode sort keys are versions, and stay numbers.
-local function numeric_sort_keys(client, items)
-  if client.numbers ~= "string" or client.sort_key ~= "version" then return end
-  for _, item in ipairs(items) do item.sk = tonumber(item.sk) or item.sk end
-end
-
 function _M:_get_item(pk, sk, consistent, numbers)
-  local body = self:_encode({ TableName = self.table, Key = attribute_map({ pk = pk, sk = sk }),
-                              ConsistentRead = consistent == true })
-  local resp, err = self:_send("GetItem", body, true, numbers or self.numbers)
+  local body, berr = self:_encode({ TableName = self.table, Key = attribute_map({ pk = pk, sk = sk }),
+                                    ConsistentRead = consistent == true })
+  if not body then return nil, berr end
+  local resp, err = send(self, "GetItem", body, true, numbers or self.numbers)
   if not resp then return nil, err end
-  if resp.Item then numeric_sort_keys(self, { resp.Item }) end
+  if resp.Item then
+    local ok, kerr = check_sort_keys(self, { resp.Item })
+    if not ok then return nil, kerr end
+  end
   return resp.Item
 end
 
 --- get(log, id, sk [, opts]) -> the event, nil when there is none, or nil, err.
 function _M:get(log, id, sk, opts)
+  options.check(opts, READ, "get")
   local pk, err = stream_key(log, id)
   if not pk then return nil, err end
   local ok, serr = self:_check_sort_key("sk", sk)
@@ -540,28 +713,31 @@ end
 
 function _M:_check_sort_key(what, sk)
   if self.sort_key == "ulid" then
-    if type(sk) ~= "string" then error(what .. " must be a ULID string in ulid mode, got " .. type(sk), 3) end
+    if type(sk) ~= "string" then raise(what .. " must be a ULID string in ulid mode, got " .. type(sk)) end
   elseif type(sk) ~= "number" then
-    error(what .. " must be a version number in version mode, got " .. type(sk), 3)
+    raise(what .. " must be a version number in version mode, got " .. type(sk))
   end
   return true
 end
 
 local function latest(client, pk, consistent)
-  local body = client:_encode({
+  local body, berr = client:_encode({
     TableName = client.table, KeyConditionExpression = "pk = :pk",
     ExpressionAttributeValues = attribute_map({ [":pk"] = pk }),
     ScanIndexForward = false, Limit = 1, ConsistentRead = consistent,
   })
-  local resp, err = client:_send("Query", body, true, client.numbers)
+  if not body then return nil, berr end
+  local resp, err = send(client, "Query", body, true, client.numbers)
   if not resp then return nil, err end
-  numeric_sort_keys(client, resp.Items)
+  local ok, kerr = check_sort_keys(client, resp.Items)
+  if not ok then return nil, kerr end
   return resp.Items[1] or false
 end
 
 --- head(log, id [, opts]) -> the latest event, nil when the stream is empty,
 -- or nil, err. Reads are strongly consistent unless opts.consistent == false.
 function _M:head(log, id, opts)
+  options.check(opts, READ, "head")
   local pk, err = stream_key(log, id)
   if not pk then return nil, err end
   local ev, qerr = latest(self, pk, not (opts and opts.consistent == false))
@@ -588,7 +764,7 @@ local function encode_cursor(pk, sk, reverse)
 end
 
 local function decode_cursor(client, cursor, pk, reverse)
-  if type(cursor) ~= "string" then error("cursor must be a string", 4) end
+  if type(cursor) ~= "string" then raise("query_page: cursor must be a string") end
   local text = base64_decode((str_gsub(str_gsub(cursor, "-", "+"), "_", "/")))
   local doc = text and core.json_decode(text)
   if type(doc) ~= "table" or doc.v ~= CURSOR_VERSION or type(doc.pk) ~= "string" then
@@ -627,7 +803,6 @@ end
 -- Reads a query's options and checks them. Returns the query state.
 local function new_query(client, log, id, opts)
   opts = opts or {}
-  if type(opts) ~= "table" then error("query options must be a table", 3) end
   local pk, err = stream_key(log, id)
   if not pk then return nil, err end
   local q = { client = client, pk = pk, after = opts.after, before = opts.before,
@@ -638,7 +813,7 @@ local function new_query(client, log, id, opts)
   for _, name in ipairs({ "limit", "page_size" }) do
     local v = q[name]
     if v ~= nil and (type(v) ~= "number" or v < 1 or v ~= math_floor(v)) then
-      error(name .. " must be a positive integer", 3)
+      raise(name .. " must be a positive integer")
     end
   end
   -- BETWEEN with its bounds the wrong way round is a DynamoDB error; an
@@ -656,12 +831,16 @@ local function fetch_page(q, wanted)
   if limit == math_huge then limit = nil end
   local body, berr = client:_encode(query_params(client, q.pk, q, q.start, limit))
   if not body then return nil, berr end
-  local resp, err = client:_send("Query", body, true, client.numbers)
+  local resp, err = send(client, "Query", body, true, client.numbers)
   if not resp then return nil, err end
-  numeric_sort_keys(client, resp.Items)
+  local ok, kerr = check_sort_keys(client, resp.Items)
+  if not ok then return nil, kerr end
   q.fetched, q.pos = resp.Items, 1
   local last = resp.LastEvaluatedKey
-  if last then numeric_sort_keys(client, { last }) end
+  if last then
+    ok, kerr = check_sort_keys(client, { last })
+    if not ok then return nil, kerr end
+  end
   q.start = last and last.sk
   q.exhausted = last == nil
   return true
@@ -722,6 +901,7 @@ end
 --   if events.err then … end
 -- Invalid log or id: nil, err.
 function _M:query(log, id, opts)
+  options.check(opts, QUERY, "query")
   local q, err = new_query(self, log, id, opts)
   if not q then return nil, err end
   q.exhausted = false
@@ -733,6 +913,7 @@ end
 -- limit) is the number of events per page, default 100. cursor is nil on
 -- the last page.
 function _M:query_page(log, id, opts)
+  options.check(opts, QUERY_PAGE, "query_page")
   opts = opts or {}
   local q, err = new_query(self, log, id, opts)
   if not q then return nil, err end

@@ -6,8 +6,11 @@
 --   -- res = {status=, headers=<lower-case names>, body=, new_connections=, local_port=}
 --
 -- Failures to talk at all (timeout, refused connection, TLS) are `nil, err`
--- with err.code "timeout", "connection" or "tls" and err.retryable set; any
--- HTTP status, 5xx included, is a response for the caller to judge.
+-- with err.code "timeout", "connection" or "tls" and err.retryable set, and
+-- err.sent = false when the request certainly never went out (the host had
+-- no address, the connection or the TLS handshake failed or timed out), so
+-- the server cannot have applied it. Any HTTP status, 5xx included, is a
+-- response for the caller to judge.
 local core = require "dynlog.core"
 local errors = require "dynlog.errors"
 local options = require "dynlog.options"
@@ -33,9 +36,11 @@ function _M.new(opts)
 end
 
 --- The error value of a failure class ("timeout", "connection", …) that the
--- C core reported; dynlog.concurrent shares it.
-function _M.failure(code, message)
-  return errors.new(code, message, { retryable = RETRYABLE[code] or false })
+-- C core reported, with `unsent` as it said; dynlog.concurrent shares it.
+function _M.failure(code, message, unsent)
+  local err = errors.new(code, message, { retryable = RETRYABLE[code] or false })
+  if unsent then err.sent = false end
+  return err
 end
 
 function _M:request(req)
@@ -43,12 +48,12 @@ function _M:request(req)
   -- As dynlog.ngx_http answers it: a URL that cannot be sent is an error
   -- value (the C core would raise, to guard its own callers).
   if type(req.url) == "string" and str_find(req.url, "[%c ]") then
-    return nil, _M.failure("invalid_argument", "URL has a space or a control character in it")
+    return nil, _M.failure("invalid_argument", "URL has a space or a control character in it", true)
   end
-  local res, code, message = self.handle:request(req.method or "GET", req.url,
+  local res, code, message, unsent = self.handle:request(req.method or "GET", req.url,
     req.headers, req.body, req.timeout)
   if res then return res end
-  return nil, _M.failure(code, message)
+  return nil, _M.failure(code, message, unsent)
 end
 
 --- Releases the connection now rather than at garbage collection.

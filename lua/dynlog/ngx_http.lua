@@ -9,7 +9,9 @@
 --   -- (no local_port, which dynlog.http has: cosockets don't expose it)
 --
 -- As with dynlog.http, failures to talk at all are `nil, err` with err.code
--- "timeout", "connection" (both retryable) or "tls"; "invalid_argument" for a
+-- "timeout", "connection" (both retryable) or "tls", and err.sent = false
+-- when the request certainly never went out (no address, no connection, a
+-- failed TLS handshake, no time left to send it); "invalid_argument" for a
 -- URL that can't be used and "too_large" for a response over the limit. Any
 -- HTTP status, 5xx included, is a response for the caller to judge. Header
 -- names and values with CR, LF or NUL raise, so no caller can inject a header.
@@ -427,16 +429,23 @@ local function read_response(st, method, max)
   return { status = status, headers = headers, body = body }, keep
 end
 
+-- A failure before any byte of the request went out: the server cannot
+-- have applied it.
+local function unsent(_, err)
+  err.sent = false
+  return nil, err
+end
+
 local function connect_error(u, err)
-  if err == "timeout" then return fail("timeout", "timed out connecting to " .. u.authority) end
+  if err == "timeout" then return unsent(fail("timeout", "timed out connecting to " .. u.authority)) end
   err = tostring(err)
   if str_find(err, "no resolver defined", 1, true) then
     -- A setup mistake, not a network hiccup: retrying cannot help.
     return nil, errors.new("connection", "cannot resolve \"" .. u.host .. "\": nginx has no `resolver`"
       .. " directive (add one to the http {} block, or use an IP address in the URL)",
-      { retryable = false })
+      { retryable = false, sent = false })
   end
-  return fail("connection", "connecting to " .. u.authority .. ": " .. err)
+  return unsent(fail("connection", "connecting to " .. u.authority .. ": " .. err))
 end
 
 -- One attempt on one connection. The third result is true when a reused
@@ -445,7 +454,7 @@ local function exchange(self, u, method, payload, deadline, close_after)
   local sock = ngx_socket_tcp()
   local st = { sock = sock, deadline = deadline, received = 0 }
   local left = left_ms(st)
-  if not left then return io_fail("timeout", "before connecting") end
+  if not left then return unsent(io_fail("timeout", "before connecting")) end
   sock:settimeouts(math_min(ms(self.connect_timeout), left), left, left)
 
   local pool = str_format("dynlog:%s:%s:%d:%s", u.scheme, u.connect_host, u.port,
@@ -458,21 +467,21 @@ local function exchange(self, u, method, payload, deadline, close_after)
     left = left_ms(st)
     if not left then
       sock:close()
-      return io_fail("timeout", "before the TLS handshake")
+      return unsent(io_fail("timeout", "before the TLS handshake"))
     end
     sock:settimeout(left)
     local session, terr = sock:sslhandshake(false, u.host, self.verify)
     if not session then
       sock:close()
-      if terr == "timeout" then return fail("timeout", "timed out in the TLS handshake") end
-      return fail("tls", "TLS handshake with " .. u.authority .. ": " .. tostring(terr))
+      if terr == "timeout" then return unsent(fail("timeout", "timed out in the TLS handshake")) end
+      return unsent(fail("tls", "TLS handshake with " .. u.authority .. ": " .. tostring(terr)))
     end
   end
 
   left = left_ms(st)
   if not left then
     sock:close()
-    return io_fail("timeout", "before sending the request")
+    return unsent(io_fail("timeout", "before sending the request"))
   end
   sock:settimeout(left)
   local sent, serr = sock:send(payload)
@@ -533,6 +542,7 @@ function _M:request(req)
     -- first may have reached the server, so the caller must not trust a
     -- failed condition (see `resent` in dynlog.http).
     if res and try > 0 then res.resent = true end
+    if try > 0 and err then err.sent = nil end -- but an earlier try was
     if res or not stale then break end
   end
   return res, err

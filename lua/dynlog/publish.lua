@@ -11,6 +11,7 @@
 -- sent again with backoff. Results come back one per entry, in input order.
 local core = require "dynlog.core"
 local errors = require "dynlog.errors"
+local options = require "dynlog.options"
 local retry = require "dynlog.retry"
 local timeutil = require "dynlog.timeutil"
 
@@ -25,6 +26,8 @@ local DEFAULT_MAX_REQUEST_BYTES = 256 * 1024
 -- EventBridge counts 14 bytes for an entry's Time.
 local TIME_BYTES = 14
 local RETRYABLE_ENTRY = { InternalFailure = true, ThrottlingException = true }
+local PUBLISH = options.known{ "bus", "max_request_bytes", "ordered" }
+local ENTRY = options.known{ "source", "detail_type", "detail", "bus", "resources", "time", "trace_header" }
 
 local function bad_entry(i, message)
   return nil, errors.new("invalid_argument", "entries[" .. i .. "]: " .. message)
@@ -59,6 +62,7 @@ end
 -- Entry → {wire = <PutEvents entry>, size = <bytes EventBridge counts>}.
 local function prepare(entry, i, opts)
   if type(entry) ~= "table" then return bad_entry(i, "must be a table") end
+  options.check(entry, ENTRY, "publish: entries[" .. i .. "]", 3)
   if not nonempty_string(entry.source) then return bad_entry(i, "source must be a non-empty string") end
   if not nonempty_string(entry.detail_type) then return bad_entry(i, "detail_type must be a non-empty string") end
   local detail, why = detail_text(entry.detail)
@@ -192,6 +196,7 @@ end
 -- with a failed entry stops the rest, whose results say "not_sent").
 -- results[i] is {event_id=} or {error_code=, error_message=}.
 function _M:publish(entries, opts)
+  options.check(opts, PUBLISH, "publish")
   opts = opts or {}
   if type(entries) ~= "table" then error("publish: entries must be a list", 2) end
   local max_bytes = opts.max_request_bytes or DEFAULT_MAX_REQUEST_BYTES

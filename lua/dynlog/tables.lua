@@ -2,6 +2,7 @@
 -- delete_table. The event table has the key schema {pk HASH (S), sk RANGE}
 -- where sk is S in ulid mode and N in version mode.
 local errors = require "dynlog.errors"
+local options = require "dynlog.options"
 
 local error, ipairs, tostring, type = error, ipairs, tostring, type
 local array = require("dynlog.core").array
@@ -10,6 +11,7 @@ local _M = {}
 
 local STREAM_VIEWS = { NEW_IMAGE = true, OLD_IMAGE = true, NEW_AND_OLD_IMAGES = true, KEYS_ONLY = true }
 local BILLING = { PAY_PER_REQUEST = true, PROVISIONED = true }
+local CREATE_TABLE = options.known{ "stream", "billing", "read_capacity", "write_capacity", "wait" }
 
 local function sort_key_type(client)
   return client.sort_key == "ulid" and "S" or "N"
@@ -41,14 +43,19 @@ local function schema_problem(client, desc)
   end
 end
 
---- describe_table() -> the table description (DescribeTable's Table), or nil, err.
-function _M:describe_table()
-  local resp, err = self:call("DescribeTable", { TableName = self.table })
+-- DescribeTable's Table, or nil, err.
+local function describe(c, name)
+  local resp, err = c:call("DescribeTable", { TableName = name })
   if not resp then return nil, err end
   if type(resp.Table) ~= "table" then
     return nil, errors.new("bad_response", "DescribeTable answered without a Table")
   end
   return resp.Table
+end
+
+--- describe_table() -> the table description (DescribeTable's Table), or nil, err.
+function _M:describe_table()
+  return describe(self, self.table)
 end
 
 local function wait_active(client, deadline)
@@ -77,6 +84,7 @@ end
 -- "schema_mismatch"). stream: a view type (default NEW_AND_OLD_IMAGES) or
 -- false for none. billing: PAY_PER_REQUEST (default) or PROVISIONED.
 function _M:create_table(opts)
+  options.check(opts, CREATE_TABLE, "create_table")
   opts = opts or {}
   local view = opts.stream
   if view == nil then view = "NEW_AND_OLD_IMAGES" end
@@ -129,8 +137,9 @@ function _M.create_string_keyed_table(c, name)
   if type(name) ~= "string" then error("create_table: name must be a string", 3) end
   -- Look first: IAM refuses CreateTable to a role without it even when the
   -- table exists, and most roles that use a table need not create it.
-  local existing = c:call("DescribeTable", { TableName = name })
-  if existing and existing.Table.TableStatus == "ACTIVE" then return existing.Table end
+  -- (Any failure here is left to CreateTable, which says what is wrong.)
+  local existing = describe(c, name)
+  if existing and existing.TableStatus == "ACTIVE" then return existing end
   local _, err = c:call("CreateTable", {
     TableName = name,
     KeySchema = array({ { AttributeName = "pk", KeyType = "HASH" }, { AttributeName = "sk", KeyType = "RANGE" } }),
@@ -141,9 +150,9 @@ function _M.create_string_keyed_table(c, name)
   if err and err.code ~= "ResourceInUseException" then return nil, err end
   local deadline = c.now() + 120
   while true do
-    local resp, derr = c:call("DescribeTable", { TableName = name })
-    if not resp then return nil, derr end
-    if resp.Table.TableStatus == "ACTIVE" then return resp.Table end
+    local desc, derr = describe(c, name)
+    if not desc then return nil, derr end
+    if desc.TableStatus == "ACTIVE" then return desc end
     if c.now() > deadline then return nil, errors.new("timeout", "table " .. name .. " did not become ACTIVE") end
     c.sleep(0.2)
   end
