@@ -150,7 +150,11 @@ describe("dynlog client against DynamoDB Local", function()
         local k, err = c:append("users", "p1", "t", { id = "p2" })
         assert.is_nil(k)
         assert.are.equal("invalid_argument", err.code)
-        assert.matches("payload.id", err.message)
+        assert.matches('payload.id is "p2", but the event is for id "p1"', err.message, 1, true)
+        -- A number that prints like the id is not the id: the message shows why.
+        k, err = c:append("users", "42", "t", { id = 42 })
+        assert.is_nil(k)
+        assert.matches('payload.id is the number 42 (not a string), but the event is for id "42"', err.message, 1, true)
       end)
 
       it("gets one event and the head of a stream", function()

@@ -181,7 +181,10 @@ local function event_payload(id, payload, at)
   if type(payload) ~= "table" then raise(at .. "payload must be a table, got " .. type(payload)) end
   if payload.id ~= nil then
     if payload.id ~= id then
-      return invalid(at .. "payload.id is " .. tostring(payload.id) .. " but the event is for id " .. id)
+      local given = payload.id
+      local shown = type(given) == "string" and str_format("%q", given)
+        or str_format("the %s %s (not a string)", type(given), tostring(given))
+      return invalid(str_format("%spayload.id is %s, but the event is for id %q", at, shown, id))
     end
     return payload
   end
