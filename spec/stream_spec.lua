@@ -55,6 +55,38 @@ describe("dynlog.stream consumer", function()
     end, "lease_duration must be a number of seconds > 0")
   end)
 
+  it("raises at the caller's line on an unknown option, naming the nearest known one", function()
+    local c = ddb.client()
+    local misspelt = { client = c, handler = print, checkpoint_table = "t", batch_sise = 5 }
+    local line = debug.getinfo(1, "l").currentline + 1
+    local ok, err = pcall(function() stream.new(misspelt) end)
+    assert.is_false(ok)
+    assert.matches("stream_spec.lua:" .. line
+      .. ': stream.new: unknown option "batch_sise" (did you mean "batch_size"?)', err, 1, true)
+    -- start_consumer takes the same options, and blames its own caller.
+    local ngx_mod = require "dynlog.ngx"
+    misspelt = { client = c, handler = print, checkpoint_table = "t", leas_duration = 1 }
+    line = debug.getinfo(1, "l").currentline + 1
+    ok, err = pcall(function() ngx_mod.start_consumer(misspelt) end)
+    assert.is_false(ok)
+    assert.matches("stream_spec.lua:" .. line .. ': start_consumer: unknown option "leas_duration" '
+      .. '(did you mean "lease_duration"?)', err, 1, true)
+    local bad_start = { client = c, handler = print, checkpoint_table = "t", start = 1 }
+    line = debug.getinfo(1, "l").currentline + 1
+    ok, err = pcall(function() ngx_mod.start_consumer(bad_start) end)
+    assert.is_false(ok)
+    assert.matches("stream_spec.lua:" .. line .. ": start_consumer: start must be", err, 1, true)
+  end)
+
+  it("refuses the log table as its checkpoint table", function()
+    local c = ddb.client()
+    local line = debug.getinfo(1, "l").currentline + 1
+    local ok, err = pcall(function() stream.new({ client = c, handler = print, checkpoint_table = c.table }) end)
+    assert.is_false(ok)
+    assert.matches("stream_spec.lua:" .. line .. ": stream.new: checkpoint_table must not be the log table",
+      err, 1, true)
+  end)
+
   it("hands every event over exactly once, in per-stream order, in the Lambda shape", function()
     local c = ddb.ready_client()
     append_events(c, 60, 4)

@@ -19,6 +19,7 @@ local core = require "dynlog.core"
 local errors = require "dynlog.errors"
 local leases = require "dynlog.leases"
 local logger = require "dynlog.log"
+local options = require "dynlog.options"
 local retry = require "dynlog.retry"
 
 local error, ipairs, pairs, pcall, setmetatable, tostring, type =
@@ -50,40 +51,64 @@ local function default_worker_id()
   return str_format("%s:%d:%s", host, core.getpid(), core.ulid():sub(-6))
 end
 
-local function check(opts)
-  if type(opts) ~= "table" then error("stream.new: expects a table of options", 3) end
-  if type(opts.client) ~= "table" then error("stream.new: client is required (dynlog.new{...})", 3) end
-  if type(opts.handler) ~= "function" then error("stream.new: handler must be a function(batch, shard)", 3) end
-  if type(opts.checkpoint_table) ~= "string" then error("stream.new: checkpoint_table must be a table name", 3) end
+--- The options of new (and of dynlog.ngx.start_consumer, which passes them on).
+_M.OPTIONS = options.known{
+  "client", "handler", "checkpoint_table", "group", "worker_id", "batch_size", "start", "poll_interval",
+  "lease_duration", "discovery_interval", "bisect_on_error", "retry_base_delay", "retry_max_delay",
+  "max_retries", "on_failure", "now", "sleep",
+}
+
+-- Raises as error(msg, level) would here: `level` counts from check.
+local function check(opts, where, level)
+  if type(opts) ~= "table" then error(where .. ": expects a table of options", level) end
+  options.check(opts, _M.OPTIONS, where, level)
+  if type(opts.client) ~= "table" then error(where .. ": client is required (dynlog.new{...})", level) end
+  if type(opts.handler) ~= "function" then error(where .. ": handler must be a function(batch, shard)", level) end
+  if type(opts.checkpoint_table) ~= "string" then error(where .. ": checkpoint_table must be a table name", level) end
+  -- Leases written into the log would be read as events, and the log's
+  -- items overwritten as leases.
+  if opts.checkpoint_table == opts.client.table then
+    error(where .. ": checkpoint_table must not be the log table (" .. opts.checkpoint_table
+      .. "): give the leases a table of their own", level)
+  end
   if opts.start ~= nil and not STARTS[opts.start] then
-    error('stream.new: start must be "trim_horizon" or "latest"', 3)
+    error(where .. ': start must be "trim_horizon" or "latest"', level)
   end
   for _, name in ipairs({ "batch_size", "poll_interval", "max_retries", "retry_base_delay", "retry_max_delay" }) do
     local v = opts[name]
-    if v ~= nil and (type(v) ~= "number" or v < 0) then error("stream.new: " .. name .. " must be a number >= 0", 3) end
+    if v ~= nil and (type(v) ~= "number" or v < 0) then
+      error(where .. ": " .. name .. " must be a number >= 0", level)
+    end
   end
   -- A lease that expires at once would let every worker take every shard.
   for _, name in ipairs({ "lease_duration", "discovery_interval" }) do
     local v = opts[name]
     if v ~= nil and (type(v) ~= "number" or not (v > 0)) then
-      error("stream.new: " .. name .. " must be a number of seconds > 0", 3)
+      error(where .. ": " .. name .. " must be a number of seconds > 0", level)
     end
   end
   if opts.batch_size and (opts.batch_size < 1 or opts.batch_size > 1000) then
-    error("stream.new: batch_size must be 1..1000", 3)
+    error(where .. ": batch_size must be 1..1000", level)
   end
   if opts.on_failure ~= nil and type(opts.on_failure) ~= "function" then
-    error("stream.new: on_failure must be a function(batch, err, shard)", 3)
+    error(where .. ": on_failure must be a function(batch, err, shard)", level)
+  end
+  for _, name in ipairs({ "now", "sleep" }) do
+    if opts[name] ~= nil and type(opts[name]) ~= "function" then
+      error(where .. ": " .. name .. " must be a function", level)
+    end
+  end
+  if opts.worker_id ~= nil and (type(opts.worker_id) ~= "string" or opts.worker_id == "") then
+    error(where .. ": worker_id must be a non-empty string", level)
+  end
+  if opts.group ~= nil and (type(opts.group) ~= "string" or opts.group == "") then
+    error(where .. ": group must be a non-empty string", level)
   end
 end
 
---- Creates a consumer. Raises on invalid options; does no I/O.
--- opts: client, handler, checkpoint_table, group (default: the client's
--- table), worker_id, batch_size (100), start ("trim_horizon" | "latest"),
--- poll_interval (0.25 s), lease_duration (10 s: longer than any batch
--- takes), bisect_on_error, max_retries (nil: retry for ever), on_failure.
-function _M.new(opts)
-  check(opts)
+-- new, raising as `where` at `level` (as error() counts it from check).
+local function new_consumer(opts, where, level)
+  check(opts, where, level)
   local self = {
     client = opts.client,
     handler = opts.handler,
@@ -108,6 +133,22 @@ function _M.new(opts)
   end
   self.watcher = leases.watcher(self.lease_duration)
   return setmetatable(self, mt)
+end
+
+--- Creates a consumer. Raises on invalid options (an unknown key too); does no I/O.
+-- opts: client, handler, checkpoint_table, group (default: the client's
+-- table), worker_id, batch_size (100), start ("trim_horizon" | "latest"),
+-- poll_interval (0.25 s), lease_duration (10 s: longer than any batch
+-- takes), bisect_on_error, max_retries (nil: retry for ever), on_failure.
+function _M.new(opts)
+  local consumer = new_consumer(opts, "stream.new", 4) -- not a tail call: error levels count this frame
+  return consumer
+end
+
+-- For dynlog.ngx.start_consumer: the same, raising at its caller's line.
+function _M._new(opts, where)
+  local consumer = new_consumer(opts, where, 5)
+  return consumer
 end
 
 --- create_tables() -> true, or nil, err: the checkpoint table, idempotently.
