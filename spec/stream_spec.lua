@@ -171,6 +171,44 @@ describe("dynlog.stream consumer", function()
     assert.are.equal(11, second[1])
   end)
 
+  it("says loudly when two consumers run under the same worker_id, and leaves the shard to one of them", function()
+    local c = ddb.ready_client()
+    append_events(c, 20)
+    local cp = ddb.table_name("cp")
+    local seen, by = {}, { a = 0, b = 0 }
+    local function handler_of(name)
+      return function(batch)
+        for _, r in ipairs(batch.Records) do
+          local n = n_of(r)
+          seen[n] = (seen[n] or 0) + 1
+          by[name] = by[name] + 1
+        end
+      end
+    end
+    local errors_logged = {}
+    logger.set_handler(function(level, msg) if level == "error" then errors_logged[#errors_logged + 1] = msg end end)
+    local a = consumer_for(c, handler_of("a"), { checkpoint_table = cp, worker_id = "twin", lease_duration = 60 })
+    local b = consumer_for(c, handler_of("b"), { checkpoint_table = cp, worker_id = "twin", lease_duration = 60 })
+    -- Both heartbeat every round, taking turns.
+    for round = 1, 30 do
+      if round == 10 then
+        for i = 21, 40 do assert(c:append("l", "0", "e", { n = i })) end
+      end
+      a.next_sync = 0
+      assert(a:poll_once())
+      b.next_sync = 0
+      assert(b:poll_once())
+    end
+    logger.set_handler(function() end)
+    for i = 1, 40 do assert.are.equal(1, seen[i], "event " .. i .. " handed over once") end
+    assert.are.equal(1, a:stats().worker_conflicts)
+    assert.are.equal(0, b:stats().worker_conflicts)
+    assert.are.equal(1, #errors_logged)
+    assert.matches("worker_id twin is used by two consumers at once", errors_logged[1], 1, true)
+    assert.are.equal(10, by.a)
+    assert.are.equal(30, by.b)
+  end)
+
   it("hands a failing batch over again, and nothing after it, until it succeeds", function()
     local c = ddb.ready_client()
     append_events(c, 25)
@@ -253,7 +291,7 @@ describe("dynlog.stream consumer", function()
     local quiet = stream.new({ client = fc, checkpoint_table = cp_table, handler = function() end,
                                lease_duration = 0.3, batch_size = 10 })
     -- the same worker with its shards, and no heartbeat round
-    quiet.worker, quiet.owned, quiet.next_sync = consumer.worker, consumer.owned, math.huge
+    quiet.worker, quiet.me, quiet.owned, quiet.next_sync = consumer.worker, consumer.me, consumer.owned, math.huge
     for _, st in pairs(quiet.owned) do st.renewed_at = st.renewed_at - 1 end
     append_events(c, 1)
     writes.UpdateItem = 0

@@ -115,11 +115,15 @@ local function new_consumer(opts, where, level)
     table = opts.checkpoint_table,
     group = opts.group or opts.client.table,
     worker = opts.worker_id or default_worker_id(),
+    token = core.ulid(), -- this instance: another process under the same worker_id has another
     on_failure = opts.on_failure,
     max_retries = opts.max_retries,
     now = opts.now or opts.client.now,
     sleep = opts.sleep or opts.client.sleep,
     owned = {},       -- shard id -> the state of a shard we hold
+    held = {},        -- shard ids this instance has worked
+    conflicts_seen = {}, -- "<shard id> <token>" of instances found using our worker_id
+    worker_conflicts = 0,
     known = {},       -- shard ids whose lease item exists
     shard_stats = {},
     next_sync = 0,
@@ -131,6 +135,7 @@ local function new_consumer(opts, where, level)
     if v == nil then v = default end
     self[name] = v
   end
+  self.me = { worker = self.worker, token = self.token }
   self.watcher = leases.watcher(self.lease_duration)
   return setmetatable(self, mt)
 end
@@ -255,8 +260,41 @@ function _M:_adopt(lease)
   -- renewed_at: when our last write to the lease (take, renew, checkpoint)
   -- was sent; it bumped the counter then, at the latest.
   self.owned[lease.sk] = { lease = lease, pending = {}, failures = 0, retry_at = 0, renewed_at = self.now() }
+  self.held[lease.sk] = true
   stats_of(self, lease.sk).owned = true
   logger.log("info", str_format("stream: %s works shard %s", self.worker, lease.sk))
+end
+
+-- A lease in our worker name holds another instance's token although this
+-- instance worked the shard: a second consumer runs under our worker_id.
+-- Said loudly, once per shard and instance; from then on this instance
+-- takes such leases only once they have expired.
+function _M:_conflict(shard_id, lease)
+  local key = shard_id .. " " .. tostring(lease.token)
+  if self.conflicts_seen[key] then return end
+  self.conflicts_seen[key] = true
+  self.worker_conflicts = self.worker_conflicts + 1
+  logger.log("error", str_format("stream: worker_id %s is used by two consumers at once: shard %s was taken "
+    .. "by instance %s while this instance (%s) worked it; give every consumer a worker_id of its own",
+    self.worker, shard_id, tostring(lease.token), self.token))
+end
+
+-- Takes up a lease already in our worker name that we do not work yet:
+-- handed over to us (no token), or left by an earlier instance under the
+-- same worker_id (restarted at once: no waiting for the lease to expire).
+-- A lease another instance took from us, or any in our name once we know
+-- of such an instance, waits until it has expired. Returns true, or nil, err.
+function _M:_take_up(lc, lease, now)
+  if leases.foreign_token(lease, self.me) then
+    if self.held[lease.sk] then self:_conflict(lease.sk, lease) end
+    if self.worker_conflicts > 0 and not self.watcher.expired(lease, now) then return true end
+    logger.log("warn", str_format("stream: %s takes up shard %s from instance %s of the same worker_id (a "
+      .. "restart?); if that instance still runs, two consumers share this worker_id", self.worker, lease.sk,
+      tostring(lease.token)))
+  end
+  local taken, err = leases.take(lc, self.table, self.group, lease, self.me)
+  if taken then self:_adopt(taken) elseif taken == nil then return nil, err end
+  return true
 end
 
 -- Between batches: heartbeat our leases, hand over those asked for, drop
@@ -274,11 +312,14 @@ function _M:_sync(now)
     local current = all[shard_id]
     if not current or current.owner ~= self.worker then
       self:_drop(shard_id, "lease taken")
+    elseif leases.foreign_token(current, self.me) then
+      self:_conflict(shard_id, current)
+      self:_drop(shard_id, "lease taken by another instance under the same worker_id")
     elseif current.wanted_by then
-      leases.release(lc, self.table, self.group, current, self.worker, current.wanted_by)
+      leases.release(lc, self.table, self.group, current, self.me, current.wanted_by)
       self:_drop(shard_id, "handed to " .. tostring(current.wanted_by))
     else
-      local renewed, rerr = leases.renew(lc, self.table, self.group, current, self.worker)
+      local renewed, rerr = leases.renew(lc, self.table, self.group, current, self.me)
       if renewed then
         st.lease, all[shard_id], st.renewed_at = renewed, renewed, now
       elseif renewed == false then
@@ -292,13 +333,14 @@ function _M:_sync(now)
   -- by a busier worker, or ours before a restart under the same worker_id.
   for shard_id, lease in pairs(all) do
     if lease.owner == self.worker and not self.owned[shard_id] and lease.checkpoint ~= leases.SHARD_END then
-      local taken, terr = leases.take(lc, self.table, self.group, lease, self.worker)
-      if taken then self:_adopt(taken) all[shard_id] = taken elseif taken == nil then return nil, terr end
+      local ok, terr = self:_take_up(lc, lease, now)
+      if not ok then return nil, terr end
+      if self.owned[shard_id] then all[shard_id] = self.owned[shard_id].lease end
     end
   end
   local plan = leases.plan(all, function(lease) return self.watcher.expired(lease, now) end, self.worker)
   for _, lease in ipairs(plan.take) do
-    local taken, terr = leases.take(lc, self.table, self.group, lease, self.worker)
+    local taken, terr = leases.take(lc, self.table, self.group, lease, self.me)
     if taken then self:_adopt(taken) elseif taken == nil then return nil, terr end
   end
   if plan.request then leases.request(lc, self.table, self.group, plan.request, self.worker) end
@@ -325,7 +367,7 @@ end
 -- true; false when the lease was lost (the shard is dropped); or nil, err.
 function _M:_write_lease(shard_id, st, write, sequence, lost)
   local sent_at = self.now()
-  local updated, err = write(self:_leases_client(), self.table, self.group, st.lease, self.worker, sequence)
+  local updated, err = write(self:_leases_client(), self.table, self.group, st.lease, self.me, sequence)
   if updated then
     st.lease, st.renewed_at = updated, sent_at
     return true
@@ -530,7 +572,7 @@ function _M:_work(shard_id, st)
       local ok, err = self:_checkpoint(shard_id, st, leases.SHARD_END)
       if ok == nil then return nil, err end
       if not ok then return 0 end
-      leases.release(self:_leases_client(), self.table, self.group, st.lease, self.worker)
+      leases.release(self:_leases_client(), self.table, self.group, st.lease, self.me)
       self:_drop(shard_id, "shard read to its end")
       self.next_discovery, self.next_sync = 0, 0 -- its children may start now
       return 0
@@ -553,7 +595,7 @@ function _M:_work(shard_id, st)
   -- the handler, so that a lease taken meanwhile never has two workers in it.
   local sent_at = self.now()
   if sent_at - st.renewed_at >= self.lease_duration / 3 then
-    local renewed, rerr = leases.renew(self:_leases_client(), self.table, self.group, st.lease, self.worker)
+    local renewed, rerr = leases.renew(self:_leases_client(), self.table, self.group, st.lease, self.me)
     if renewed == false then self:_drop(shard_id, "lease lost") return 0 end
     if not renewed then return nil, rerr end
     st.lease, st.renewed_at = renewed, sent_at
@@ -659,20 +701,20 @@ end
 function _M:release()
   local lc = self:_leases_client()
   for shard_id, st in pairs(self.owned) do
-    leases.release(lc, self.table, self.group, st.lease, self.worker)
+    leases.release(lc, self.table, self.group, st.lease, self.me)
     self:_drop(shard_id, "released")
   end
 end
 
---- stats() -> {worker=, shards = {<shard id> = {records=, batches=,
--- last_sequence=, lag_ms=, retries=, owned=}}}
+--- stats() -> {worker=, token=, worker_conflicts=, shards = {<shard id> =
+-- {records=, batches=, last_sequence=, lag_ms=, retries=, owned=, gaps=}}}
 function _M:stats()
   local shards = {}
   for id, s in pairs(self.shard_stats) do
     shards[id] = { records = s.records, batches = s.batches, last_sequence = s.last_sequence, lag_ms = s.lag_ms,
                    retries = s.retries, owned = s.owned, gaps = s.gaps }
   end
-  return { worker = self.worker, shards = shards }
+  return { worker = self.worker, token = self.token, worker_conflicts = self.worker_conflicts, shards = shards }
 end
 
 return _M
