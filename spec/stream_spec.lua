@@ -209,6 +209,50 @@ describe("dynlog.stream consumer", function()
     assert.are.equal(30, by.b)
   end)
 
+  it("follows the table to a new stream: disabled and enabled again, or the table made again", function()
+    local c = ddb.ready_client()
+    local n = 0
+    local function append(count)
+      for _ = 1, count do n = n + 1 assert(c:append("l", "0", "e", { n = n })) end
+    end
+    append(5)
+    local seen, warnings = {}, {}
+    logger.set_handler(function(level, msg) if level == "warn" then warnings[#warnings + 1] = msg end end)
+    local consumer = consumer_for(c, function(batch)
+      for _, r in ipairs(batch.Records) do seen[#seen + 1] = n_of(r) end
+    end, { discovery_interval = 0.05 })
+    assert.is_true(poll_until(consumer, function() return #seen == 5 end))
+    local first_arn = assert(c:latest_stream_arn())
+    assert.are.equal(first_arn, consumer:stats().stream_arn)
+    append(2) -- left in the first stream, unread when it is replaced
+    assert(c:call("UpdateTable", { TableName = c.table, StreamSpecification = { StreamEnabled = false } }))
+    assert(c:call("UpdateTable", { TableName = c.table,
+      StreamSpecification = { StreamEnabled = true, StreamViewType = "NEW_AND_OLD_IMAGES" } }))
+    local second_arn = assert(c:latest_stream_arn())
+    assert.are_not.equal(first_arn, second_arn)
+    append(3)
+    assert.is_true(poll_until(consumer, function() return #seen == 10 end), "seen: " .. table.concat(seen, ","))
+    assert.are.equal(second_arn, consumer:stats().stream_arn)
+    assert.are.equal(1, consumer:stats().stream_changes)
+    -- The table deleted and made again: a third stream.
+    append(1)
+    assert(c:call("DeleteTable", { TableName = c.table }))
+    assert(c:create_table())
+    append(2)
+    assert.is_true(poll_until(consumer, function() return #seen == 13 end), "seen: " .. table.concat(seen, ","))
+    logger.set_handler(function() end)
+    local expected = {}
+    for i = 1, 13 do expected[i] = i end
+    assert.are.same(expected, seen, "every event once, each stream read to its end before the next")
+    assert.are.equal(2, consumer:stats().stream_changes)
+    assert.are.equal(assert(c:latest_stream_arn()), consumer:stats().stream_arn)
+    local said = 0
+    for _, msg in ipairs(warnings) do
+      if msg:find("stream of table " .. c.table .. " changed from", 1, true) then said = said + 1 end
+    end
+    assert.are.equal(2, said)
+  end)
+
   it("hands a failing batch over again, and nothing after it, until it succeeds", function()
     local c = ddb.ready_client()
     append_events(c, 25)

@@ -1,6 +1,7 @@
 --- Shard leases and checkpoints of the stream consumer, kept in a DynamoDB
--- table: one item per (group, shard), {pk = group, sk = shard id, owner,
--- token, counter, checkpoint, parent, start, start_at, skipped, wanted_by}.
+-- table: one item per (group, shard), {pk = group, sk = shard id, stream,
+-- owner, token, counter, checkpoint, parent, start, start_at, skipped,
+-- wanted_by}.
 --
 -- The rules, after the Kinesis Client Library's:
 -- - a shard is worked only by the owner of its lease: a worker name, and the
@@ -15,7 +16,11 @@
 --   no shard is ever worked by two workers at once;
 -- - the checkpoint is written only by the owner, after the work is done;
 --   "SHARD_END" marks a closed shard read to its end, which frees its
---   children to start.
+--   children to start;
+-- - `stream` is the ARN of the shard's stream: when a table's stream is
+--   replaced (disabled and enabled again, or the table recreated), the new
+--   stream's first shards start only once every shard of the older streams
+--   is read to its end.
 local core = require "dynlog.core"
 local tables = require "dynlog.tables"
 
@@ -65,15 +70,16 @@ function _M.read_all(c, table_name, group)
   return leases
 end
 
---- Creates the lease of a shard if it has none, with `start`, the iterator
--- type to read it from before any checkpoint ("TRIM_HORIZON" or "LATEST").
--- `skipped`: a closed shard a "latest" group has nothing to read from,
--- finished at once. Returns true, or nil, err.
-function _M.ensure(c, table_name, group, shard, start, skipped)
+--- Creates the lease of a shard of the stream `stream` (its ARN) if it has
+-- none, with `start`, the iterator type to read it from before any
+-- checkpoint ("TRIM_HORIZON" or "LATEST"). `skipped`: a closed shard a
+-- "latest" group has nothing to read from, finished at once. Returns true,
+-- or nil, err.
+function _M.ensure(c, table_name, group, shard, start, skipped, stream)
   local ok, err = conditional(c, "PutItem", {
     TableName = table_name,
-    Item = attribute_map({ pk = group, sk = shard.ShardId, counter = 0, parent = shard.ParentShardId,
-                           start = start, skipped = skipped or nil,
+    Item = attribute_map({ pk = group, sk = shard.ShardId, stream = stream, counter = 0,
+                           parent = shard.ParentShardId, start = start, skipped = skipped or nil,
                            checkpoint = skipped and _M.SHARD_END or nil }),
     ConditionExpression = "attribute_not_exists(pk)",
   })
@@ -202,13 +208,33 @@ local function parent_done(lease, leases)
   return parent == nil or parent.checkpoint == _M.SHARD_END
 end
 
+-- The oldest stream (by ARN: the same table's stream ARNs end in the time
+-- they were made) that still has a shard not read to its end.
+local function oldest_open_stream(leases)
+  local oldest
+  for _, lease in pairs(leases) do
+    if lease.stream and lease.checkpoint ~= _M.SHARD_END and (oldest == nil or lease.stream < oldest) then
+      oldest = lease.stream
+    end
+  end
+  return oldest
+end
+
+-- A shard without a parent of a newer stream waits for the older streams:
+-- their records came first. (Leases made before leases named their stream
+-- hold nobody back.)
+local function stream_ready(lease, oldest_open)
+  return lease.parent ~= nil or lease.stream == nil or oldest_open == nil or lease.stream <= oldest_open
+end
+
 --- Decides what `worker` should do. Pure: leases as read, which are
 -- expired, and the worker's name. Returns {take = {lease...}, request =
 -- lease or nil, target = n}.
 function _M.plan(leases, is_expired, worker)
   local workable, owned_by, mine = {}, {}, 0
+  local oldest_open = oldest_open_stream(leases)
   for _, lease in pairs(leases) do
-    if lease.checkpoint ~= _M.SHARD_END and parent_done(lease, leases) then
+    if lease.checkpoint ~= _M.SHARD_END and parent_done(lease, leases) and stream_ready(lease, oldest_open) then
       workable[#workable + 1] = lease
       local owner = lease.owner
       if owner and not is_expired(lease) then

@@ -124,6 +124,9 @@ local function new_consumer(opts, where, level)
     held = {},        -- shard ids this instance has worked
     conflicts_seen = {}, -- "<shard id> <token>" of instances found using our worker_id
     worker_conflicts = 0,
+    stream_arn = nil,   -- the table's stream, as last looked up
+    first_arn = nil,    -- the first one found: the stream of leases that do not name theirs
+    stream_changes = 0,
     known = {},       -- shard ids whose lease item exists
     shard_stats = {},
     next_sync = 0,
@@ -198,40 +201,47 @@ local function parents_first(shards)
   return ordered
 end
 
--- Creates the leases of new shards, each with where it starts, decided from
--- the shard tree as the Kinesis Client Library does, so that workers that
--- start together decide alike:
+-- The stream a lease's shard belongs to (leases made before leases named
+-- their stream: the stream this consumer found first).
+function _M:_stream_of(lease)
+  return lease.stream or self.first_arn or self.stream_arn
+end
+
+-- Creates the leases of new shards of the stream `arn`, each with where it
+-- starts, decided from the shard tree as the Kinesis Client Library does,
+-- so that workers that start together decide alike:
 -- - a shard whose parent has a lease that was read is a child born after
 --   the group started: it starts at its oldest record, or what was written
 --   to it before a worker looked would be lost;
+-- - so does every shard of a stream that replaced one the group read
+--   before (a lease of another stream exists);
 -- - any other shard starts at `start`; with "latest", a shard that is
 --   already closed has nothing to come: its lease is finished at once
 --   ("skipped"), and its children start at "latest" too.
-function _M:_create_leases(lc, shards, existing)
+function _M:_create_leases(lc, shards, existing, arn)
   local latest = STARTS[self.start] == "LATEST"
+  local newer_stream = false
+  for _, lease in pairs(existing) do
+    if self:_stream_of(lease) ~= arn then newer_stream = true break end
+  end
   for _, shard in ipairs(shards) do
     local parent = shard.ParentShardId and existing[shard.ParentShardId]
-    local start = (parent and not parent.skipped) and "TRIM_HORIZON" or STARTS[self.start]
+    local start = ((parent and not parent.skipped) or newer_stream) and "TRIM_HORIZON" or STARTS[self.start]
     local closed = shard.SequenceNumberRange and shard.SequenceNumberRange.EndingSequenceNumber ~= nil
     local skipped = latest and start == "LATEST" and closed
-    local ok, err = leases.ensure(lc, self.table, self.group, shard, start, skipped)
+    local ok, err = leases.ensure(lc, self.table, self.group, shard, start, skipped, arn)
     if not ok then return nil, err end
     -- For the children that follow in this pass (another worker may have
     -- made the lease first: it decided the same from the same tree).
-    existing[shard.ShardId] = existing[shard.ShardId] or { sk = shard.ShardId, skipped = skipped or nil }
+    existing[shard.ShardId] = existing[shard.ShardId] or { sk = shard.ShardId, skipped = skipped or nil, stream = arn }
     self.known[shard.ShardId] = true
   end
   return true
 end
 
-function _M:_discover(now)
-  local c = self.client
-  if not self.stream_arn then
-    local arn, err = c:latest_stream_arn()
-    if not arn then return nil, err end
-    self.stream_arn = arn
-  end
-  local desc, err = c:describe_stream(self.stream_arn)
+-- Makes the leases of the shards of stream `arn` that have none yet.
+function _M:_discover_stream(arn)
+  local desc, err = self.client:describe_stream(arn)
   if not desc then return nil, err end
   local lc = self:_leases_client()
   local new_shards = {}
@@ -241,9 +251,35 @@ function _M:_discover(now)
   if #new_shards > 0 then
     local existing, rerr = leases.read_all(lc, self.table, self.group)
     if not existing then return nil, rerr end
-    local ok, eerr = self:_create_leases(lc, parents_first(new_shards), existing)
+    local ok, eerr = self:_create_leases(lc, parents_first(new_shards), existing, arn)
     if not ok then return nil, eerr end
   end
+  return true
+end
+
+-- Looks up the table's stream (its ARN changes when the stream is disabled
+-- and enabled again, or the table deleted and made again) and the shards
+-- without a lease.
+function _M:_discover(now)
+  local arn, err = self.client:latest_stream_arn()
+  if not arn then return nil, err end
+  local previous = self.stream_arn
+  if previous and arn ~= previous then
+    -- The shards the old stream grew since we last looked get leases too:
+    -- its records are read to their end (the stream is readable for 24
+    -- hours after it was replaced), before the new stream's.
+    local ok, perr = self:_discover_stream(previous)
+    if not ok and perr.code ~= "ResourceNotFoundException" then return nil, perr end
+    self.stream_changes = self.stream_changes + 1
+    logger.log("warn", str_format("stream: the stream of table %s changed from %s to %s (its stream was "
+      .. "disabled and enabled again, or the table made again); the old stream is read to its end, then "
+      .. "the new one from its oldest record. Records written while the table had no stream are in neither",
+      tostring(self.client.table), previous, arn))
+  end
+  self.stream_arn = arn
+  self.first_arn = self.first_arn or arn
+  local ok, derr = self:_discover_stream(arn)
+  if not ok then return nil, derr end
   self.next_discovery = now + self.discovery_interval
   return true
 end
@@ -259,7 +295,8 @@ end
 function _M:_adopt(lease)
   -- renewed_at: when our last write to the lease (take, renew, checkpoint)
   -- was sent; it bumped the counter then, at the latest.
-  self.owned[lease.sk] = { lease = lease, pending = {}, failures = 0, retry_at = 0, renewed_at = self.now() }
+  self.owned[lease.sk] = { lease = lease, arn = self:_stream_of(lease), pending = {}, failures = 0, retry_at = 0,
+                           renewed_at = self.now() }
   self.held[lease.sk] = true
   stats_of(self, lease.sk).owned = true
   logger.log("info", str_format("stream: %s works shard %s", self.worker, lease.sk))
@@ -303,7 +340,14 @@ function _M:_sync(now)
   local lc = self:_leases_client()
   if now >= self.next_discovery then
     local ok, err = self:_discover(now)
-    if not ok then return nil, err end
+    if not ok then
+      -- Before any stream is known there is nothing to work. After, the
+      -- shards in hand go on (the table may be gone, its stream still
+      -- readable), and the look is tried again later.
+      if not self.stream_arn then return nil, err end
+      logger.log("error", "stream: looking for the table's stream and shards: " .. tostring(err))
+      self.next_discovery = now + self.discovery_interval
+    end
   end
   local all, err = leases.read_all(lc, self.table, self.group)
   if not all then return nil, err end
@@ -356,11 +400,11 @@ function _M:_iterator(shard_id, st)
   local cp = st.lease.checkpoint
   if cp == nil then
     local at = st.lease.start_at
-    if at then return self.client:get_shard_iterator(self.stream_arn, shard_id, "AT_SEQUENCE_NUMBER", at) end
+    if at then return self.client:get_shard_iterator(st.arn, shard_id, "AT_SEQUENCE_NUMBER", at) end
     -- Leases made before they carried their start fall back on the option.
-    return self.client:get_shard_iterator(self.stream_arn, shard_id, st.lease.start or STARTS[self.start])
+    return self.client:get_shard_iterator(st.arn, shard_id, st.lease.start or STARTS[self.start])
   end
-  return self.client:get_shard_iterator(self.stream_arn, shard_id, "AFTER_SEQUENCE_NUMBER", cp)
+  return self.client:get_shard_iterator(st.arn, shard_id, "AFTER_SEQUENCE_NUMBER", cp)
 end
 
 -- One write to a lease we hold (leases.checkpoint or leases.pin_start):
@@ -402,7 +446,7 @@ function _M:_resume_at_horizon(shard_id, st)
     .. "24 hours); resuming at the oldest record kept: the events between are lost to this consumer",
     shard_id, tostring(st.lease.checkpoint)))
   count_gap(self, shard_id)
-  local it, err = self.client:get_shard_iterator(self.stream_arn, shard_id, "TRIM_HORIZON")
+  local it, err = self.client:get_shard_iterator(st.arn, shard_id, "TRIM_HORIZON")
   if not it then return nil, err end
   st.iterator = it
   return true
@@ -411,10 +455,19 @@ end
 -- GetShardIterator says the shard does not exist. If the stream no longer
 -- lists it, it was trimmed away whole (closed over 24 hours ago): finish
 -- it as read to its end, so that its children can start, and report the
--- gap. Otherwise (the stream itself is gone, say) the error stands.
+-- gap. So too when its stream, a former stream of the table, is gone.
+-- Otherwise (the table's current stream is gone, say) the error stands.
 function _M:_shard_gone(shard_id, st, err)
-  local desc, derr = self.client:describe_stream(self.stream_arn)
-  if not desc then return nil, derr end
+  local desc, derr = self.client:describe_stream(st.arn)
+  if not desc then
+    if derr.code ~= "ResourceNotFoundException" or st.arn == self.stream_arn then return nil, derr end
+    logger.log("error", str_format("stream: shard %s is gone with its stream %s (replaced more than 24 hours "
+      .. "ago); records after checkpoint %s are lost to this consumer", shard_id, st.arn,
+      tostring(st.lease.checkpoint)))
+    count_gap(self, shard_id)
+    st.pending, st.closed = {}, true
+    return true
+  end
   for _, shard in ipairs(desc.Shards) do
     if shard.ShardId == shard_id then return nil, err end
   end
@@ -446,7 +499,7 @@ function _M:_fetch(shard_id, st)
     if err.code == "TrimmedDataAccessException" then return self:_resume_at_horizon(shard_id, st) end
     return nil, err
   end
-  for _, r in ipairs(page.records) do r.eventSourceARN = r.eventSourceARN or self.stream_arn end
+  for _, r in ipairs(page.records) do r.eventSourceARN = r.eventSourceARN or st.arn end
   st.pending = page.records
   st.iterator = page.next_iterator
   st.closed = page.next_iterator == nil
@@ -706,7 +759,7 @@ function _M:release()
   end
 end
 
---- stats() -> {worker=, token=, worker_conflicts=, shards = {<shard id> =
+--- stats() -> {worker=, token=, worker_conflicts=, stream_arn=, stream_changes=, shards = {<shard id> =
 -- {records=, batches=, last_sequence=, lag_ms=, retries=, owned=, gaps=}}}
 function _M:stats()
   local shards = {}
@@ -714,7 +767,8 @@ function _M:stats()
     shards[id] = { records = s.records, batches = s.batches, last_sequence = s.last_sequence, lag_ms = s.lag_ms,
                    retries = s.retries, owned = s.owned, gaps = s.gaps }
   end
-  return { worker = self.worker, token = self.token, worker_conflicts = self.worker_conflicts, shards = shards }
+  return { worker = self.worker, token = self.token, worker_conflicts = self.worker_conflicts,
+           stream_arn = self.stream_arn, stream_changes = self.stream_changes, shards = shards }
 end
 
 return _M
