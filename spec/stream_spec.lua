@@ -384,19 +384,100 @@ describe("dynlog.stream consumer", function()
     end }
   end
 
-  it("resumes at the oldest record after TrimmedDataAccessException, and reports the gap", function()
+  local TRIMMED = { status = 400, headers = {}, body =
+    '{"__type":"com.amazonaws.dynamodb.v20120810#TrimmedDataAccessException","message":"trimmed"}' }
+
+  -- A transport that plays a stream made two days ago (DescribeStream says
+  -- so), whose requests for which trim(op, body) is true are answered
+  -- TrimmedDataAccessException; with `horizon`, the records up to
+  -- payload.n = horizon are gone (trimmed) from then on.
+  local function old_stream(trim, horizon)
+    local json = require "dynlog.json"
+    local real, trimmed_once = http.new(), false
+    return { request = function(_, req)
+      local op = req.headers["X-Amz-Target"]:match("%.(%a+)$")
+      if trim(op, req.body) then
+        trimmed_once = true
+        return TRIMMED
+      end
+      local res, err = real:request(req)
+      if not res or res.status ~= 200 then return res, err end
+      local doc
+      if op == "DescribeStream" then
+        doc = json.decode(res.body)
+        doc.StreamDescription.CreationRequestDateTime = doc.StreamDescription.CreationRequestDateTime - 2 * 86400
+      elseif op == "GetRecords" and trimmed_once and horizon then
+        doc = json.decode(res.body)
+        local kept = {}
+        for _, r in ipairs(doc.Records) do if n_of(r) > horizon then kept[#kept + 1] = r end end
+        doc.Records = json.array(kept)
+      end
+      if doc then
+        res.body = json.encode(doc)
+        res.headers["x-amz-crc32"] = nil
+      end
+      return res
+    end }
+  end
+
+  -- The n-th GetRecords, and no other.
+  local function nth_get_records(n)
+    local calls = 0
+    return function(op)
+      if op ~= "GetRecords" then return false end
+      calls = calls + 1
+      return calls == n
+    end
+  end
+
+  it("loses nothing to a TrimmedDataAccessException that cannot mean a trim: no gap, no error, no repeat", function()
+    local errors_logged = {}
+    logger.set_handler(function(level, msg) if level == "error" then errors_logged[#errors_logged + 1] = msg end end)
+    -- DynamoDB Local answers so on a brand-new stream: one younger than 24
+    -- hours has no record old enough to be trimmed.
     local c = ddb.ready_client()
     append_events(c, 8)
-    local fc = ddb.client({ table = c.table, transport = doctored_get_records(2, function()
-      return { status = 400, headers = {}, body =
-        '{"__type":"com.amazonaws.dynamodb.v20120810#TrimmedDataAccessException","message":"trimmed"}' }
-    end) })
-    local seen = 0
-    local consumer = consumer_for(fc, function(batch) seen = seen + #batch.Records end, { batch_size = 4 })
-    poll_until(consumer, function() return seen >= 12 end)
+    local fc = ddb.client({ table = c.table, transport = doctored_get_records(2, function() return TRIMMED end) })
+    local seen = {}
+    local consumer = consumer_for(fc, function(batch)
+      for _, r in ipairs(batch.Records) do seen[#seen + 1] = n_of(r) end
+    end, { batch_size = 4 })
+    poll_until(consumer, function() return #seen >= 12 end, 40)
+    assert.are.same({ 1, 2, 3, 4, 5, 6, 7, 8 }, seen)
+    local _, s = next(consumer:stats().shards)
+    assert.is_nil(s.gaps)
+    -- An older stream whose oldest record kept is still before the checkpoint: nothing after it went.
+    local old = ddb.client({ table = c.table, transport = old_stream(nth_get_records(2)) })
+    seen = {}
+    consumer = consumer_for(old, function(batch)
+      for _, r in ipairs(batch.Records) do seen[#seen + 1] = n_of(r) end
+    end, { batch_size = 4 })
+    poll_until(consumer, function() return #seen >= 12 end, 40)
+    assert.are.same({ 1, 2, 3, 4, 5, 6, 7, 8 }, seen)
+    _, s = next(consumer:stats().shards)
+    assert.is_nil(s.gaps)
+    logger.set_handler(function() end)
+    assert.are.same({}, errors_logged)
+  end)
+
+  it("reports a real gap: records trimmed from a stream older than 24 hours before they were read", function()
+    local errors_logged = {}
+    logger.set_handler(function(level, msg) if level == "error" then errors_logged[#errors_logged + 1] = msg end end)
+    local c = ddb.ready_client()
+    append_events(c, 8)
+    -- After the first batch (1-4) the stream trims 5 and 6.
+    local fc = ddb.client({ table = c.table, transport = old_stream(nth_get_records(2), 6) })
+    local seen = {}
+    local consumer = consumer_for(fc, function(batch)
+      for _, r in ipairs(batch.Records) do seen[#seen + 1] = n_of(r) end
+    end, { batch_size = 4 })
+    poll_until(consumer, function() return #seen >= 12 end, 40)
+    logger.set_handler(function() end)
+    assert.are.same({ 1, 2, 3, 4, 7, 8 }, seen)
     local _, s = next(consumer:stats().shards)
     assert.are.equal(1, s.gaps)
-    assert.are.equal(12, seen, "4 before the gap, then all 8 again from the oldest record")
+    assert.are.equal(1, #errors_logged)
+    assert.matches("were trimmed", errors_logged[1], 1, true)
   end)
 
   it("marks a closed shard read to its end as finished and hands its lease back", function()
@@ -514,20 +595,17 @@ describe("dynlog.stream consumer", function()
       { checkpoint_table = cp, batch_size = 4 })
     assert.is_true(poll_until(first, function() return seen == 4 end))
     first:release()
-    -- A checkpoint past the stream's 24 hours: GetShardIterator itself refuses it.
-    local real = http.new()
-    local fc = ddb.client({ table = c.table, transport = { request = function(_, req)
-      if req.headers["X-Amz-Target"] == "DynamoDBStreams_20120810.GetShardIterator"
-          and req.body:find("AFTER_SEQUENCE_NUMBER", 1, true) then
-        return { status = 400, headers = {}, body =
-          '{"__type":"com.amazonaws.dynamodb.v20120810#TrimmedDataAccessException","message":"trimmed"}' }
-      end
-      return real:request(req)
-    end } })
-    local again = 0
-    local second = consumer_for(fc, function(batch) again = again + #batch.Records end,
-      { checkpoint_table = cp, batch_size = 4 })
-    assert.is_true(poll_until(second, function() return again == 8 end))
+    -- A checkpoint past the stream's 24 hours: GetShardIterator itself
+    -- refuses it, and the oldest record kept is 7.
+    local fc = ddb.client({ table = c.table, transport = old_stream(function(op, body)
+      return op == "GetShardIterator" and body:find("AFTER_SEQUENCE_NUMBER", 1, true) ~= nil
+    end, 6) })
+    local again = {}
+    local second = consumer_for(fc, function(batch)
+      for _, r in ipairs(batch.Records) do again[#again + 1] = n_of(r) end
+    end, { checkpoint_table = cp, batch_size = 4 })
+    assert.is_true(poll_until(second, function() return #again == 2 end))
+    assert.are.same({ 7, 8 }, again)
     local _, s = next(second:stats().shards)
     assert.are.equal(1, s.gaps)
   end)

@@ -127,6 +127,7 @@ local function new_consumer(opts, where, level)
     stream_arn = nil,   -- the table's stream, as last looked up
     first_arn = nil,    -- the first one found: the stream of leases that do not name theirs
     stream_changes = 0,
+    stream_created = {}, -- stream ARN -> when it was made (DescribeStream)
     known = {},       -- shard ids whose lease item exists
     shard_stats = {},
     next_sync = 0,
@@ -243,6 +244,7 @@ end
 function _M:_discover_stream(arn)
   local desc, err = self.client:describe_stream(arn)
   if not desc then return nil, err end
+  self.stream_created[arn] = desc.CreationRequestDateTime
   local lc = self:_leases_client()
   local new_shards = {}
   for _, shard in ipairs(desc.Shards) do
@@ -439,17 +441,82 @@ local function count_gap(self, shard_id)
   s.gaps = (s.gaps or 0) + 1
 end
 
--- The records after our checkpoint are older than the stream keeps (24
--- hours): go on from the oldest record kept, and say what was lost.
+-- How long DynamoDB Streams keeps a record, and the part of it a stream
+-- must be younger than for a TrimmedDataAccessException to prove false:
+-- an hour less, for clocks that disagree.
+local RETENTION, CLOCK_MARGIN = 24 * 3600, 3600
+
+-- Sequence numbers are decimal strings of up to 40 digits: compare them
+-- as numbers, without converting.
+local function sequence_le(a, b)
+  if #a ~= #b then return #a < #b end
+  return a <= b
+end
+
+-- TrimmedDataAccessException (from GetShardIterator or GetRecords): the
+-- stream says our position is older than the records it keeps (24 hours).
+-- Reading goes on from the oldest record kept, skipping what the checkpoint
+-- covers; whether anything was lost is judged from the first page read
+-- there (see _judge_trim).
 function _M:_resume_at_horizon(shard_id, st)
-  logger.log("error", str_format("stream: shard %s: records after checkpoint %s were trimmed (older than "
-    .. "24 hours); resuming at the oldest record kept: the events between are lost to this consumer",
-    shard_id, tostring(st.lease.checkpoint)))
-  count_gap(self, shard_id)
   local it, err = self.client:get_shard_iterator(st.arn, shard_id, "TRIM_HORIZON")
   if not it then return nil, err end
   st.iterator = it
+  local cp = st.lease.checkpoint
+  st.trimmed = { checkpoint = cp, start_at = cp == nil and st.lease.start_at or nil }
   return true
+end
+
+-- When the stream was made (seconds), as DescribeStream says; nil, err.
+function _M:_stream_created(arn)
+  local created = self.stream_created[arn]
+  if created then return created end
+  local desc, err = self.client:describe_stream(arn)
+  if not desc then return nil, err end
+  self.stream_created[arn] = desc.CreationRequestDateTime
+  return desc.CreationRequestDateTime
+end
+
+-- The first page from the oldest record kept, after a trim. Nothing can have
+-- been lost when
+-- - the stream is younger than its retention (less CLOCK_MARGIN): none of
+--   its records can have been trimmed for age (DynamoDB Local answers
+--   TrimmedDataAccessException on brand-new streams), or
+-- - the oldest record kept is at or before our position (the checkpoint,
+--   or the pinned start): the trim did not reach past it.
+-- Otherwise records between our position and the oldest kept may have been
+-- trimmed unread: a gap, logged at error and counted. Records the
+-- checkpoint covers are dropped from the page either way. Returns true and
+-- the records to hand over, or nil, err.
+function _M:_judge_trim(shard_id, st, records)
+  local trimmed = st.trimmed
+  local bound = trimmed.checkpoint or trimmed.start_at
+  local first = records[1] and records[1].dynamodb.SequenceNumber
+  local created, err = self:_stream_created(st.arn)
+  if not created then return nil, err end
+  st.trimmed = nil
+  local young = type(created) == "number" and self.now() - created < RETENTION - CLOCK_MARGIN
+  local covered = bound ~= nil and first ~= nil and sequence_le(first, bound)
+  if young or covered then
+    logger.log("info", str_format("stream: shard %s: TrimmedDataAccessException, but nothing after %s was "
+      .. "trimmed (%s); reading goes on after it", shard_id, tostring(bound or "the shard's start"),
+      young and "the stream is younger than 24 hours" or "the oldest record kept is not after it"))
+  else
+    logger.log("error", str_format("stream: shard %s: records after %s were trimmed (older than 24 hours); "
+      .. "resuming at the oldest record kept (%s): the events between are lost to this consumer",
+      shard_id, tostring(bound or "the shard's start"), tostring(first or "none yet")))
+    count_gap(self, shard_id)
+  end
+  if not bound then return true, records end
+  local kept = {}
+  for _, r in ipairs(records) do
+    local sequence = r.dynamodb.SequenceNumber
+    -- After the checkpoint; from the pinned start on.
+    local wanted
+    if trimmed.checkpoint then wanted = not sequence_le(sequence, bound) else wanted = sequence_le(bound, sequence) end
+    if wanted then kept[#kept + 1] = r end
+  end
+  return true, kept
 end
 
 -- GetShardIterator says the shard does not exist. If the stream no longer
@@ -493,14 +560,20 @@ function _M:_fetch(shard_id, st)
   local page, err = self.client:get_records(st.iterator, self.batch_size)
   if not page then
     if err.code == "ExpiredIteratorException" then
-      st.iterator = nil -- a new one from the checkpoint next time
+      st.iterator, st.trimmed = nil, nil -- a new one from the checkpoint next time
       return true
     end
     if err.code == "TrimmedDataAccessException" then return self:_resume_at_horizon(shard_id, st) end
     return nil, err
   end
-  for _, r in ipairs(page.records) do r.eventSourceARN = r.eventSourceARN or st.arn end
-  st.pending = page.records
+  local records = page.records
+  if st.trimmed then
+    local ok, kept = self:_judge_trim(shard_id, st, records)
+    if not ok then return nil, kept end
+    records = kept
+  end
+  for _, r in ipairs(records) do r.eventSourceARN = r.eventSourceARN or st.arn end
+  st.pending = records
   st.iterator = page.next_iterator
   st.closed = page.next_iterator == nil
   return self:_pin_start(shard_id, st)
