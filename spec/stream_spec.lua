@@ -253,6 +253,24 @@ describe("dynlog.stream consumer", function()
     assert.are.equal(2, said)
   end)
 
+  it("with start = \"latest\", reads a stream that replaced the one it read from its oldest record", function()
+    local c = ddb.ready_client()
+    local seen = {}
+    local consumer = consumer_for(c, function(batch)
+      for _, r in ipairs(batch.Records) do seen[#seen + 1] = n_of(r) end
+    end, { start = "latest", discovery_interval = 0.05 })
+    assert(consumer:poll_once())
+    assert(c:append("l", "0", "e", { n = 1 }))
+    assert.is_true(poll_until(consumer, function() return #seen == 1 end))
+    assert(c:call("UpdateTable", { TableName = c.table, StreamSpecification = { StreamEnabled = false } }))
+    assert(c:call("UpdateTable", { TableName = c.table,
+      StreamSpecification = { StreamEnabled = true, StreamViewType = "NEW_AND_OLD_IMAGES" } }))
+    -- Written before the consumer looks again: "latest" would pass them by.
+    for i = 2, 3 do assert(c:append("l", "0", "e", { n = i })) end
+    assert.is_true(poll_until(consumer, function() return #seen == 3 end), "seen: " .. table.concat(seen, ","))
+    assert.are.same({ 1, 2, 3 }, seen)
+  end)
+
   it("hands a failing batch over again, and nothing after it, until it succeeds", function()
     local c = ddb.ready_client()
     append_events(c, 25)
