@@ -815,13 +815,13 @@ end)
 -- Separate processes
 ---------------------------------------------------------------------------
 
-local function start_consumer(c, cp, worker, out, lease, batch, delay)
+local function start_consumer(c, cp, worker, out, lease, batch, delay, label)
   local env = run.lua_env({ DYNLOG_TEST_ENDPOINT = os.getenv("DYNLOG_TEST_ENDPOINT") })
   local prefix = {}
   for k, v in pairs(env) do prefix[#prefix + 1] = k .. "=" .. run.quote(v) end
-  local pipe = assert(io.popen(("env %s lua5.4 spec/support/consumer.lua %s %s %s %s %s %s %s "
+  local pipe = assert(io.popen(("env %s lua5.4 spec/support/consumer.lua %s %s %s %s %s %s %s %s "
     .. ">>%s.stderr 2>&1 & echo $!"):format(table.concat(prefix, " "), c.table, cp, worker, out,
-    lease, batch, delay, out)))
+    lease, batch, delay, label or worker, out)))
   local pid = assert(tonumber(pipe:read("*l")))
   pipe:close()
   return pid
@@ -951,6 +951,36 @@ describe("dynlog.stream consumer processes", function()
     end
     assert.is_true(workers.w1 and workers.w2, "both workers handled batches")
     os.remove(out)
+  end)
+
+  it("says at error level when two processes run under one worker_id, and lets only one work the shard", function()
+    local c = ddb.ready_client()
+    local N = 60
+    append_events(c, N)
+    local cp, out = ddb.table_name("cp"), os.tmpname()
+    pids[1] = start_consumer(c, cp, "twin", out, 1.5, 5, 0.05, "first")
+    assert.is_true(wait_for(function() return (records_in(out)) >= 10 end, 30))
+    pids[2] = start_consumer(c, cp, "twin", out, 1.5, 5, 0.05, "second")
+    assert.is_true(wait_for(function()
+      local _, per_key = records_in(out)
+      return distinct(per_key) == N
+    end, 60), "all events handed over")
+    socket.sleep(1.5) -- a few more heartbeats of both
+    local said = false
+    for _, line in ipairs(read_lines(out .. ".stderr")) do
+      if line:find("worker_id twin is used by two consumers at once", 1, true) then said = true end
+    end
+    assert.is_true(said, "the conflict is logged at error")
+    -- At most the batch in hand when the second took the shard over is handed over twice.
+    local _, per_key = records_in(out)
+    local twice = 0
+    for _, n in pairs(per_key) do
+      assert.is_true(n <= 2)
+      if n == 2 then twice = twice + 1 end
+    end
+    assert.is_true(twice <= 5, twice .. " events handed over twice")
+    os.remove(out)
+    os.remove(out .. ".stderr")
   end)
 
   it("hands its leases back on SIGTERM", function()
