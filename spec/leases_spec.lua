@@ -38,6 +38,19 @@ describe("dynlog.leases.plan", function()
     assert.are.same({ "orphan" }, ids(leases.plan(set({ lease("orphan", { parent = "gone" }) }), never, "me").take))
   end)
 
+  it("starts the shards of a table's newer stream only once every shard of the older one is read to its end", function()
+    local old, new = "arn:t/stream/2026-12-01T10:00:00.000", "arn:t/stream/2026-12-02T10:00:00.000"
+    local waiting = set({ lease("a1", { stream = old, owner = "other" }), lease("a2", { stream = old, parent = "a0" }),
+                          lease("b1", { stream = new }), lease("b2", { stream = new, parent = "b1" }) })
+    assert.are.same({ "a2" }, ids(leases.plan(waiting, never, "me").take))
+    local done = set({ lease("a1", { stream = old, checkpoint = leases.SHARD_END }),
+                       lease("b1", { stream = new }), lease("b2", { stream = new, parent = "b1" }) })
+    assert.are.same({ "b1" }, ids(leases.plan(done, never, "me").take))
+    -- Leases that name no stream (made before leases did) hold nobody back.
+    local legacy = set({ lease("x1", { owner = "other" }), lease("b1", { stream = new }) })
+    assert.are.same({ "b1" }, ids(leases.plan(legacy, never, "me").take))
+  end)
+
   it("takes only its share, counting the live workers", function()
     local all = set({ lease("s1", { owner = "other" }), lease("s2", { owner = "other" }), lease("s3"), lease("s4") })
     local plan = leases.plan(all, never, "me")

@@ -55,6 +55,38 @@ describe("dynlog.stream consumer", function()
     end, "lease_duration must be a number of seconds > 0")
   end)
 
+  it("raises at the caller's line on an unknown option, naming the nearest known one", function()
+    local c = ddb.client()
+    local misspelt = { client = c, handler = print, checkpoint_table = "t", batch_sise = 5 }
+    local line = debug.getinfo(1, "l").currentline + 1
+    local ok, err = pcall(function() stream.new(misspelt) end)
+    assert.is_false(ok)
+    assert.matches("stream_spec.lua:" .. line
+      .. ': stream.new: unknown option "batch_sise" (did you mean "batch_size"?)', err, 1, true)
+    -- start_consumer takes the same options, and blames its own caller.
+    local ngx_mod = require "dynlog.ngx"
+    misspelt = { client = c, handler = print, checkpoint_table = "t", leas_duration = 1 }
+    line = debug.getinfo(1, "l").currentline + 1
+    ok, err = pcall(function() ngx_mod.start_consumer(misspelt) end)
+    assert.is_false(ok)
+    assert.matches("stream_spec.lua:" .. line .. ': start_consumer: unknown option "leas_duration" '
+      .. '(did you mean "lease_duration"?)', err, 1, true)
+    local bad_start = { client = c, handler = print, checkpoint_table = "t", start = 1 }
+    line = debug.getinfo(1, "l").currentline + 1
+    ok, err = pcall(function() ngx_mod.start_consumer(bad_start) end)
+    assert.is_false(ok)
+    assert.matches("stream_spec.lua:" .. line .. ": start_consumer: start must be", err, 1, true)
+  end)
+
+  it("refuses the log table as its checkpoint table", function()
+    local c = ddb.client()
+    local line = debug.getinfo(1, "l").currentline + 1
+    local ok, err = pcall(function() stream.new({ client = c, handler = print, checkpoint_table = c.table }) end)
+    assert.is_false(ok)
+    assert.matches("stream_spec.lua:" .. line .. ": stream.new: checkpoint_table must not be the log table",
+      err, 1, true)
+  end)
+
   it("hands every event over exactly once, in per-stream order, in the Lambda shape", function()
     local c = ddb.ready_client()
     append_events(c, 60, 4)
@@ -139,6 +171,106 @@ describe("dynlog.stream consumer", function()
     assert.are.equal(11, second[1])
   end)
 
+  it("says loudly when two consumers run under the same worker_id, and leaves the shard to one of them", function()
+    local c = ddb.ready_client()
+    append_events(c, 20)
+    local cp = ddb.table_name("cp")
+    local seen, by = {}, { a = 0, b = 0 }
+    local function handler_of(name)
+      return function(batch)
+        for _, r in ipairs(batch.Records) do
+          local n = n_of(r)
+          seen[n] = (seen[n] or 0) + 1
+          by[name] = by[name] + 1
+        end
+      end
+    end
+    local errors_logged = {}
+    logger.set_handler(function(level, msg) if level == "error" then errors_logged[#errors_logged + 1] = msg end end)
+    local a = consumer_for(c, handler_of("a"), { checkpoint_table = cp, worker_id = "twin", lease_duration = 60 })
+    local b = consumer_for(c, handler_of("b"), { checkpoint_table = cp, worker_id = "twin", lease_duration = 60 })
+    -- Both heartbeat every round, taking turns.
+    for round = 1, 30 do
+      if round == 10 then
+        for i = 21, 40 do assert(c:append("l", "0", "e", { n = i })) end
+      end
+      a.next_sync = 0
+      assert(a:poll_once())
+      b.next_sync = 0
+      assert(b:poll_once())
+    end
+    logger.set_handler(function() end)
+    for i = 1, 40 do assert.are.equal(1, seen[i], "event " .. i .. " handed over once") end
+    assert.are.equal(1, a:stats().worker_conflicts)
+    assert.are.equal(0, b:stats().worker_conflicts)
+    assert.are.equal(1, #errors_logged)
+    assert.matches("worker_id twin is used by two consumers at once", errors_logged[1], 1, true)
+    assert.are.equal(10, by.a)
+    assert.are.equal(30, by.b)
+  end)
+
+  it("follows the table to a new stream: disabled and enabled again, or the table made again", function()
+    local c = ddb.ready_client()
+    local n = 0
+    local function append(count)
+      for _ = 1, count do n = n + 1 assert(c:append("l", "0", "e", { n = n })) end
+    end
+    append(5)
+    local seen, warnings = {}, {}
+    logger.set_handler(function(level, msg) if level == "warn" then warnings[#warnings + 1] = msg end end)
+    local consumer = consumer_for(c, function(batch)
+      for _, r in ipairs(batch.Records) do seen[#seen + 1] = n_of(r) end
+    end, { discovery_interval = 0.05 })
+    assert.is_true(poll_until(consumer, function() return #seen == 5 end))
+    local first_arn = assert(c:latest_stream_arn())
+    assert.are.equal(first_arn, consumer:stats().stream_arn)
+    append(2) -- left in the first stream, unread when it is replaced
+    assert(c:call("UpdateTable", { TableName = c.table, StreamSpecification = { StreamEnabled = false } }))
+    assert(c:call("UpdateTable", { TableName = c.table,
+      StreamSpecification = { StreamEnabled = true, StreamViewType = "NEW_AND_OLD_IMAGES" } }))
+    local second_arn = assert(c:latest_stream_arn())
+    assert.are_not.equal(first_arn, second_arn)
+    append(3)
+    assert.is_true(poll_until(consumer, function() return #seen == 10 end), "seen: " .. table.concat(seen, ","))
+    assert.are.equal(second_arn, consumer:stats().stream_arn)
+    assert.are.equal(1, consumer:stats().stream_changes)
+    -- The table deleted and made again: a third stream.
+    append(1)
+    assert(c:call("DeleteTable", { TableName = c.table }))
+    assert(c:create_table())
+    append(2)
+    assert.is_true(poll_until(consumer, function() return #seen == 13 end), "seen: " .. table.concat(seen, ","))
+    logger.set_handler(function() end)
+    local expected = {}
+    for i = 1, 13 do expected[i] = i end
+    assert.are.same(expected, seen, "every event once, each stream read to its end before the next")
+    assert.are.equal(2, consumer:stats().stream_changes)
+    assert.are.equal(assert(c:latest_stream_arn()), consumer:stats().stream_arn)
+    local said = 0
+    for _, msg in ipairs(warnings) do
+      if msg:find("stream of table " .. c.table .. " changed from", 1, true) then said = said + 1 end
+    end
+    assert.are.equal(2, said)
+  end)
+
+  it("with start = \"latest\", reads a stream that replaced the one it read from its oldest record", function()
+    local c = ddb.ready_client()
+    local seen = {}
+    local consumer = consumer_for(c, function(batch)
+      for _, r in ipairs(batch.Records) do seen[#seen + 1] = n_of(r) end
+    end, { start = "latest", discovery_interval = 0.05 })
+    assert(consumer:poll_once())
+    assert(c:append("l", "0", "e", { n = 1 }))
+    assert.is_true(poll_until(consumer, function() return #seen == 1 end))
+    assert(c:call("UpdateTable", { TableName = c.table, StreamSpecification = { StreamEnabled = false } }))
+    assert(c:call("UpdateTable", { TableName = c.table,
+      StreamSpecification = { StreamEnabled = true, StreamViewType = "NEW_AND_OLD_IMAGES" } }))
+    -- Written before the consumer looks again: "latest" would pass them by.
+    for i = 2, 3 do assert(c:append("l", "0", "e", { n = i })) end
+    assert.is_true(poll_until(consumer, function() return #seen == 3 end), "seen: " .. table.concat(seen, ","))
+    assert.are.same({ 1, 2, 3 }, seen)
+  end)
+
   it("hands a failing batch over again, and nothing after it, until it succeeds", function()
     local c = ddb.ready_client()
     append_events(c, 25)
@@ -221,7 +353,7 @@ describe("dynlog.stream consumer", function()
     local quiet = stream.new({ client = fc, checkpoint_table = cp_table, handler = function() end,
                                lease_duration = 0.3, batch_size = 10 })
     -- the same worker with its shards, and no heartbeat round
-    quiet.worker, quiet.owned, quiet.next_sync = consumer.worker, consumer.owned, math.huge
+    quiet.worker, quiet.me, quiet.owned, quiet.next_sync = consumer.worker, consumer.me, consumer.owned, math.huge
     for _, st in pairs(quiet.owned) do st.renewed_at = st.renewed_at - 1 end
     append_events(c, 1)
     writes.UpdateItem = 0
@@ -270,19 +402,100 @@ describe("dynlog.stream consumer", function()
     end }
   end
 
-  it("resumes at the oldest record after TrimmedDataAccessException, and reports the gap", function()
+  local TRIMMED = { status = 400, headers = {}, body =
+    '{"__type":"com.amazonaws.dynamodb.v20120810#TrimmedDataAccessException","message":"trimmed"}' }
+
+  -- A transport that plays a stream made two days ago (DescribeStream says
+  -- so), whose requests for which trim(op, body) is true are answered
+  -- TrimmedDataAccessException; with `horizon`, the records up to
+  -- payload.n = horizon are gone (trimmed) from then on.
+  local function old_stream(trim, horizon)
+    local json = require "dynlog.json"
+    local real, trimmed_once = http.new(), false
+    return { request = function(_, req)
+      local op = req.headers["X-Amz-Target"]:match("%.(%a+)$")
+      if trim(op, req.body) then
+        trimmed_once = true
+        return TRIMMED
+      end
+      local res, err = real:request(req)
+      if not res or res.status ~= 200 then return res, err end
+      local doc
+      if op == "DescribeStream" then
+        doc = json.decode(res.body)
+        doc.StreamDescription.CreationRequestDateTime = doc.StreamDescription.CreationRequestDateTime - 2 * 86400
+      elseif op == "GetRecords" and trimmed_once and horizon then
+        doc = json.decode(res.body)
+        local kept = {}
+        for _, r in ipairs(doc.Records) do if n_of(r) > horizon then kept[#kept + 1] = r end end
+        doc.Records = json.array(kept)
+      end
+      if doc then
+        res.body = json.encode(doc)
+        res.headers["x-amz-crc32"] = nil
+      end
+      return res
+    end }
+  end
+
+  -- The n-th GetRecords, and no other.
+  local function nth_get_records(n)
+    local calls = 0
+    return function(op)
+      if op ~= "GetRecords" then return false end
+      calls = calls + 1
+      return calls == n
+    end
+  end
+
+  it("loses nothing to a TrimmedDataAccessException that cannot mean a trim: no gap, no error, no repeat", function()
+    local errors_logged = {}
+    logger.set_handler(function(level, msg) if level == "error" then errors_logged[#errors_logged + 1] = msg end end)
+    -- DynamoDB Local answers so on a brand-new stream: one younger than 24
+    -- hours has no record old enough to be trimmed.
     local c = ddb.ready_client()
     append_events(c, 8)
-    local fc = ddb.client({ table = c.table, transport = doctored_get_records(2, function()
-      return { status = 400, headers = {}, body =
-        '{"__type":"com.amazonaws.dynamodb.v20120810#TrimmedDataAccessException","message":"trimmed"}' }
-    end) })
-    local seen = 0
-    local consumer = consumer_for(fc, function(batch) seen = seen + #batch.Records end, { batch_size = 4 })
-    poll_until(consumer, function() return seen >= 12 end)
+    local fc = ddb.client({ table = c.table, transport = doctored_get_records(2, function() return TRIMMED end) })
+    local seen = {}
+    local consumer = consumer_for(fc, function(batch)
+      for _, r in ipairs(batch.Records) do seen[#seen + 1] = n_of(r) end
+    end, { batch_size = 4 })
+    poll_until(consumer, function() return #seen >= 12 end, 40)
+    assert.are.same({ 1, 2, 3, 4, 5, 6, 7, 8 }, seen)
+    local _, s = next(consumer:stats().shards)
+    assert.is_nil(s.gaps)
+    -- An older stream whose oldest record kept is still before the checkpoint: nothing after it went.
+    local old = ddb.client({ table = c.table, transport = old_stream(nth_get_records(2)) })
+    seen = {}
+    consumer = consumer_for(old, function(batch)
+      for _, r in ipairs(batch.Records) do seen[#seen + 1] = n_of(r) end
+    end, { batch_size = 4 })
+    poll_until(consumer, function() return #seen >= 12 end, 40)
+    assert.are.same({ 1, 2, 3, 4, 5, 6, 7, 8 }, seen)
+    _, s = next(consumer:stats().shards)
+    assert.is_nil(s.gaps)
+    logger.set_handler(function() end)
+    assert.are.same({}, errors_logged)
+  end)
+
+  it("reports a real gap: records trimmed from a stream older than 24 hours before they were read", function()
+    local errors_logged = {}
+    logger.set_handler(function(level, msg) if level == "error" then errors_logged[#errors_logged + 1] = msg end end)
+    local c = ddb.ready_client()
+    append_events(c, 8)
+    -- After the first batch (1-4) the stream trims 5 and 6.
+    local fc = ddb.client({ table = c.table, transport = old_stream(nth_get_records(2), 6) })
+    local seen = {}
+    local consumer = consumer_for(fc, function(batch)
+      for _, r in ipairs(batch.Records) do seen[#seen + 1] = n_of(r) end
+    end, { batch_size = 4 })
+    poll_until(consumer, function() return #seen >= 12 end, 40)
+    logger.set_handler(function() end)
+    assert.are.same({ 1, 2, 3, 4, 7, 8 }, seen)
     local _, s = next(consumer:stats().shards)
     assert.are.equal(1, s.gaps)
-    assert.are.equal(12, seen, "4 before the gap, then all 8 again from the oldest record")
+    assert.are.equal(1, #errors_logged)
+    assert.matches("were trimmed", errors_logged[1], 1, true)
   end)
 
   it("marks a closed shard read to its end as finished and hands its lease back", function()
@@ -400,20 +613,17 @@ describe("dynlog.stream consumer", function()
       { checkpoint_table = cp, batch_size = 4 })
     assert.is_true(poll_until(first, function() return seen == 4 end))
     first:release()
-    -- A checkpoint past the stream's 24 hours: GetShardIterator itself refuses it.
-    local real = http.new()
-    local fc = ddb.client({ table = c.table, transport = { request = function(_, req)
-      if req.headers["X-Amz-Target"] == "DynamoDBStreams_20120810.GetShardIterator"
-          and req.body:find("AFTER_SEQUENCE_NUMBER", 1, true) then
-        return { status = 400, headers = {}, body =
-          '{"__type":"com.amazonaws.dynamodb.v20120810#TrimmedDataAccessException","message":"trimmed"}' }
-      end
-      return real:request(req)
-    end } })
-    local again = 0
-    local second = consumer_for(fc, function(batch) again = again + #batch.Records end,
-      { checkpoint_table = cp, batch_size = 4 })
-    assert.is_true(poll_until(second, function() return again == 8 end))
+    -- A checkpoint past the stream's 24 hours: GetShardIterator itself
+    -- refuses it, and the oldest record kept is 7.
+    local fc = ddb.client({ table = c.table, transport = old_stream(function(op, body)
+      return op == "GetShardIterator" and body:find("AFTER_SEQUENCE_NUMBER", 1, true) ~= nil
+    end, 6) })
+    local again = {}
+    local second = consumer_for(fc, function(batch)
+      for _, r in ipairs(batch.Records) do again[#again + 1] = n_of(r) end
+    end, { checkpoint_table = cp, batch_size = 4 })
+    assert.is_true(poll_until(second, function() return #again == 2 end))
+    assert.are.same({ 7, 8 }, again)
     local _, s = next(second:stats().shards)
     assert.are.equal(1, s.gaps)
   end)
@@ -605,13 +815,13 @@ end)
 -- Separate processes
 ---------------------------------------------------------------------------
 
-local function start_consumer(c, cp, worker, out, lease, batch, delay)
+local function start_consumer(c, cp, worker, out, lease, batch, delay, label)
   local env = run.lua_env({ DYNLOG_TEST_ENDPOINT = os.getenv("DYNLOG_TEST_ENDPOINT") })
   local prefix = {}
   for k, v in pairs(env) do prefix[#prefix + 1] = k .. "=" .. run.quote(v) end
-  local pipe = assert(io.popen(("env %s lua5.4 spec/support/consumer.lua %s %s %s %s %s %s %s "
+  local pipe = assert(io.popen(("env %s lua5.4 spec/support/consumer.lua %s %s %s %s %s %s %s %s "
     .. ">>%s.stderr 2>&1 & echo $!"):format(table.concat(prefix, " "), c.table, cp, worker, out,
-    lease, batch, delay, out)))
+    lease, batch, delay, label or worker, out)))
   local pid = assert(tonumber(pipe:read("*l")))
   pipe:close()
   return pid
@@ -741,6 +951,36 @@ describe("dynlog.stream consumer processes", function()
     end
     assert.is_true(workers.w1 and workers.w2, "both workers handled batches")
     os.remove(out)
+  end)
+
+  it("says at error level when two processes run under one worker_id, and lets only one work the shard", function()
+    local c = ddb.ready_client()
+    local N = 60
+    append_events(c, N)
+    local cp, out = ddb.table_name("cp"), os.tmpname()
+    pids[1] = start_consumer(c, cp, "twin", out, 1.5, 5, 0.05, "first")
+    assert.is_true(wait_for(function() return (records_in(out)) >= 10 end, 30))
+    pids[2] = start_consumer(c, cp, "twin", out, 1.5, 5, 0.05, "second")
+    assert.is_true(wait_for(function()
+      local _, per_key = records_in(out)
+      return distinct(per_key) == N
+    end, 60), "all events handed over")
+    socket.sleep(1.5) -- a few more heartbeats of both
+    local said = false
+    for _, line in ipairs(read_lines(out .. ".stderr")) do
+      if line:find("worker_id twin is used by two consumers at once", 1, true) then said = true end
+    end
+    assert.is_true(said, "the conflict is logged at error")
+    -- At most the batch in hand when the second took the shard over is handed over twice.
+    local _, per_key = records_in(out)
+    local twice = 0
+    for _, n in pairs(per_key) do
+      assert.is_true(n <= 2)
+      if n == 2 then twice = twice + 1 end
+    end
+    assert.is_true(twice <= 5, twice .. " events handed over twice")
+    os.remove(out)
+    os.remove(out .. ".stderr")
   end)
 
   it("hands its leases back on SIGTERM", function()

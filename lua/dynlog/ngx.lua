@@ -45,7 +45,7 @@ end
 -- Returns the consumer, whose stats() a location may show.
 function _M.start_consumer(opts)
   if type(opts) ~= "table" then error("start_consumer: expects the options of dynlog.stream.new", 2) end
-  local consumer = stream.new(opts)
+  local consumer = stream._new(opts, "start_consumer") -- raises at our caller's line
   local tables_ready, failures = false, 0
   local tick
   local function hand_back()
