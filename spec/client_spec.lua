@@ -490,6 +490,31 @@ describe("dynlog client against DynamoDB Local", function()
       assert.are.equal("0.5", p.f)
       assert.are.equal("number", type(c:get("rt", "y", sk).payload.f), "the default reads numbers")
     end)
+
+    it("reads numbers another way for one call with opts.numbers, whatever the client's option", function()
+      local digits = "12345678901234567890123456789012345678"
+      local sk = dynlog.ulid()
+      assert(c:call("PutItem", { TableName = c.table, Item = {
+        pk = { S = "rt#z#stream" }, sk = { S = sk }, type = { S = "value" }, log = { S = "rt" },
+        payload = { M = { id = { S = "z" }, n = { N = digits }, f = { N = "0.5" } } } } }))
+      local s = ddb.client({ table = c.table, numbers = "string" })
+      for _, reader in ipairs({ c, s }) do
+        local evs = {
+          reader:get("rt", "z", sk, { numbers = "exact" }),
+          reader:head("rt", "z", { numbers = "exact" }),
+          assert(reader:query("rt", "z", { numbers = "exact" }):all())[1],
+          assert(reader:query_page("rt", "z", { numbers = "exact" })).items[1],
+        }
+        for _, ev in ipairs(evs) do
+          assert.are.equal(0.5, ev.payload.f)
+          assert.are.equal(dynlog.number(digits), ev.payload.n, "beyond a double: a dynlog.number")
+          assert.are.equal(digits, tostring(ev.payload.n))
+        end
+        assert.are.equal("0.5", reader:get("rt", "z", sk, { numbers = "string" }).payload.f)
+      end
+      assert.error_matches(function() c:get("rt", "z", sk, { numbers = "float" }) end,
+        'numbers must be nil, "string" or "exact", got float')
+    end)
   end)
 
   it("reads an item written by a plain PutItem in the original layout", function()

@@ -36,9 +36,11 @@ local APPEND = options.known{ "expected_version" }
 local APPEND_MANY = options.known{ "concurrency" }
 local MANY_EVENT = options.known{ "log", "id", "type", "payload", "expected_version", "sk" }
 local BATCH_EVENT = options.known{ "type", "payload" }
-local READ = options.known{ "consistent" }
-local QUERY = options.known{ "after", "before", "limit", "reverse", "consistent", "page_size" }
-local QUERY_PAGE = options.known{ "after", "before", "limit", "reverse", "consistent", "page_size", "cursor" }
+local READ = options.known{ "consistent", "numbers" }
+local QUERY = options.known{ "after", "before", "limit", "reverse", "consistent", "page_size", "numbers" }
+local QUERY_PAGE = options.known{ "after", "before", "limit", "reverse", "consistent", "page_size", "cursor",
+                                  "numbers" }
+
 
 -- Programming errors are blamed on the line that called dynlog: the first
 -- function on the stack that is not of this module. outside_level() is
@@ -60,6 +62,15 @@ end
 
 local function invalid(message)
   return nil, errors.new("invalid_argument", message)
+end
+
+-- How a read returns numbers: the client's `numbers` unless the call says.
+local NUMBERS = { string = true, exact = true }
+local function numbers_of(client, opts)
+  local numbers = opts and opts.numbers
+  if numbers == nil then return client.numbers end
+  if not NUMBERS[numbers] then raise('numbers must be nil, "string" or "exact", got ' .. tostring(numbers)) end
+  return numbers
 end
 
 ---------------------------------------------------------------------------
@@ -129,8 +140,8 @@ end
 -- text: version-mode sort keys become numbers again here, and in ulid mode
 -- a key of decimal digits that is not 26 characters long (a ULID's
 -- length) was a number. Returns true, or nil, err.
-local function check_sort_keys(client, items)
-  local version, as_text = client.sort_key == "version", client.numbers == "string"
+local function check_sort_keys(client, items, numbers)
+  local version, as_text = client.sort_key == "version", (numbers or client.numbers) == "string"
   for _, item in ipairs(items) do
     local sk = item.sk
     if version then
@@ -695,10 +706,11 @@ function _M:_get_item(pk, sk, consistent, numbers)
   local body, berr = self:_encode({ TableName = self.table, Key = attribute_map({ pk = pk, sk = sk }),
                                     ConsistentRead = consistent == true })
   if not body then return nil, berr end
-  local resp, err = send(self, "GetItem", body, true, numbers or self.numbers)
+  numbers = numbers or self.numbers
+  local resp, err = send(self, "GetItem", body, true, numbers)
   if not resp then return nil, err end
   if resp.Item then
-    local ok, kerr = check_sort_keys(self, { resp.Item })
+    local ok, kerr = check_sort_keys(self, { resp.Item }, numbers)
     if not ok then return nil, kerr end
   end
   return resp.Item
@@ -711,7 +723,7 @@ function _M:get(log, id, sk, opts)
   if not pk then return nil, err end
   local ok, serr = self:_check_sort_key("sk", sk)
   if not ok then return nil, serr end
-  return self:_get_item(pk, sk, opts and opts.consistent)
+  return self:_get_item(pk, sk, opts and opts.consistent, numbers_of(self, opts))
 end
 
 function _M:_check_sort_key(what, sk)
@@ -723,16 +735,16 @@ function _M:_check_sort_key(what, sk)
   return true
 end
 
-local function latest(client, pk, consistent)
+local function latest(client, pk, consistent, numbers)
   local body, berr = client:_encode({
     TableName = client.table, KeyConditionExpression = "pk = :pk",
     ExpressionAttributeValues = attribute_map({ [":pk"] = pk }),
     ScanIndexForward = false, Limit = 1, ConsistentRead = consistent,
   })
   if not body then return nil, berr end
-  local resp, err = send(client, "Query", body, true, client.numbers)
+  local resp, err = send(client, "Query", body, true, numbers)
   if not resp then return nil, err end
-  local ok, kerr = check_sort_keys(client, resp.Items)
+  local ok, kerr = check_sort_keys(client, resp.Items, numbers)
   if not ok then return nil, kerr end
   return resp.Items[1] or false
 end
@@ -743,14 +755,14 @@ function _M:head(log, id, opts)
   options.check(opts, READ, "head")
   local pk, err = stream_key(log, id)
   if not pk then return nil, err end
-  local ev, qerr = latest(self, pk, not (opts and opts.consistent == false))
+  local ev, qerr = latest(self, pk, not (opts and opts.consistent == false), numbers_of(self, opts))
   if ev == nil then return nil, qerr end
   return ev or nil
 end
 
 --- The latest version number of a stream (0 when empty), or nil, err.
 function _M:head_version_of(pk)
-  local ev, err = latest(self, pk, true)
+  local ev, err = latest(self, pk, true, self.numbers)
   if ev == nil then return nil, err end
   return ev and ev.sk or 0
 end
@@ -810,7 +822,8 @@ local function new_query(client, log, id, opts)
   if not pk then return nil, err end
   local q = { client = client, pk = pk, after = opts.after, before = opts.before,
               reverse = opts.reverse == true, consistent = opts.consistent == true,
-              limit = opts.limit, page_size = opts.page_size, fetched = {}, pos = 1, returned = 0 }
+              limit = opts.limit, page_size = opts.page_size, numbers = numbers_of(client, opts),
+              fetched = {}, pos = 1, returned = 0 }
   if q.after ~= nil then client:_check_sort_key("after", q.after) end
   if q.before ~= nil then client:_check_sort_key("before", q.before) end
   for _, name in ipairs({ "limit", "page_size" }) do
@@ -834,14 +847,14 @@ local function fetch_page(q, wanted)
   if limit == math_huge then limit = nil end
   local body, berr = client:_encode(query_params(client, q.pk, q, q.start, limit))
   if not body then return nil, berr end
-  local resp, err = send(client, "Query", body, true, client.numbers)
+  local resp, err = send(client, "Query", body, true, q.numbers)
   if not resp then return nil, err end
-  local ok, kerr = check_sort_keys(client, resp.Items)
+  local ok, kerr = check_sort_keys(client, resp.Items, q.numbers)
   if not ok then return nil, kerr end
   q.fetched, q.pos = resp.Items, 1
   local last = resp.LastEvaluatedKey
   if last then
-    ok, kerr = check_sort_keys(client, { last })
+    ok, kerr = check_sort_keys(client, { last }, q.numbers)
     if not ok then return nil, kerr end
   end
   q.start = last and last.sk

@@ -26,8 +26,7 @@ local logger = require "dynlog.log"
 local options = require "dynlog.options"
 local tables = require "dynlog.tables"
 
-local error, pairs, pcall, setmetatable, tonumber, tostring, type =
-  error, pairs, pcall, setmetatable, tonumber, tostring, type
+local error, pairs, pcall, tonumber, tostring, type = error, pairs, pcall, tonumber, tostring, type
 local str_match = string.match
 local array, attribute_map = core.array, core.attribute_map
 
@@ -62,13 +61,6 @@ local function detail_of(event)
     return nil, errors.new("invalid_argument", "event has no detail with a key.pk")
   end
   return detail
-end
-
--- The client as the handler reads through it: its own numbers mode, every
--- other field (and every field a request sets, such as the transport made
--- on first use) the client's.
-local function exact_reader(c)
-  return setmetatable({ numbers = NUMBERS }, { __index = c, __newindex = c })
 end
 
 local function read_state(c, table_name, pk, sk)
@@ -125,7 +117,7 @@ local function round(c, spec, log, id, pk, sk, delivered_sk, result)
   -- A delivery that an earlier one caught up with (deliveries run apart,
   -- and each applies all it finds) has nothing left to do: skip the query.
   if seen(c, version, delivered_sk) then return result end
-  local events, qerr = exact_reader(c):query(log, id, { after = version, consistent = true })
+  local events, qerr = c:query(log, id, { after = version, consistent = true, numbers = NUMBERS })
   if not events then return nil, qerr end
   local previous, applied_version = version, version
   -- One write for all the events applied, on the condition that the read
