@@ -717,6 +717,7 @@ end)
 
 describe("ambiguous", function()
   local socket = require "socket"
+  local run = require "spec.support.run"
 
   it("is false when no attempt could connect (refused)", function()
     local c = ddb.client({ endpoint = "http://127.0.0.1:1", max_attempts = 3 })
@@ -728,19 +729,10 @@ describe("ambiguous", function()
   end)
 
   it("is false when every connect timed out", function()
-    -- A listener whose queue is full: the kernel drops further SYNs.
-    local listener = assert(socket.bind("127.0.0.1", 0, 0))
-    local _, port = listener:getsockname()
-    local fillers = {}
-    for i = 1, 3 do
-      fillers[i] = socket.tcp()
-      fillers[i]:settimeout(0)
-      fillers[i]:connect("127.0.0.1", port)
-    end
+    local port, close = run.full_listener()
     local c = ddb.client({ endpoint = "http://127.0.0.1:" .. port, max_attempts = 2, connect_timeout = 0.2 })
     local key, err = c:append("users", "slow", "t", {})
-    for _, s in ipairs(fillers) do s:close() end
-    listener:close()
+    close()
     assert.is_nil(key)
     assert.are.equal("timeout", err.code)
     assert.matches("connect", err.message)

@@ -102,20 +102,10 @@ describe("dynlog.http failures", function()
   end)
 
   it("says a request whose connect timed out was never sent", function()
-    -- A listener whose queue is full: the kernel drops further SYNs.
-    local socket = require "socket"
-    local listener = assert(socket.bind("127.0.0.1", 0, 0))
-    local _, port = listener:getsockname()
-    local fillers = {}
-    for i = 1, 3 do
-      fillers[i] = socket.tcp()
-      fillers[i]:settimeout(0)
-      fillers[i]:connect("127.0.0.1", port)
-    end
+    local port, close = require("spec.support.run").full_listener()
     local res, err = http.new({ connect_timeout = 0.2, timeout = 5 }):request({
       method = "POST", url = "http://127.0.0.1:" .. port .. "/", body = "{}" })
-    for _, s in ipairs(fillers) do s:close() end
-    listener:close()
+    close()
     assert.is_nil(res)
     assert.are.equal("timeout", err.code)
     assert.is_false(err.sent)

@@ -23,6 +23,25 @@ function _M.run(cmd, env)
   return status, out
 end
 
+--- A loopback port whose listen queue is full, so that a connect to it
+-- times out (the kernel drops further SYNs). Returns the port and a
+-- function that closes it all.
+function _M.full_listener()
+  local socket = require "socket"
+  local listener = assert(socket.bind("127.0.0.1", 0, 0))
+  local _, port = listener:getsockname()
+  local fillers = {}
+  for i = 1, 3 do
+    fillers[i] = socket.tcp()
+    fillers[i]:settimeout(0)
+    fillers[i]:connect("127.0.0.1", port)
+  end
+  return port, function()
+    for _, s in ipairs(fillers) do s:close() end
+    listener:close()
+  end
+end
+
 --- A free loopback port, as the kernel picks one (nothing listens on it
 -- once this returns; a caller racing another process retries).
 function _M.free_port()
