@@ -179,6 +179,16 @@ describe("publish", function()
     assert.are.equal(1, #srv.requests(), "a final error is not retried")
   end)
 
+  it("passes no token or signature a per-entry message names on", function()
+    srv = server.start({ { method = "POST", path = "/", responses = {
+      { putevents = true, fail = { { index = 1, code = "AccessDeniedException",
+        message = "denied for X-Amz-Security-Token: FQoGZXIvYXdzEXAMPLE, Signature=abc123def" } } },
+    } } })
+    local _, _, all = client_for(srv):publish({ entry(1) })
+    assert.are.equal("AccessDeniedException", all[1].error_code)
+    assert.are.equal("denied for X-Amz-Security-Token: [redacted], Signature=[redacted]", all[1].error_message)
+  end)
+
   it("gives up on entries still throttled after max_attempts", function()
     srv = server.start({ { method = "POST", path = "/", responses = {
       { putevents = true, fail = { { index = 1, code = "ThrottlingException" } } },

@@ -134,7 +134,8 @@ local function put_events(client, call, prepared, results)
     if a.EventId then
       results[idx] = { event_id = a.EventId }
     else
-      results[idx] = { error_code = a.ErrorCode or "unknown", error_message = a.ErrorMessage }
+      -- Server text: a token or signature it names is never passed on.
+      results[idx] = { error_code = a.ErrorCode or "unknown", error_message = errors.redact(a.ErrorMessage) }
       if RETRYABLE_ENTRY[a.ErrorCode] then again[#again + 1] = idx end
     end
   end
