@@ -40,6 +40,9 @@ HEADERS := $(wildcard src/*.h)
 OBJECTS  = $(SOURCES:src/%.c=$(BUILD)/obj/%.o)
 MODULE   = $(BUILD)/dynlog/core.so
 
+# Every Lua module, folders included (dynlog/client/events.lua, …).
+LUA_MODULES = $(shell cd lua && find dynlog -name '*.lua' | LC_ALL=C sort)
+
 INST_LIBDIR ?= /usr/local/lib/lua/5.4
 INST_LUADIR ?= /usr/local/share/lua/5.4
 
@@ -104,9 +107,9 @@ dist:
 	scripts/dist.sh
 
 install: $(MODULE)
-	install -d $(INST_LIBDIR)/dynlog $(INST_LUADIR)/dynlog
+	install -d $(INST_LIBDIR)/dynlog
 	install -m 0755 $(MODULE) $(INST_LIBDIR)/dynlog/core.so
-	install -m 0644 lua/dynlog/*.lua $(INST_LUADIR)/dynlog/
+	cd lua && for f in $(LUA_MODULES); do install -D -m 0644 "$$f" "$(INST_LUADIR)/$$f" || exit 1; done
 
 clean:
 	rm -rf build54 buildjit build-vg build-asan build-rocks build-fuzz dist

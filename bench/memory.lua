@@ -45,7 +45,7 @@ if errs then error("append failed: " .. tostring(select(2, next(errs)))) end
 figures.rss_after_first_batch_kib = rss_kib()
 local attribute_map = core.attribute_map
 local next_n = 1001
-require("dynlog.concurrent").run(c, 8, function(view)
+require("dynlog.transport.concurrent").run(c, 8, function(view)
   while next_n <= events do
     local from = next_n
     next_n = next_n + 25

@@ -72,7 +72,7 @@ if mode == "setup" then
 end
 
 local mono, now, sleep = core.monotonic, core.now, core.sleep
-local http = require("dynlog.http").new({ timeout = 2 })
+local http = require("dynlog.transport.curl").new({ timeout = 2 })
 
 local function stats()
   local res = http:request({ url = nginx_url .. "/stats" })

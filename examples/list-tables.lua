@@ -3,9 +3,9 @@
 -- transport.
 --
 --   AWS_ENDPOINT_URL_DYNAMODB=http://127.0.0.1:8000 lua5.4 examples/list-tables.lua
-local config = require "dynlog.config"
-local credentials = require "dynlog.credentials"
-local http = require "dynlog.http"
+local config = require "dynlog.aws.config"
+local credentials = require "dynlog.aws.credentials"
+local http = require "dynlog.transport.curl"
 local json = require "dynlog.json"
 local sigv4 = require "dynlog.sigv4"
 

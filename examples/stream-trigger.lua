@@ -9,7 +9,7 @@
 -- DYNLOG_CHECKPOINT_TABLE names the checkpoint table (default: the log table's
 -- name with "-checkpoints").
 local dynlog = require "dynlog"
-local stream = require "dynlog.stream"
+local stream = require "dynlog.consumer"
 local trigger = require "dynlog.trigger"
 
 local log_table = os.getenv("DYNLOG_TABLE") or "dynlog-example"

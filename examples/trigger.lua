@@ -21,7 +21,7 @@ local to_stdout = arg and arg[1] == "--envelopes"
 -- each entry in the envelope a target receives and answers as EventBridge
 -- does. Every other request (DynamoDB, its streams) goes out as usual.
 local function envelope_writer(out)
-  local http = require("dynlog.http").new()
+  local http = require("dynlog.transport.curl").new()
   return {
     request = function(_, req)
       if not (req.headers["X-Amz-Target"] or ""):find("^AWSEvents%.") then return http:request(req) end

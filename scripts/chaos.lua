@@ -186,7 +186,7 @@ end
 
 local function writer(config_path, w)
   local dynlog = require "dynlog"
-  local retry = require "dynlog.retry"
+  local retry = require "dynlog.aws.retry"
   local cfg = load_config(config_path)
   math.randomseed(cfg.seed * 1000 + w)
 
@@ -401,7 +401,7 @@ end
 local function run(work, ddb_port)
   local dynlog = require "dynlog"
   local json = require "dynlog.json"
-  local leases = require "dynlog.leases"
+  local leases = require "dynlog.pipeline.leases"
   local unmarshal_item = require("dynlog.marshal").unmarshal_item
 
   local started = now()

@@ -34,7 +34,7 @@ local function progress(label, done, total, extra)
 end
 
 local function stats()
-  local res = require("dynlog.http").new({ timeout = 2 }):request({ url = nginx_url .. "/stats" })
+  local res = require("dynlog.transport.curl").new({ timeout = 2 }):request({ url = nginx_url .. "/stats" })
   return res and res.status == 200 and dynlog.json.decode(res.body) or { published = 0, deliveries = 0 }
 end
 

@@ -1,8 +1,8 @@
 #!/usr/bin/env lua5.4
--- Writes lua/dynlog/unicase.lua, the case mappings of dynlog.pattern's
+-- Writes lua/dynlog/eventbridge/unicase.lua, the case mappings of dynlog.pattern's
 -- equals-ignore-case operators, from the Unicode Character Database:
 --
---   lua5.4 scripts/gen-unicase.lua [UCD_DIR] > lua/dynlog/unicase.lua
+--   lua5.4 scripts/gen-unicase.lua [UCD_DIR] > lua/dynlog/eventbridge/unicase.lua
 --
 -- UCD_DIR holds UnicodeData.txt and SpecialCasing.txt (default
 -- /usr/share/unicode, Debian's unicode-data package). For each code point of

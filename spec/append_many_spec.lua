@@ -1,6 +1,6 @@
 -- c:append_many: many appends in flight, each stream in its order.
 local dynlog = require "dynlog"
-local concurrent = require "dynlog.concurrent"
+local concurrent = require "dynlog.transport.concurrent"
 local ddb = require "spec.support.ddb"
 local server = require "spec.support.server"
 

@@ -1,5 +1,5 @@
-local config = require("dynlog.config")
-local ini = require("dynlog.ini")
+local config = require("dynlog.aws.config")
+local ini = require("dynlog.aws.ini")
 
 -- The specs never read the process environment or the real ~/.aws: both are
 -- injected from tables.
@@ -17,7 +17,7 @@ end
 local CRED_FILE = "/home/spec/.aws/credentials"
 local CONFIG_FILE = "/home/spec/.aws/config"
 
-describe("dynlog.ini", function()
+describe("dynlog.aws.ini", function()
   it("reads sections, lower-cases keys and trims whitespace around '='", function()
     local sections = assert(ini.parse("[default]\nAWS_Access_Key_ID   =   AKID  \nRegion=eu-west-1\n"))
     assert.same({ aws_access_key_id = "AKID", region = "eu-west-1" }, sections.default)
@@ -72,7 +72,7 @@ describe("dynlog.ini", function()
   end)
 end)
 
-describe("dynlog.config", function()
+describe("dynlog.aws.config", function()
   describe("profile", function()
     it("prefers the explicit profile, then AWS_PROFILE, then 'default'", function()
       assert.equal("a", (config.profile({ profile = "a", getenv = env({ AWS_PROFILE = "b" }) })))

@@ -1,4 +1,4 @@
-local credentials = require("dynlog.credentials")
+local credentials = require("dynlog.aws.credentials")
 local cjson = require("cjson")
 
 -- Test secrets: none of these may ever show up in an error or a tostring.
@@ -81,7 +81,7 @@ local function fake_imds_routes(doc)
   }
 end
 
-describe("dynlog.credentials", function()
+describe("dynlog.aws.credentials", function()
   describe("parse_rfc3339", function()
     it("turns a UTC timestamp into epoch seconds whatever the local time zone", function()
       assert.equal(EXPIRATION, credentials.parse_rfc3339(EXPIRATION_TEXT))
@@ -96,7 +96,7 @@ describe("dynlog.credentials", function()
       -- the parser does not. POSIX TZ strings need no tzdata.
       local command = "TZ='IST-5:30' lua5.4 -e \"package.path='lua/?.lua;'..package.path "
         .. "io.write(os.time{year=1970,month=1,day=2,hour=0}, ' ', "
-        .. "require('dynlog.credentials').parse_rfc3339('" .. EXPIRATION_TEXT .. "'))\""
+        .. "require('dynlog.aws.credentials').parse_rfc3339('" .. EXPIRATION_TEXT .. "'))\""
       local pipe = assert(io.popen(command, "r"))
       local output = pipe:read("*a")
       pipe:close()
@@ -670,7 +670,7 @@ describe("dynlog.credentials", function()
 
   describe("against a loopback HTTP server", function()
     local server = require("support.server")
-    local http = require("dynlog.http")
+    local http = require("dynlog.transport.curl")
     local s
 
     after_each(function()
@@ -721,7 +721,7 @@ describe("dynlog.credentials", function()
       -- The real file reader, so the file is read from disk each time.
       local p = loopback_provider({ AWS_CONTAINER_CREDENTIALS_FULL_URI = s.url .. "/creds",
         AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE = token_file,
-        AWS_CONTAINER_AUTHORIZATION_TOKEN = AUTH_TOKEN }, { read_file = require("dynlog.config").read_file })
+        AWS_CONTAINER_AUTHORIZATION_TOKEN = AUTH_TOKEN }, { read_file = require("dynlog.aws.config").read_file })
       assert(p:get())
       write_token("second-token\r\n")
       p:invalidate()

@@ -4,7 +4,7 @@ local ddb = require "spec.support.ddb"
 local dynlog = require "dynlog"
 local handler = require "dynlog.handler"
 local json = require "dynlog.json"
-local logger = require "dynlog.log"
+local logger = require "dynlog.logger"
 local trigger = require "dynlog.trigger"
 
 -- The EventBridge event the trigger would produce for an event item.
@@ -103,7 +103,7 @@ for _, mode in ipairs({ "version", "ulid" }) do
 
     it("writes once for all it applies, and reads only the read model for an event it has seen", function()
       local evs = signup_story("8")
-      local real, ops = require("dynlog.http").new(), {}
+      local real, ops = require("dynlog.transport.curl").new(), {}
       local counting = ddb.client({ table = c.table, sort_key = mode, transport = { request = function(_, req)
         local op = req.headers["X-Amz-Target"]:match("%.(%a+)$")
         ops[#ops + 1] = op
@@ -244,7 +244,7 @@ describe("dynlog.handler in version mode", function()
   end)
 
   it("returns an encoding failure of the read-model key, and sends nothing", function()
-    local real, ops = require("dynlog.http").new(), {}
+    local real, ops = require("dynlog.transport.curl").new(), {}
     local c = ddb.ready_client({ transport = { request = function(_, req)
       ops[#ops + 1] = req.headers["X-Amz-Target"]
       return real:request(req)

@@ -1,5 +1,5 @@
 local env = require "spec.support.env"
-local http = require "dynlog.http"
+local http = require "dynlog.transport.curl"
 local json = require "dynlog.json"
 local sigv4 = require "dynlog.sigv4"
 

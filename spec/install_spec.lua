@@ -27,6 +27,12 @@ describe("luarocks install", function()
     assert.are.equal(0, status, out)
     assert.matches("^%d+%.%d+%.%d+\t26\t" .. tree:gsub("%p", "%%%0") .. "/lib/lua/5%.4/dynlog/core%.so", out)
 
+    -- Every module of lua/, folders included, and nothing else.
+    local _, wanted = run("cd lua && find dynlog -name '*.lua' | LC_ALL=C sort")
+    local _, installed = run("cd " .. tree .. "/share/lua/5.4 && find dynlog -name '*.lua' | LC_ALL=C sort")
+    assert.are.equal(wanted, installed)
+    assert.matches("dynlog/client/events.lua", installed, 1, true)
+
     -- The command, from the tree's bin/.
     status, out = run(tree .. "/bin/dynlog --help")
     assert.are.equal(0, status, out)

@@ -3,7 +3,7 @@
 -- would pass every suite.
 local errors = require "dynlog.errors"
 local leakwatch = require "spec.support.leakwatch"
-local logger = require "dynlog.log"
+local logger = require "dynlog.logger"
 
 describe("the secrets watch", function()
   before_each(function() leakwatch.rehearsal = true end)

@@ -1,6 +1,6 @@
 -- The lease plan: which shards a worker takes or asks for, from the leases
 -- as read. Pure, so every case of lineage and balance can be laid out here.
-local leases = require "dynlog.leases"
+local leases = require "dynlog.pipeline.leases"
 
 local function lease(id, fields)
   local l = { sk = id, counter = 1 }

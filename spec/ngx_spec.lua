@@ -800,7 +800,7 @@ describe("examples/nginx.conf", function()
     assert.is_truthy(wait_for(function() return not run.succeeded("kill -0 " .. pid .. " 2>/dev/null") end, 40),
       "nginx exited after QUIT")
     pid = nil
-    local leases = require "dynlog.leases"
+    local leases = require "dynlog.pipeline.leases"
     local all = assert(leases.read_all(c, c.table .. "-checkpoints", c.table))
     local n = 0
     for _, lease in pairs(all) do

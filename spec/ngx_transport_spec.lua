@@ -17,7 +17,7 @@ local tls_server = require "spec.support.tls_server"
 
 -- Prepended to every handler: the transport, and replies as JSON.
 local PRELUDE = [[
-local ngx_http = require "dynlog.ngx_http"
+local ngx_http = require "dynlog.transport.cosocket"
 local cjson = require "cjson"
 local function reply(v)
   ngx.header["Content-Type"] = "application/json"
@@ -193,7 +193,7 @@ local LOCATIONS = {
     reply(outcome(ngx_http.new{ timeout = 10 }:request{ url = ngx.var.slow .. "/slow" }))
   ]]),
   location("/slow-blocking", [[
-    local res, err = require("dynlog.http").new{ timeout = 10 }:request{ url = ngx.var.slow .. "/slow" }
+    local res, err = require("dynlog.transport.curl").new{ timeout = 10 }:request{ url = ngx.var.slow .. "/slow" }
     reply(outcome(res, err))
   ]]),
   -- The same wait inside dynlog's own calls: a client made by dynlog.new{}
@@ -211,7 +211,7 @@ local LOCATIONS = {
     local c = require("dynlog").new{ table = "events", endpoint = ngx.var.slow .. "/missing", region = "us-east-1",
       max_attempts = 1, timeout = 10,
       credentials = { access_key_id = "AKIDNGX", secret_access_key = "ngx-secret-key" } }
-    local consumer = require("dynlog.stream").new{ client = c, checkpoint_table = "events-checkpoints",
+    local consumer = require("dynlog.consumer").new{ client = c, checkpoint_table = "events-checkpoints",
       handler = function() return true end }
     local ok, n, err = pcall(consumer.poll_once, consumer)
     reply({ raised = not ok and tostring(n) or nil, n = ok and n or nil, err = err and tostring(err),

@@ -1,5 +1,5 @@
 -- dynlog.options: the one rule for unknown option keys.
-local options = require "dynlog.options"
+local options = require "dynlog.base.options"
 
 local KNOWN = options.known{ "expected_version", "condition", "limit" }
 
@@ -9,7 +9,7 @@ local function caller_line_of(fn)
   return err
 end
 
-describe("dynlog.options", function()
+describe("dynlog.base.options", function()
   it("accepts nil and tables of known keys", function()
     options.check(nil, KNOWN, "append")
     options.check({}, KNOWN, "append")

@@ -579,7 +579,7 @@ describe("dynlog.pattern", function()
 
     it("relies on the two case forms of a character never being a prefix or a suffix of each other", function()
       -- The equals-ignore-case matchers take at most one form at each place.
-      local unicase = require "dynlog.unicase"
+      local unicase = require "dynlog.eventbridge.unicase"
       local function expand(runs, multi)
         local m = {}
         for i = 1, #runs, 4 do

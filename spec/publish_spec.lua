@@ -42,7 +42,7 @@ describe("publish", function()
     -- The signature, recomputed from what arrived, for service "events".
     local amz_date = req.headers["x-amz-date"]
     local y, mo, d, h, mi, s = amz_date:match("^(%d%d%d%d)(%d%d)(%d%d)T(%d%d)(%d%d)(%d%d)Z$")
-    local time = require("dynlog.timeutil").days_from_civil(tonumber(y), tonumber(mo), tonumber(d)) * 86400
+    local time = require("dynlog.base.timeutil").days_from_civil(tonumber(y), tonumber(mo), tonumber(d)) * 86400
       + h * 3600 + mi * 60 + s
     local expected = sigv4.sign({ method = "POST", url = srv.url .. "/", body = req.body, region = "eu-west-1",
       service = "events", credentials = KEY, time = time,

@@ -6,11 +6,11 @@
 -- libcurl transport, the curl multi handle of dynlog.concurrent and, inside
 -- nginx, the cosocket transport.
 local cjson = require "cjson"
-local concurrent = require "dynlog.concurrent"
+local concurrent = require "dynlog.transport.concurrent"
 local dynlog = require "dynlog"
 local errors = require "dynlog.errors"
 local leakwatch = require "spec.support.leakwatch"
-local logger = require "dynlog.log"
+local logger = require "dynlog.logger"
 local server = require "spec.support.server"
 
 local SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYzSECRETKEY"
@@ -180,7 +180,7 @@ describe("errors made of server text", function()
     finally(function() logger.set_handler(nil) end)
     local consumer
     local c = client("/aws", { sleep = function() consumer:stop() end })
-    consumer = require("dynlog.stream").new{ client = c, checkpoint_table = "events-checkpoints",
+    consumer = require("dynlog.consumer").new{ client = c, checkpoint_table = "events-checkpoints",
       handler = function() return true end }
     consumer:run()
     assert.is_true(#lines > 0)
@@ -202,7 +202,7 @@ describe("errors made of server text, inside nginx", function()
     local c = dynlog.new{ table = "events", region = "us-east-1", max_attempts = 1,
       endpoint = ngx.var.up .. ngx.var.arg_path, events_endpoint = ngx.var.up .. ngx.var.arg_path,
       credentials = { access_key_id = "AKIDREDACT", secret_access_key = %q, session_token = %q } }
-    local out = { cosockets = getmetatable(c:_transport()).__index == require("dynlog.ngx_http") }
+    local out = { cosockets = getmetatable(c:_transport()).__index == require("dynlog.transport.cosocket") }
     local function keep(name, err)
       ngx.log(ngx.ERR, name, ": ", tostring(err))
       out[name] = { message = err.message, text = tostring(err), code = err.code }

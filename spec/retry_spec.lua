@@ -2,8 +2,8 @@
 -- misbehaves on cue, in front of a real DynamoDB Local.
 local ddb = require "spec.support.ddb"
 local errors = require "dynlog.errors"
-local http = require "dynlog.http"
-local timeutil = require "dynlog.timeutil"
+local http = require "dynlog.transport.curl"
+local timeutil = require "dynlog.base.timeutil"
 
 local AWS = "com.amazonaws.dynamodb.v20120810#"
 

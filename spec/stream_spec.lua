@@ -1,9 +1,9 @@
 -- The stream consumer against DynamoDB Local's streams: in this process, and
 -- as separate processes that crash and share the work.
 local ddb = require "spec.support.ddb"
-local http = require "dynlog.http"
+local http = require "dynlog.transport.curl"
 local run = require "spec.support.run"
-local stream = require "dynlog.stream"
+local stream = require "dynlog.consumer"
 local socket = require "socket"
 
 local function n_of(record)
@@ -37,7 +37,7 @@ end
 
 describe("dynlog.stream consumer", function()
   -- The consumer logs each failed batch; these specs fail batches on purpose.
-  local logger = require "dynlog.log"
+  local logger = require "dynlog.logger"
   setup(function() logger.set_handler(function() end) end)
   teardown(function() logger.set_handler(nil) end)
 
@@ -516,7 +516,7 @@ describe("dynlog.stream consumer", function()
       { checkpoint_table = cp, batch_size = 10 })
     for _ = 1, 5 do assert(consumer:poll_once()) end
     assert.are.equal(5, seen)
-    local leases = require "dynlog.leases"
+    local leases = require "dynlog.pipeline.leases"
     local all = assert(leases.read_all(c, cp, c.table))
     local _, lease = next(all)
     assert.are.equal(leases.SHARD_END, lease.checkpoint)
@@ -654,7 +654,7 @@ describe("dynlog.stream consumer", function()
       split.split()
       local fc = ddb.client({ table = one.table, transport = split.transport })
       local cp = ddb.table_name("cp")
-      local leases = require "dynlog.leases"
+      local leases = require "dynlog.pipeline.leases"
       assert(leases.create_table(one, cp))
       -- Another worker of a "latest" group got to the first shard first.
       assert(leases.ensure(one, cp, one.table, { ShardId = split.parent_shard }, "LATEST"))
@@ -736,7 +736,7 @@ describe("dynlog.stream consumer", function()
         assert(a:poll_once())
       end
       assert.are.same({ 1, 1 }, { owned(a), owned(b) })
-      local leases = require "dynlog.leases"
+      local leases = require "dynlog.pipeline.leases"
       local owners = {}
       for _, lease in pairs(assert(leases.read_all(one, cp, one.table))) do owners[#owners + 1] = lease.owner end
       table.sort(owners)
@@ -781,7 +781,7 @@ describe("dynlog.stream consumer", function()
       assert.is_true(poll_until(second, function() return #seen == 2 end, 500), #seen .. " records seen")
       assert.are.same({ 4, 5 }, seen)
       assert.are.equal(1, second:stats().shards[split.parent_shard].gaps)
-      local leases = require "dynlog.leases"
+      local leases = require "dynlog.pipeline.leases"
       local all = assert(leases.read_all(parent, cp, parent.table))
       assert.are.equal(leases.SHARD_END, all[split.parent_shard].checkpoint)
     end)
@@ -993,7 +993,7 @@ describe("dynlog.stream consumer processes", function()
     assert.is_true(wait_for(function()
       for _, line in ipairs(read_lines(out)) do if line == "stopped polite" then return true end end
     end, 10), "run() returned on SIGTERM")
-    local leases = require "dynlog.leases"
+    local leases = require "dynlog.pipeline.leases"
     local all = assert(leases.read_all(c, cp, c.table))
     for _, lease in pairs(all) do assert.is_nil(lease.owner) end
     os.remove(out)

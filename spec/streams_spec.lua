@@ -2,7 +2,7 @@
 -- LastEvaluatedShardId, ListStreams by LastEvaluatedStreamArn. DynamoDB
 -- Local answers in one page, so its real answers are cut into two here.
 local ddb = require "spec.support.ddb"
-local http = require "dynlog.http"
+local http = require "dynlog.transport.curl"
 local json = require "dynlog.json"
 local split_stream = require "spec.support.split_stream"
 

@@ -1,4 +1,4 @@
-local http = require "dynlog.http"
+local http = require "dynlog.transport.curl"
 local tls_server = require "spec.support.tls_server"
 
 describe("dynlog.http over TLS", function()

@@ -4,9 +4,9 @@
 -- credentials provider and values, dynlog.config and dynlog.sigv4. A
 -- misspelt key must never run as if it were absent.
 local cjson = require "cjson"
-local config = require "dynlog.config"
-local credentials = require "dynlog.credentials"
-local http = require "dynlog.http"
+local config = require "dynlog.aws.config"
+local credentials = require "dynlog.aws.credentials"
+local http = require "dynlog.transport.curl"
 local sigv4 = require "dynlog.sigv4"
 
 -- f must raise on the one line it is written on.
@@ -60,7 +60,7 @@ describe("unknown option keys", function()
     assert.are.equal("env", credentials.new(creds).source)
   end)
 
-  it("dynlog.config's functions refuse them", function()
+  it("dynlog.aws.config's functions refuse them", function()
     assert_unknown(function() config.region{ regoin = "us-east-1" } end, "config.region", "regoin", "region")
     assert_unknown(function() config.endpoint("dynamodb", { region = "us-east-1", endpiont = "http://x" }) end,
       "config.endpoint", "endpiont", "endpoint")
@@ -110,7 +110,7 @@ describe("unknown option keys, inside nginx", function()
     srv = nginx.start({
       workers = 1,
       server = [[location = /options { content_by_lua_block {
-        local ngx_http = require "dynlog.ngx_http"
+        local ngx_http = require "dynlog.transport.cosocket"
         local function caught(f)
           local ok, err = pcall(f)
           return ok and "no error" or tostring(err)

@@ -3,7 +3,7 @@
 -- Prints one JSON object per measurement. CPU time is os.clock(): clock(3),
 -- the CPU time (user + sys) of this process.
 local dynlog = require "dynlog"
-local concurrent = require "dynlog.concurrent"
+local concurrent = require "dynlog.transport.concurrent"
 local core = require "dynlog.core"
 
 local port, count, warmup = assert(tonumber(arg[1])), assert(tonumber(arg[2])), assert(tonumber(arg[3]))

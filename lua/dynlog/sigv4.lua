@@ -17,7 +17,7 @@
 -- the signer itself (libcrypto, memory) returns nil, err (dynlog.errors).
 local core = require "dynlog.core"
 local errors = require "dynlog.errors"
-local options = require "dynlog.options"
+local options = require "dynlog.base.options"
 
 local setmetatable, tostring, type = setmetatable, tostring, type
 

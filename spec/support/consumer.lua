@@ -7,7 +7,7 @@
 -- Runs until SIGTERM (then hands its leases back) or SIGKILL (then not).
 local core = require "dynlog.core"
 local dynlog = require "dynlog"
-local stream = require "dynlog.stream"
+local stream = require "dynlog.consumer"
 
 local table_name, checkpoints, worker, outfile = arg[1], arg[2], arg[3], arg[4]
 local lease_duration, batch_size, delay = tonumber(arg[5]), tonumber(arg[6]), tonumber(arg[7])

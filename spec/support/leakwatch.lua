@@ -66,7 +66,7 @@ function _M.install()
     _M.check(tostring(message), "an error message (" .. tostring(code) .. ")")
     return new(code, message, fields)
   end
-  local logger = require "dynlog.log"
+  local logger = require "dynlog.logger"
   local log = logger.log
   logger.log = function(level, message)
     _M.check(tostring(message), "a log line")

@@ -12,7 +12,7 @@
 -- Only the topology is doctored: DescribeStream of the parent stream also
 -- lists the child shard (its ParentShardId set), GetShardIterator for the
 -- child goes to the child stream, and the parent can be closed or trimmed.
-local http = require "dynlog.http"
+local http = require "dynlog.transport.curl"
 local json = require "dynlog.json"
 
 local _M = {}

@@ -11,9 +11,9 @@
 -- sent again with backoff. Results come back one per entry, in input order.
 local core = require "dynlog.core"
 local errors = require "dynlog.errors"
-local options = require "dynlog.options"
-local retry = require "dynlog.retry"
-local timeutil = require "dynlog.timeutil"
+local options = require "dynlog.base.options"
+local retry = require "dynlog.aws.retry"
+local timeutil = require "dynlog.base.timeutil"
 
 local error, ipairs, pcall, tostring, type = error, ipairs, pcall, tostring, type
 local str_find = string.find

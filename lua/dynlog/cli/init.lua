@@ -13,8 +13,8 @@
 -- `dynlog: <code>: <message>` followed by a hint of what to do.
 local core = require "dynlog.core"
 local dynlog = require "dynlog"
-local timeutil = require "dynlog.timeutil"
-local trigger = require "dynlog.trigger"
+local timeutil = require "dynlog.base.timeutil"
+local trigger = require "dynlog.pipeline.trigger"
 
 local error, getmetatable, ipairs, next, pairs, pcall, setmetatable, tonumber, tostring, type, xpcall =
   error, getmetatable, ipairs, next, pairs, pcall, setmetatable, tonumber, tostring, type, xpcall

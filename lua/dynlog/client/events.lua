@@ -4,10 +4,10 @@
 -- One event is one item: {pk = "<log>#<id>#stream", sk = <ULID string or
 -- version number>, type, log, payload}, where payload.id == id. Every write
 -- carries attribute_not_exists(pk), so no event is ever overwritten.
-local concurrent = require "dynlog.concurrent"
+local concurrent = require "dynlog.transport.concurrent"
 local core = require "dynlog.core"
 local errors = require "dynlog.errors"
-local options = require "dynlog.options"
+local options = require "dynlog.base.options"
 
 local error, ipairs, next, pairs, pcall, rawget, setmetatable, tonumber, tostring, type =
   error, ipairs, next, pairs, pcall, rawget, setmetatable, tonumber, tostring, type

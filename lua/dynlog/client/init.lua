@@ -8,13 +8,13 @@
 --
 -- Nothing here touches the network before the first request: `new` only
 -- resolves configuration (arguments, environment, shared files).
-local config = require "dynlog.config"
+local config = require "dynlog.aws.config"
 local core = require "dynlog.core"
-local credentials = require "dynlog.credentials"
+local credentials = require "dynlog.aws.credentials"
 local errors = require "dynlog.errors"
-local options = require "dynlog.options"
-local retry = require "dynlog.retry"
-local timeutil = require "dynlog.timeutil"
+local options = require "dynlog.base.options"
+local retry = require "dynlog.aws.retry"
+local timeutil = require "dynlog.base.timeutil"
 
 local error, pairs, pcall, rawget, require, setmetatable, tonumber, tostring, type =
   error, pairs, pcall, rawget, require, setmetatable, tonumber, tostring, type
@@ -231,9 +231,9 @@ function _M:_transport()
   local ngx = in_nginx()
   if ngx then
     check_phase(ngx)
-    t = require("dynlog.ngx_http").new(self.transport_opts)
+    t = require("dynlog.transport.cosocket").new(self.transport_opts)
   else
-    t = require("dynlog.http").new(self.transport_opts)
+    t = require("dynlog.transport.curl").new(self.transport_opts)
   end
   self.transport, self._own_transport, self._ngx = t, true, ngx or nil
   return t
@@ -436,7 +436,8 @@ function _M:_encode(params)
 end
 
 -- Methods of the event log, tables, DynamoDB Streams and publishing.
-for _, module in pairs({ "dynlog.events", "dynlog.tables", "dynlog.streams", "dynlog.publish" }) do
+for _, module in pairs({ "dynlog.client.events", "dynlog.client.tables", "dynlog.client.streams",
+                         "dynlog.client.publish" }) do
   for name, f in pairs(require(module)) do _M[name] = f end
 end
 

@@ -2,7 +2,7 @@
 -- delete_table. The event table has the key schema {pk HASH (S), sk RANGE}
 -- where sk is S in ulid mode and N in version mode.
 local errors = require "dynlog.errors"
-local options = require "dynlog.options"
+local options = require "dynlog.base.options"
 
 local error, ipairs, tostring, type = error, ipairs, tostring, type
 local array = require("dynlog.core").array

@@ -11,11 +11,11 @@
 local core = require "dynlog.core"
 local errors = require "dynlog.errors"
 local json = require "dynlog.json"
-local logger = require "dynlog.log"
-local options = require "dynlog.options"
-local pattern = require "dynlog.pattern"
-local retry = require "dynlog.retry"
-local stream = require "dynlog.stream"
+local logger = require "dynlog.logger"
+local options = require "dynlog.base.options"
+local pattern = require "dynlog.eventbridge.pattern"
+local retry = require "dynlog.aws.retry"
+local stream = require "dynlog.pipeline.consumer"
 
 local ngx = ngx -- luacheck: ignore
 local error, ipairs, pairs, pcall, setmetatable, tonumber, tostring, type =
@@ -211,7 +211,7 @@ local function receiver_of(spec)
   end
   local handle = spec.handle
   if handle == nil and spec.project ~= nil then
-    local handler = require "dynlog.handler"
+    local handler = require "dynlog.pipeline.handler"
     local client, project = spec.client, spec.project
     handle = function(event) return handler.project(client, event, project) end
   end
@@ -543,7 +543,7 @@ local function deliver(state, q, item)
     return
   end
   local meta, body = split(record)
-  local t = require("dynlog.ngx_http").new({ timeout = meta.timeout })
+  local t = require("dynlog.transport.cosocket").new({ timeout = meta.timeout })
   local headers = { ["Content-Type"] = "application/json" }
   for k, v in pairs(meta.headers or {}) do headers[k] = v end
   local res, err = t:request({ method = "POST", url = meta.url, headers = headers, body = body })

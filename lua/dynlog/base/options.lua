@@ -3,7 +3,7 @@
 -- nearest known one (a misspelt `expected_verison` must never run as if it
 -- were absent).
 --
---   local options = require "dynlog.options"
+--   local options = require "dynlog.base.options"
 --   local APPEND = options.known{ "expected_version", "condition" }
 --   function _M.append(self, log, id, type, payload, opts)
 --     options.check(opts, APPEND, "append")    -- raises at append's caller

@@ -1,0 +1,201 @@
+--- The handler: EventBridge events → read models, as the original examples'
+-- handler does it.
+--
+--   local result, err = require("dynlog.pipeline.handler").project(c, event, {
+--     table = "core",
+--     key = function(detail) return pk, sk end,      -- optional
+--     handlers = { signup = function(state, ev) return { name = ev.payload.name } end, ... },
+--   })
+--
+-- For the stream the event names, the read-model item's `version` (the sort
+-- key of the last event applied) is read with a consistent read; every
+-- event after it is read from the log and given to its handler in order;
+-- the new state is written once, with a condition on the version it
+-- replaces (attribute_not_exists for the first). So a delivery applies
+-- whatever the read model has not seen yet: duplicates and deliveries out of
+-- order leave it identical, and a partial detail needs nothing more than its
+-- key. A delivery whose event the read model has already seen costs one read.
+--
+-- Numbers are read exactly, whatever the client's `numbers` option: a Lua
+-- number when one holds the N exactly, else a dynlog.number with its text.
+-- So a number keeps its type and its digits on its way from the log, or
+-- from the read model, back into the read model.
+local core = require "dynlog.core"
+local errors = require "dynlog.errors"
+local logger = require "dynlog.logger"
+local options = require "dynlog.base.options"
+local tables = require "dynlog.client.tables"
+
+local error, pairs, pcall, tonumber, tostring, type = error, pairs, pcall, tonumber, tostring, type
+local str_match = string.match
+local array, attribute_map = core.array, core.attribute_map
+
+local _M = {}
+
+-- Another projection of the same stream won a write: read and try again.
+local MAX_ROUNDS = 5
+
+local NUMBERS = "exact"
+
+local SPEC = options.known{ "table", "handlers", "key" }
+
+local function check_spec(spec)
+  if type(spec) ~= "table" then error("project: spec must be a table", 3) end
+  options.check(spec, SPEC, "project: spec", 3)
+  if type(spec.table) ~= "string" then error("project: spec.table must be the read-model table name", 3) end
+  if type(spec.handlers) ~= "table" then error("project: spec.handlers must map event types to functions", 3) end
+  if spec.key ~= nil and type(spec.key) ~= "function" then error("project: spec.key must be a function", 3) end
+end
+
+-- The detail of an EventBridge event (its `detail`, decoded if it is text).
+local function detail_of(event)
+  local detail = type(event) == "table" and event.detail
+  if type(detail) == "string" then
+    local decoded, _, message = core.json_decode(detail)
+    if decoded == nil then
+      return nil, errors.new("invalid_argument", "event.detail is not JSON: " .. tostring(message))
+    end
+    detail = decoded
+  end
+  if type(detail) ~= "table" or type(detail.key) ~= "table" or type(detail.key.pk) ~= "string" then
+    return nil, errors.new("invalid_argument", "event has no detail with a key.pk")
+  end
+  return detail
+end
+
+local function read_state(c, table_name, pk, sk)
+  local body, berr = c:_encode({ TableName = table_name, Key = attribute_map({ pk = pk, sk = sk }),
+                                 ConsistentRead = true })
+  if not body then return nil, berr end
+  local resp, err = c:_send("GetItem", body, true, NUMBERS)
+  if not resp then return nil, err end
+  return resp.Item or false
+end
+
+local function write_state(c, table_name, state, previous_version)
+  local params = { TableName = table_name, Item = attribute_map(state) }
+  if previous_version == nil then
+    params.ConditionExpression = "attribute_not_exists(pk)"
+  else
+    params.ConditionExpression = "#version = :previous"
+    params.ExpressionAttributeNames = { ["#version"] = "version" }
+    params.ExpressionAttributeValues = attribute_map({ [":previous"] = previous_version })
+  end
+  local body, berr = c:_encode(params)
+  if not body then return nil, berr end
+  local _, err = c:_send("PutItem", body)
+  if err then return nil, err end
+  return true
+end
+
+local function copy(t)
+  if not t then return nil end
+  local out = {}
+  for k, v in pairs(t) do out[k] = v end
+  return out
+end
+
+-- Has the read model (at `version`) already seen the delivered event?
+local function seen(c, version, delivered_sk)
+  if version == nil or delivered_sk == nil then return false end
+  if c.sort_key == "version" then
+    local v, d = tonumber(version), tonumber(delivered_sk)
+    return v ~= nil and d ~= nil and d <= v
+  end
+  return type(version) == "string" and type(delivered_sk) == "string" and delivered_sk <= version
+end
+
+-- One round: read the state, apply what follows it, write the new state
+-- once. Returns the result, or nil, err; err.code "retry_round" when another
+-- writer moved the version.
+local function round(c, spec, log, id, pk, sk, delivered_sk, result)
+  local item, err = read_state(c, spec.table, pk, sk)
+  if item == nil then return nil, err end
+  local state = item or nil
+  local version = state and state.version
+  result.version, result.state = version, state
+  -- A delivery that an earlier one caught up with (deliveries run apart,
+  -- and each applies all it finds) has nothing left to do: skip the query.
+  if seen(c, version, delivered_sk) then return result end
+  local events, qerr = c:query(log, id, { after = version, consistent = true, numbers = NUMBERS })
+  if not events then return nil, qerr end
+  local previous, applied_version = version, version
+  -- One write for all the events applied, on the condition that the read
+  -- model is still at the version they were applied to.
+  local function flush()
+    if applied_version == version then return true end
+    local ok, werr = write_state(c, spec.table, state, version)
+    if ok then return true end
+    if werr.code == "ConditionalCheckFailedException" then
+      return nil, errors.new("retry_round", "the read model moved on")
+    end
+    return nil, werr
+  end
+  for ev in events do
+    if c.sort_key == "version" and ev.sk ~= (previous or 0) + 1 then
+      local flushed, ferr = flush() -- keep what came before the gap
+      if not flushed then return nil, ferr end
+      return nil, errors.new("gap", ("%s: version %s follows %s; the events between are missing")
+        :format(ev.pk, tostring(ev.sk), tostring(previous or 0)))
+    end
+    previous = ev.sk
+    local apply = spec.handlers[ev.type]
+    if not apply then
+      logger.log("warn", ("handler: no handler for event type %q (%s %s); skipped")
+        :format(tostring(ev.type), ev.pk, tostring(ev.sk)))
+      result.skipped[#result.skipped + 1] = ev.sk
+    else
+      local ok, new_state = pcall(apply, copy(state), ev)
+      if not ok or type(new_state) ~= "table" then
+        -- Keep the events applied before this one, as a write per event
+        -- would have, then let the caller see the handler's fault.
+        local flushed, ferr = flush()
+        if not flushed then
+          logger.log("error", ("handler: %s: the events applied before %s %s were not written: %s")
+            :format(pk, tostring(ev.type), tostring(ev.sk), tostring(ferr)))
+        end
+        if not ok then error(new_state, 0) end
+        error(("project: the handler of %q must return the new state (a table)"):format(ev.type), 0)
+      end
+      new_state.pk, new_state.sk, new_state.version = pk, sk, ev.sk
+      state, applied_version = new_state, ev.sk
+      result.applied = result.applied + 1
+    end
+  end
+  if events.err then return nil, events.err end
+  local flushed, ferr = flush()
+  if not flushed then return nil, ferr end
+  result.version, result.state = applied_version, state
+  return result
+end
+
+--- project(c, event, spec) -> {applied=, version=, state=, skipped=}, or nil, err.
+-- c: the client of the log table. spec.key(detail) -> pk, sk of the
+-- read-model item (default "<log>#<id>" for both). err.code is "gap" when a
+-- version is missing from a version-mode log.
+function _M.project(c, event, spec)
+  check_spec(spec)
+  local detail, derr = detail_of(event)
+  if not detail then return nil, derr end
+  local log, id = str_match(detail.key.pk, "^([^#]+)#([^#]+)#stream$")
+  if not log then return nil, errors.new("invalid_argument", "detail.key.pk is not <log>#<id>#stream") end
+  local pk, sk
+  if spec.key then pk, sk = spec.key(detail) else pk = log .. "#" .. id end
+  sk = sk or pk
+  local err
+  for _ = 1, MAX_ROUNDS do
+    local result
+    result, err = round(c, spec, log, id, pk, sk, detail.key.sk, { applied = 0, skipped = array() })
+    if result then return result end
+    if err.code ~= "retry_round" then return nil, err end
+  end
+  return nil, errors.new("conflict", "read model " .. pk .. " kept moving under concurrent projections")
+end
+
+--- create_table(c, name) -> the table description, or nil, err: a read-model
+-- table {pk HASH S, sk RANGE S}, on demand, without a stream. Idempotent.
+function _M.create_table(c, name)
+  return tables.create_string_keyed_table(c, name)
+end
+
+return _M

@@ -1,0 +1,173 @@
+--- The trigger: DynamoDB Streams records → EventBridge, as the original
+-- Node.js/Python examples of this design publish them.
+--
+--   local result = require("dynlog.pipeline.trigger").handle(c, batch)
+--   -- batch = {Records = {...}} as Lambda delivers it (typed NewImage)
+--   -- result = {batchItemFailures = {{itemIdentifier = <SequenceNumber>}, ...}}
+--
+-- INSERT and MODIFY records whose pk ends in "#stream" are grouped by log
+-- and published in order, to bus "dynamodb-log" with Source "dynamodb-log"
+-- and DetailType "stream changes". Detail: {"log", "key": {"pk", "sk"},
+-- "type", "payload"}; when that is longer than 10240 bytes, {"log", "key",
+-- "type", "partial": true, "payload": {"id"}} instead, and the handler
+-- reads the rest from the log.
+--
+-- Numbers in the detail are the stream record's N text, digit for digit:
+-- the image is read with numbers = "exact", so a number no Lua number holds
+-- exactly (beyond 2^53 on LuaJIT, beyond 64 bits or a double's digits on
+-- Lua 5.4) is a dynlog.number, which JSON encoding writes as its own text.
+local core = require "dynlog.core"
+local logger = require "dynlog.logger"
+local options = require "dynlog.base.options"
+
+local ipairs, pcall, tostring, type = ipairs, pcall, tostring, type
+local str_match, str_sub = string.match, string.sub
+local json_encode, unmarshal_item = core.json_encode, core.unmarshal_item
+
+local HANDLE = options.known{ "bus", "source", "detail_type", "max_detail_bytes", "log" }
+
+local _M = {
+  BUS = "dynamodb-log",
+  SOURCE = "dynamodb-log",
+  DETAIL_TYPE = "stream changes",
+  MAX_DETAIL_BYTES = 10240,
+}
+
+local PUBLISHED = { INSERT = true, MODIFY = true }
+
+local function log_of(item)
+  if type(item.log) == "string" then return item.log end
+  return str_match(item.pk, "^([^#]*)#")
+end
+
+-- A field of the detail; a field the item lacks is left out, as it was
+-- when the detail was a table.
+local function field(name, value, first)
+  if value == nil then return "" end
+  return (first and '"' or ',"') .. name .. '":' .. json_encode(value)
+end
+
+-- The fields in the order of the original examples' detail, whatever the
+-- hash order of a Lua table: the same event always gives the same bytes.
+local function detail_text(head, partial, payload)
+  return head .. (partial and ',"partial":true' or "") .. field("payload", payload) .. "}"
+end
+
+--- The detail JSON of one event item, shortened to the partial form when
+-- the whole would exceed max_bytes.
+function _M.detail(item, max_bytes)
+  local head = "{" .. field("log", log_of(item), true) .. ',"key":{' .. field("pk", item.pk, true)
+    .. field("sk", item.sk) .. "}" .. field("type", item.type)
+  local whole = detail_text(head, false, item.payload)
+  if #whole <= (max_bytes or _M.MAX_DETAIL_BYTES) then return whole end
+  local payload = item.payload
+  -- dynlog's own events always hold payload.id; an item written by other
+  -- means may not, and its id is then the one in its key.
+  local id = type(payload) == "table" and payload.id or str_match(item.pk, "^[^#]*#(.*)#stream$")
+  return detail_text(head, true, { id = id })
+end
+
+-- The event item of a record, or nil when the record is not one to publish,
+-- or false, message when its image cannot be read. An INSERT without its
+-- new image means a stream of the wrong view type: say so (once per batch)
+-- rather than publish nothing in silence.
+local function event_item(record, log)
+  if not PUBLISHED[record.eventName] then return nil end
+  local image = record.dynamodb and record.dynamodb.NewImage
+  if type(image) ~= "table" then
+    if log then
+      log("warn", "trigger: stream records carry no NewImage (the table's stream view type is "
+        .. tostring(record.dynamodb and record.dynamodb.StreamViewType)
+        .. "; it must be NEW_IMAGE or NEW_AND_OLD_IMAGES)")
+    end
+    return nil
+  end
+  local item, _, message = unmarshal_item(image, "exact")
+  if item == nil then return false, message end
+  if type(item.pk) ~= "string" or str_sub(item.pk, -7) ~= "#stream" then return nil end
+  return item
+end
+
+local function sequence_number(record)
+  return record.dynamodb and record.dynamodb.SequenceNumber
+end
+
+-- Records grouped by log, in order of first appearance; each entry keeps
+-- the position of its record in the batch. Also the position of the first
+-- record whose image could not be read: it is not published, and it and
+-- every record after it are reported as failures.
+local function group(records, opts, logf)
+  local groups, by_log = {}, {}
+  local warn = logf
+  local unreadable
+  for position, record in ipairs(records) do
+    local item, message = event_item(record, warn)
+    if not item and warn and record.dynamodb and record.dynamodb.NewImage == nil
+        and PUBLISHED[record.eventName] then
+      warn = nil -- once per batch
+    end
+    if item == false then
+      logf("error", "trigger: record " .. tostring(sequence_number(record))
+        .. " has a NewImage that cannot be read: " .. tostring(message))
+      unreadable = unreadable or position
+    end
+    if item then
+      local log = log_of(item)
+      local g = by_log[log]
+      if not g then
+        g = { entries = {}, positions = {} }
+        by_log[log] = g
+        groups[#groups + 1] = g
+      end
+      g.entries[#g.entries + 1] = {
+        bus = opts.bus or _M.BUS, source = opts.source or _M.SOURCE,
+        detail_type = opts.detail_type or _M.DETAIL_TYPE,
+        detail = _M.detail(item, opts.max_detail_bytes),
+      }
+      g.positions[#g.positions + 1] = position
+    end
+  end
+  return groups, unreadable
+end
+
+--- handle(c, batch [, opts]) -> {batchItemFailures = {...}}
+-- opts: bus, source, detail_type, max_detail_bytes, log (a function called
+-- as log(level, message) for failures; default dynlog.log).
+-- On failure, the list names the first record that could not be published
+-- and every record after it, so a retry from there skips nothing; it is
+-- empty when everything was published.
+function _M.handle(c, batch, opts)
+  options.check(opts, HANDLE, "trigger.handle")
+  opts = opts or {}
+  local log = opts.log or logger.log
+  local records = type(batch) == "table" and batch.Records or {}
+  local groups, first_failed = group(records, opts, log)
+  for _, g in ipairs(groups) do
+    local ok, results, err = pcall(c.publish, c, g.entries, { ordered = true })
+    if not ok then
+      if not first_failed or g.positions[1] < first_failed then first_failed = g.positions[1] end
+      log("error", "trigger: publish raised: " .. tostring(results))
+    elseif not results then
+      local per_entry = err and err.results or {}
+      for j, position in ipairs(g.positions) do
+        local r = per_entry[j]
+        if not r or r.error_code then
+          if not first_failed or position < first_failed then first_failed = position end
+          break
+        end
+      end
+      log("error", "trigger: " .. tostring(err))
+    end
+  end
+  -- An array even when empty: Lambda reads {"batchItemFailures": {}} as a
+  -- malformed response, and so would any Lambda-shaped host.
+  local failures = core.array()
+  if first_failed then
+    for position = first_failed, #records do
+      failures[#failures + 1] = { itemIdentifier = sequence_number(records[position]) }
+    end
+  end
+  return { batchItemFailures = failures }
+end
+
+return _M
