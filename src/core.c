@@ -2,14 +2,6 @@
  * concern registers its own functions (see dynlog.h). */
 #include "dynlog.h"
 
-int dl_push_failure(lua_State *L, const char *code, const char *message)
-{
-    lua_pushnil(L);
-    lua_pushstring(L, code);
-    lua_pushstring(L, message);
-    return 3;
-}
-
 int luaopen_dynlog_core(lua_State *L)
 {
     lua_newtable(L);

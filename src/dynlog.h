@@ -1,10 +1,13 @@
-/* What the Lua binding files of dynlog.core share.
+/* How core.c assembles dynlog.core from its Lua bindings.
  *
  * Each concern has one binding file (lua_ulid.c, lua_sigv4.c, lua_http.c,
  * lua_json.c, …) that exports one dl_open_* function. core.c calls them in
  * turn; each adds its functions to the module table on top of the stack and
  * registers its metatables, if any. No binding keeps C globals that belong to
- * one Lua state: per-state data lives in userdata or the registry. */
+ * one Lua state: per-state data lives in userdata or the registry. What the
+ * bindings share among themselves is in lua_util.h, not here: this header
+ * only declares what core.c calls.
+ */
 #ifndef DYNLOG_H
 #define DYNLOG_H
 
@@ -21,10 +24,5 @@ void dl_open_json(lua_State *L);
 void dl_open_marshal(lua_State *L);
 void dl_open_sys(lua_State *L);
 void dl_open_signal(lua_State *L);
-
-/* Pushes nil, code, message and returns 3: the shape of every expected
- * failure that crosses from C into Lua. The Lua layer turns code and message
- * into dynlog's error table. */
-int dl_push_failure(lua_State *L, const char *code, const char *message);
 
 #endif

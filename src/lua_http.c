@@ -11,6 +11,7 @@
 #include "dynlog.h"
 #include "http.h"
 #include "lua_http.h"
+#include "lua_util.h"
 
 #include <ctype.h>
 #include <string.h>

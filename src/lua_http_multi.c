@@ -15,6 +15,7 @@
 #include "dynlog.h"
 #include "http_multi.h"
 #include "lua_http.h"
+#include "lua_util.h"
 
 #include <string.h>
 

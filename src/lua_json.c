@@ -23,6 +23,7 @@
 #include "base64.h"
 #include "buf.h"
 #include "dynlog.h"
+#include "lua_util.h"
 #include "jsonutil.h"
 #include "marshal.h"
 

@@ -11,6 +11,7 @@
  * metamethod; the headers table is read raw, so nothing can change it under
  * us. */
 #include "dynlog.h"
+#include "lua_util.h"
 #include "sigv4.h"
 
 #include <stdlib.h>

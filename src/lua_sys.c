@@ -3,6 +3,7 @@
  * validation and base64. */
 #include "base64.h"
 #include "dynlog.h"
+#include "lua_util.h"
 #include "marshal.h"
 
 #include <errno.h>

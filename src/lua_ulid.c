@@ -2,6 +2,7 @@
  * ulid.c for why it is shared); the codecs and private generators exist for
  * specs and for callers that must control time or randomness. */
 #include "dynlog.h"
+#include "lua_util.h"
 #include "ulid.h"
 
 #define GENERATOR_MT "dynlog.ulid_generator"
