@@ -33,7 +33,10 @@ DEP_CFLAGS = $(shell pkg-config --cflags libcurl libcrypto yajl)
 DEP_LIBS   = $(shell pkg-config --libs libcurl libcrypto yajl) -lz -pthread
 
 WARN      := -std=c99 -Wall -Wextra -Werror=implicit-function-declaration -D_POSIX_C_SOURCE=200809L
-ALL_CFLAGS = $(CFLAGS) $(WARN) -fPIC $(LUA_CFLAGS) $(DEP_CFLAGS) -Isrc
+# core.so exports luaopen_dynlog_core alone (DL_EXPORT in src/dynlog.h);
+# every other symbol stays inside it (spec/symbols_spec.lua).
+VISIBILITY := -fvisibility=hidden
+ALL_CFLAGS = $(CFLAGS) $(WARN) $(VISIBILITY) -fPIC $(LUA_CFLAGS) $(DEP_CFLAGS) -Isrc
 
 SOURCES := $(sort $(wildcard src/*.c))
 HEADERS := $(wildcard src/*.h)

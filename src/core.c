@@ -2,7 +2,7 @@
  * concern registers its own functions (see dynlog.h). */
 #include "dynlog.h"
 
-int luaopen_dynlog_core(lua_State *L)
+DL_EXPORT int luaopen_dynlog_core(lua_State *L)
 {
     lua_newtable(L);
     lua_pushliteral(L, DYNLOG_VERSION);

@@ -7,13 +7,25 @@
  * one Lua state: per-state data lives in userdata or the registry. What the
  * bindings share among themselves is in lua_util.h, not here: this header
  * only declares what core.c calls.
- */
+ *
+ * Everything is compiled with -fvisibility=hidden: the shared object exports
+ * luaopen_dynlog_core alone (DL_EXPORT), and no dl_* symbol can clash with
+ * another library loaded into the same process. */
 #ifndef DYNLOG_H
 #define DYNLOG_H
 
 #include "compat.h"
 
 #define DYNLOG_VERSION "0.1.0"
+
+#if defined(__GNUC__) || defined(__clang__)
+#define DL_EXPORT __attribute__((visibility("default")))
+#else
+#define DL_EXPORT
+#endif
+
+/* The module's entry point, the one symbol core.so exports. */
+DL_EXPORT int luaopen_dynlog_core(lua_State *L);
 
 void dl_open_hash(lua_State *L);
 void dl_open_ulid(lua_State *L);
