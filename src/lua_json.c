@@ -23,8 +23,8 @@
 #include "base64.h"
 #include "buf.h"
 #include "dynlog.h"
+#include "lua_jsonutil.h"
 #include "lua_util.h"
-#include "jsonutil.h"
 #include "marshal.h"
 
 #include <limits.h>

@@ -13,7 +13,7 @@
  * for malformed input, which comes from outside. */
 #include "base64.h"
 #include "dynlog.h"
-#include "jsonutil.h"
+#include "lua_jsonutil.h"
 
 #include <limits.h>
 #include <stdarg.h>

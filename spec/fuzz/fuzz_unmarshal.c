@@ -1,8 +1,9 @@
 /* Fuzzes core.unmarshal and core.unmarshal_item (src/lua_marshal.c over
- * src/marshal.c and src/jsonutil.c): the input is JSON text, decoded plainly
- * with core.json_decode (inputs that are not JSON are skipped), and the
- * resulting Lua table is unmarshalled as one AttributeValue and, when it is
- * a table, as an item (the shape of a Lambda stream record's NewImage).
+ * src/marshal.c, src/numtext.c and src/lua_jsonutil.c): the input is JSON
+ * text, decoded plainly with core.json_decode (inputs that are not JSON are
+ * skipped), and the resulting Lua table is unmarshalled as one
+ * AttributeValue and, when it is a table, as an item (the shape of a Lambda
+ * stream record's NewImage).
  *
  * Beyond "no crash, no sanitizer report", each input checks:
  *  - unmarshal* return a value or nil, "invalid_argument", message, and

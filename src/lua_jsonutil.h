@@ -1,18 +1,18 @@
-/* Pieces shared by every Lua <-> JSON walker of the core (plain JSON and
+/* The Lua side of every Lua <-> JSON walker of the core (plain JSON and
  * DynamoDB's typed AttributeValue JSON, and the Lua-table forms of the
- * latter): number text, table shape, the marks that say what a table is,
- * the classification of a Lua value as an AttributeValue, and the path of
- * the value being walked, for errors that say where. */
-#ifndef DYNLOG_JSONUTIL_H
-#define DYNLOG_JSONUTIL_H
+ * latter): Lua numbers as text and back, table shape, the marks that say
+ * what a table is, the classification of a Lua value as an AttributeValue,
+ * and the path of the value being walked, for errors that say where. The
+ * number text itself is plain C, in numtext.h. */
+#ifndef DYNLOG_LUA_JSONUTIL_H
+#define DYNLOG_LUA_JSONUTIL_H
 
 #include "compat.h"
 #include "marshal.h"
+#include "numtext.h"
 
 #include <stddef.h>
 
-/* Longest text dl_format_lua_number writes ("-1.2345678901234567e-308"). */
-#define DL_NUMBER_TEXT_MAX 32
 /* Steps a path remembers. Encoding stops at 128 levels of plain JSON plus
  * 32 of AttributeValues, so deeper steps are never needed for a message. */
 #define DL_JSON_PATH_MAX 200
@@ -24,8 +24,8 @@
 #define DL_ATTRIBUTE_MAP_MT "dynlog.attribute_map"
 #define DL_NUMBER_MT "dynlog.number"
 
-/* Writes the number at idx: integers exactly, floats with the fewest digits
- * that read back bit-identical. Returns the length, or -1 for NaN/inf. */
+/* Writes the number at idx: integers exactly, floats as dl_format_double
+ * does. Returns the length, or -1 for NaN/inf. */
 int dl_format_lua_number(lua_State *L, int idx, char out[DL_NUMBER_TEXT_MAX]);
 
 /* The marks that say how a table is to be written (array, set, binary,
@@ -40,19 +40,6 @@ int dl_mark_arg(lua_State *L, const char *name);
  * (on LuaJIT: when a double holds it exactly, else as its decimal string),
  * else as a float. Returns 0, or -1 when the text is not a number. */
 int dl_push_json_number(lua_State *L, const char *text, size_t len);
-
-/* 1 when s is a JSON number (RFC 8259: -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?). */
-int dl_json_number_syntax(const char *s, size_t len);
-
-/* Writes the DynamoDB number text s (which dl_ddb_number_parse accepted) as
- * JSON number text with the same digits: no "+" sign, no leading zeros, a
- * "0" before a bare fraction (".5"), no bare point ("5."). out has room
- * for len + 2 bytes; returns the length written (no NUL). */
-size_t dl_number_json_text(const char *s, size_t len, char *out);
-
-/* 1 when the two valid DynamoDB number texts are the same number (as
- * DynamoDB compares them: 1.50 and 1.5 are one), else 0. */
-int dl_same_ddb_number(const char *a, size_t alen, const char *b, size_t blen);
 
 /* ---- marks ----------------------------------------------------------- */
 
