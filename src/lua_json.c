@@ -442,19 +442,19 @@ static int on_start_array(void *ctx)
     decoder *d = ctx;
     switch (expected(d)) {
     case EXPECT_PLAIN:
-        return open_frame(d, FRAME_ARRAY, d->marks.array);
+        return open_frame(d, FRAME_ARRAY, d->marks.mt[DL_MARK_ARRAY]);
     case EXPECT_HOLDER:
-        return open_frame(d, FRAME_ITEM_LIST, d->marks.array);
+        return open_frame(d, FRAME_ITEM_LIST, d->marks.mt[DL_MARK_ARRAY]);
     case EXPECT_TYPED: {
         enum dl_av_type t = (enum dl_av_type)top_frame(d)->type;
         if (t == DL_AV_L)
-            return open_frame(d, FRAME_AV_LIST, d->marks.array);
+            return open_frame(d, FRAME_AV_LIST, d->marks.mt[DL_MARK_ARRAY]);
         if (t != DL_AV_SS && t != DL_AV_NS && t != DL_AV_BS)
             break;
         if (!make_room(d))
             return 0;
         lua_newtable(d->L); /* members seen, for duplicates */
-        if (!open_frame(d, FRAME_AV_SET, d->marks.set))
+        if (!open_frame(d, FRAME_AV_SET, d->marks.mt[DL_MARK_SET]))
             return 0;
         top_frame(d)->type = (unsigned char)t;
         return 1;
@@ -1071,19 +1071,6 @@ static int l_json_encode(lua_State *L)
     return 1;
 }
 
-/* array([t]) -> t, marked to encode as a JSON array even when empty */
-static int l_array(lua_State *L)
-{
-    return dl_mark_arg(L, DL_ARRAY_MT);
-}
-
-/* is_array(v) -> true when v carries the array mark */
-static int l_is_array(lua_State *L)
-{
-    lua_pushboolean(L, dl_has_mark(L, 1, DL_ARRAY_MT));
-    return 1;
-}
-
 static void register_gc(lua_State *L, const char *name, lua_CFunction gc)
 {
     luaL_newmetatable(L, name);
@@ -1097,16 +1084,10 @@ void dl_open_json(lua_State *L)
     static const luaL_Reg funcs[] = {
         { "json_decode", l_json_decode },
         { "json_is_object", l_json_is_object },
-        { "array", l_array },
-        { "is_array", l_is_array },
         { NULL, NULL },
     };
     register_gc(L, PARSER_MT, decoder_gc);
     register_gc(L, ENCODER_MT, encoder_gc);
-    luaL_newmetatable(L, DL_ARRAY_MT);
-    lua_pushliteral(L, "array");
-    lua_setfield(L, -2, "__name");
-    lua_pop(L, 1);
     luaL_setfuncs(L, funcs, 0);
     new_encoder(L);
     lua_pushcclosure(L, l_json_encode, 1);

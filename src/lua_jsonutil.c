@@ -70,86 +70,6 @@ done:
     return rc;
 }
 
-/* ---- marks ----------------------------------------------------------- */
-
-static void push_mark(lua_State *L, const char *name, int *idx, const void **p)
-{
-    luaL_getmetatable(L, name);
-    *idx = lua_gettop(L);
-    *p = lua_topointer(L, -1); /* NULL if the module never registered it */
-}
-
-void dl_marks_push(lua_State *L, dl_marks *m)
-{
-    push_mark(L, DL_ARRAY_MT, &m->array, &m->array_p);
-    push_mark(L, DL_SET_MT, &m->set, &m->set_p);
-    push_mark(L, DL_BINARY_MT, &m->binary, &m->binary_p);
-    push_mark(L, DL_ATTRIBUTE_MAP_MT, &m->attribute_map, &m->attribute_map_p);
-    push_mark(L, DL_NUMBER_MT, &m->number, &m->number_p);
-}
-
-enum dl_mark dl_mark_of(lua_State *L, int idx, const dl_marks *m)
-{
-    if (!lua_getmetatable(L, idx))
-        return DL_MARK_NONE;
-    const void *p = lua_topointer(L, -1);
-    lua_pop(L, 1);
-    if (p == m->array_p)
-        return DL_MARK_ARRAY;
-    if (p == m->attribute_map_p)
-        return DL_MARK_ATTRIBUTE_MAP;
-    if (p == m->set_p)
-        return DL_MARK_SET;
-    if (p == m->binary_p)
-        return DL_MARK_BINARY;
-    if (p == m->number_p)
-        return DL_MARK_NUMBER;
-    return DL_MARK_NONE;
-}
-
-void dl_push_binary(lua_State *L, const dl_marks *m, const char *bytes, size_t len)
-{
-    lua_createtable(L, 0, 1);
-    lua_pushlstring(L, bytes, len);
-    lua_setfield(L, -2, "value");
-    lua_pushvalue(L, m->binary);
-    lua_setmetatable(L, -2);
-}
-
-#define SHORT_NUMBER_TEXT 64
-
-void dl_push_number_mark(lua_State *L, const dl_marks *m, const char *s, size_t len)
-{
-    char small[SHORT_NUMBER_TEXT];
-    char *out = small;
-    lua_createtable(L, 0, 1);
-    if (len + 2 > sizeof small)
-        out = lua_newuserdata(L, len + 2); /* collected, even if a push raises */
-    size_t n = dl_number_json_text(s, len, out);
-    lua_pushlstring(L, out, n);
-    if (out != small)
-        lua_remove(L, -2);
-    lua_setfield(L, -2, "text");
-    lua_pushvalue(L, m->number);
-    lua_setmetatable(L, -2);
-}
-
-int dl_number_mark_text(lua_State *L, int idx, const char **s, size_t *len, const char **why)
-{
-    dl_ddb_number number;
-    lua_pushliteral(L, "text");
-    lua_rawget(L, idx);
-    int ok = lua_type(L, -1) == LUA_TSTRING;
-    if (ok) {
-        *s = lua_tolstring(L, -1, len);
-        ok = dl_json_number_syntax(*s, *len) && dl_ddb_number_parse(*s, *len, &number) == DL_NUMBER_OK;
-    }
-    if (!ok)
-        *why = "a number's text must be a decimal number DynamoDB can hold";
-    lua_pop(L, 1);
-    return ok;
-}
-
 /* ---- table shape ----------------------------------------------------- */
 
 enum dl_table_kind dl_classify_table(lua_State *L, int idx, int marked, lua_Integer *n,
@@ -507,6 +427,8 @@ enum dl_numbers dl_check_numbers_arg(lua_State *L, int arg)
     return DL_NUMBERS_EXACT;
 }
 
+#define SHORT_NUMBER_TEXT 64
+
 /* numbers = "exact": an integer that a Lua integer (on LuaJIT, a double)
  * holds exactly, or a number whose shortest double text is the same
  * number, comes back as a Lua number; anything else as a number mark. */
@@ -643,27 +565,4 @@ int dl_json_path_error(lua_State *L, const dl_json_path *p, const char *what)
 {
     dl_json_path_push_message(L, p, what);
     return lua_error(L);
-}
-
-int dl_has_mark(lua_State *L, int idx, const char *name)
-{
-    if (!lua_istable(L, idx) || !lua_getmetatable(L, idx))
-        return 0;
-    luaL_getmetatable(L, name);
-    int same = lua_rawequal(L, -1, -2);
-    lua_pop(L, 2);
-    return same;
-}
-
-int dl_mark_arg(lua_State *L, const char *name)
-{
-    if (lua_isnoneornil(L, 1)) {
-        lua_settop(L, 0);
-        lua_newtable(L);
-    }
-    luaL_checktype(L, 1, LUA_TTABLE);
-    lua_settop(L, 1);
-    luaL_getmetatable(L, name);
-    lua_setmetatable(L, 1);
-    return 1;
 }

@@ -1,13 +1,14 @@
 /* The Lua side of every Lua <-> JSON walker of the core (plain JSON and
  * DynamoDB's typed AttributeValue JSON, and the Lua-table forms of the
- * latter): Lua numbers as text and back, table shape, the marks that say
- * what a table is, the classification of a Lua value as an AttributeValue,
- * and the path of the value being walked, for errors that say where. The
- * number text itself is plain C, in numtext.h. */
+ * latter): Lua numbers as text and back, table shape, the classification
+ * of a Lua value as an AttributeValue, and the path of the value being
+ * walked, for errors that say where. The number text itself is plain C, in
+ * numtext.h; the marks that say what a table is are in lua_marks.h. */
 #ifndef DYNLOG_LUA_JSONUTIL_H
 #define DYNLOG_LUA_JSONUTIL_H
 
 #include "compat.h"
+#include "lua_marks.h"
 #include "marshal.h"
 #include "numtext.h"
 
@@ -17,55 +18,14 @@
  * 32 of AttributeValues, so deeper steps are never needed for a message. */
 #define DL_JSON_PATH_MAX 200
 
-/* Registry names of the metatables that mark tables. */
-#define DL_ARRAY_MT "dynlog.array"
-#define DL_SET_MT "dynlog.set"
-#define DL_BINARY_MT "dynlog.binary"
-#define DL_ATTRIBUTE_MAP_MT "dynlog.attribute_map"
-#define DL_NUMBER_MT "dynlog.number"
-
 /* Writes the number at idx: integers exactly, floats as dl_format_double
  * does. Returns the length, or -1 for NaN/inf. */
 int dl_format_lua_number(lua_State *L, int idx, char out[DL_NUMBER_TEXT_MAX]);
-
-/* The marks that say how a table is to be written (array, set, binary,
- * attribute map) are metatables registered under a name.
- * dl_has_mark: is the value at idx a table carrying the mark?
- * dl_mark_arg: the l_<mark>(t) binding body: marks argument 1 (a new table
- * when it is nil) and returns 1 with it on the stack. */
-int dl_has_mark(lua_State *L, int idx, const char *name);
-int dl_mark_arg(lua_State *L, const char *name);
 
 /* Pushes the JSON number text as an integer when it is one and fits exactly
  * (on LuaJIT: when a double holds it exactly, else as its decimal string),
  * else as a float. Returns 0, or -1 when the text is not a number. */
 int dl_push_json_number(lua_State *L, const char *text, size_t len);
-
-/* ---- marks ----------------------------------------------------------- */
-
-/* The marking metatables, pushed once per call so that telling a table's
- * mark costs a pointer comparison rather than a registry look-up. */
-typedef struct {
-    int array, set, binary, attribute_map, number; /* absolute stack indices */
-    const void *array_p, *set_p, *binary_p, *attribute_map_p, *number_p;
-} dl_marks;
-
-enum dl_mark {
-    DL_MARK_NONE, DL_MARK_ARRAY, DL_MARK_SET, DL_MARK_BINARY, DL_MARK_ATTRIBUTE_MAP, DL_MARK_NUMBER
-};
-
-/* Pushes the five metatables (5 slots) and records where they are. */
-void dl_marks_push(lua_State *L, dl_marks *m);
-enum dl_mark dl_mark_of(lua_State *L, int idx, const dl_marks *m);
-/* Pushes { value = bytes } carrying the binary mark. */
-void dl_push_binary(lua_State *L, const dl_marks *m, const char *bytes, size_t len);
-/* Pushes { text = <the JSON form of the DynamoDB number text s> } carrying
- * the number mark: a number kept as its exact text. s must be a valid
- * DynamoDB number. */
-void dl_push_number_mark(lua_State *L, const dl_marks *m, const char *s, size_t len);
-/* The text of the number mark at idx, checked (a JSON number that DynamoDB
- * can hold). Returns 1 with *s (kept alive by the mark), or 0 with *why. */
-int dl_number_mark_text(lua_State *L, int idx, const char **s, size_t *len, const char **why);
 
 /* ---- table shape ----------------------------------------------------- */
 

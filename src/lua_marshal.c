@@ -1,12 +1,12 @@
-/* DynamoDB AttributeValues as Lua tables, and the marks that say what a
- * Lua value means to DynamoDB.
+/* DynamoDB AttributeValues as Lua tables.
  *
  * Requests and responses never go through these tables: json_encode and
  * json_decode (lua_json.c) write and read the typed JSON directly. The
  * functions here serve users and stream records that arrive as Lua tables
  * (the Lambda event shape): marshal/unmarshal, their item forms, the item
  * size DynamoDB bills, and number validation. All walkers share the
- * classification of jsonutil.c, so every path agrees on what is storable.
+ * classification of lua_jsonutil.c and the marks of lua_marks.c, so every
+ * path agrees on what is storable.
  *
  * marshal* and item_size raise on values DynamoDB cannot hold (a programming
  * error, with the path of the value); unmarshal* return nil, code, message
@@ -148,7 +148,7 @@ static void push_av_map(walker *w, int idx, int depth)
 static void push_marked_array(walker *w, lua_Integer n)
 {
     lua_createtable(w->L, n < INT_MAX ? (int)n : 0, 0);
-    lua_pushvalue(w->L, w->marks.array);
+    lua_pushvalue(w->L, w->marks.mt[DL_MARK_ARRAY]);
     lua_setmetatable(w->L, -2);
 }
 
@@ -408,7 +408,7 @@ static int unmarshal_set(walker *w, enum dl_av_type type, int v)
     lua_newtable(L);
     int seen = lua_gettop(L);
     lua_createtable(L, n < INT_MAX ? (int)n : 0, 0);
-    lua_pushvalue(L, w->marks.set);
+    lua_pushvalue(L, w->marks.mt[DL_MARK_SET]);
     lua_setmetatable(L, -2);
     for (lua_Integer i = 1; i <= n; i++) {
         dl_json_path_push_index(&w->path, i);
@@ -626,7 +626,7 @@ static int l_item_size(lua_State *L)
     return 1;
 }
 
-/* ==== numbers and marks ================================================ */
+/* ==== numbers ========================================================= */
 
 /* valid_number(s) -> true | nil, "invalid_argument", message */
 static int l_valid_number(lua_State *L)
@@ -647,140 +647,9 @@ static int l_valid_number(lua_State *L)
     return 3;
 }
 
-
-/* binary(s) -> { value = s } marked as bytes (B), not text (S) */
-static int l_binary(lua_State *L)
-{
-    luaL_checktype(L, 1, LUA_TSTRING);
-    lua_createtable(L, 0, 1);
-    lua_pushvalue(L, 1);
-    lua_setfield(L, -2, "value");
-    luaL_getmetatable(L, DL_BINARY_MT);
-    lua_setmetatable(L, -2);
-    return 1;
-}
-
-static int l_is_binary(lua_State *L)
-{
-    lua_pushboolean(L, dl_has_mark(L, 1, DL_BINARY_MT));
-    return 1;
-}
-
-/* number(text) -> { text = text } marked as a number kept as its exact
- * decimal text (N, and a JSON number with those digits); raises when the
- * text is not a number DynamoDB can hold. The text is kept in JSON's form:
- * "+5" becomes "5", ".5" becomes "0.5". */
-static int l_number(lua_State *L)
-{
-    size_t len;
-    luaL_checktype(L, 1, LUA_TSTRING);
-    const char *s = lua_tolstring(L, 1, &len);
-    dl_ddb_number number;
-    dl_number_status st = dl_ddb_number_parse(s, len, &number);
-    if (st != DL_NUMBER_OK)
-        return luaL_error(L, "number: \"%s\" is not a DynamoDB number: %s",
-                          len > NAME_SHOWN_MAX ? "(long text)" : s, dl_ddb_number_message(st));
-    dl_marks marks;
-    dl_marks_push(L, &marks);
-    dl_push_number_mark(L, &marks, s, len);
-    return 1;
-}
-
-static int l_is_number(lua_State *L)
-{
-    lua_pushboolean(L, dl_has_mark(L, 1, DL_NUMBER_MT));
-    return 1;
-}
-
-/* set(t) -> t marked as a DynamoDB set (SS, NS or BS by member type) */
-static int l_set(lua_State *L)
-{
-    luaL_checktype(L, 1, LUA_TTABLE);
-    return dl_mark_arg(L, DL_SET_MT);
-}
-
-static int l_is_set(lua_State *L)
-{
-    lua_pushboolean(L, dl_has_mark(L, 1, DL_SET_MT));
-    return 1;
-}
-
-/* attribute_map([t]) -> t marked as an item: json_encode writes its values
- * as AttributeValues */
-static int l_attribute_map(lua_State *L)
-{
-    return dl_mark_arg(L, DL_ATTRIBUTE_MAP_MT);
-}
-
-static int l_is_attribute_map(lua_State *L)
-{
-    lua_pushboolean(L, dl_has_mark(L, 1, DL_ATTRIBUTE_MAP_MT));
-    return 1;
-}
-
-static int binary_tostring(lua_State *L)
-{
-    lua_pushliteral(L, "value");
-    lua_rawget(L, 1);
-    if (lua_type(L, -1) == LUA_TSTRING)
-        lua_pushfstring(L, "binary(%d bytes)", (int)lua_rawlen(L, -1));
-    else
-        lua_pushliteral(L, "binary(invalid)");
-    return 1;
-}
-
-/* Two binaries are equal when their bytes are. */
-static int binary_eq(lua_State *L)
-{
-    lua_pushliteral(L, "value");
-    lua_rawget(L, 1);
-    lua_pushliteral(L, "value");
-    lua_rawget(L, 2);
-    lua_pushboolean(L, lua_rawequal(L, -1, -2));
-    return 1;
-}
-
-static int number_tostring(lua_State *L)
-{
-    lua_pushliteral(L, "text");
-    lua_rawget(L, 1);
-    if (lua_type(L, -1) != LUA_TSTRING)
-        lua_pushliteral(L, "number(invalid)");
-    return 1;
-}
-
-/* Two number marks are equal when they hold the same number (1.50, 1.5). */
-static int number_eq(lua_State *L)
-{
-    size_t alen, blen;
-    lua_pushliteral(L, "text");
-    lua_rawget(L, 1);
-    lua_pushliteral(L, "text");
-    lua_rawget(L, 2);
-    const char *a = lua_tolstring(L, -2, &alen), *b = lua_tolstring(L, -1, &blen);
-    lua_pushboolean(L, a && b && lua_type(L, -2) == LUA_TSTRING && lua_type(L, -1) == LUA_TSTRING &&
-                           dl_same_ddb_number(a, alen, b, blen));
-    return 1;
-}
-
-static void new_mark(lua_State *L, const char *name, const char *short_name)
-{
-    luaL_newmetatable(L, name);
-    lua_pushstring(L, short_name);
-    lua_setfield(L, -2, "__name");
-}
-
 void dl_open_marshal(lua_State *L)
 {
     static const luaL_Reg funcs[] = {
-        { "binary", l_binary },
-        { "is_binary", l_is_binary },
-        { "number", l_number },
-        { "is_number", l_is_number },
-        { "set", l_set },
-        { "is_set", l_is_set },
-        { "attribute_map", l_attribute_map },
-        { "is_attribute_map", l_is_attribute_map },
         { "marshal", l_marshal },
         { "marshal_item", l_marshal_item },
         { "unmarshal", l_unmarshal },
@@ -789,22 +658,6 @@ void dl_open_marshal(lua_State *L)
         { "valid_number", l_valid_number },
         { NULL, NULL },
     };
-    new_mark(L, DL_BINARY_MT, "binary");
-    lua_pushcfunction(L, binary_tostring);
-    lua_setfield(L, -2, "__tostring");
-    lua_pushcfunction(L, binary_eq);
-    lua_setfield(L, -2, "__eq");
-    lua_pop(L, 1);
-    new_mark(L, DL_NUMBER_MT, "number");
-    lua_pushcfunction(L, number_tostring);
-    lua_setfield(L, -2, "__tostring");
-    lua_pushcfunction(L, number_eq);
-    lua_setfield(L, -2, "__eq");
-    lua_pop(L, 1);
-    new_mark(L, DL_SET_MT, "set");
-    lua_pop(L, 1);
-    new_mark(L, DL_ATTRIBUTE_MAP_MT, "attribute_map");
-    lua_pop(L, 1);
     luaL_newmetatable(L, WALKER_MT);
     lua_pushcfunction(L, walker_gc);
     lua_setfield(L, -2, "__gc");
