@@ -163,4 +163,53 @@ describe("dynlog.json", function()
       assert.matches("a cycle", encode_error(t))
     end)
   end)
+
+  -- The encoder that does not raise, for values that are input (a request's
+  -- parameters) rather than a programming error, as cjson.safe does.
+  describe("core.json_encode_safe", function()
+    local core = require "dynlog.core"
+    local encode_safe = core.json_encode_safe
+
+    it("writes what json_encode writes", function()
+      local big = {}
+      for i = 1, 5000 do big[i] = ("%d:%s"):format(i, ("x"):rep(50)) end
+      for _, value in ipairs({ 1, "é", json.null, {}, json.array(), { a = { 1, 2.5, { b = true } } }, big,
+                               { Item = core.attribute_map({ n = core.number("1.50"), s = core.set({ "a" }),
+                                                              b = core.binary("\0\1") }) } }) do
+        local text, code, message = encode_safe(value)
+        assert.are.equal(json.encode(value), text)
+        assert.is_nil(code)
+        assert.is_nil(message)
+      end
+    end)
+
+    it("returns nil, invalid_argument and json_encode's message for what it refuses", function()
+      local t = {}
+      t.self = t
+      local huge = {}
+      for i = 1, 20000 do huge[i] = ("y"):rep(100) end
+      huge[20001] = print -- refused after more than a megabyte of text
+      for _, value in ipairs({ { a = { 1, 0 / 0 } }, { f = print }, { s = "\255" }, { 1, 2, x = 3 }, t, huge,
+                               { Item = core.attribute_map({ tags = core.set({ "a", "a" }) }) },
+                               { Item = core.attribute_map({ payload = { x = 0 / 0 } }) } }) do
+        local ok, raised = pcall(json.encode, value)
+        assert.is_false(ok)
+        local text, code, message = encode_safe(value)
+        assert.is_nil(text)
+        assert.are.equal("invalid_argument", code)
+        assert.are.equal(raised, message)
+      end
+      -- and the encoder is as good as new afterwards
+      assert.are.equal('{"a":[1,2]}', encode_safe({ a = { 1, 2 } }))
+    end)
+
+    it("names the path the way the client reports it", function()
+      local _, _, message = encode_safe({ Item = core.attribute_map({ payload = { x = 0 / 0 } }) })
+      assert.are.equal("NaN cannot be stored in DynamoDB at Item.payload.x", message)
+    end)
+
+    it("raises when called without a value, a programming error", function()
+      assert.has_error(function() encode_safe() end)
+    end)
+  end)
 end)

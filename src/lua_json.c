@@ -628,19 +628,30 @@ static int encoder_gc(lua_State *L)
     return 0;
 }
 
+/* Ends an encode, finished or refused: the cached encoder is free again,
+ * and keeps its buffers for the next document unless they grew large. */
+static void encode_done(encoder *e)
+{
+    e->busy = 0;
+    if (e->out.cap > KEEP_BUFFER_MAX)
+        dl_buf_free(&e->out);
+    if (e->scratch.cap > KEEP_BUFFER_MAX)
+        dl_buf_free(&e->scratch);
+}
+
 /* Errors in typed values name the path from the top of the request
  * ("Item.payload[2]"), which reads like DynamoDB's own parameter names;
  * plain JSON errors keep the "value" root. */
 static void encode_fail(encoder *e, const char *what)
 {
-    e->busy = 0;
+    encode_done(e);
     e->path.root = e->typed ? "" : "value";
     dl_json_path_error(e->L, &e->path, what);
 }
 
 static void out_of_memory(encoder *e)
 {
-    e->busy = 0;
+    encode_done(e);
     luaL_error(e->L, "dynlog.core: out of memory");
 }
 
@@ -1063,12 +1074,26 @@ static int l_json_encode(lua_State *L)
     dl_marks_push(L, &e->marks);
     encode_value(e, 1);
     lua_pushlstring(L, e->out.data ? e->out.data : "", e->out.len);
-    if (e->out.cap > KEEP_BUFFER_MAX)
-        dl_buf_free(&e->out);
-    if (e->scratch.cap > KEEP_BUFFER_MAX)
-        dl_buf_free(&e->scratch);
-    e->busy = 0;
+    encode_done(e);
     return 1;
+}
+
+/* json_encode_safe(value) -> text | nil, "invalid_argument", message:
+ * json_encode (upvalue 1) returning the refusal instead of raising it, as
+ * cjson.safe does, for callers to whom the value is input rather than a
+ * programming error (a request's parameters). A call without a value still
+ * raises. Whatever json_encode raised is the message: the encoder has reset
+ * itself and let go of its large buffers before raising (encode_done). */
+static int l_json_encode_safe(lua_State *L)
+{
+    luaL_checkany(L, 1);
+    lua_settop(L, 1);
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    if (lua_pcall(L, 1, 1, 0) == 0)
+        return 1;
+    const char *message = lua_tostring(L, -1);
+    return dl_push_failure(L, "invalid_argument", message ? message : "the value cannot be encoded");
 }
 
 static void register_gc(lua_State *L, const char *name, lua_CFunction gc)
@@ -1091,7 +1116,10 @@ void dl_open_json(lua_State *L)
     luaL_setfuncs(L, funcs, 0);
     new_encoder(L);
     lua_pushcclosure(L, l_json_encode, 1);
-    lua_setfield(L, -2, "json_encode");
+    lua_pushvalue(L, -1);
+    lua_setfield(L, -3, "json_encode");
+    lua_pushcclosure(L, l_json_encode_safe, 1);
+    lua_setfield(L, -2, "json_encode_safe");
     lua_pushlightuserdata(L, NULL);
     lua_setfield(L, -2, "null");
 }

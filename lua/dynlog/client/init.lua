@@ -430,9 +430,7 @@ end
 --- Encodes a request body; a value that cannot be stored becomes an
 -- invalid_argument error instead of a raised one.
 function _M:_encode(params)
-  local ok, body = pcall(core_json_encode, params)
-  if ok then return body end
-  return nil, errors.new("invalid_argument", (tostring(body):gsub("^[^:]*:%d+: ", "")))
+  return errors.from_core(core.json_encode_safe(params))
 end
 
 -- Methods of the event log, tables, DynamoDB Streams and publishing.
