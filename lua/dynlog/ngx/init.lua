@@ -12,27 +12,22 @@ local core = require "dynlog.core"
 local errors = require "dynlog.errors"
 local json = require "dynlog.json"
 local logger = require "dynlog.logger"
+local nginx = require "dynlog.base.nginx"
 local options = require "dynlog.base.options"
 local pattern = require "dynlog.eventbridge.pattern"
 local retry = require "dynlog.aws.retry"
 local stream = require "dynlog.pipeline.consumer"
 
 local ngx = ngx -- luacheck: ignore
-local error, ipairs, pairs, pcall, setmetatable, tonumber, tostring, type =
-  error, ipairs, pairs, pcall, setmetatable, tonumber, tostring, type
-local io_open, math_floor, os_date = io.open, math.floor, os.date
+local error, ipairs, pairs, pcall, setmetatable, tostring, type =
+  error, ipairs, pairs, pcall, setmetatable, tostring, type
+local math_floor, os_date = math.floor, os.date
 local str_byte, str_find, str_format, str_match, str_sub =
   string.byte, string.find, string.format, string.match, string.sub
-local constant_time_equal, base64_decode = core.constant_time_equal, core.base64_decode
+local say_json, read_body, authorized, check_auth = nginx.say_json, nginx.read_body, nginx.authorized,
+  nginx.check_auth
 
 local _M = {}
-
-local function say_json(status, body, content_type)
-  ngx.status = status
-  ngx.header["Content-Type"] = content_type or "application/json"
-  ngx.print(json.encode(body))
-  return ngx.exit(status)
-end
 
 ---------------------------------------------------------------------------
 -- The trigger on timers
@@ -85,78 +80,7 @@ function _M.start_consumer(opts)
   return consumer
 end
 
----------------------------------------------------------------------------
--- Reading a request
----------------------------------------------------------------------------
-
--- The body, or nil and the status to answer with.
-local function read_body(max_bytes)
-  local declared = tonumber(ngx.var.http_content_length)
-  if declared and declared > max_bytes then return nil, 413, "body over " .. max_bytes .. " bytes" end
-  ngx.req.read_body()
-  local body = ngx.req.get_body_data()
-  if not body then
-    -- nginx keeps bodies over client_body_buffer_size in a temporary file.
-    local path = ngx.req.get_body_file()
-    local f = path and io_open(path, "rb")
-    if not f then return nil, 400, "empty body" end
-    body = f:read(max_bytes + 1)
-    f:close()
-    if not body then return nil, 400, "empty body" end
-  end
-  if #body > max_bytes then return nil, 413, "body over " .. max_bytes .. " bytes" end
-  return body
-end
-
--- Does the request carry the configured credentials? Compared in constant
--- time, so that timing tells nothing about how much of a guess was right.
-local function authorized(auth)
-  if auth == nil then return true end
-  local headers = ngx.req.get_headers()
-  if auth.header then
-    local given = headers[auth.header]
-    return type(given) == "string" and constant_time_equal(given, auth.value)
-  end
-  if auth.basic then
-    local given = headers["authorization"]
-    if type(given) ~= "string" then return false end
-    local encoded = str_match(given, "^[Bb]asic%s+(%S+)$")
-    local decoded = encoded and base64_decode(encoded)
-    return type(decoded) == "string"
-      and constant_time_equal(decoded, auth.basic.user .. ":" .. auth.basic.password)
-  end
-  return false
-end
-
-local AUTH = options.known{ "header", "value", "basic" }
-local BASIC = options.known{ "user", "password" }
-
 local function nonempty(v) return type(v) == "string" and v ~= "" end
-
--- A credential check that cannot fail open: an empty header name, key, user
--- or password is a configuration error (an empty `x-api-key:` would match
--- an empty key), raised before any request is accepted.
-local function check_auth(auth, where)
-  if auth == nil then return end
-  local shape = where .. ": auth must be {header=, value=} or {basic = {user=, password=}}"
-  if type(auth) ~= "table" then error(shape, 4) end
-  options.check(auth, AUTH, where .. ": auth", 4)
-  if auth.basic ~= nil then
-    if auth.header ~= nil or auth.value ~= nil then error(shape .. ", not both", 4) end
-    if type(auth.basic) ~= "table" then error(shape, 4) end
-    options.check(auth.basic, BASIC, where .. ": auth.basic", 4)
-    if not (nonempty(auth.basic.user) and nonempty(auth.basic.password)) then
-      error(where .. ": auth.basic.user and auth.basic.password must be non-empty strings"
-        .. " (an empty secret would let anyone in)", 4)
-    end
-    return
-  end
-  if not nonempty(auth.header) then error(shape .. ": auth.header must be a non-empty header name", 4) end
-  if not nonempty(auth.value) then
-    error(where .. ": auth.value must be a non-empty string (an empty key would let anyone in;"
-      .. " is the variable holding it set?)", 4)
-  end
-end
 
 ---------------------------------------------------------------------------
 -- The receiver of EventBridge API destinations
