@@ -12,12 +12,13 @@ local config = require "dynlog.aws.config"
 local core = require "dynlog.core"
 local credentials = require "dynlog.aws.credentials"
 local errors = require "dynlog.errors"
+local nginx = require "dynlog.base.nginx"
 local options = require "dynlog.base.options"
 local retry = require "dynlog.aws.retry"
 local timeutil = require "dynlog.base.timeutil"
 
-local error, pairs, pcall, rawget, require, setmetatable, tonumber, tostring, type =
-  error, pairs, pcall, rawget, require, setmetatable, tonumber, tostring, type
+local error, pairs, pcall, require, setmetatable, tonumber, tostring, type =
+  error, pairs, pcall, require, setmetatable, tonumber, tostring, type
 local math_floor = math.floor
 local str_find, str_format, str_match, str_sub = string.find, string.format, string.match, string.sub
 local core_crc32, core_json_decode, core_json_encode = core.crc32, core.json_decode, core.json_encode
@@ -122,22 +123,8 @@ local function credentials_provider(opts, http)
 end
 
 -- Inside nginx every request goes over cosockets, which exist only in
--- some phases: say so rather than block the worker or fail obscurely.
-local COSOCKET_PHASES = { server_rewrite = true, rewrite = true, access = true, content = true, timer = true,
-                          ssl_cert = true, ssl_session_fetch = true, ssl_client_hello = true }
-
-local function in_nginx()
-  local ngx = rawget(_G, "ngx")
-  return ngx ~= nil and type(ngx.socket) == "table" and ngx.socket.tcp ~= nil and ngx
-end
-
-local function check_phase(ngx)
-  local phase = ngx.get_phase()
-  if not COSOCKET_PHASES[phase] then
-    error("dynlog: no requests can be made in nginx's " .. tostring(phase) .. " phase (cosockets are not"
-      .. " available there); run the work from a timer, e.g. ngx.timer.at(0, function() ... end)", 0)
-  end
-end
+-- some phases: dynlog.base.nginx says which and raises in the others.
+local in_nginx, check_phase = nginx.in_nginx, nginx.check_phase
 
 -- Sleeping must not block an nginx worker: ngx.sleep yields instead.
 local function default_sleep(seconds)

@@ -38,11 +38,11 @@
 -- that the server closed meanwhile is replaced by a fresh one, transparently,
 -- when it fails before any byte of the response came back (as curl does).
 local errors = require "dynlog.errors"
+local nginx = require "dynlog.base.nginx"
 local options = require "dynlog.base.options"
 
--- luacheck: read_globals ngx
-local ngx = ngx
-if type(ngx) ~= "table" or type(ngx.socket) ~= "table" then
+local ngx = nginx.in_nginx()
+if not ngx then
   error("dynlog.ngx_http runs inside nginx with lua-nginx-module (ngx.socket is missing)", 2)
 end
 
