@@ -34,7 +34,10 @@ static void restore_handlers(size_t n)
 }
 
 /* signal_catch() -> true: from now on SIGINT, SIGTERM, SIGHUP and SIGPIPE
- * set a flag instead of killing the process. */
+ * set a flag instead of killing the process. A SIGHUP or SIGPIPE that the
+ * process ignores stays ignored: under nohup the terminal going away is no
+ * reason to stop, and a process that ignores SIGPIPE (LuaSocket does) sees
+ * EPIPE from the write instead. */
 static int l_signal_catch(lua_State *L)
 {
     if (!catching) {
@@ -44,7 +47,14 @@ static int l_signal_catch(lua_State *L)
         sa.sa_handler = on_signal;
         sigemptyset(&sa.sa_mask);
         for (i = 0; i < N_CAUGHT; i++) {
-            if (sigaction(caught_signals[i], &sa, &saved[i]) != 0) {
+            int sig = caught_signals[i];
+            if (sigaction(sig, NULL, &saved[i]) != 0) {
+                restore_handlers(i);
+                return luaL_error(L, "dynlog.core: could not read signal handlers");
+            }
+            if ((sig == SIGHUP || sig == SIGPIPE) && saved[i].sa_handler == SIG_IGN)
+                continue;
+            if (sigaction(sig, &sa, NULL) != 0) {
                 restore_handlers(i);
                 return luaL_error(L, "dynlog.core: could not install signal handlers");
             }
