@@ -21,10 +21,14 @@
 -- A response {"echo": "aws" | "reasons" | "string" | "text"} gives the
 -- request's headers back: in an AWS error's message, in a transaction's
 -- cancellation reason, as an HTTP 200 JSON string, or in a plain-text error
--- page (status 502 unless "status" says otherwise).
+-- page (status 502 unless "status" says otherwise); {"echo": "connection"}
+-- answers 200 with the serial number of the connection the request came on.
+-- A response {"raw": "bytes"} writes those bytes as they are, in place of an
+-- HTTP response, then closes the connection.
 --
 -- Every request is appended to LOG.jsonl, before the response goes out, as
--- one line {"method", "path", "headers" (lower-cased names), "body"}.
+-- one line {"method", "path", "headers" (lower-cased names), "body",
+-- "connection" (the serial number of its connection, from 1)}.
 -- Keep-alive, Content-Length and chunked request bodies and
 -- `Expect: 100-continue` are supported; several connections are served
 -- alternately through select().
@@ -79,6 +83,7 @@ local function log_request(req)
   local f = assert(io.open(LOG_FILE, "ab"))
   f:write(cjson.encode({
     method = req.method, path = req.target, headers = req.headers, body = req.body,
+    connection = req.connection,
   }), "\n")
   f:close()
 end
@@ -130,8 +135,11 @@ local function header_lines(req)
 end
 
 local function echo_response(response, req)
-  local echoed = header_lines(req)
   local kind = response.echo
+  if kind == "connection" then
+    return { status = 200, headers = { ["Content-Type"] = "text/plain" }, body = tostring(req.connection) }
+  end
+  local echoed = header_lines(req)
   if kind == "aws" then -- an AWS error whose message holds the request's headers
     return { status = response.status or 400,
              body = { __type = "ValidationException", message = "bad request:\n" .. echoed } }
@@ -231,12 +239,20 @@ end
 -- Responses held until `together` requests wait for one: {client, response, keep_alive}.
 local held = {}
 
+-- The serial number of each client connection, from 1, in accept order.
+local serials, accepted = setmetatable({}, { __mode = "k" }), 0
+
 -- Serves one request of a readable client; false when it should be closed.
 local function serve_one(routes, client)
   local req = read_request(client)
   if not req then return false end
+  req.connection = serials[client]
   log_request(req)
   local response = next_response(routes, req)
+  if response.raw then
+    client:send(response.raw)
+    return false
+  end
   if response.together then
     held[#held + 1] = { client = client, response = response, keep_alive = req.keep_alive }
     if #held < response.together then return true end
@@ -267,6 +283,8 @@ local function main()
         local client = server:accept()
         if client then
           client:settimeout(5) -- a stalled client must not wedge the server
+          accepted = accepted + 1
+          serials[client] = accepted
           clients[#clients + 1] = client
         end
       elseif not serve_one(routes, sock) then
