@@ -14,6 +14,7 @@
 #include "lua_util.h"
 
 #include <ctype.h>
+#include <stdarg.h>
 #include <string.h>
 #include <strings.h>
 
@@ -100,6 +101,20 @@ static int l_http_client(lua_State *L)
     return 1;
 }
 
+/* A request's argument mistakes are its caller's: they are blamed on the
+ * line that called the Lua function (the transport's request) which called
+ * this binding, as a Lua function would raise them with error(msg, 2). */
+static int raise_at_caller(lua_State *L, const char *fmt, ...)
+{
+    va_list ap;
+    luaL_where(L, 2);
+    va_start(ap, fmt);
+    lua_pushvfstring(L, fmt, ap);
+    va_end(ap);
+    lua_concat(L, 2);
+    return lua_error(L);
+}
+
 static int is_token_char(unsigned char ch)
 {
     return ch > 32 && ch < 127 && !strchr("\"(),/:;<=>?@[\\]{}", ch);
@@ -108,13 +123,13 @@ static int is_token_char(unsigned char ch)
 static void check_header(lua_State *L, const char *name, size_t nlen, const char *value, size_t vlen)
 {
     if (nlen == 0)
-        luaL_error(L, "dynlog.core: empty header name");
+        raise_at_caller(L, "dynlog.core: empty header name");
     for (size_t i = 0; i < nlen; i++)
         if (!is_token_char((unsigned char)name[i]))
-            luaL_error(L, "dynlog.core: invalid character in header name '%s'", name);
+            raise_at_caller(L, "dynlog.core: invalid character in header name '%s'", name);
     for (size_t i = 0; i < vlen; i++)
         if (value[i] == '\r' || value[i] == '\n' || value[i] == '\0')
-            luaL_error(L, "dynlog.core: header '%s' has a CR, LF or NUL in its value", name);
+            raise_at_caller(L, "dynlog.core: header '%s' has a CR, LF or NUL in its value", name);
 }
 
 static void append_header(lua_State *L, struct curl_slist **list, const char *line)
@@ -209,10 +224,11 @@ static const char *checked_method(lua_State *L, int idx)
     size_t len;
     const char *method = luaL_checklstring(L, idx, &len);
     if (len == 0)
-        luaL_argerror(L, idx, "the method is empty");
+        raise_at_caller(L, "dynlog.core: bad argument #%d to 'request' (the method is empty)", idx);
     for (size_t i = 0; i < len; i++)
         if (!is_token_char((unsigned char)method[i]))
-            luaL_argerror(L, idx, "the method is not an HTTP token");
+            raise_at_caller(L, "dynlog.core: bad argument #%d to 'request' "
+                               "(the method is not an HTTP token)", idx);
     return method;
 }
 
@@ -223,7 +239,8 @@ static const char *checked_url(lua_State *L, int idx)
     for (size_t i = 0; i < len; i++) {
         unsigned char ch = (unsigned char)url[i];
         if (ch <= 32 || ch == 127)
-            luaL_argerror(L, idx, "the URL holds a space, a control character or a NUL");
+            raise_at_caller(L, "dynlog.core: bad argument #%d to 'request' "
+                               "(the URL holds a space, a control character or a NUL)", idx);
     }
     return url;
 }

@@ -241,8 +241,6 @@ _M.cases = {
       return raising(new(), { url = ctx.http .. "/hello", headers = { ["X-A"] = "v\r\nX-Injected: 1" } })
     end,
     expect = { raised = "header 'X%-A' has a CR, LF or NUL in its value", at_caller = true },
-    bugs = { curl = { { fields = { "at_caller" }, why = "dynlog.core raises it (luaL_error) at the transport's own "
-      .. "call of the C core, lua/dynlog/transport/curl.lua, not at the caller's line" } } },
   },
   {
     name = "a header name that is not a token raises at the caller's line, sending nothing",
@@ -251,8 +249,6 @@ _M.cases = {
       return raising(new(), { url = ctx.http .. "/hello", headers = { ["X A"] = "v" } })
     end,
     expect = { raised = "invalid character in header name 'X A'", at_caller = true },
-    bugs = { curl = { { fields = { "at_caller" }, why = "dynlog.core raises it (luaL_error) at the transport's own "
-      .. "call of the C core, lua/dynlog/transport/curl.lua, not at the caller's line" } } },
   },
   {
     name = "a method that is not an HTTP token raises at the caller's line, sending nothing",
@@ -264,8 +260,6 @@ _M.cases = {
     -- The messages differ: "…the method is not an HTTP token" and "…invalid method".
     curl = { raised = "the method is not an HTTP token" },
     cosocket = { raised = "invalid method" },
-    bugs = { curl = { { fields = { "at_caller" }, why = "dynlog.core raises it (luaL_argerror) at the transport's own "
-      .. "call of the C core, lua/dynlog/transport/curl.lua, not at the caller's line" } } },
   },
   {
     name = "a URL with a space is invalid_argument, not retryable, and nothing is sent",
@@ -274,8 +268,6 @@ _M.cases = {
       return outcome(new():request{ url = ctx.http .. "/a b" })
     end,
     expect = { err = { code = "invalid_argument", retryable = false, sent = false } },
-    bugs = { cosocket = { { fields = { "err.sent" }, why = "an unusable URL leaves err.sent unset, although "
-      .. "the request certainly never went out (dynlog.transport.curl answers sent = false)" } } },
   },
   {
     name = "an unknown field of req raises at the caller's line, naming the nearest known one",
@@ -291,11 +283,6 @@ _M.cases = {
       return outcome(new{ timeout = 5 }:request{ url = ctx.tls })
     end,
     expect = { res = "<absent>", err = { code = "tls", retryable = false, sent = false } },
-    bugs = { cosocket = { { fields = { "err.code", "err.retryable", "err.sent" },
-      why = "now and then (2 runs in 6 here) lua-nginx-module 0.10.23's sslhandshake returns success for a "
-        .. "certificate it refused (the error log says 'lua ssl certificate verify error: (18: self-signed "
-        .. "certificate)') after closing the socket, and the transport answers the send that follows: "
-        .. "connection, retryable, 'sending the request: closed', sent unset" } } },
   },
 }
 

@@ -147,8 +147,9 @@ end
 -- The request
 ---------------------------------------------------------------------------
 
+-- A request that cannot be made: nothing was sent.
 local function invalid(message)
-  return nil, errors.new("invalid_argument", message, { retryable = false })
+  return nil, errors.new("invalid_argument", message, { retryable = false, sent = false })
 end
 
 -- scheme://host[:port][/path][?query][#fragment]; IPv6 literals in brackets.
@@ -487,6 +488,14 @@ local function exchange(self, u, method, payload, deadline, close_after)
   local sent, serr = sock:send(payload)
   if not sent then
     sock:close()
+    if serr == "closed" and u.tls and self.verify and not reused then
+      -- lua-nginx-module (0.10.23) can report a handshake whose certificate
+      -- failed verification as done, with the connection already closed:
+      -- a TLS failure, which a retry cannot mend, not a lost connection.
+      return nil, errors.new("tls", "TLS with " .. u.authority .. ": the connection closed right after the "
+        .. "handshake (a certificate that failed verification? see nginx's error log)",
+        { retryable = false, sent = false })
+    end
     local res, e = io_fail(serr, "sending the request")
     return res, e, reused and serr ~= "timeout"
   end
