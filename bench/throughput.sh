@@ -9,7 +9,7 @@
 #            before the clock starts, a fake Authorization header, which
 #            DynamoDB Local does not check): what the server itself can do.
 #   dynlog   bench/throughput/dynlog.lua on Lua 5.4 (build54/): append_many
-#            with concurrency = N for appends, dynlog.concurrent.run with N
+#            with concurrency = N for appends, dynlog.transport.concurrent.run with N
 #            runs for queries (coroutines over one curl multi handle).
 #   sdk-v3   bench/throughput/sdk_v3.js: AWS SDK for JavaScript v3,
 #            DynamoDBDocumentClient, N promises looping over a shared counter,

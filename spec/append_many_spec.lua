@@ -183,7 +183,7 @@ describe("append_many", function()
   end)
 end)
 
-describe("dynlog.concurrent.run", function()
+describe("dynlog.transport.concurrent.run", function()
   it("raises a run's error after abandoning the requests in flight, and runs again afterwards", function()
     local c = ddb.ready_client()
     local calls = 0

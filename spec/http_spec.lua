@@ -20,7 +20,7 @@ local function signed_dynamodb_request(operation, params)
   return { method = "POST", url = url, headers = headers, body = body }
 end
 
-describe("dynlog.http against DynamoDB Local", function()
+describe("dynlog.transport.curl against DynamoDB Local", function()
   it("gets HTTP 200 for a signed ListTables", function()
     local t = http.new({ timeout = 10 })
     local res = assert(t:request(signed_dynamodb_request("ListTables", {})))
@@ -72,14 +72,14 @@ describe("dynlog.http against DynamoDB Local", function()
   end)
 end)
 
-describe("dynlog.http refuses what would change the request line", function()
+describe("dynlog.transport.curl refuses what would change the request line", function()
   it("raises on a method that is not an HTTP token; refuses a URL with a line break, a space or a NUL", function()
     local t = http.new({ connect_timeout = 1 })
     assert.error_matches(function()
       t:request({ method = "GET / HTTP/1.1\r\nX-Evil: 1\r\n\r\nGET", url = "http://127.0.0.1:1/" })
     end, "not an HTTP token")
     assert.error_matches(function() t:request({ method = "", url = "http://127.0.0.1:1/" }) end, "method is empty")
-    -- A URL that cannot be sent is an error value, as from dynlog.ngx_http;
+    -- A URL that cannot be sent is an error value, as from dynlog.transport.cosocket;
     -- the C core itself raises, whoever calls it.
     for _, url in ipairs({ "http://127.0.0.1:1/\0x", "http://127.0.0.1:1/a\r\nX: 1", "http://127.0.0.1:1/a b" }) do
       local res, err = t:request({ url = url })
@@ -90,7 +90,7 @@ describe("dynlog.http refuses what would change the request line", function()
   end)
 end)
 
-describe("dynlog.http failures", function()
+describe("dynlog.transport.curl failures", function()
   it("reports a refused connection as a retryable connection error", function()
     -- Port 1 on loopback: nothing listens there.
     local res, err = http.new({ connect_timeout = 2 }):request({ url = "http://127.0.0.1:1/" })

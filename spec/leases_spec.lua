@@ -22,7 +22,7 @@ local function ids(list)
   return out
 end
 
-describe("dynlog.leases.plan", function()
+describe("dynlog.pipeline.leases.plan", function()
   it("takes every free shard when alone", function()
     local plan = leases.plan(set({ lease("s1"), lease("s2"), lease("s3") }), never, "me")
     assert.are.same({ "s1", "s2", "s3" }, ids(plan.take))
@@ -85,7 +85,7 @@ describe("dynlog.leases.plan", function()
   end)
 end)
 
-describe("dynlog.leases.watcher", function()
+describe("dynlog.pipeline.leases.watcher", function()
   it("calls a lease expired once its counter has stood still for the lease duration", function()
     local w = leases.watcher(10)
     local l = lease("s1", { counter = 5 })

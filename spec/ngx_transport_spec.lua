@@ -1,4 +1,4 @@
--- dynlog.ngx_http, the cosocket transport, inside a private nginx with
+-- dynlog.transport.cosocket, the cosocket transport, inside a private nginx with
 -- lua-nginx-module (spec/support/nginx.lua). Its handlers call loopback
 -- servers (spec/support/server.lua), the nginx itself, and DynamoDB Local,
 -- and answer JSON that the specs read through LuaSocket.
@@ -278,7 +278,7 @@ local function read_file(path)
   return text
 end
 
-describe("dynlog.ngx_http inside nginx", function()
+describe("dynlog.transport.cosocket inside nginx", function()
   local srv, up, slow, tls_ok, tls_self, tls_port
 
   setup(function()

@@ -3,7 +3,7 @@
 -- would otherwise put the session token and the signature into err.message.
 -- A loopback server (spec/support/httpd.lua, "echo" responses) stands in for
 -- such a server, for DynamoDB, DynamoDB Streams and EventBridge, through the
--- libcurl transport, the curl multi handle of dynlog.concurrent and, inside
+-- libcurl transport, the curl multi handle of dynlog.transport.concurrent and, inside
 -- nginx, the cosocket transport.
 local cjson = require "cjson"
 local concurrent = require "dynlog.transport.concurrent"
@@ -162,7 +162,7 @@ describe("errors made of server text", function()
     assert.matches('{"oops": "[redacted]"}', err.message, 1, true)
   end)
 
-  it("redact the errors of requests made through dynlog.concurrent's curl multi handle", function()
+  it("redact the errors of requests made through dynlog.transport.concurrent's curl multi handle", function()
     local c = client("/aws")
     local errs = {}
     concurrent.run(c, 2, function(view)

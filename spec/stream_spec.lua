@@ -35,7 +35,7 @@ local function consumer_for(c, handler, opts)
   return consumer
 end
 
-describe("dynlog.stream consumer", function()
+describe("dynlog.consumer consumer", function()
   -- The consumer logs each failed batch; these specs fail batches on purpose.
   local logger = require "dynlog.logger"
   setup(function() logger.set_handler(function() end) end)
@@ -863,7 +863,7 @@ local function distinct(per_key)
   return n
 end
 
-describe("dynlog.stream consumer processes", function()
+describe("dynlog.consumer consumer processes", function()
   local pids = {}
   after_each(function()
     for _, pid in ipairs(pids) do os.execute("kill -9 " .. pid .. " 2>/dev/null") end

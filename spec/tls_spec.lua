@@ -1,7 +1,7 @@
 local http = require "dynlog.transport.curl"
 local tls_server = require "spec.support.tls_server"
 
-describe("dynlog.http over TLS", function()
+describe("dynlog.transport.curl over TLS", function()
   local server
 
   after_each(function()

@@ -1,7 +1,7 @@
 -- Every public function that takes a table of options (or of request
 -- fields) refuses a key it does not know, at the caller's line, naming the
 -- key and the nearest known one (dynlog.options): the transports, the
--- credentials provider and values, dynlog.config and dynlog.sigv4. A
+-- credentials provider and values, dynlog.aws.config and dynlog.sigv4. A
 -- misspelt key must never run as if it were absent.
 local cjson = require "cjson"
 local config = require "dynlog.aws.config"
@@ -23,13 +23,15 @@ end
 local NO_ENV = { getenv = function() return nil end, read_file = function() return nil end }
 
 describe("unknown option keys", function()
-  it("dynlog.http.new and a transport's request refuse them", function()
-    assert_unknown(function() http.new{ timout = 3 } end, "dynlog.http.new", "timout", "timeout")
-    assert_unknown(function() http.new{ max_response_byte = 2048 } end, "dynlog.http.new", "max_response_byte",
+  it("dynlog.transport.curl.new and a transport's request refuse them", function()
+    assert_unknown(function() http.new{ timout = 3 } end, "dynlog.transport.curl.new", "timout", "timeout")
+    assert_unknown(function() http.new{ max_response_byte = 2048 } end, "dynlog.transport.curl.new",
+      "max_response_byte",
       "max_response_bytes")
     local t = http.new{ timeout = 1, connect_timeout = 1, max_response_bytes = 2048 }
     finally(function() t:close() end)
-    assert_unknown(function() t:request{ url = "http://127.0.0.1:1/", header = {} } end, "dynlog.http request",
+    assert_unknown(function() t:request{ url = "http://127.0.0.1:1/", header = {} } end,
+      "dynlog.transport.curl request",
       "header", "headers")
     -- known keys pass: the request goes out (and finds nobody)
     local res, err = t:request{ method = "GET", url = "http://127.0.0.1:1/", headers = {}, body = nil, timeout = 1 }
@@ -90,7 +92,7 @@ describe("unknown option keys", function()
     assert_unknown(function() signer:explain(req{ tme = 1 }) end, "signer:explain", "tme", "time")
     assert_unknown(function() sigv4.sign(req({}, { access_key_id = "AKID", secret_key = "s" })) end,
       "sigv4.sign: credentials", "secret_key", nil)
-    -- every field passes, and a credentials value from dynlog.credentials as it is
+    -- every field passes, and a credentials value from dynlog.aws.credentials as it is
     local creds = credentials.new({ access_key_id = "AKID", secret_access_key = "spec-secret-key",
                                     session_token = "tok", expiration = 4102444800 }, "env")
     local headers = assert(sigv4.sign(req({ headers = { ["X-Amz-Target"] = "x" }, normalize_path = true,
@@ -129,12 +131,14 @@ describe("unknown option keys, inside nginx", function()
   end)
   teardown(function() if srv then srv.stop() end end)
 
-  it("dynlog.ngx_http.new and its request refuse them", function()
+  it("dynlog.transport.cosocket.new and its request refuse them", function()
     local body, code = socket_http.request(srv.url .. "/options")
     assert.are.equal(200, code, tostring(body) .. srv.error_log():sub(-2000))
     local out = cjson.decode(body)
-    assert.matches('dynlog.ngx_http.new: unknown option "pool_sise" (did you mean "pool_size"?)', out.new, 1, true)
-    assert.matches('dynlog.ngx_http request: unknown option "bodyy" (did you mean "body"?)', out.request, 1, true)
+    assert.matches('dynlog.transport.cosocket.new: unknown option "pool_sise" (did you mean "pool_size"?)',
+      out.new, 1, true)
+    assert.matches('dynlog.transport.cosocket request: unknown option "bodyy" (did you mean "body"?)',
+      out.request, 1, true)
     -- blamed on the handler's line, not on dynlog's
     assert.not_matches("ngx_http.lua", out.new, 1, true)
     assert.not_matches("ngx_http.lua", out.request, 1, true)

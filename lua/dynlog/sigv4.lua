@@ -25,7 +25,7 @@ local _M = {}
 
 local REQUEST = options.known{ "method", "url", "headers", "body", "region", "service", "credentials", "time",
   "normalize_path", "content_sha256_header", "sign_session_token" }
--- A credentials value of dynlog.credentials may come as it is.
+-- A credentials value of dynlog.aws.credentials may come as it is.
 local CREDENTIALS = options.known{ "access_key_id", "secret_access_key", "session_token", "expiration", "source" }
 
 -- A misspelt field (normalise_path, sign_session_tokens) would sign as if

@@ -164,7 +164,7 @@ local function redact_url(url)
   return scheme .. authority .. path
 end
 
--- Transports other than dynlog.http (an nginx one, a spec's fake) may
+-- Transports other than dynlog.transport.curl (an nginx one, a spec's fake) may
 -- return plain strings or plain tables as errors.
 local function describe_failure(resp, err)
   if resp then return "HTTP " .. tostring(resp.status) end
@@ -540,9 +540,9 @@ end
 --- Builds a provider. Does no I/O.
 -- @param opts {
 --   credentials = { access_key_id=, secret_access_key=, session_token=?, expiration=? },
---   profile = name, getenv = fn, read_file = fn (see dynlog.config),
+--   profile = name, getenv = fn, read_file = fn (see dynlog.aws.config),
 --   http = function(req) → resp | nil, err, or an object with :request(req)
---          (default: dynlog.http, created on first use),
+--          (default: dynlog.transport.curl, created on first use),
 --   now = function() → epoch seconds (default os.time),
 --   refresh_window = seconds before expiration to refresh (300),
 --   retry_interval = seconds between refresh attempts once inside the

@@ -11,13 +11,13 @@ local error, pcall, tostring, type = error, pcall, tostring, type
 
 local _M = {}
 
---- start_consumer(opts) in init_worker_by_lua*: runs a dynlog.stream
--- consumer on timers in this worker (opts as for dynlog.stream.new). Every
+--- start_consumer(opts) in init_worker_by_lua*: runs a dynlog.consumer
+-- consumer on timers in this worker (opts as for dynlog.consumer.new). Every
 -- worker, and every host sharing the checkpoint table, takes a share of the
 -- shards; a worker that exits (reload, quit) hands its leases back.
 -- Returns the consumer, whose stats() a location may show.
 function _M.start_consumer(opts)
-  if type(opts) ~= "table" then error("start_consumer: expects the options of dynlog.stream.new", 2) end
+  if type(opts) ~= "table" then error("start_consumer: expects the options of dynlog.consumer.new", 2) end
   local consumer = stream._new(opts, "start_consumer") -- raises at our caller's line
   local tables_ready, failures = false, 0
   local tick

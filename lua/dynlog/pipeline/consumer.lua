@@ -13,7 +13,7 @@
 -- the handler succeeds the batch's last sequence number is checkpointed; a
 -- failing handler gets the same batch again, with backoff, and nothing after
 -- it is handed over first. Shards are spread over every consumer that shares
--- the checkpoint table (see dynlog.leases), and a child shard starts only
+-- the checkpoint table (see dynlog.pipeline.leases), and a child shard starts only
 -- after its parent is read to its end.
 local core = require "dynlog.core"
 local errors = require "dynlog.errors"

@@ -132,7 +132,7 @@ end
 
 --- handle(c, batch [, opts]) -> {batchItemFailures = {...}}
 -- opts: bus, source, detail_type, max_detail_bytes, log (a function called
--- as log(level, message) for failures; default dynlog.log).
+-- as log(level, message) for failures; default dynlog.logger).
 -- On failure, the list names the first record that could not be published
 -- and every record after it, so a retry from there skips nothing; it is
 -- empty when everything was published.

@@ -44,7 +44,7 @@ local function run_threads(ngx, client, n, worker)
   local threads = {}
   for i = 1, n do
     local thread, err = ngx.thread.spawn(worker, client)
-    if not thread then error("dynlog.concurrent: could not start a light thread: " .. tostring(err), 3) end
+    if not thread then error("dynlog.transport.concurrent: could not start a light thread: " .. tostring(err), 3) end
     threads[i] = thread
   end
   local failure
@@ -114,7 +114,7 @@ local function resume(s, run, ...)
     s.timers[#s.timers + 1] = { at = monotonic() + math_max(0, arg or 0), run = run }
   else
     if s.multi then s.multi:cancel() end
-    error("dynlog.concurrent: a run yielded outside dynlog's requests and sleeps", 0)
+    error("dynlog.transport.concurrent: a run yielded outside dynlog's requests and sleeps", 0)
   end
 end
 
@@ -156,7 +156,7 @@ local function run_coroutines(client, n, worker, transport, m)
     elseif next_in then
       sleep(next_in)
     elseif s.alive > 0 then
-      error("dynlog.concurrent: runs wait for nothing", 0) -- cannot happen: a scheduler bug
+      error("dynlog.transport.concurrent: runs wait for nothing", 0) -- cannot happen: a scheduler bug
     end
   end
 end

@@ -1,14 +1,14 @@
 --- The non-blocking HTTP transport for inside nginx (OpenResty, or nginx
--- with lua-nginx-module): the interface of dynlog.http over cosockets, so a
+-- with lua-nginx-module): the interface of dynlog.transport.curl over cosockets, so a
 -- request handler or a timer waits for DynamoDB without blocking its worker.
 --
 --   local t = require("dynlog.transport.cosocket").new{timeout=10, connect_timeout=3,
 --     pool_size=30, keepalive_timeout=60, verify=true, max_response_bytes=64 MB}
 --   local res, err = t:request{method="POST", url=, headers=, body=, timeout=}
 --   -- res = {status=, headers=<lower-case names>, body=, new_connections=, resent=}
---   -- (no local_port, which dynlog.http has: cosockets don't expose it)
+--   -- (no local_port, which dynlog.transport.curl has: cosockets don't expose it)
 --
--- As with dynlog.http, failures to talk at all are `nil, err` with err.code
+-- As with dynlog.transport.curl, failures to talk at all are `nil, err` with err.code
 -- "timeout", "connection" (both retryable) or "tls", and err.sent = false
 -- when the request certainly never went out (no address, no connection, a
 -- failed TLS handshake, no time left to send it); "invalid_argument" for a
@@ -27,7 +27,7 @@
 --     (127.0.0.1, [::1]) need no resolver.
 --   * https: certificates are verified (verify=true, the default) against
 --     `lua_ssl_trusted_certificate` (e.g. /etc/ssl/certs/ca-certificates.crt,
---     with `lua_ssl_verify_depth 5;`); the `cafile` option of dynlog.http is
+--     with `lua_ssl_verify_depth 5;`); the `cafile` option of dynlog.transport.curl is
 --     accepted and ignored, because nginx takes its CAs from the directive
 --     only. SNI and the name checked are the URL's host.
 --
@@ -43,7 +43,7 @@ local options = require "dynlog.base.options"
 
 local ngx = nginx.in_nginx()
 if not ngx then
-  error("dynlog.ngx_http runs inside nginx with lua-nginx-module (ngx.socket is missing)", 2)
+  error("dynlog.transport.cosocket runs inside nginx with lua-nginx-module (ngx.socket is missing)", 2)
 end
 
 local error, pairs, setmetatable, tonumber, tostring, type =
@@ -82,7 +82,7 @@ local REQUEST = options.known{ "method", "url", "headers", "body", "timeout" }
 ---------------------------------------------------------------------------
 
 local function option_error(name, what)
-  error("dynlog.ngx_http: " .. name .. " " .. what, 4)
+  error("dynlog.transport.cosocket: " .. name .. " " .. what, 4)
 end
 
 local function seconds(opts, name)
@@ -106,10 +106,12 @@ end
 -- before a pooled connection is closed, default 60), `verify` (check TLS
 -- certificates and host names, default true), `max_response_bytes` (default
 -- 64 MB), `cafile` (ignored: see lua_ssl_trusted_certificate above).
--- Raises on invalid options, as dynlog.http does.
+-- Raises on invalid options, as dynlog.transport.curl does.
 function _M.new(opts)
-  if opts ~= nil and type(opts) ~= "table" then error("dynlog.ngx_http: new expects a table of options", 2) end
-  options.check(opts, NEW, "dynlog.ngx_http.new")
+  if opts ~= nil and type(opts) ~= "table" then
+    error("dynlog.transport.cosocket: new expects a table of options", 2)
+  end
+  options.check(opts, NEW, "dynlog.transport.cosocket.new")
   opts = opts or {}
   local self = {
     timeout = seconds(opts, "timeout"),
@@ -203,13 +205,13 @@ end
 -- Header field names are RFC 9110 tokens.
 local function check_header(name, value)
   if type(name) ~= "string" or type(value) ~= "string" then
-    error("dynlog.ngx_http: headers must map names to strings", 4)
+    error("dynlog.transport.cosocket: headers must map names to strings", 4)
   end
   if name == "" or str_find(name, "[^%w!#$%%&'*+%-.^_`|~]") then
-    error("dynlog.ngx_http: invalid character in header name '" .. str_gsub(name, "%c", "?") .. "'", 4)
+    error("dynlog.transport.cosocket: invalid character in header name '" .. str_gsub(name, "%c", "?") .. "'", 4)
   end
   if str_find(value, "[\r\n]") or str_find(value, "\0", 1, true) then
-    error("dynlog.ngx_http: header '" .. name .. "' has a CR, LF or NUL in its value", 4)
+    error("dynlog.transport.cosocket: header '" .. name .. "' has a CR, LF or NUL in its value", 4)
   end
 end
 
@@ -220,12 +222,12 @@ local function build_head(method, u, headers, body)
   local buf, n = { method, " ", u.target, " HTTP/1.1\r\n" }, 4
   local has_host, connection = false, nil
   if headers ~= nil then
-    if type(headers) ~= "table" then error("dynlog.ngx_http: headers must be a table", 3) end
+    if type(headers) ~= "table" then error("dynlog.transport.cosocket: headers must be a table", 3) end
     for name, value in pairs(headers) do
       check_header(name, value)
       local lname = str_lower(name)
       if lname == "transfer-encoding" then
-        error("dynlog.ngx_http: request bodies are sent with Content-Length, not Transfer-Encoding", 3)
+        error("dynlog.transport.cosocket: request bodies are sent with Content-Length, not Transfer-Encoding", 3)
       end
       if lname ~= "content-length" then
         if lname == "host" then has_host = true end
@@ -521,17 +523,17 @@ end
 -- `{status=, headers=<lower-case names; repeats joined with ", ">, body=,
 -- new_connections=}` or nil, err. Raises on headers that would inject.
 function _M:request(req)
-  if type(req) ~= "table" then error("dynlog.ngx_http: request expects a table", 2) end
-  options.check(req, REQUEST, "dynlog.ngx_http request")
+  if type(req) ~= "table" then error("dynlog.transport.cosocket: request expects a table", 2) end
+  options.check(req, REQUEST, "dynlog.transport.cosocket request")
   local method = req.method or "GET"
   if type(method) ~= "string" or not str_find(method, "^[%w!#$%%&'*+%-.^_`|~]+$") then
-    error("dynlog.ngx_http: invalid method", 2)
+    error("dynlog.transport.cosocket: invalid method", 2)
   end
   local body = req.body
-  if body ~= nil and type(body) ~= "string" then error("dynlog.ngx_http: body must be a string", 2) end
+  if body ~= nil and type(body) ~= "string" then error("dynlog.transport.cosocket: body must be a string", 2) end
   local timeout = req.timeout
   if timeout ~= nil and (type(timeout) ~= "number" or not (timeout > 0) or timeout > 86400) then
-    error("dynlog.ngx_http: timeout must be a number of seconds in (0, 86400]", 2)
+    error("dynlog.transport.cosocket: timeout must be a number of seconds in (0, 86400]", 2)
   end
   local u, uerr = parse_url(req.url)
   if not u then
@@ -549,7 +551,7 @@ function _M:request(req)
     res, err, stale = exchange(self, u, method, payload, deadline, close_after)
     -- After a dead pooled connection the request went out again: the
     -- first may have reached the server, so the caller must not trust a
-    -- failed condition (see `resent` in dynlog.http).
+    -- failed condition (see `resent` in dynlog.transport.curl).
     if res and try > 0 then res.resent = true end
     if try > 0 and err then err.sent = nil end -- but an earlier try was
     if res or not stale then break end
@@ -558,7 +560,7 @@ function _M:request(req)
 end
 
 --- Nothing to release: idle connections belong to the worker's pool and
--- close after keepalive_timeout. Here for the interface of dynlog.http.
+-- close after keepalive_timeout. Here for the interface of dynlog.transport.curl.
 function _M:close()
 end
 

@@ -30,13 +30,13 @@ local REQUEST = options.known{ "method", "url", "headers", "body", "timeout" }
 -- `cafile` (a PEM file of trusted CAs; default the system's store),
 -- `max_response_bytes`.
 function _M.new(opts)
-  options.check(opts, NEW, "dynlog.http.new")
+  options.check(opts, NEW, "dynlog.transport.curl.new")
   opts = opts or {}
   return setmetatable({ handle = core.http_client(opts) }, mt)
 end
 
 --- The error value of a failure class ("timeout", "connection", …) that the
--- C core reported, with `unsent` as it said; dynlog.concurrent shares it.
+-- C core reported, with `unsent` as it said; dynlog.transport.concurrent shares it.
 function _M.failure(code, message, unsent)
   local err = errors.new(code, message, { retryable = RETRYABLE[code] or false })
   if unsent then err.sent = false end
@@ -44,8 +44,8 @@ function _M.failure(code, message, unsent)
 end
 
 function _M:request(req)
-  options.check(req, REQUEST, "dynlog.http request")
-  -- As dynlog.ngx_http answers it: a URL that cannot be sent is an error
+  options.check(req, REQUEST, "dynlog.transport.curl request")
+  -- As dynlog.transport.cosocket answers it: a URL that cannot be sent is an error
   -- value (the C core would raise, to guard its own callers).
   if type(req.url) == "string" and str_find(req.url, "[%c ]") then
     return nil, _M.failure("invalid_argument", "URL has a space or a control character in it", true)
