@@ -13,6 +13,7 @@
 -- `dynlog: <code>: <message>` followed by a hint of what to do.
 local core = require "dynlog.core"
 local dynlog = require "dynlog"
+local eventkey = require "dynlog.client.eventkey"
 local timeutil = require "dynlog.base.timeutil"
 local trigger = require "dynlog.pipeline.trigger"
 
@@ -120,7 +121,8 @@ local function ulid_time_text(sk)
 end
 
 local function id_of(ev)
-  return str_match(tostring(ev.pk), "^[^#]*#(.*)#stream$") or ""
+  local _, id = eventkey.parse(ev.pk)
+  return id or ""
 end
 
 -- The printer of events: JSON lines, or an aligned table.
@@ -566,7 +568,7 @@ local function record_event(record, log)
   local image = record.dynamodb and record.dynamodb.NewImage
   if type(image) ~= "table" then return nil end
   local item = unmarshal_item(image)
-  if type(item) ~= "table" or type(item.pk) ~= "string" or str_sub(item.pk, -7) ~= "#stream" then return nil end
+  if not eventkey.is_event(item) then return nil end
   if log and item.log ~= log and str_sub(item.pk, 1, #log + 1) ~= log .. "#" then return nil end
   return item
 end
@@ -835,7 +837,7 @@ local UTF8_BOM = "\239\187\191"
 -- "log" and "payload.id"; the sort key kept with --keep-keys.
 local function seed_event(doc, payload, job)
   if type(doc.pk) ~= "string" then return nil, '"pk" must be a string' end
-  local log, id = str_match(doc.pk, "^([^#]*)#([^#]*)#stream$")
+  local log, id = eventkey.parse(doc.pk)
   if not log then return nil, '"pk" must be "<log>#<id>#stream", got ' .. encode(doc.pk) end
   if doc.log ~= nil and doc.log ~= log then
     return nil, '"log" is ' .. encode(doc.log) .. ' but "pk" is of log ' .. encode(log)
@@ -1263,7 +1265,7 @@ options:
       for _, raw in ipairs(resp.Items or {}) do
         scanned = scanned + 1
         local item = unmarshal_item(raw)
-        local wanted = type(item) == "table" and type(item.pk) == "string" and str_sub(item.pk, -7) == "#stream"
+        local wanted = eventkey.is_event(item)
           and (log == nil or item.log == log or str_sub(item.pk, 1, #log + 1) == log .. "#")
         if wanted and since then
           local ms = type(item.sk) == "string" and core.ulid_decode(item.sk)
