@@ -14,6 +14,7 @@
 local core = require "dynlog.core"
 local dynlog = require "dynlog"
 local eventkey = require "dynlog.client.eventkey"
+local shard_reader = require "dynlog.pipeline.shard_reader"
 local timeutil = require "dynlog.base.timeutil"
 local trigger = require "dynlog.pipeline.trigger"
 
@@ -573,105 +574,6 @@ local function record_event(record, log)
   return item
 end
 
--- The reading state of every shard: {id=, parent=, iterator=, done=, last=}.
-local Follower = {}
-Follower.__index = Follower
-
-local function new_follower(c, arn, from_start)
-  return setmetatable({ c = c, arn = arn, from_start = from_start, shards = {}, order = {}, first = true }, Follower)
-end
-
--- Finds the stream's shards; those seen for the first time are read from
--- LATEST (open shards at start-up) or from TRIM_HORIZON (with --from-start,
--- and shards born while following, such as the children of a split).
-function Follower:discover()
-  local desc, err = self.c:describe_stream(self.arn)
-  if not desc then return nil, err end
-  for _, shard in ipairs(desc.Shards or {}) do
-    local id = shard.ShardId
-    if not self.shards[id] then
-      local open = shard.SequenceNumberRange == nil or shard.SequenceNumberRange.EndingSequenceNumber == nil
-      local st = { id = id, parent = shard.ParentShardId }
-      if self.first and not self.from_start then
-        st.start = "LATEST"
-        st.done = not open
-      else
-        st.start = "TRIM_HORIZON"
-      end
-      self.shards[id] = st
-      self.order[#self.order + 1] = id
-    end
-  end
-  self.first = false
-  return true
-end
-
--- A child shard is read once its parent (if we read it) is finished.
-function Follower:ready(st)
-  if st.done then return false end
-  local parent = st.parent and self.shards[st.parent]
-  return parent == nil or parent.done == true
-end
-
-function Follower:iterator(st)
-  if st.iterator then return st.iterator end
-  local it, err
-  if st.last then
-    it, err = self.c:get_shard_iterator(self.arn, st.id, "AFTER_SEQUENCE_NUMBER", st.last)
-  else
-    it, err = self.c:get_shard_iterator(self.arn, st.id, st.start)
-  end
-  if not it then return nil, err end
-  st.iterator = it
-  return it
-end
-
--- Opens an iterator on every shard that can be read now (before the first
--- poll, so that LATEST means "from the moment tail started").
-function Follower:open()
-  for _, id in ipairs(self.order) do
-    local st = self.shards[id]
-    if self:ready(st) then
-      local _, err = self:iterator(st)
-      if err then return nil, err end
-    end
-  end
-  return true
-end
-
--- One round over the readable shards: calls on_record(record) for each
--- record; returns the number of records read, or nil, err.
-function Follower:poll(on_record)
-  local n = 0
-  for _, id in ipairs(self.order) do
-    local st = self.shards[id]
-    if self:ready(st) then
-      local it, err = self:iterator(st)
-      if not it then return nil, err end
-      local resp
-      resp, err = self.c:get_records(it, 1000)
-      if not resp then
-        if err.code == "ExpiredIteratorException" then
-          st.iterator = nil
-        elseif err.code == "TrimmedDataAccessException" then
-          st.iterator, st.last, st.start = nil, nil, "TRIM_HORIZON"
-        else
-          return nil, err
-        end
-      else
-        for _, record in ipairs(resp.records) do
-          n = n + 1
-          st.last = record.dynamodb and record.dynamodb.SequenceNumber or st.last
-          if on_record(record) == false then return n end
-        end
-        st.iterator = resp.next_iterator
-        if not st.iterator then st.done = true end
-      end
-    end
-  end
-  return n
-end
-
 COMMANDS.tail = {
   usage = "tail",
   summary = "follow the table's stream, printing new events",
@@ -697,7 +599,7 @@ options:
     if not c then return fail(ctx, cerr) end
     local arn, err = c:latest_stream_arn()
     if not arn then return fail(ctx, err) end
-    local follower = new_follower(c, arn, ctx.opts["from-start"] == true)
+    local follower = shard_reader.follow(c, arn, ctx.opts["from-start"] == true)
     local ok
     ok, err = follower:discover()
     if ok then ok, err = follower:open() end
