@@ -7,6 +7,7 @@
 local concurrent = require "dynlog.transport.concurrent"
 local core = require "dynlog.core"
 local errors = require "dynlog.errors"
+local eventkey = require "dynlog.client.eventkey"
 local options = require "dynlog.base.options"
 
 local error, ipairs, next, pairs, pcall, rawget, setmetatable, tonumber, tostring, type =
@@ -17,10 +18,10 @@ local str_find, str_format, str_gsub, str_match = string.find, string.format, st
 local attribute_map, array, item_size = core.attribute_map, core.array, core.item_size
 local core_ulid, utf8_valid = core.ulid, core.utf8_valid
 local base64_encode, base64_decode = core.base64_encode, core.base64_decode
+local build_key = eventkey.build
 
 local _M = {}
 
-local MAX_PARTITION_KEY = 2048
 local MAX_ITEM = 400 * 1024
 local MAX_TRANSACTION_ITEMS = 100
 local MAX_TRANSACTION_BYTES = 4 * 1024 * 1024
@@ -162,27 +163,14 @@ end
 ---------------------------------------------------------------------------
 
 -- `at` ("events[3]: ", or "") begins the messages about one event of many.
-local function check_name(what, s, at)
-  if type(s) ~= "string" then raise(at .. what .. " must be a string, got " .. type(s)) end
-  if s == "" then return invalid(at .. what .. " must not be empty") end
-  local ok, pos = utf8_valid(s)
-  if not ok then return invalid(at .. what .. " is not valid UTF-8 (byte " .. tostring(pos) .. ")") end
-  if str_find(s, "#", 1, true) then return invalid(at .. what .. " must not contain '#'") end
-  return true
-end
-
---- The partition key of a stream, or nil, err for an invalid log or id.
+-- The partition key of a stream, or nil, err for an invalid log or id
+-- (dynlog.client.eventkey owns the key). A log or id that is not a string is
+-- the mistake of the line that called dynlog: eventkey.build raises it
+-- unplaced here (its caller is pcall), and raise places it.
 local function stream_key(log, id, at)
-  at = at or ""
-  local ok, err = check_name("log", log, at)
-  if not ok then return nil, err end
-  ok, err = check_name("id", id, at)
-  if not ok then return nil, err end
-  local pk = log .. "#" .. id .. "#stream"
-  if #pk > MAX_PARTITION_KEY then
-    return nil, errors.new("too_large", at .. "partition key is " .. #pk .. " bytes; DynamoDB allows 2048")
-  end
-  return pk
+  local ok, pk, err = pcall(build_key, log, id, at)
+  if not ok then raise(pk) end
+  return pk, err
 end
 
 -- The payload stored: the caller's, with id filled in (a copy: the caller's
@@ -219,7 +207,7 @@ end
 
 -- The item of an event, or nil, err. `unsized`: leave the size to
 -- put_body, which learns it more cheaply while encoding. `at` as for
--- check_name.
+-- stream_key.
 local function event_item(log, id, pk, sk, event_type, payload, at, unsized)
   if type(event_type) ~= "string" then raise(at .. "type must be a string, got " .. type(event_type)) end
   if event_type == "" then return invalid(at .. "type must not be empty") end

@@ -21,6 +21,7 @@ local leases = require "dynlog.pipeline.leases"
 local logger = require "dynlog.logger"
 local options = require "dynlog.base.options"
 local retry = require "dynlog.aws.retry"
+local shard_reader = require "dynlog.pipeline.shard_reader"
 
 local error, ipairs, pairs, pcall, setmetatable, tostring, type =
   error, ipairs, pairs, pcall, setmetatable, tostring, type
@@ -186,22 +187,6 @@ end
 -- Leases
 ---------------------------------------------------------------------------
 
--- New shards with every parent before its children, whatever the order
--- DescribeStream listed them in.
-local function parents_first(shards)
-  local by_id, ordered, placed = {}, {}, {}
-  for _, shard in ipairs(shards) do by_id[shard.ShardId] = shard end
-  local function place(shard)
-    if placed[shard.ShardId] then return end
-    placed[shard.ShardId] = true
-    local parent = shard.ParentShardId and by_id[shard.ParentShardId]
-    if parent then place(parent) end
-    ordered[#ordered + 1] = shard
-  end
-  for _, shard in ipairs(shards) do place(shard) end
-  return ordered
-end
-
 -- The stream a lease's shard belongs to (leases made before leases named
 -- their stream: the stream this consumer found first).
 function _M:_stream_of(lease)
@@ -228,7 +213,7 @@ function _M:_create_leases(lc, shards, existing, arn)
   for _, shard in ipairs(shards) do
     local parent = shard.ParentShardId and existing[shard.ParentShardId]
     local start = ((parent and not parent.skipped) or newer_stream) and "TRIM_HORIZON" or STARTS[self.start]
-    local closed = shard.SequenceNumberRange and shard.SequenceNumberRange.EndingSequenceNumber ~= nil
+    local closed = shard_reader.is_closed(shard)
     local skipped = latest and start == "LATEST" and closed
     local ok, err = leases.ensure(lc, self.table, self.group, shard, start, skipped, arn)
     if not ok then return nil, err end
@@ -242,18 +227,14 @@ end
 
 -- Makes the leases of the shards of stream `arn` that have none yet.
 function _M:_discover_stream(arn)
-  local desc, err = self.client:describe_stream(arn)
-  if not desc then return nil, err end
+  local new_shards, desc = shard_reader.new_shards(self.client, arn, self.known)
+  if not new_shards then return nil, desc end
   self.stream_created[arn] = desc.CreationRequestDateTime
   local lc = self:_leases_client()
-  local new_shards = {}
-  for _, shard in ipairs(desc.Shards) do
-    if not self.known[shard.ShardId] then new_shards[#new_shards + 1] = shard end
-  end
   if #new_shards > 0 then
     local existing, rerr = leases.read_all(lc, self.table, self.group)
     if not existing then return nil, rerr end
-    local ok, eerr = self:_create_leases(lc, parents_first(new_shards), existing, arn)
+    local ok, eerr = self:_create_leases(lc, new_shards, existing, arn)
     if not ok then return nil, eerr end
   end
   return true
@@ -297,8 +278,16 @@ end
 function _M:_adopt(lease)
   -- renewed_at: when our last write to the lease (take, renew, checkpoint)
   -- was sent; it bumped the counter then, at the latest.
-  self.owned[lease.sk] = { lease = lease, arn = self:_stream_of(lease), pending = {}, failures = 0, retry_at = 0,
-                           renewed_at = self.now() }
+  local shard_id = lease.sk
+  local st = { lease = lease, arn = self:_stream_of(lease), pending = {}, failures = 0, retry_at = 0,
+               renewed_at = self.now() }
+  -- The shard is read from the lease's position; what a trim passed over
+  -- is judged before its records are handed over.
+  st.reader = shard_reader.new(self.client, st.arn, shard_id, {
+    position = function() return self:_position(st) end,
+    on_trimmed = function(records, trimmed) return self:_judge_trim(shard_id, st, records, trimmed) end,
+  })
+  self.owned[shard_id] = st
   self.held[lease.sk] = true
   stats_of(self, lease.sk).owned = true
   logger.log("info", str_format("stream: %s works shard %s", self.worker, lease.sk))
@@ -398,15 +387,17 @@ end
 -- Working a shard
 ---------------------------------------------------------------------------
 
-function _M:_iterator(shard_id, st)
+-- Where a shard's reading goes on: after its checkpoint, else at its pinned
+-- start, else at the lease's start.
+function _M:_position(st)
   local cp = st.lease.checkpoint
   if cp == nil then
     local at = st.lease.start_at
-    if at then return self.client:get_shard_iterator(st.arn, shard_id, "AT_SEQUENCE_NUMBER", at) end
+    if at then return "AT_SEQUENCE_NUMBER", at end
     -- Leases made before they carried their start fall back on the option.
-    return self.client:get_shard_iterator(st.arn, shard_id, st.lease.start or STARTS[self.start])
+    return st.lease.start or STARTS[self.start]
   end
-  return self.client:get_shard_iterator(st.arn, shard_id, "AFTER_SEQUENCE_NUMBER", cp)
+  return "AFTER_SEQUENCE_NUMBER", cp
 end
 
 -- One write to a lease we hold (leases.checkpoint or leases.pin_start):
@@ -453,20 +444,6 @@ local function sequence_le(a, b)
   return a <= b
 end
 
--- TrimmedDataAccessException (from GetShardIterator or GetRecords): the
--- stream says our position is older than the records it keeps (24 hours).
--- Reading goes on from the oldest record kept, skipping what the checkpoint
--- covers; whether anything was lost is judged from the first page read
--- there (see _judge_trim).
-function _M:_resume_at_horizon(shard_id, st)
-  local it, err = self.client:get_shard_iterator(st.arn, shard_id, "TRIM_HORIZON")
-  if not it then return nil, err end
-  st.iterator = it
-  local cp = st.lease.checkpoint
-  st.trimmed = { checkpoint = cp, start_at = cp == nil and st.lease.start_at or nil }
-  return true
-end
-
 -- When the stream was made (seconds), as DescribeStream says; nil, err.
 function _M:_stream_created(arn)
   local created = self.stream_created[arn]
@@ -477,6 +454,13 @@ function _M:_stream_created(arn)
   return desc.CreationRequestDateTime
 end
 
+-- TrimmedDataAccessException (from GetShardIterator or GetRecords): the
+-- stream says our position is older than the records it keeps (24 hours).
+-- The shard reader goes on from the oldest record kept and hands the first
+-- page read there, with the position it passed over (`trimmed`: after the
+-- checkpoint, or at the pinned start), to _judge_trim, which skips what the
+-- checkpoint covers and judges whether anything was lost.
+--
 -- The first page from the oldest record kept, after a trim. Nothing can have
 -- been lost when
 -- - the stream is younger than its retention (less CLOCK_MARGIN): none of
@@ -488,13 +472,11 @@ end
 -- trimmed unread: a gap, logged at error and counted. Records the
 -- checkpoint covers are dropped from the page either way. Returns true and
 -- the records to hand over, or nil, err.
-function _M:_judge_trim(shard_id, st, records)
-  local trimmed = st.trimmed
-  local bound = trimmed.checkpoint or trimmed.start_at
+function _M:_judge_trim(shard_id, st, records, trimmed)
+  local bound = trimmed.after or trimmed.at
   local first = records[1] and records[1].dynamodb.SequenceNumber
   local created, err = self:_stream_created(st.arn)
   if not created then return nil, err end
-  st.trimmed = nil
   local young = type(created) == "number" and self.now() - created < RETENTION - CLOCK_MARGIN
   local covered = bound ~= nil and first ~= nil and sequence_le(first, bound)
   if young or covered then
@@ -507,16 +489,16 @@ function _M:_judge_trim(shard_id, st, records)
       shard_id, tostring(bound or "the shard's start"), tostring(first or "none yet")))
     count_gap(self, shard_id)
   end
-  if not bound then return true, records end
+  if not bound then return records end
   local kept = {}
   for _, r in ipairs(records) do
     local sequence = r.dynamodb.SequenceNumber
     -- After the checkpoint; from the pinned start on.
     local wanted
-    if trimmed.checkpoint then wanted = not sequence_le(sequence, bound) else wanted = sequence_le(bound, sequence) end
+    if trimmed.after then wanted = not sequence_le(sequence, bound) else wanted = sequence_le(bound, sequence) end
     if wanted then kept[#kept + 1] = r end
   end
-  return true, kept
+  return kept
 end
 
 -- GetShardIterator says the shard does not exist. If the stream no longer
@@ -547,35 +529,22 @@ end
 
 -- Fetches the next page of a shard into st.pending. Returns true, or nil, err.
 function _M:_fetch(shard_id, st)
-  if not st.iterator then
-    local it, err = self:_iterator(shard_id, st)
-    if not it then
-      -- A checkpoint older than the stream keeps fails here already.
-      if err.code == "TrimmedDataAccessException" then return self:_resume_at_horizon(shard_id, st) end
-      if err.code == "ResourceNotFoundException" then return self:_shard_gone(shard_id, st, err) end
-      return nil, err
+  local reader = st.reader
+  if not reader.iterator then
+    local ok, how = reader:open()
+    if not ok then
+      if how.code == "ResourceNotFoundException" then return self:_shard_gone(shard_id, st, how) end
+      return nil, how
     end
-    st.iterator = it
+    -- A checkpoint older than the stream keeps: the reader resumed at the
+    -- oldest record kept, read from the next round on.
+    if how == "trimmed" then return true end
   end
-  local page, err = self.client:get_records(st.iterator, self.batch_size)
-  if not page then
-    if err.code == "ExpiredIteratorException" then
-      st.iterator, st.trimmed = nil, nil -- a new one from the checkpoint next time
-      return true
-    end
-    if err.code == "TrimmedDataAccessException" then return self:_resume_at_horizon(shard_id, st) end
-    return nil, err
-  end
-  local records = page.records
-  if st.trimmed then
-    local ok, kept = self:_judge_trim(shard_id, st, records)
-    if not ok then return nil, kept end
-    records = kept
-  end
+  local records, err = reader:read(self.batch_size)
+  if not records then return nil, err end
   for _, r in ipairs(records) do r.eventSourceARN = r.eventSourceARN or st.arn end
   st.pending = records
-  st.iterator = page.next_iterator
-  st.closed = page.next_iterator == nil
+  st.closed = reader.closed
   return self:_pin_start(shard_id, st)
 end
 

@@ -22,12 +22,12 @@
 -- from the read model, back into the read model.
 local core = require "dynlog.core"
 local errors = require "dynlog.errors"
+local eventkey = require "dynlog.client.eventkey"
 local logger = require "dynlog.logger"
 local options = require "dynlog.base.options"
 local tables = require "dynlog.client.tables"
 
 local error, pairs, pcall, tonumber, tostring, type = error, pairs, pcall, tonumber, tostring, type
-local str_match = string.match
 local array, attribute_map = core.array, core.attribute_map
 
 local _M = {}
@@ -177,7 +177,7 @@ function _M.project(c, event, spec)
   check_spec(spec)
   local detail, derr = detail_of(event)
   if not detail then return nil, derr end
-  local log, id = str_match(detail.key.pk, "^([^#]+)#([^#]+)#stream$")
+  local log, id = eventkey.parse(detail.key.pk)
   if not log then return nil, errors.new("invalid_argument", "detail.key.pk is not <log>#<id>#stream") end
   local pk, sk
   if spec.key then pk, sk = spec.key(detail) else pk = log .. "#" .. id end

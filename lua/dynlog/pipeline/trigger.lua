@@ -17,11 +17,12 @@
 -- exactly (beyond 2^53 on LuaJIT, beyond 64 bits or a double's digits on
 -- Lua 5.4) is a dynlog.number, which JSON encoding writes as its own text.
 local core = require "dynlog.core"
+local eventkey = require "dynlog.client.eventkey"
 local logger = require "dynlog.logger"
 local options = require "dynlog.base.options"
 
 local ipairs, pcall, tostring, type = ipairs, pcall, tostring, type
-local str_match, str_sub = string.match, string.sub
+local is_event, parse_key = eventkey.is_event, eventkey.parse
 local json_encode, unmarshal_item = core.json_encode, core.unmarshal_item
 
 local HANDLE = options.known{ "bus", "source", "detail_type", "max_detail_bytes", "log" }
@@ -35,9 +36,11 @@ local _M = {
 
 local PUBLISHED = { INSERT = true, MODIFY = true }
 
+-- The log of an event item: its log attribute, else the one in its key
+-- (nil for an item written by other means whose key names none).
 local function log_of(item)
   if type(item.log) == "string" then return item.log end
-  return str_match(item.pk, "^([^#]*)#")
+  return (parse_key(item.pk))
 end
 
 -- A field of the detail; a field the item lacks is left out, as it was
@@ -63,7 +66,11 @@ function _M.detail(item, max_bytes)
   local payload = item.payload
   -- dynlog's own events always hold payload.id; an item written by other
   -- means may not, and its id is then the one in its key.
-  local id = type(payload) == "table" and payload.id or str_match(item.pk, "^[^#]*#(.*)#stream$")
+  local id = type(payload) == "table" and payload.id
+  if not id then
+    local _
+    _, id = parse_key(item.pk)
+  end
   return detail_text(head, true, { id = id })
 end
 
@@ -84,7 +91,7 @@ local function event_item(record, log)
   end
   local item, _, message = unmarshal_item(image, "exact")
   if item == nil then return false, message end
-  if type(item.pk) ~= "string" or str_sub(item.pk, -7) ~= "#stream" then return nil end
+  if not is_event(item) then return nil end
   return item
 end
 
@@ -112,7 +119,7 @@ local function group(records, opts, logf)
       unreadable = unreadable or position
     end
     if item then
-      local log = log_of(item)
+      local log = log_of(item) or false -- false: the items whose log nothing names
       local g = by_log[log]
       if not g then
         g = { entries = {}, positions = {} }

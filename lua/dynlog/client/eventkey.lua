@@ -1,0 +1,85 @@
+--- The partition key of an event: `<log>#<id>#stream`, one stream per log
+-- and id. Every module that builds, reads or recognises it asks here.
+--
+--   local eventkey = require "dynlog.client.eventkey"
+--   eventkey.build("users", "42")          --> "users#42#stream"
+--   eventkey.parse("users#42#stream")      --> "users", "42"
+--   eventkey.is_event({ pk = "users#42#stream" })   --> true
+local core = require "dynlog.core"
+local errors = require "dynlog.errors"
+
+local error, tostring, type = error, tostring, type
+local str_find, str_match, str_sub = string.find, string.match, string.sub
+local utf8_valid = core.utf8_valid
+
+local _M = {}
+
+local SUFFIX = "#stream"
+local MAX_PARTITION_KEY = 2048
+_M.MAX_BYTES = MAX_PARTITION_KEY
+
+local function invalid(message)
+  return nil, errors.new("invalid_argument", message)
+end
+
+-- `at` ("events[3]: ", or "") begins the messages about one event of many.
+local function check_name(what, s, at)
+  -- level 3: the caller of build
+  if type(s) ~= "string" then error(at .. what .. " must be a string, got " .. type(s), 3) end
+  if s == "" then return invalid(at .. what .. " must not be empty") end
+  local ok, pos = utf8_valid(s)
+  if not ok then return invalid(at .. what .. " is not valid UTF-8 (byte " .. tostring(pos) .. ")") end
+  if str_find(s, "#", 1, true) then return invalid(at .. what .. " must not contain '#'") end
+  return true
+end
+
+--- build(log, id [, at]) -> the partition key of the stream log/id, or nil,
+-- err (invalid_argument: an empty log or id, one that is not UTF-8 or holds
+-- '#'; too_large: a key beyond DynamoDB's 2048 bytes). `at` begins every
+-- message ("events[3]: "). Raises, at the caller's line, when log or id is
+-- not a string.
+function _M.build(log, id, at)
+  at = at or ""
+  local ok, err = check_name("log", log, at)
+  if not ok then return nil, err end
+  ok, err = check_name("id", id, at)
+  if not ok then return nil, err end
+  local pk = log .. "#" .. id .. SUFFIX
+  if #pk > MAX_PARTITION_KEY then
+    return nil, errors.new("too_large", at .. "partition key is " .. #pk .. " bytes; DynamoDB allows 2048")
+  end
+  return pk
+end
+
+--- parse(pk) -> log, id of a key of the form build makes (a log and an id,
+-- neither empty nor holding '#'), or nil for any other value.
+function _M.parse(pk)
+  if type(pk) ~= "string" then return nil end
+  local log, id = str_match(pk, "^([^#]+)#([^#]+)#stream$")
+  if not log then return nil end
+  return log, id
+end
+
+-- The pk of an item ({pk = "..."}), or of the new image of a DynamoDB
+-- Streams record ({dynamodb = {NewImage = {pk = {S = "..."}}}}).
+local function pk_of(x)
+  if type(x) ~= "table" then return nil end
+  local ddb = x.dynamodb
+  if type(ddb) == "table" then
+    local image = ddb.NewImage
+    local pk = type(image) == "table" and image.pk
+    return type(pk) == "table" and pk.S or nil
+  end
+  return x.pk
+end
+
+--- is_event(item or record) -> true when the item (or the new image of the
+-- stream record) has a pk that ends in "#stream": an event, as the trigger,
+-- `dynlog tail` and `dynlog replay` tell events from the other items a table
+-- may hold.
+function _M.is_event(x)
+  local pk = pk_of(x)
+  return type(pk) == "string" and str_sub(pk, -#SUFFIX) == SUFFIX
+end
+
+return _M
