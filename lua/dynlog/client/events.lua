@@ -113,11 +113,12 @@ local function key_type_mismatch(message)
   return str_find(message, "Condition parameter type does not match schema type", 1, true) ~= nil
 end
 
--- A request of the event log: _send, with a refusal for a key of the
--- wrong type told as what it is (a table of the other mode) instead of a
+-- A request of the event log: client:_request to DynamoDB (`params` a
+-- table, or a body encoded already), with a refusal for a key of the wrong
+-- type told as what it is (a table of the other mode) instead of a
 -- ValidationException.
-local function send(client, operation, body, unwrap, numbers)
-  local resp, err = client:_send(operation, body, unwrap, numbers)
+local function send(client, operation, params, unwrap, numbers)
+  local resp, err = client:_request("dynamodb", operation, params, unwrap, numbers)
   if resp ~= nil then return resp end
   local mismatch, table_type, key
   if err.code == "ValidationException" then
@@ -641,9 +642,7 @@ local function transact(client, items)
   -- that did commit is answered with success instead of running again.
   local token, terr = core_ulid()
   if not token then return nil, errors.new(terr, "ULID overflow (the transaction's token)") end
-  local body, berr = client:_encode({ TransactItems = actions, ClientRequestToken = token })
-  if not body then return nil, berr end
-  local _, err = send(client, "TransactWriteItems", body)
+  local _, err = send(client, "TransactWriteItems", { TransactItems = actions, ClientRequestToken = token })
   if not err then
     local keys = {}
     for i, item in ipairs(items) do keys[i] = { pk = item.pk, sk = item.sk } end
@@ -703,11 +702,9 @@ end
 ---------------------------------------------------------------------------
 
 function _M:_get_item(pk, sk, consistent, numbers)
-  local body, berr = self:_encode({ TableName = self.table, Key = attribute_map({ pk = pk, sk = sk }),
-                                    ConsistentRead = consistent == true })
-  if not body then return nil, berr end
   numbers = numbers or self.numbers
-  local resp, err = send(self, "GetItem", body, true, numbers)
+  local resp, err = send(self, "GetItem", { TableName = self.table, Key = attribute_map({ pk = pk, sk = sk }),
+                                            ConsistentRead = consistent == true }, true, numbers)
   if not resp then return nil, err end
   if resp.Item then
     local ok, kerr = check_sort_keys(self, { resp.Item }, numbers)
@@ -736,13 +733,11 @@ function _M:_check_sort_key(what, sk)
 end
 
 local function latest(client, pk, consistent, numbers)
-  local body, berr = client:_encode({
+  local resp, err = send(client, "Query", {
     TableName = client.table, KeyConditionExpression = "pk = :pk",
     ExpressionAttributeValues = attribute_map({ [":pk"] = pk }),
     ScanIndexForward = false, Limit = 1, ConsistentRead = consistent,
-  })
-  if not body then return nil, berr end
-  local resp, err = send(client, "Query", body, true, numbers)
+  }, true, numbers)
   if not resp then return nil, err end
   local ok, kerr = check_sort_keys(client, resp.Items, numbers)
   if not ok then return nil, kerr end
@@ -845,9 +840,7 @@ local function fetch_page(q, wanted)
   local limit = q.page_size
   if wanted then limit = math_min(limit or math_huge, wanted + 2) end
   if limit == math_huge then limit = nil end
-  local body, berr = client:_encode(query_params(client, q.pk, q, q.start, limit))
-  if not body then return nil, berr end
-  local resp, err = send(client, "Query", body, true, q.numbers)
+  local resp, err = send(client, "Query", query_params(client, q.pk, q, q.start, limit), true, q.numbers)
   if not resp then return nil, err end
   local ok, kerr = check_sort_keys(client, resp.Items, q.numbers)
   if not ok then return nil, kerr end

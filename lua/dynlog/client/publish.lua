@@ -115,9 +115,7 @@ end
 local function put_events(client, call, prepared, results)
   local wire = array()
   for j, idx in ipairs(call) do wire[j] = prepared[idx].wire end
-  local body, berr = client:_encode({ Entries = wire })
-  local resp, err
-  if body then resp, err = client:_send_to("events", "PutEvents", body, false) else err = berr end
+  local resp, err = client:_request("events", "PutEvents", { Entries = wire }, false)
   local again = {}
   local answers = resp and resp.Entries
   if resp and (type(answers) ~= "table" or #answers ~= #call) then
@@ -125,7 +123,7 @@ local function put_events(client, call, prepared, results)
       .. " results for " .. #call .. " entries")
   end
   if err then
-    -- _send has already retried the whole call; what is left is final.
+    -- _request has already retried the whole call; what is left is final.
     for _, idx in ipairs(call) do results[idx] = { error_code = err.code, error_message = err.message } end
     return again
   end

@@ -64,10 +64,8 @@ local function detail_of(event)
 end
 
 local function read_state(c, table_name, pk, sk)
-  local body, berr = c:_encode({ TableName = table_name, Key = attribute_map({ pk = pk, sk = sk }),
-                                 ConsistentRead = true })
-  if not body then return nil, berr end
-  local resp, err = c:_send("GetItem", body, true, NUMBERS)
+  local resp, err = c:_request("dynamodb", "GetItem", { TableName = table_name,
+    Key = attribute_map({ pk = pk, sk = sk }), ConsistentRead = true }, true, NUMBERS)
   if not resp then return nil, err end
   return resp.Item or false
 end
@@ -81,9 +79,7 @@ local function write_state(c, table_name, state, previous_version)
     params.ExpressionAttributeNames = { ["#version"] = "version" }
     params.ExpressionAttributeValues = attribute_map({ [":previous"] = previous_version })
   end
-  local body, berr = c:_encode(params)
-  if not body then return nil, berr end
-  local _, err = c:_send("PutItem", body)
+  local _, err = c:_request("dynamodb", "PutItem", params)
   if err then return nil, err end
   return true
 end
