@@ -418,8 +418,8 @@ function _M:append(log, id, event_type, payload, opts)
   if not pk then return nil, err end
   if self.sort_key == "ulid" then
     check_no_expected(opts and opts.expected_version)
-    local sk, uerr = core_ulid()
-    if not sk then return nil, errors.new(uerr, "ULID overflow") end
+    local sk, ucode, umessage = core_ulid()
+    if not sk then return errors.from_core(nil, ucode, umessage) end
     local item, ierr = event_item(log, id, pk, sk, event_type, payload, "", true)
     if not item then return nil, ierr end
     local body, berr = put_body(self, item)
@@ -496,9 +496,9 @@ local function many_item(client, events, i)
   end
   check_no_expected(ev.expected_version, at)
   -- The whole request is known: encode it now, once.
-  local sk, uerr = kept, nil
-  if not sk then sk, uerr = core_ulid() end
-  if not sk then return nil, errors.new(uerr, at .. "ULID overflow") end
+  local sk, ucode, umessage = kept, nil, nil
+  if not sk then sk, ucode, umessage = core_ulid() end
+  if not sk then return errors.from_core(nil, ucode, at .. tostring(umessage)) end
   local item, ierr = event_item(ev.log, ev.id, pk, sk, ev.type, ev.payload, at, true)
   if not item then return nil, ierr end
   local body, berr = put_body(client, item, at)
@@ -613,9 +613,9 @@ local function batch_items(log, id, pk, events, first_version)
     if first_version then
       sk = first_version + i - 1
     else
-      local uerr
-      sk, uerr = core_ulid()
-      if not sk then return nil, errors.new(uerr, at .. "ULID overflow", { index = i }) end
+      local ucode, umessage
+      sk, ucode, umessage = core_ulid()
+      if not sk then return errors.from_core(nil, ucode, at .. tostring(umessage), { index = i }) end
     end
     local item, size_or_err = event_item(log, id, pk, sk, ev.type, ev.payload, at)
     if not item then
@@ -640,8 +640,8 @@ local function transact(client, items)
   end
   -- One token for all the attempts of this transaction: a retry of one
   -- that did commit is answered with success instead of running again.
-  local token, terr = core_ulid()
-  if not token then return nil, errors.new(terr, "ULID overflow (the transaction's token)") end
+  local token, tcode, tmessage = core_ulid()
+  if not token then return errors.from_core(nil, tcode, "the transaction's token: " .. tostring(tmessage)) end
   local _, err = send(client, "TransactWriteItems", { TransactItems = actions, ClientRequestToken = token })
   if not err then
     local keys = {}
