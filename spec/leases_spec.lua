@@ -97,3 +97,18 @@ describe("dynlog.leases.watcher", function()
     assert.is_false(w.expired(moved, 115))
   end)
 end)
+
+describe("dynlog.leases in their table", function()
+  local ddb = require "spec.support.ddb"
+
+  it("reads the leases back as the plain values they were written with", function()
+    local c = ddb.client()
+    local name = ddb.table_name("leases")
+    assert(leases.create_table(c, name))
+    assert(leases.ensure(c, name, "g", { ShardId = "shardId-1" }, "TRIM_HORIZON", nil, "arn:stream:1"))
+    local all = assert(leases.read_all(c, name, "g"))
+    assert.are.equal("arn:stream:1", all["shardId-1"].stream)
+    assert.are.equal(0, all["shardId-1"].counter)
+    assert.are.equal("TRIM_HORIZON", all["shardId-1"].start)
+  end)
+end)

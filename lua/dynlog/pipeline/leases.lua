@@ -56,7 +56,7 @@ function _M.read_all(c, table_name, group)
       TableName = table_name, KeyConditionExpression = "pk = :g",
       ExpressionAttributeValues = attribute_map({ [":g"] = group }),
       ConsistentRead = true, ExclusiveStartKey = start and attribute_map(start) or nil,
-    })
+    }, true)
     if not resp then return nil, err end
     for _, item in ipairs(resp.Items) do leases[item.sk] = item end
     start = resp.LastEvaluatedKey
