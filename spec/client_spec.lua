@@ -704,10 +704,10 @@ describe("a failed signature", function()
     local calls = 0
     local transport = c:_transport()
     c.transport = { request = function(_, req) calls = calls + 1 return transport:request(req) end }
-    c.signer = { sign = function() return nil, "SigningFailed", "HMAC failed" end }
+    c.signer = { sign = function() return nil, "signing_failed", "HMAC failed" end }
     local key, err = c:append("users", "unsigned", "t", {})
     assert.is_nil(key)
-    assert.are.equal("SigningFailed", err.code)
+    assert.are.equal("signing_failed", err.code)
     assert.matches("could not be signed", err.message, 1, true)
     assert.matches("HMAC failed", err.message, 1, true)
     assert.is_false(err.ambiguous)

@@ -13,6 +13,17 @@ mt.__tostring = function(err)
   return tostring(err.code) .. ": " .. tostring(err.message)
 end
 
+--- dynlog's own error codes, each documented in docs/errors.md: CODES[code]
+-- is true for them (the C core's included), nil for AWS's codes, which
+-- keep the names AWS gives them. One style: snake_case.
+_M.CODES = {}
+for _, code in ipairs({
+  "aborted", "bad_response", "bad_state", "batch_item_failures", "config", "conflict",
+  "connection", "crc32_mismatch", "credentials", "gap", "handler_error", "invalid_argument", "invalid_json",
+  "invalid_pattern", "io", "no_stream", "out_of_memory", "overflow", "publish_failed", "schema_mismatch",
+  "signing_failed", "stream", "timeout", "tls", "too_large",
+}) do _M.CODES[code] = true end
+
 --- Builds an error value. `fields` may add status, retryable, request_id…
 function _M.new(code, message, fields)
   local err = { code = code, message = message, retryable = false }

@@ -317,8 +317,8 @@ local function attempt(self, svc, target, body, unwrap, numbers)
   -- Never send a request unsigned: AWS would only say that it has no
   -- signature (MissingAuthenticationTokenException), hiding the cause.
   if not headers then
-    return nil, errors.new(tostring(scode or "SigningFailed"), "the request could not be signed, so it was not sent: "
-      .. tostring(smessage or scode), { sent = false })
+    return errors.from_core(nil, scode or "signing_failed", "the request could not be signed, so it was not"
+      .. " sent: " .. tostring(smessage or scode), { sent = false })
   end
   local res, terr = self:_transport():request({ method = "POST", url = svc.url, headers = headers,
                                               body = body, timeout = self.timeout })

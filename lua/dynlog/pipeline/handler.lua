@@ -37,6 +37,10 @@ local MAX_ROUNDS = 5
 
 local NUMBERS = "exact"
 
+-- What a round returns when another projection wrote first: never given
+-- to a caller.
+local MOVED_ON = {}
+
 local SPEC = options.known{ "table", "handlers", "key" }
 
 local function check_spec(spec)
@@ -102,7 +106,7 @@ local function seen(c, version, delivered_sk)
 end
 
 -- One round: read the state, apply what follows it, write the new state
--- once. Returns the result, or nil, err; err.code "retry_round" when another
+-- once. Returns the result, or nil, err; err is MOVED_ON when another
 -- writer moved the version.
 local function round(c, spec, log, id, pk, sk, delivered_sk, result)
   local item, err = read_state(c, spec.table, pk, sk)
@@ -123,7 +127,7 @@ local function round(c, spec, log, id, pk, sk, delivered_sk, result)
     local ok, werr = write_state(c, spec.table, state, version)
     if ok then return true end
     if werr.code == "ConditionalCheckFailedException" then
-      return nil, errors.new("retry_round", "the read model moved on")
+      return nil, MOVED_ON
     end
     return nil, werr
   end
@@ -183,7 +187,7 @@ function _M.project(c, event, spec)
     local result
     result, err = round(c, spec, log, id, pk, sk, detail.key.sk, { applied = 0, skipped = array() })
     if result then return result end
-    if err.code ~= "retry_round" then return nil, err end
+    if err ~= MOVED_ON then return nil, err end
   end
   return nil, errors.new("conflict", "read model " .. pk .. " kept moving under concurrent projections")
 end
