@@ -101,6 +101,18 @@ end)
 describe("dynlog.leases in their table", function()
   local ddb = require "spec.support.ddb"
 
+  it("creates its table only by a name, raising at the caller's line for anything else", function()
+    local c = ddb.client()
+    local ok, message = pcall(function()
+      local desc = leases.create_table(c, 42)
+      return desc
+    end)
+    assert.is_false(ok)
+    assert.matches("create_table: name must be a string", message, 1, true)
+    local line = tonumber(message:match("^spec/leases_spec%.lua:(%d+): "))
+    assert.are.equal(debug.getinfo(1, "l").currentline - 6, line, "blames the line that called create_table")
+  end)
+
   it("reads the leases back as the plain values they were written with", function()
     local c = ddb.client()
     local name = ddb.table_name("leases")

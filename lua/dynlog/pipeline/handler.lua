@@ -195,7 +195,9 @@ end
 --- create_table(c, name) -> the table description, or nil, err: a read-model
 -- table {pk HASH S, sk RANGE S}, on demand, without a stream. Idempotent.
 function _M.create_table(c, name)
-  return tables.create_string_keyed_table(c, name)
+  -- Not a tail call: a bad name is blamed on the caller of this function.
+  local desc, err = tables.create_string_keyed_table(c, name)
+  return desc, err
 end
 
 return _M

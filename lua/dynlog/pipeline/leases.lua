@@ -38,7 +38,9 @@ _M.SHARD_END = "SHARD_END"
 
 --- create_table(c, name) -> description, or nil, err. Idempotent.
 function _M.create_table(c, name)
-  return tables.create_string_keyed_table(c, name)
+  -- Not a tail call: a bad name is blamed on the caller of this function.
+  local desc, err = tables.create_string_keyed_table(c, name)
+  return desc, err
 end
 
 local function conditional(c, operation, params)
