@@ -988,7 +988,8 @@ local function append_batch_of_lines(job, batch)
   while #todo > 0 do
     local events = {}
     for k, entry in ipairs(todo) do events[k] = entry.event end
-    local results, errs = job.client:append_many(events, { concurrency = job.concurrency })
+    local results, errs, partial = job.client:append_many(events, { concurrency = job.concurrency })
+    results = results or partial
     local again = {}
     for k, entry in ipairs(todo) do
       local err = errs and errs[k]
@@ -1278,9 +1279,9 @@ options:
         local _, perr = c:publish(entries)
         if perr then
           local ok_in_page, unreachable = 0, false
-          for _, r in ipairs(perr.results or {}) do
-            if r.event_id then ok_in_page = ok_in_page + 1 end
-            local code = r.error_code
+          for i = 1, #entries do
+            if perr.results and perr.results[i] then ok_in_page = ok_in_page + 1 end
+            local code = perr[i] and perr[i].code
             if code == "connection" or code == "timeout" or code == "tls" then unreachable = true end
           end
           ctx.err:write("dynlog: replay stopped after publishing ", tostring(published + ok_in_page),

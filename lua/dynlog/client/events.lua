@@ -566,14 +566,15 @@ local function append_lane(view, lane, results, errs)
   end
 end
 
---- append_many(events [, opts]) -> results, errs
+--- append_many(events [, opts]) -> keys, or nil, err, keys.
 -- events = { {log=, id=, type=, payload=, expected_version=, sk=}, ... }: each is
 -- appended as append would, with up to opts.concurrency (default 16)
 -- requests in flight. Events of one stream are written one after the
--- other, in the order of the list; streams go in parallel. results[i] is
--- the key of events[i] when it was written; errs is nil when all were, else
--- errs[i] says why events[i] was not: an invalid event is never sent, and
--- after a failed write the later events of that stream are "aborted".
+-- other, in the order of the list; streams go in parallel. keys[i] is the
+-- key of events[i] when it was written. When some were not, err (code
+-- "append_failed", see errors.items) has err[i], why events[i] was not: an
+-- invalid event is never sent, and after a failed write the later events
+-- of that stream are "aborted".
 -- An event with `sk` is written at that sort key (a ULID, or a version
 -- number in version mode) instead of a new one, still only where no event
 -- is; an identical event already there counts as written, and its key has
@@ -593,7 +594,8 @@ function _M:append_many(events, opts)
       end
     end)
   end
-  return results, next(errs) ~= nil and errs or nil
+  if next(errs) == nil then return results end
+  return nil, errors.items("append_failed", "events were not written", errs, results, #events), results
 end
 
 local function batch_items(log, id, pk, events, first_version)
@@ -669,11 +671,7 @@ local function transact(client, items)
   return nil, err
 end
 
---- append_batch(log, id, events [, opts]) -> list of keys, or nil, err.
--- events = { {type=, payload=}, ... }: all are written or none, in one
--- transaction (at most 100 events and 4 MB).
-function _M:append_batch(log, id, events, opts)
-  options.check(opts, APPEND, "append_batch")
+local function append_batch(self, log, id, events, opts)
   local pk, err = stream_key(log, id)
   if not pk then return nil, err end
   if self.sort_key == "ulid" then
@@ -695,6 +693,18 @@ function _M:append_batch(log, id, events, opts)
   if expected == "no_stream" then return at(0) end
   if type(expected) == "number" then return at(expected) end
   return with_conflict_retries(self, { pk = pk, at = at })
+end
+
+--- append_batch(log, id, events [, opts]) -> list of keys, or nil, err,
+-- results (empty: nothing was written).
+-- events = { {type=, payload=}, ... }: all are written or none, in one
+-- transaction (at most 100 events and 4 MB).
+function _M:append_batch(log, id, events, opts)
+  options.check(opts, APPEND, "append_batch")
+  local keys, err = append_batch(self, log, id, events, opts)
+  if keys then return keys end
+  err.results = {}
+  return nil, err, err.results
 end
 
 ---------------------------------------------------------------------------
