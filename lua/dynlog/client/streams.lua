@@ -49,6 +49,9 @@ function _M:describe_stream(arn)
       { StreamArn = arn, Limit = 100, ExclusiveStartShardId = start })
     if not resp then return nil, err end
     desc = resp.StreamDescription
+    if type(desc) ~= "table" then
+      return nil, errors.new("bad_response", "DescribeStream answered without a StreamDescription")
+    end
     for _, shard in ipairs(desc.Shards or {}) do shards[#shards + 1] = shard end
     start = desc.LastEvaluatedShardId
   until not start
