@@ -41,7 +41,7 @@ for n = 1, math.min(1000, events) do
   first[n] = { log = "memory", id = "one", type = "tick", payload = { n = n, note = PAYLOAD_NOTE } }
 end
 local _, errs = c:append_many(first)
-if errs then error("append failed: " .. tostring(select(2, next(errs)))) end
+if errs then error("append failed: " .. tostring(errs)) end
 figures.rss_after_first_batch_kib = rss_kib()
 local attribute_map = core.attribute_map
 local next_n = 1001

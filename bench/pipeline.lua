@@ -236,10 +236,7 @@ local function phase(label, rate, seconds)
       end
       local call_start = mono()
       local results, errs = c:append_many(batch, { concurrency = CONCURRENCY })
-      if errs then
-        local _, first_err = next(errs)
-        fail("append", first_err)
-      end
+      if errs then fail("append", errs) end
       local ack = now() * 1000
       append_calls, append_time = append_calls + 1, append_time + (mono() - call_start)
       first_append = first_append or call_start

@@ -288,7 +288,8 @@ local function writer(config_path, w)
       events[i] = { log = log, id = mode == "ulid" and own_ulid_stream() or shared_stream(), type = "many",
                     payload = { uid = new_uid(), writer = w } }
     end
-    local results, errs = clients[mode]:append_many(events, { concurrency = 4 })
+    local results, errs, partial = clients[mode]:append_many(events, { concurrency = 4 })
+    results = results or partial
     for i, ev in ipairs(events) do
       if results[i] then
         acknowledge(mode, log, ev.id, ev.payload.uid, results[i], "append_many")

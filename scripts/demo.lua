@@ -66,10 +66,7 @@ for first = 1, users, USERS_PER_BATCH do
   end
   -- each user's four events are written in order; the users go in parallel
   local results, errs = c:append_many(batch, { concurrency = CONCURRENCY })
-  if errs then
-    local _, first_err = next(errs)
-    fail("append", first_err)
-  end
+  if errs then fail("append", errs) end
   for k, ev in ipairs(batch) do last_sk[ev.id] = results[k].sk end
   progress("appended", last, users)
 end

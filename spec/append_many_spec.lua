@@ -19,6 +19,13 @@ local function count(t)
   return n
 end
 
+-- The events an append_failed error names: its list part.
+local function count_failed(err)
+  local n = 0
+  for k in pairs(err) do if type(k) == "number" then n = n + 1 end end
+  return n
+end
+
 describe("append_many", function()
   describe("in ulid mode", function()
     local c
@@ -46,8 +53,14 @@ describe("append_many", function()
       local events = interleaved(6, 2, "invalid")
       events[3].type = ""
       events[4].id = "a#b"
-      local results, errs = c:append_many(events)
-      assert.are.equal(2, count(errs))
+      local none, errs, results = c:append_many(events)
+      assert.is_nil(none)
+      assert.are.equal("append_failed", errs.code)
+      assert.is_true(dynlog.errors.is(errs))
+      assert.are.equal("2 of 6 events were not written (first: invalid_argument: events[3]: type must not be empty)",
+        errs.message)
+      assert.are.equal(results, errs.results)
+      assert.are.equal(2, count_failed(errs))
       assert.are.equal("invalid_argument", errs[3].code)
       assert.matches("^events%[3%]: type must not be empty", errs[3].message)
       assert.are.equal(3, errs[3].index)
@@ -89,8 +102,8 @@ describe("append_many", function()
         assert.is_false(ok)
         assert.matches(case[2], tostring(msg), 1, true)
       end
-      local results, errs = c:append_many({ ok_event, { log = "l", id = "x", type = "" },
-                                            { log = "l", id = "x", type = "t", payload = { n = 0 / 0 } } })
+      local _, errs, results = c:append_many({ ok_event, { log = "l", id = "x", type = "" },
+                                               { log = "l", id = "x", type = "t", payload = { n = 0 / 0 } } })
       assert.is_table(results[1])
       assert.matches("^events%[2%]: type must not be empty", errs[2].message)
       assert.are.equal(2, errs[2].index)
@@ -123,7 +136,7 @@ describe("append_many", function()
         { log = "carts", id = "a", type = "y", payload = {} },
         { log = "carts", id = "b", type = "y", payload = {} },
       }
-      local results, errs = c:append_many(events)
+      local _, errs, results = c:append_many(events)
       assert.are.equal("conflict", errs[1].code)
       assert.are.equal("aborted", errs[3].code)
       assert.matches("events%[1%]", errs[3].message)
@@ -161,7 +174,8 @@ describe("append_many", function()
 
     it("reports a failure to connect on each stream's first event", function()
       local c = client_of("http://127.0.0.1:1")
-      local results, errs = c:append_many(interleaved(6, 3))
+      local none, errs, results = c:append_many(interleaved(6, 3))
+      assert.is_nil(none)
       assert.are.same({}, results)
       for i = 1, 3 do assert.are.equal("connection", errs[i].code) end
       for i = 4, 6 do assert.are.equal("aborted", errs[i].code) end

@@ -1125,8 +1125,8 @@ describe("dynlog command", function()
       local status, _, err = dynlog("replay --log orders --events-endpoint " .. srv.url, e)
       assert.are.equal(1, status, err)
       assert.matches("dynlog: replay stopped after publishing 1 event(s)", err, 1, true)
-      assert.matches("dynlog: publish_failed: 1 of 2 entries were not published (first: MalformedDetail: no)",
-        err, 1, true)
+      assert.matches("dynlog: publish_failed: 1 of 2 entries were not published (first: MalformedDetail:"
+        .. " entries[1]: no)", err, 1, true)
       assert.matches("hint: check --events-endpoint", err, 1, true)
 
       local port = unused_port()

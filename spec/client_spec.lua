@@ -631,7 +631,8 @@ describe("a client on a table of the other sort-key mode", function()
         for _, id in ipairs({ "42", "new" }) do -- a stream with events, and an empty one
           mismatch("append " .. id, c:append("users", id, "t", {}))
           mismatch("append_batch " .. id, c:append_batch("users", id, { { type = "t" }, { type = "u" } }))
-          local results, errs = c:append_many({ { log = "users", id = id, type = "t" } })
+          local none, errs, results = c:append_many({ { log = "users", id = id, type = "t" } })
+          assert.is_nil(none)
           assert.is_nil(results[1])
           mismatch("append_many " .. id, nil, errs[1])
           mismatch("get " .. id, c:get("users", id, case.own))
@@ -704,10 +705,10 @@ describe("a failed signature", function()
     local calls = 0
     local transport = c:_transport()
     c.transport = { request = function(_, req) calls = calls + 1 return transport:request(req) end }
-    c.signer = { sign = function() return nil, "SigningFailed", "HMAC failed" end }
+    c.signer = { sign = function() return nil, "signing_failed", "HMAC failed" end }
     local key, err = c:append("users", "unsigned", "t", {})
     assert.is_nil(key)
-    assert.are.equal("SigningFailed", err.code)
+    assert.are.equal("signing_failed", err.code)
     assert.matches("could not be signed", err.message, 1, true)
     assert.matches("HMAC failed", err.message, 1, true)
     assert.is_false(err.ambiguous)
@@ -749,6 +750,62 @@ describe("ambiguous", function()
     assert.is_nil(key)
     assert.are.equal("timeout", err.code)
     assert.is_true(err.ambiguous)
+  end)
+end)
+
+describe("arguments of the wrong type", function()
+  it("raise at the caller's line in every method, before anything is sent", function()
+    local c, v = ddb.client(), ddb.client({ sort_key = "version" })
+    local function event(fields)
+      local ev = { log = "l", id = "1", type = "t" }
+      for k, x in pairs(fields) do ev[k] = x end
+      return { ev }
+    end
+    local cases = {
+      function() local _ = c:append("l", 1, "t", {}) end,
+      function() local _ = c:append("l", "1", "t", 5) end,
+      function() local _ = c:append("l", "1", "t", {}, { expected_version = 1 }) end,
+      function() local _ = v:append("l", "1", "t", {}, { expected_version = -1 }) end,
+      function() local _ = c:append_batch("l", "1", 5) end,
+      function() local _ = c:append_batch("l", "1", { 5 }) end,
+      function() local _ = c:append_batch("l", "1", { { type = 5 } }) end,
+      function() local _ = c:append_batch("l", "1", { { type = "t", payload = 5 } }) end,
+      function() local _ = c:append_batch(5, "1", { { type = "t" } }) end,
+      function() local _ = v:append_batch("l", "1", { { type = "t" } }, { expected_version = -1 }) end,
+      function() local _ = c:append_many(5) end,
+      function() local _ = c:append_many({ 5 }) end,
+      function() local _ = c:append_many(event({ log = 5 })) end,
+      function() local _ = c:append_many(event({ type = 5 })) end,
+      function() local _ = v:append_many(event({ payload = 5 })) end,
+      function() local _ = v:append_many(event({ expected_version = -1 })) end,
+      function() local _ = c:append_many(event({ expected_version = 1 })) end,
+      function() local _ = c:append_many(event({ sk = 5 })) end,
+      function() local _ = v:append_many(event({ sk = 1, expected_version = 1 })) end,
+      function() local _ = c:append_many({}, { concurrency = 0 }) end,
+      function() local _ = c:get("l", "1", 5) end,
+      function() local _ = c:get("l", "1", "x", { numbers = "bad" }) end,
+      function() local _ = c:head(5, "1") end,
+      function() local _ = c:query("l", "1", { limit = 0 }) end,
+      function() local _ = c:query("l", "1", { after = 5 }) end,
+      function() local _ = c:query("l", 5) end,
+      function() local _ = c:query_page("l", "1", { cursor = 5 }) end,
+      function() local _ = c:query_page("l", "1", { page_size = 0 }) end,
+      function() local _ = c:publish(5) end,
+      function() local _ = c:publish({}, 5) end,
+      function() local _ = c:create_table({ stream = "x" }) end,
+      function() local _ = c:describe_stream(5) end,
+      function() local _ = c:get_shard_iterator("a", "s", "x") end,
+      function() local _ = c:get_records(5) end,
+      function() local _ = c:call("x", {}) end,
+      function() local _ = c:call("GetItem", 5) end,
+    }
+    for n, case in ipairs(cases) do
+      local info = debug.getinfo(case, "S")
+      local msg = raised(case)
+      local line = tonumber(msg:match("^spec/client_spec%.lua:(%d+): "))
+      assert.is_number(line, "case " .. n .. ": " .. msg)
+      assert.are.equal(info.linedefined, line, "case " .. n .. ": " .. msg)
+    end
   end)
 end)
 

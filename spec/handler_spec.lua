@@ -312,6 +312,18 @@ describe("dynlog.handler in version mode", function()
     assert.are.equal(debug.getinfo(1, "l").currentline - 7, line, "blames the line that called project")
   end)
 
+  it("creates a read-model table only by a name, raising at the caller's line for anything else", function()
+    local c = ddb.client()
+    local ok, message = pcall(function()
+      local desc = handler.create_table(c, 42)
+      return desc
+    end)
+    assert.is_false(ok)
+    assert.matches("create_table: name must be a string", message, 1, true)
+    local line = tonumber(message:match("^spec/handler_spec%.lua:(%d+): "))
+    assert.are.equal(debug.getinfo(1, "l").currentline - 6, line, "blames the line that called create_table")
+  end)
+
   it("refuses an event without a stream key", function()
     local c = ddb.client()
     local result, err = handler.project(c, { detail = { key = { pk = "nonsense" } } }, { table = "t", handlers = {} })

@@ -253,10 +253,12 @@ local LOCATIONS = {
     end
     local events = {}
     for n = 1, 40 do events[n] = { log = "users", id = "u" .. (n % 4), type = "counted", payload = { n = n } } end
-    local function summary(results, errs)
+    local function summary(results, err, partial)
       local written, failed = 0, {}
-      for _ in pairs(results) do written = written + 1 end
-      for i, e in pairs(errs or {}) do failed[#failed + 1] = i .. " " .. tostring(e) end
+      for _ in pairs(results or partial) do written = written + 1 end
+      for i = 1, #events do
+        if err and err[i] then failed[#failed + 1] = i .. " " .. tostring(err[i]) end
+      end
       return { written = written, failed = failed }
     end
     local together = summary(client(ngx.var.up .. "/together", "events"):append_many(events, { concurrency = 4 }))

@@ -450,7 +450,7 @@ static int l_signer_sign(lua_State *L)
     if (st == DL_SIGV4_EINVAL) /* a malformed field: a programming error */
         return raise_invalid(L, &ls->result);
     if (st != DL_SIGV4_OK)
-        return dl_push_failure(L, "SigningFailed", dl_sigv4_status_text(st));
+        return dl_push_failure(L, "signing_failed", dl_sigv4_status_text(st));
     push_signed_headers(L, ls, &req, host_added ? &url.host : NULL);
     if (!explain)
         return 1;

@@ -33,10 +33,7 @@ local function append(n, in_flight, id_list, streams)
       events[i] = { log = "bench", id = id, type = "tick", payload = { n = written + i, note = "some text" } }
     end
     local results, errs = c:append_many(events, { concurrency = in_flight })
-    if errs then
-      local _, err = next(errs)
-      error("append_many: " .. tostring(err.code) .. ": " .. tostring(err.message))
-    end
+    if errs then error("append_many: " .. tostring(errs)) end
     assert(#results == #events)
     done, written = done + #events, written + #events
   end

@@ -13,6 +13,17 @@ mt.__tostring = function(err)
   return tostring(err.code) .. ": " .. tostring(err.message)
 end
 
+--- dynlog's own error codes, each documented in docs/errors.md: CODES[code]
+-- is true for them (the C core's included), nil for AWS's codes, which
+-- keep the names AWS gives them. One style: snake_case.
+_M.CODES = {}
+for _, code in ipairs({
+  "aborted", "append_failed", "bad_response", "bad_state", "batch_item_failures", "config", "conflict",
+  "connection", "crc32_mismatch", "credentials", "gap", "handler_error", "invalid_argument", "invalid_json",
+  "invalid_pattern", "io", "no_stream", "out_of_memory", "overflow", "publish_failed", "schema_mismatch",
+  "signing_failed", "stream", "timeout", "tls", "too_large",
+}) do _M.CODES[code] = true end
+
 --- Builds an error value. `fields` may add status, retryable, request_id…
 function _M.new(code, message, fields)
   local err = { code = code, message = message, retryable = false }
@@ -20,6 +31,22 @@ function _M.new(code, message, fields)
     for k, v in pairs(fields) do err[k] = v end
   end
   return setmetatable(err, mt)
+end
+
+--- items(code, what, errs, results, n) -> the error of a call on a list of
+-- n items of which some failed (append_many, publish): `code`, a message
+-- counting the failures (`what` says what befell them) and naming the
+-- first, each failure `errs[i]` (an error value with index = i) in its list
+-- part, and `results`, the success values of the others (results[i]).
+function _M.items(code, what, errs, results, n)
+  local failed, first = 0, nil
+  for i in pairs(errs) do
+    failed = failed + 1
+    if not first or i < first then first = i end
+  end
+  local err = _M.new(code, failed .. " of " .. n .. " " .. what .. " (first: " .. tostring(errs[first]) .. ")", errs)
+  err.results = results
+  return err
 end
 
 --- True when `v` is an error value made by this module.

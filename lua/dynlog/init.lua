@@ -22,18 +22,14 @@ local _M = {
 -- process made before, or nil, err if the random part overflowed (2^80 ULIDs
 -- in one millisecond).
 function _M.ulid()
-  local id, code, message = core_ulid()
-  if id then return id end
-  return nil, errors.new(code, message)
+  return errors.from_core(core_ulid())
 end
 
 --- ulid_time(s) -> the ULID's time in milliseconds since the epoch, or
 -- nil, err (code "invalid_argument") when s is not a valid ULID.
 function _M.ulid_time(s)
   if type(s) ~= "string" then error("dynlog.ulid_time: expects a string, got " .. type(s), 2) end
-  local time_ms, code, message = core_ulid_decode(s)
-  if time_ms then return time_ms end
-  return nil, errors.new(code, message)
+  return errors.from_core(core_ulid_decode(s))
 end
 
 --- new(opts) -> a client of one event table; see dynlog.client.

@@ -19,9 +19,7 @@ local _M = {
 
 --- decode(text) -> value, or nil, err (code "invalid_json").
 function _M.decode(text)
-  local value, code, message = core_decode(text)
-  if code then return nil, errors.new(code, message) end
-  return value
+  return errors.from_core(core_decode(text))
 end
 
 return _M

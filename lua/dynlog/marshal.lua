@@ -42,24 +42,18 @@ local _M = {
 -- numbers = "string" keeps every N as its decimal text; "exact" gives a Lua
 -- number when one holds the N exactly, else a `number` with its text.
 function _M.unmarshal(av, numbers)
-  local value, code, message = core_unmarshal(av, numbers)
-  if code then return nil, errors.new(code, message) end
-  return value
+  return errors.from_core(core_unmarshal(av, numbers))
 end
 
 --- unmarshal_item(t [, numbers]) -> plain table, or nil, err (invalid_argument).
 function _M.unmarshal_item(item, numbers)
-  local value, code, message = core_unmarshal_item(item, numbers)
-  if code then return nil, errors.new(code, message) end
-  return value
+  return errors.from_core(core_unmarshal_item(item, numbers))
 end
 
 --- valid_number(s) -> true, or nil, err (invalid_argument) when DynamoDB
 -- would refuse s as an N (syntax, more than 38 digits, out of range).
 function _M.valid_number(s)
-  local ok, code, message = core_valid_number(s)
-  if ok then return true end
-  return nil, errors.new(code, message)
+  return errors.from_core(core_valid_number(s))
 end
 
 return _M

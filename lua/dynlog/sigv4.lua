@@ -39,9 +39,7 @@ local function check(req, where)
 end
 
 local function checked(headers, code_or_steps, message)
-  if headers == nil then
-    return nil, errors.new(code_or_steps, message)
-  end
+  if headers == nil then return errors.from_core(nil, code_or_steps, message) end
   return headers, code_or_steps
 end
 

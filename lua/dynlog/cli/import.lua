@@ -265,7 +265,8 @@ local function append_batch_of_lines(job, batch)
   while #todo > 0 do
     local events = {}
     for k, entry in ipairs(todo) do events[k] = entry.event end
-    local results, errs = job.client:append_many(events, { concurrency = job.concurrency })
+    local results, errs, partial = job.client:append_many(events, { concurrency = job.concurrency })
+    results = results or partial
     local again = {}
     for k, entry in ipairs(todo) do
       local err = errs and errs[k]

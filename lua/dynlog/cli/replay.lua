@@ -94,9 +94,9 @@ options:
         local _, perr = c:publish(entries)
         if perr then
           local ok_in_page, unreachable = 0, false
-          for _, r in ipairs(perr.results or {}) do
-            if r.event_id then ok_in_page = ok_in_page + 1 end
-            local code = r.error_code
+          for i = 1, #entries do
+            if perr.results and perr.results[i] then ok_in_page = ok_in_page + 1 end
+            local code = perr[i] and perr[i].code
             if code == "connection" or code == "timeout" or code == "tls" then unreachable = true end
           end
           ctx.err:write("dynlog: replay stopped after publishing ", tostring(published + ok_in_page),

@@ -114,11 +114,12 @@ local function key_type_mismatch(message)
   return str_find(message, "Condition parameter type does not match schema type", 1, true) ~= nil
 end
 
--- A request of the event log: _send, with a refusal for a key of the
--- wrong type told as what it is (a table of the other mode) instead of a
+-- A request of the event log: client:_request to DynamoDB (`params` a
+-- table, or a body encoded already), with a refusal for a key of the wrong
+-- type told as what it is (a table of the other mode) instead of a
 -- ValidationException.
-local function send(client, operation, body, unwrap, numbers)
-  local resp, err = client:_send(operation, body, unwrap, numbers)
+local function send(client, operation, params, unwrap, numbers)
+  local resp, err = client:_request("dynamodb", operation, params, unwrap, numbers)
   if resp ~= nil then return resp end
   local mismatch, table_type, key
   if err.code == "ValidationException" then
@@ -405,8 +406,8 @@ function _M:append(log, id, event_type, payload, opts)
   if not pk then return nil, err end
   if self.sort_key == "ulid" then
     check_no_expected(opts and opts.expected_version)
-    local sk, uerr = core_ulid()
-    if not sk then return nil, errors.new(uerr, "ULID overflow") end
+    local sk, ucode, umessage = core_ulid()
+    if not sk then return errors.from_core(nil, ucode, umessage) end
     local item, ierr = event_item(log, id, pk, sk, event_type, payload, "", true)
     if not item then return nil, ierr end
     local body, berr = put_body(self, item)
@@ -483,9 +484,9 @@ local function many_item(client, events, i)
   end
   check_no_expected(ev.expected_version, at)
   -- The whole request is known: encode it now, once.
-  local sk, uerr = kept, nil
-  if not sk then sk, uerr = core_ulid() end
-  if not sk then return nil, errors.new(uerr, at .. "ULID overflow") end
+  local sk, ucode, umessage = kept, nil, nil
+  if not sk then sk, ucode, umessage = core_ulid() end
+  if not sk then return errors.from_core(nil, ucode, at .. tostring(umessage)) end
   local item, ierr = event_item(ev.log, ev.id, pk, sk, ev.type, ev.payload, at, true)
   if not item then return nil, ierr end
   local body, berr = put_body(client, item, at)
@@ -553,14 +554,15 @@ local function append_lane(view, lane, results, errs)
   end
 end
 
---- append_many(events [, opts]) -> results, errs
+--- append_many(events [, opts]) -> keys, or nil, err, keys.
 -- events = { {log=, id=, type=, payload=, expected_version=, sk=}, ... }: each is
 -- appended as append would, with up to opts.concurrency (default 16)
 -- requests in flight. Events of one stream are written one after the
--- other, in the order of the list; streams go in parallel. results[i] is
--- the key of events[i] when it was written; errs is nil when all were, else
--- errs[i] says why events[i] was not: an invalid event is never sent, and
--- after a failed write the later events of that stream are "aborted".
+-- other, in the order of the list; streams go in parallel. keys[i] is the
+-- key of events[i] when it was written. When some were not, err (code
+-- "append_failed", see errors.items) has err[i], why events[i] was not: an
+-- invalid event is never sent, and after a failed write the later events
+-- of that stream are "aborted".
 -- An event with `sk` is written at that sort key (a ULID, or a version
 -- number in version mode) instead of a new one, still only where no event
 -- is; an identical event already there counts as written, and its key has
@@ -580,7 +582,8 @@ function _M:append_many(events, opts)
       end
     end)
   end
-  return results, next(errs) ~= nil and errs or nil
+  if next(errs) == nil then return results end
+  return nil, errors.items("append_failed", "events were not written", errs, results, #events), results
 end
 
 local function batch_items(log, id, pk, events, first_version)
@@ -600,9 +603,9 @@ local function batch_items(log, id, pk, events, first_version)
     if first_version then
       sk = first_version + i - 1
     else
-      local uerr
-      sk, uerr = core_ulid()
-      if not sk then return nil, errors.new(uerr, at .. "ULID overflow", { index = i }) end
+      local ucode, umessage
+      sk, ucode, umessage = core_ulid()
+      if not sk then return errors.from_core(nil, ucode, at .. tostring(umessage), { index = i }) end
     end
     local item, size_or_err = event_item(log, id, pk, sk, ev.type, ev.payload, at)
     if not item then
@@ -627,11 +630,9 @@ local function transact(client, items)
   end
   -- One token for all the attempts of this transaction: a retry of one
   -- that did commit is answered with success instead of running again.
-  local token, terr = core_ulid()
-  if not token then return nil, errors.new(terr, "ULID overflow (the transaction's token)") end
-  local body, berr = client:_encode({ TransactItems = actions, ClientRequestToken = token })
-  if not body then return nil, berr end
-  local _, err = send(client, "TransactWriteItems", body)
+  local token, tcode, tmessage = core_ulid()
+  if not token then return errors.from_core(nil, tcode, "the transaction's token: " .. tostring(tmessage)) end
+  local _, err = send(client, "TransactWriteItems", { TransactItems = actions, ClientRequestToken = token })
   if not err then
     local keys = {}
     for i, item in ipairs(items) do keys[i] = { pk = item.pk, sk = item.sk } end
@@ -658,11 +659,7 @@ local function transact(client, items)
   return nil, err
 end
 
---- append_batch(log, id, events [, opts]) -> list of keys, or nil, err.
--- events = { {type=, payload=}, ... }: all are written or none, in one
--- transaction (at most 100 events and 4 MB).
-function _M:append_batch(log, id, events, opts)
-  options.check(opts, APPEND, "append_batch")
+local function append_batch(self, log, id, events, opts)
   local pk, err = stream_key(log, id)
   if not pk then return nil, err end
   if self.sort_key == "ulid" then
@@ -686,16 +683,26 @@ function _M:append_batch(log, id, events, opts)
   return with_conflict_retries(self, { pk = pk, at = at })
 end
 
+--- append_batch(log, id, events [, opts]) -> list of keys, or nil, err,
+-- results (empty: nothing was written).
+-- events = { {type=, payload=}, ... }: all are written or none, in one
+-- transaction (at most 100 events and 4 MB).
+function _M:append_batch(log, id, events, opts)
+  options.check(opts, APPEND, "append_batch")
+  local keys, err = append_batch(self, log, id, events, opts)
+  if keys then return keys end
+  err.results = {}
+  return nil, err, err.results
+end
+
 ---------------------------------------------------------------------------
 -- Reading
 ---------------------------------------------------------------------------
 
 function _M:_get_item(pk, sk, consistent, numbers)
-  local body, berr = self:_encode({ TableName = self.table, Key = attribute_map({ pk = pk, sk = sk }),
-                                    ConsistentRead = consistent == true })
-  if not body then return nil, berr end
   numbers = numbers or self.numbers
-  local resp, err = send(self, "GetItem", body, true, numbers)
+  local resp, err = send(self, "GetItem", { TableName = self.table, Key = attribute_map({ pk = pk, sk = sk }),
+                                            ConsistentRead = consistent == true }, true, numbers)
   if not resp then return nil, err end
   if resp.Item then
     local ok, kerr = check_sort_keys(self, { resp.Item }, numbers)
@@ -724,13 +731,11 @@ function _M:_check_sort_key(what, sk)
 end
 
 local function latest(client, pk, consistent, numbers)
-  local body, berr = client:_encode({
+  local resp, err = send(client, "Query", {
     TableName = client.table, KeyConditionExpression = "pk = :pk",
     ExpressionAttributeValues = attribute_map({ [":pk"] = pk }),
     ScanIndexForward = false, Limit = 1, ConsistentRead = consistent,
-  })
-  if not body then return nil, berr end
-  local resp, err = send(client, "Query", body, true, numbers)
+  }, true, numbers)
   if not resp then return nil, err end
   local ok, kerr = check_sort_keys(client, resp.Items, numbers)
   if not ok then return nil, kerr end
@@ -833,9 +838,7 @@ local function fetch_page(q, wanted)
   local limit = q.page_size
   if wanted then limit = math_min(limit or math_huge, wanted + 2) end
   if limit == math_huge then limit = nil end
-  local body, berr = client:_encode(query_params(client, q.pk, q, q.start, limit))
-  if not body then return nil, berr end
-  local resp, err = send(client, "Query", body, true, q.numbers)
+  local resp, err = send(client, "Query", query_params(client, q.pk, q, q.start, limit), true, q.numbers)
   if not resp then return nil, err end
   local ok, kerr = check_sort_keys(client, resp.Items, q.numbers)
   if not ok then return nil, kerr end

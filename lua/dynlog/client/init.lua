@@ -304,8 +304,8 @@ local function attempt(self, svc, target, body, unwrap, numbers)
   -- Never send a request unsigned: AWS would only say that it has no
   -- signature (MissingAuthenticationTokenException), hiding the cause.
   if not headers then
-    return nil, errors.new(tostring(scode or "SigningFailed"), "the request could not be signed, so it was not sent: "
-      .. tostring(smessage or scode), { sent = false })
+    return errors.from_core(nil, scode or "signing_failed", "the request could not be signed, so it was not"
+      .. " sent: " .. tostring(smessage or scode), { sent = false })
   end
   local res, terr = self:_transport():request({ method = "POST", url = svc.url, headers = headers,
                                               body = body, timeout = self.timeout })
@@ -363,12 +363,11 @@ local function ambiguous(err)
     or err.code == "crc32_mismatch" or err.resent == true
 end
 
---- Sends one operation of a service ("dynamodb", "streams", "events") with
--- retries. `body` is the JSON text. Returns the decoded response, or nil,
--- err where err.attempts counts the attempts made and err.ambiguous tells
--- that an earlier attempt may have been applied although this one failed.
-function _M:_send_to(service, operation, body, unwrap, numbers)
-  local svc = self.services[service]
+-- Sends one request body to a service with retries. Returns the decoded
+-- response, or nil, err where err.attempts counts the attempts made and
+-- err.ambiguous tells that an earlier attempt may have been applied
+-- although this one failed.
+local function send(self, svc, operation, body, unwrap, numbers)
   local target = svc.target .. operation
   local was_ambiguous, recovered = false, {}
   local n = 0
@@ -396,9 +395,21 @@ function _M:_send_to(service, operation, body, unwrap, numbers)
   end
 end
 
---- Sends one DynamoDB operation; see _send_to.
-function _M:_send(operation, body, unwrap, numbers)
-  return self:_send_to("dynamodb", operation, body, unwrap, numbers)
+--- _request(service, operation, params [, unwrap [, numbers]]) -> the
+-- decoded response, or nil, err. The one way every request of dynlog
+-- goes: encodes `params` (a table; a string is a JSON body encoded
+-- already, as an append encodes its item to learn its size), signs, sends
+-- with retries and decodes. `service` is "dynamodb", "streams" or
+-- "events"; `unwrap` and `numbers` are those of dynlog.core.json_decode
+-- (true: AttributeValues become plain values, read as `numbers` says).
+function _M:_request(service, operation, params, unwrap, numbers)
+  local body = params
+  if type(params) ~= "string" then
+    local err
+    body, err = self:_encode(params)
+    if not body then return nil, err end
+  end
+  return send(self, self.services[service], operation, body, unwrap, numbers)
 end
 
 --- call(operation, params) -> the decoded response, or nil, err.
@@ -409,9 +420,7 @@ function _M:call(operation, params)
     error("call: operation must be a DynamoDB operation name such as \"GetItem\"", 2)
   end
   if type(params) ~= "table" then error("call: params must be a table", 2) end
-  local ok, body = pcall(core_json_encode, params)
-  if not ok then return nil, errors.new("invalid_argument", tostring(body)) end
-  return self:_send(operation, body, false)
+  return self:_request("dynamodb", operation, params, false)
 end
 
 --- Encodes a request body; a value that cannot be stored becomes an

@@ -8,14 +8,15 @@
 -- 10 entries and `max_request_bytes` (256 KB by default: the limit every
 -- EventBridge emulator enforces; AWS itself allows 1 MB since 2026-01-29),
 -- and the entries EventBridge reports as failed for a passing reason are
--- sent again with backoff. Results come back one per entry, in input order.
+-- sent again with backoff. Results come back one per entry, in input order;
+-- the shape is that of every call on a list of items (see errors.items).
 local core = require "dynlog.core"
 local errors = require "dynlog.errors"
 local options = require "dynlog.base.options"
 local retry = require "dynlog.aws.retry"
 local timeutil = require "dynlog.base.timeutil"
 
-local error, ipairs, pcall, tostring, type = error, ipairs, pcall, tostring, type
+local error, ipairs, next, pcall, tostring, type = error, ipairs, next, pcall, tostring, type
 local str_find = string.find
 local array, json_encode, json_is_object = core.array, core.json_encode, core.json_is_object
 
@@ -30,7 +31,14 @@ local PUBLISH = options.known{ "bus", "max_request_bytes", "ordered" }
 local ENTRY = options.known{ "source", "detail_type", "detail", "bus", "resources", "time", "trace_header" }
 
 local function bad_entry(i, message)
-  return nil, errors.new("invalid_argument", "entries[" .. i .. "]: " .. message)
+  return nil, errors.new("invalid_argument", "entries[" .. i .. "]: " .. message, { index = i })
+end
+
+-- The failure of entries[i]: `fields` adds status, retryable...
+local function entry_error(i, code, message, fields)
+  local err = errors.new(code, "entries[" .. i .. "]: " .. tostring(message), fields)
+  err.index = i
+  return err
 end
 
 local function nonempty_string(v)
@@ -110,14 +118,12 @@ local function calls_of(pending, prepared, max_bytes)
   return calls
 end
 
--- One PutEvents call. Fills results for its entries; returns the indexes
--- worth sending again.
-local function put_events(client, call, prepared, results)
+-- One PutEvents call. Fills results (or errs) for its entries; returns the
+-- indexes worth sending again.
+local function put_events(client, call, prepared, results, errs)
   local wire = array()
   for j, idx in ipairs(call) do wire[j] = prepared[idx].wire end
-  local body, berr = client:_encode({ Entries = wire })
-  local resp, err
-  if body then resp, err = client:_send_to("events", "PutEvents", body, false) else err = berr end
+  local resp, err = client:_request("events", "PutEvents", { Entries = wire }, false)
   local again = {}
   local answers = resp and resp.Entries
   if resp and (type(answers) ~= "table" or #answers ~= #call) then
@@ -125,18 +131,24 @@ local function put_events(client, call, prepared, results)
       .. " results for " .. #call .. " entries")
   end
   if err then
-    -- _send has already retried the whole call; what is left is final.
-    for _, idx in ipairs(call) do results[idx] = { error_code = err.code, error_message = err.message } end
+    -- _request has already retried the whole call; what is left is final.
+    for _, idx in ipairs(call) do
+      errs[idx] = entry_error(idx, err.code, err.message, { status = err.status, request_id = err.request_id,
+        retryable = err.retryable, attempts = err.attempts, ambiguous = err.ambiguous })
+    end
     return again
   end
   for j, idx in ipairs(call) do
     local a = answers[j]
     if a.EventId then
-      results[idx] = { event_id = a.EventId }
-    else
+      results[idx], errs[idx] = { event_id = a.EventId }, nil
+    elseif a.ErrorCode then
       -- Server text: a token or signature it names is never passed on.
-      results[idx] = { error_code = a.ErrorCode or "unknown", error_message = errors.redact(a.ErrorMessage) }
+      errs[idx] = entry_error(idx, a.ErrorCode, errors.redact(a.ErrorMessage),
+        { retryable = RETRYABLE_ENTRY[a.ErrorCode] or false })
       if RETRYABLE_ENTRY[a.ErrorCode] then again[#again + 1] = idx end
+    else
+      errs[idx] = entry_error(idx, "bad_response", "PutEvents answered neither an EventId nor an ErrorCode")
     end
   end
   return again
@@ -144,11 +156,11 @@ end
 
 -- Sends the pending entries, then again those that failed for a reason
 -- worth retrying (throttling, an internal failure), with backoff.
-local function send(client, pending, prepared, results, max_bytes)
+local function send(client, pending, prepared, results, errs, max_bytes)
   for attempt = 1, client.max_attempts do
     local again = {}
     for _, call in ipairs(calls_of(pending, prepared, max_bytes)) do
-      for _, idx in ipairs(put_events(client, call, prepared, results)) do again[#again + 1] = idx end
+      for _, idx in ipairs(put_events(client, call, prepared, results, errs)) do again[#again + 1] = idx end
     end
     if #again == 0 or attempt == client.max_attempts then return end
     pending = again
@@ -159,15 +171,16 @@ end
 -- Call after call, each finished (retries included) before the next
 -- starts; the first call that leaves an entry unpublished stops the rest,
 -- so nothing is published ahead of an entry that came before it.
-local function send_in_order(client, pending, prepared, results, max_bytes)
+local function send_in_order(client, pending, prepared, results, errs, max_bytes)
   local calls = calls_of(pending, prepared, max_bytes)
   for c, call in ipairs(calls) do
-    send(client, call, prepared, results, max_bytes)
+    send(client, call, prepared, results, errs, max_bytes)
     for _, idx in ipairs(call) do
-      if results[idx].error_code then
+      if errs[idx] then
         for later = c + 1, #calls do
           for _, skipped in ipairs(calls[later]) do
-            results[skipped] = { error_code = "not_sent", error_message = "an earlier entry was not published" }
+            errs[skipped] = entry_error(skipped, "aborted", "not sent, because entries[" .. idx
+              .. "] was not published", { cause = errs[idx] })
           end
         end
         return
@@ -176,17 +189,10 @@ local function send_in_order(client, pending, prepared, results, max_bytes)
   end
 end
 
-local function failure(results)
-  local failed, first = 0, nil
-  for _, r in ipairs(results) do
-    if r.error_code then
-      failed = failed + 1
-      first = first or r
-    end
-  end
-  if failed == 0 then return nil end
-  return errors.new("publish_failed", failed .. " of " .. #results .. " entries were not published (first: "
-    .. tostring(first.error_code) .. ": " .. tostring(first.error_message) .. ")", { results = results })
+-- A failure of the whole call: nothing was published.
+local function refused(err)
+  err.results = {}
+  return nil, err, err.results
 end
 
 --- publish(entries [, opts]) -> results, or nil, err, results.
@@ -194,8 +200,10 @@ end
 -- bus=, resources=, time=<epoch seconds or RFC 3339>, trace_header=}.
 -- opts: bus (default for entries without one), max_request_bytes, ordered
 -- (true: each call waits for the one before it, and the first call left
--- with a failed entry stops the rest, whose results say "not_sent").
--- results[i] is {event_id=} or {error_code=, error_message=}.
+-- with a failed entry stops the rest, whose entries are "aborted").
+-- results[i] is {event_id=} for each entry published; when some were not,
+-- err (code "publish_failed", see errors.items) has err[i], why entries[i]
+-- was not.
 function _M:publish(entries, opts)
   options.check(opts, PUBLISH, "publish")
   opts = opts or {}
@@ -204,22 +212,21 @@ function _M:publish(entries, opts)
   local prepared, pending = {}, {}
   for i, entry in ipairs(entries) do
     local p, err = prepare(entry, i, opts)
-    if not p then return nil, err end
+    if not p then return refused(err) end
     if p.size > max_bytes then
-      return nil, errors.new("too_large", "entries[" .. i .. "] is " .. p.size .. " bytes; a PutEvents call holds "
-        .. max_bytes)
+      return refused(errors.new("too_large", "entries[" .. i .. "] is " .. p.size .. " bytes; a PutEvents call"
+        .. " holds " .. max_bytes, { index = i }))
     end
     prepared[i], pending[i] = p, i
   end
-  local results = {}
+  local results, errs = {}, {}
   if opts.ordered then
-    send_in_order(self, pending, prepared, results, max_bytes)
+    send_in_order(self, pending, prepared, results, errs, max_bytes)
   else
-    send(self, pending, prepared, results, max_bytes)
+    send(self, pending, prepared, results, errs, max_bytes)
   end
-  local err = failure(results)
-  if err then return nil, err, results end
-  return results
+  if next(errs) == nil then return results end
+  return nil, errors.items("publish_failed", "entries were not published", errs, results, #entries), results
 end
 
 return _M

@@ -14,18 +14,13 @@ local ITERATOR_TYPES = {
   TRIM_HORIZON = false, LATEST = false, AT_SEQUENCE_NUMBER = true, AFTER_SEQUENCE_NUMBER = true,
 }
 
-local function send(client, operation, params)
-  local body, err = client:_encode(params)
-  if not body then return nil, err end
-  return client:_send_to("streams", operation, body, false)
-end
-
 --- list_streams() -> the streams of the client's table
 -- ({StreamArn=, TableName=, StreamLabel=}, newest first), or nil, err.
 function _M:list_streams()
   local streams, start = {}, nil
   repeat
-    local resp, err = send(self, "ListStreams", { TableName = self.table, ExclusiveStartStreamArn = start })
+    local resp, err = self:_request("streams", "ListStreams",
+      { TableName = self.table, ExclusiveStartStreamArn = start })
     if not resp then return nil, err end
     for _, s in ipairs(resp.Streams or {}) do streams[#streams + 1] = s end
     start = resp.LastEvaluatedStreamArn
@@ -50,9 +45,13 @@ function _M:describe_stream(arn)
   local desc
   local shards, start = {}, nil
   repeat
-    local resp, err = send(self, "DescribeStream", { StreamArn = arn, Limit = 100, ExclusiveStartShardId = start })
+    local resp, err = self:_request("streams", "DescribeStream",
+      { StreamArn = arn, Limit = 100, ExclusiveStartShardId = start })
     if not resp then return nil, err end
     desc = resp.StreamDescription
+    if type(desc) ~= "table" then
+      return nil, errors.new("bad_response", "DescribeStream answered without a StreamDescription")
+    end
     for _, shard in ipairs(desc.Shards or {}) do shards[#shards + 1] = shard end
     start = desc.LastEvaluatedShardId
   until not start
@@ -73,7 +72,7 @@ function _M:get_shard_iterator(arn, shard_id, iterator_type, sequence_number)
   if needs_sequence and type(sequence_number) ~= "string" then
     error("get_shard_iterator: " .. iterator_type .. " needs a sequence number (a string)", 2)
   end
-  local resp, err = send(self, "GetShardIterator", {
+  local resp, err = self:_request("streams", "GetShardIterator", {
     StreamArn = arn, ShardId = shard_id, ShardIteratorType = iterator_type,
     SequenceNumber = needs_sequence and sequence_number or nil,
   })
@@ -85,7 +84,7 @@ end
 -- next_iterator is nil once a closed shard has been read to its end.
 function _M:get_records(iterator, limit)
   if type(iterator) ~= "string" then error("get_records: iterator must be a string", 2) end
-  local resp, err = send(self, "GetRecords", { ShardIterator = iterator, Limit = limit })
+  local resp, err = self:_request("streams", "GetRecords", { ShardIterator = iterator, Limit = limit })
   if not resp then return nil, err end
   return { records = resp.Records or {}, next_iterator = resp.NextShardIterator }
 end

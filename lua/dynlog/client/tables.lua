@@ -132,7 +132,8 @@ end
 -- nil, err: a table {pk HASH S, sk RANGE S}, on demand, without a stream,
 -- for read models and checkpoints. Idempotent: an existing table is only
 -- described. (Called as a function with the client; the table is not the
--- client's own.)
+-- client's own. Its callers are public functions that call it other than
+-- as a tail call: a name that is not a string is blamed on their caller.)
 function _M.create_string_keyed_table(c, name)
   if type(name) ~= "string" then error("create_table: name must be a string", 3) end
   -- Look first: IAM refuses CreateTable to a role without it even when the

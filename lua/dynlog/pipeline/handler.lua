@@ -37,6 +37,10 @@ local MAX_ROUNDS = 5
 
 local NUMBERS = "exact"
 
+-- What a round returns when another projection wrote first: never given
+-- to a caller.
+local MOVED_ON = {}
+
 local SPEC = options.known{ "table", "handlers", "key" }
 
 local function check_spec(spec)
@@ -64,10 +68,8 @@ local function detail_of(event)
 end
 
 local function read_state(c, table_name, pk, sk)
-  local body, berr = c:_encode({ TableName = table_name, Key = attribute_map({ pk = pk, sk = sk }),
-                                 ConsistentRead = true })
-  if not body then return nil, berr end
-  local resp, err = c:_send("GetItem", body, true, NUMBERS)
+  local resp, err = c:_request("dynamodb", "GetItem", { TableName = table_name,
+    Key = attribute_map({ pk = pk, sk = sk }), ConsistentRead = true }, true, NUMBERS)
   if not resp then return nil, err end
   return resp.Item or false
 end
@@ -81,9 +83,7 @@ local function write_state(c, table_name, state, previous_version)
     params.ExpressionAttributeNames = { ["#version"] = "version" }
     params.ExpressionAttributeValues = attribute_map({ [":previous"] = previous_version })
   end
-  local body, berr = c:_encode(params)
-  if not body then return nil, berr end
-  local _, err = c:_send("PutItem", body)
+  local _, err = c:_request("dynamodb", "PutItem", params)
   if err then return nil, err end
   return true
 end
@@ -106,7 +106,7 @@ local function seen(c, version, delivered_sk)
 end
 
 -- One round: read the state, apply what follows it, write the new state
--- once. Returns the result, or nil, err; err.code "retry_round" when another
+-- once. Returns the result, or nil, err; err is MOVED_ON when another
 -- writer moved the version.
 local function round(c, spec, log, id, pk, sk, delivered_sk, result)
   local item, err = read_state(c, spec.table, pk, sk)
@@ -127,7 +127,7 @@ local function round(c, spec, log, id, pk, sk, delivered_sk, result)
     local ok, werr = write_state(c, spec.table, state, version)
     if ok then return true end
     if werr.code == "ConditionalCheckFailedException" then
-      return nil, errors.new("retry_round", "the read model moved on")
+      return nil, MOVED_ON
     end
     return nil, werr
   end
@@ -187,7 +187,7 @@ function _M.project(c, event, spec)
     local result
     result, err = round(c, spec, log, id, pk, sk, detail.key.sk, { applied = 0, skipped = array() })
     if result then return result end
-    if err.code ~= "retry_round" then return nil, err end
+    if err ~= MOVED_ON then return nil, err end
   end
   return nil, errors.new("conflict", "read model " .. pk .. " kept moving under concurrent projections")
 end
@@ -195,7 +195,9 @@ end
 --- create_table(c, name) -> the table description, or nil, err: a read-model
 -- table {pk HASH S, sk RANGE S}, on demand, without a stream. Idempotent.
 function _M.create_table(c, name)
-  return tables.create_string_keyed_table(c, name)
+  -- Not a tail call: a bad name is blamed on the caller of this function.
+  local desc, err = tables.create_string_keyed_table(c, name)
+  return desc, err
 end
 
 return _M

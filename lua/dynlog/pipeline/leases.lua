@@ -38,17 +38,13 @@ _M.SHARD_END = "SHARD_END"
 
 --- create_table(c, name) -> description, or nil, err. Idempotent.
 function _M.create_table(c, name)
-  return tables.create_string_keyed_table(c, name)
-end
-
-local function send(c, operation, params)
-  local body, err = c:_encode(params)
-  if not body then return nil, err end
-  return c:_send(operation, body, true)
+  -- Not a tail call: a bad name is blamed on the caller of this function.
+  local desc, err = tables.create_string_keyed_table(c, name)
+  return desc, err
 end
 
 local function conditional(c, operation, params)
-  local resp, err = send(c, operation, params)
+  local resp, err = c:_request("dynamodb", operation, params, true)
   if resp then return resp end
   if err.code == "ConditionalCheckFailedException" then return false end
   return nil, err
@@ -58,11 +54,11 @@ end
 function _M.read_all(c, table_name, group)
   local leases, start = {}, nil
   repeat
-    local resp, err = send(c, "Query", {
+    local resp, err = c:_request("dynamodb", "Query", {
       TableName = table_name, KeyConditionExpression = "pk = :g",
       ExpressionAttributeValues = attribute_map({ [":g"] = group }),
       ConsistentRead = true, ExclusiveStartKey = start and attribute_map(start) or nil,
-    })
+    }, true)
     if not resp then return nil, err end
     for _, item in ipairs(resp.Items) do leases[item.sk] = item end
     start = resp.LastEvaluatedKey

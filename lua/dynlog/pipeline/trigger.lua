@@ -157,8 +157,7 @@ function _M.handle(c, batch, opts)
     elseif not results then
       local per_entry = err and err.results or {}
       for j, position in ipairs(g.positions) do
-        local r = per_entry[j]
-        if not r or r.error_code then
+        if not per_entry[j] then
           if not first_failed or position < first_failed then first_failed = position end
           break
         end
