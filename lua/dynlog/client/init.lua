@@ -17,11 +17,11 @@ local options = require "dynlog.base.options"
 local retry = require "dynlog.aws.retry"
 local timeutil = require "dynlog.base.timeutil"
 
-local error, pairs, pcall, require, setmetatable, tonumber, tostring, type =
-  error, pairs, pcall, require, setmetatable, tonumber, tostring, type
+local error, pairs, require, setmetatable, tonumber, tostring, type =
+  error, pairs, require, setmetatable, tonumber, tostring, type
 local math_floor = math.floor
 local str_find, str_format, str_match, str_sub = string.find, string.format, string.match, string.sub
-local core_crc32, core_json_decode, core_json_encode = core.crc32, core.json_decode, core.json_encode
+local core_crc32, core_json_decode, core_json_encode_safe = core.crc32, core.json_decode, core.json_encode_safe
 
 local _M = {}
 local mt = { __index = _M }
@@ -426,7 +426,7 @@ end
 --- Encodes a request body; a value that cannot be stored becomes an
 -- invalid_argument error instead of a raised one.
 function _M:_encode(params)
-  return errors.from_core(core.json_encode_safe(params))
+  return errors.from_core(core_json_encode_safe(params))
 end
 
 -- Methods of the event log, tables, DynamoDB Streams and publishing.
