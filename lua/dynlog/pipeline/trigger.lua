@@ -78,12 +78,12 @@ end
 -- or false, message when its image cannot be read. An INSERT without its
 -- new image means a stream of the wrong view type: say so (once per batch)
 -- rather than publish nothing in silence.
-local function event_item(record, log)
+local function event_item(record, say)
   if not PUBLISHED[record.eventName] then return nil end
   local image = record.dynamodb and record.dynamodb.NewImage
   if type(image) ~= "table" then
-    if log then
-      log("warn", "trigger: stream records carry no NewImage (the table's stream view type is "
+    if say then
+      say("warn", "trigger: stream records carry no NewImage (the table's stream view type is "
         .. tostring(record.dynamodb and record.dynamodb.StreamViewType)
         .. "; it must be NEW_IMAGE or NEW_AND_OLD_IMAGES)")
     end
@@ -103,9 +103,9 @@ end
 -- the position of its record in the batch. Also the position of the first
 -- record whose image could not be read: it is not published, and it and
 -- every record after it are reported as failures.
-local function group(records, opts, logf)
+local function group(records, opts, say)
   local groups, by_log = {}, {}
-  local warn = logf
+  local warn = say
   local unreadable
   for position, record in ipairs(records) do
     local item, message = event_item(record, warn)
@@ -114,7 +114,7 @@ local function group(records, opts, logf)
       warn = nil -- once per batch
     end
     if item == false then
-      logf("error", "trigger: record " .. tostring(sequence_number(record))
+      say("error", "trigger: record " .. tostring(sequence_number(record))
         .. " has a NewImage that cannot be read: " .. tostring(message))
       unreadable = unreadable or position
     end
@@ -146,14 +146,14 @@ end
 function _M.handle(c, batch, opts)
   options.check(opts, HANDLE, "trigger.handle")
   opts = opts or {}
-  local log = opts.log or logger.log
+  local say = opts.log or logger.log -- the logger's function: "log" is an event log's name here
   local records = type(batch) == "table" and batch.Records or {}
-  local groups, first_failed = group(records, opts, log)
+  local groups, first_failed = group(records, opts, say)
   for _, g in ipairs(groups) do
     local ok, results, err = pcall(c.publish, c, g.entries, { ordered = true })
     if not ok then
       if not first_failed or g.positions[1] < first_failed then first_failed = g.positions[1] end
-      log("error", "trigger: publish raised: " .. tostring(results))
+      say("error", "trigger: publish raised: " .. tostring(results))
     elseif not results then
       local per_entry = err and err.results or {}
       for j, position in ipairs(g.positions) do
@@ -162,7 +162,7 @@ function _M.handle(c, batch, opts)
           break
         end
       end
-      log("error", "trigger: " .. tostring(err))
+      say("error", "trigger: " .. tostring(err))
     end
   end
   -- An array even when empty: Lambda reads {"batchItemFailures": {}} as a
