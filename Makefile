@@ -3,6 +3,7 @@
 #   make            build dynlog.core for Lua 5.4 into build54/
 #   make luajit     build dynlog.core for LuaJIT (nginx) into buildjit/
 #   make test       install what is missing, start DynamoDB Local, run every spec
+#   make test-unit  the specs that need no service (spec/unit), in seconds
 #   make memcheck   the specs that touch C, under valgrind
 #   make check      every spec with ASan + UBSan, then make memcheck: zero reports
 #   make chaos      appends, queries, the consumer and nginx under injected faults and SIGKILLs
@@ -34,7 +35,7 @@ DEP_LIBS   = $(shell pkg-config --libs libcurl libcrypto yajl) -lz -pthread
 
 WARN      := -std=c99 -Wall -Wextra -Werror=implicit-function-declaration -D_POSIX_C_SOURCE=200809L
 # core.so exports luaopen_dynlog_core alone (DL_EXPORT in src/dynlog.h);
-# every other symbol stays inside it (spec/symbols_spec.lua).
+# every other symbol stays inside it (spec/unit/symbols_spec.lua).
 VISIBILITY := -fvisibility=hidden
 ALL_CFLAGS = $(CFLAGS) $(WARN) $(VISIBILITY) -fPIC $(LUA_CFLAGS) $(DEP_CFLAGS) -Isrc
 
@@ -49,7 +50,7 @@ LUA_MODULES = $(shell cd lua && find dynlog -name '*.lua' | LC_ALL=C sort)
 INST_LIBDIR ?= /usr/local/lib/lua/5.4
 INST_LUADIR ?= /usr/local/share/lua/5.4
 
-.PHONY: all luajit test memcheck check chaos fuzz bench bench-quick bench-compare bench-memory demo demo-clean dist install clean FORCE
+.PHONY: all luajit test test-unit memcheck check chaos fuzz bench bench-quick bench-compare bench-memory demo demo-clean dist install clean FORCE
 
 all: $(MODULE)
 
@@ -75,6 +76,9 @@ luajit:
 
 test:
 	scripts/test.sh
+
+test-unit:
+	NO_DYNAMODB=1 scripts/test.sh spec/unit
 
 memcheck:
 	scripts/memcheck.sh

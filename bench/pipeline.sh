@@ -7,7 +7,7 @@
 #
 # Builds, starts a private in-memory DynamoDB Local and nginx with
 # examples/nginx.conf on a free 127.0.0.1 port (in a temporary prefix, as
-# spec/ngx_spec.lua does), runs bench/pipeline.lua, and stops both on exit,
+# spec/nginx/ngx_spec.lua does), runs bench/pipeline.lua, and stops both on exit,
 # failure or Ctrl-C. About 2-3 minutes. Settings (see bench/pipeline.lua):
 #   RATES="20 100 300"  DURATION=15  WARMUP=3  POLL_MS=20  DRAIN=30
 #   KEEP_LOG=1          keep nginx's error log (info level) as bench/pipeline-error.log

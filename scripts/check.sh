@@ -51,7 +51,7 @@ cat >"$shim/lua5.4" <<EOF
 exec $ldso --preload $libasan $lua "\$@"
 EOF
 # luarocks takes the first lua5.4 on PATH as the Lua it builds for, and looks
-# for lua.h beside it: it must see the system one (spec/install_spec.lua).
+# for lua.h beside it: it must see the system one (spec/system/install_spec.lua).
 cat >"$shim/luarocks" <<EOF
 #!/bin/sh
 # Written by scripts/check.sh: luarocks without $shim on PATH.

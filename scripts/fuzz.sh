@@ -11,7 +11,7 @@
 # libFuzzer dictionary spec/fuzz/dict/NAME.dict when there is one, and
 # every file of spec/fuzz/regressions/NAME/ is replayed before fuzzing.
 # Crashes are written to build-fuzz/artifacts/NAME/. To keep one, copy it to
-# spec/fuzz/regressions/NAME/ (spec/fuzz_regressions_spec.lua replays those
+# spec/fuzz/regressions/NAME/ (spec/unit/fuzz_regressions_spec.lua replays those
 # through the Lua API too). Exits non-zero when a build fails or any target
 # crashed.
 set -euo pipefail

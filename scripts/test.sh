@@ -5,6 +5,12 @@
 #
 #   scripts/test.sh [busted arguments...]
 #   LUAS=lua5.4 scripts/test.sh ...                          one Lua only
+#   NO_DYNAMODB=1 scripts/test.sh spec/unit                  without DynamoDB Local
+#
+# The specs are grouped by what they need: spec/unit (nothing but the
+# module), spec/loopback (loopback servers standing in for AWS services),
+# spec/ddb (DynamoDB Local), spec/nginx (nginx with lua-nginx-module) and
+# spec/system (the command, the install, the demo, the docs and examples).
 #   BUILD=… DYNLOG_SPEC_CPATH=… RUNNER=… scripts/test.sh      (see scripts/memcheck.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,8 +25,11 @@ cleanup() { scripts/dynamodb-local stop "$state"; rm -rf "$state"; }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-port=$(scripts/dynamodb-local start "$state")
-export DYNLOG_TEST_ENDPOINT="http://127.0.0.1:$port"
+# NO_DYNAMODB=1 (make test-unit): the specs that need no DynamoDB Local.
+if [[ -z ${NO_DYNAMODB:-} ]]; then
+    port=$(scripts/dynamodb-local start "$state")
+    export DYNLOG_TEST_ENDPOINT="http://127.0.0.1:$port"
+fi
 # Specs must never reach a real AWS service or the EC2 metadata address.
 export AWS_EC2_METADATA_DISABLED=true
 export AWS_ACCESS_KEY_ID=dynlogtest AWS_SECRET_ACCESS_KEY=dynlogtestsecret AWS_REGION=us-east-1

@@ -12,7 +12,7 @@ local error, getmetatable, ipairs, tostring, type = error, getmetatable, ipairs,
 local _M = { checked = 0, leaks = {} }
 
 -- The secret keys and tokens the specs hand to dynlog (see spec/support/ddb.lua,
--- spec/credentials_spec.lua and the nginx specs).
+-- spec/loopback/credentials_spec.lua and the nginx specs).
 _M.SECRETS = {
   "spec-secret-key",
   "ngx-secret-key",
@@ -32,7 +32,7 @@ end
 
 local function record(where, text)
   local line = where .. ": " .. text:sub(1, 300):gsub("%c", " ")
-  if _M.rehearsal then return end -- spec/leakwatch_spec.lua trying the watch itself
+  if _M.rehearsal then return end -- spec/unit/leakwatch_spec.lua trying the watch itself
   _M.leaks[#_M.leaks + 1] = line
   local path = os.getenv("DYNLOG_LEAK_FILE")
   local f = path and io.open(path, "a")

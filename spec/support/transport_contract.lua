@@ -1,7 +1,7 @@
 --- The contract of dynlog's two HTTP transports (docs/api.md,
 -- `transport:request(req)`), as one table of cases that runs against both:
 -- dynlog.transport.curl in the busted process, dynlog.transport.cosocket
--- inside nginx (spec/transport_contract_spec.lua runs each case on both
+-- inside nginx (spec/nginx/transport_contract_spec.lua runs each case on both
 -- sides and compares the outcome with `expect`).
 --
 -- A case:
