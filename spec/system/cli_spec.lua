@@ -73,7 +73,9 @@ local function spawn(args, e)
   os.remove(rc_file)
   local prefix = {}
   for k, v in pairs(e) do prefix[#prefix + 1] = k .. "=" .. run.quote(v) end
-  local inner = ("env %s lua5.4 bin/dynlog %s >%s 2>%s & echo $! >%s; wait $!; echo $? >%s")
+  -- As from a terminal: busted ignores SIGPIPE (LuaSocket does), which a
+  -- child would inherit.
+  local inner = ("env --default-signal=HUP,PIPE %s lua5.4 bin/dynlog %s >%s 2>%s & echo $! >%s; wait $!; echo $? >%s")
     :format(table.concat(prefix, " "), args, out_file, err_file, pid_file, rc_file)
   local pipe = assert(io.popen("sh -c " .. run.quote(inner) .. " </dev/null >/dev/null 2>&1 & echo $!"))
   pipe:read("*l")
