@@ -17,7 +17,7 @@
 local core = require "dynlog.core"
 local http = require "dynlog.transport.curl"
 
-local error, rawget, setmetatable, tostring, type = error, rawget, setmetatable, tostring, type
+local error, setmetatable, tostring, type = error, setmetatable, tostring, type
 local co_create, co_resume, co_status, co_yield = coroutine.create, coroutine.resume, coroutine.status,
   coroutine.yield
 local debug_traceback = debug.traceback
@@ -30,10 +30,7 @@ local _M = {}
 -- What a run yields to the scheduler.
 local WAIT_REQUEST, WAIT_TIMER = {}, {}
 
-local function in_nginx()
-  local ngx = rawget(_G, "ngx")
-  return type(ngx) == "table" and type(ngx.socket) == "table" and ngx.socket.tcp ~= nil and ngx
-end
+local in_nginx = require("dynlog.base.nginx").in_nginx
 
 ---------------------------------------------------------------------------
 -- Inside nginx: light threads
