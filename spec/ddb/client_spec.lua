@@ -802,7 +802,7 @@ describe("arguments of the wrong type", function()
     for n, case in ipairs(cases) do
       local info = debug.getinfo(case, "S")
       local msg = raised(case)
-      local line = tonumber(msg:match("^spec/client_spec%.lua:(%d+): "))
+      local line = tonumber(msg:match("^spec/ddb/client_spec%.lua:(%d+): "))
       assert.is_number(line, "case " .. n .. ": " .. msg)
       assert.are.equal(info.linedefined, line, "case " .. n .. ": " .. msg)
     end

@@ -306,7 +306,7 @@ describe("dynlog.handler in version mode", function()
       return result
     end)
     assert.is_false(ok)
-    assert.matches('^spec/handler_spec%.lua:%d+: project: spec: unknown option "keys" %(did you mean "key"%?%)',
+    assert.matches('^spec/ddb/handler_spec%.lua:%d+: project: spec: unknown option "keys" %(did you mean "key"%?%)',
       message)
     local line = tonumber(message:match(":(%d+):"))
     assert.are.equal(debug.getinfo(1, "l").currentline - 7, line, "blames the line that called project")
@@ -320,7 +320,7 @@ describe("dynlog.handler in version mode", function()
     end)
     assert.is_false(ok)
     assert.matches("create_table: name must be a string", message, 1, true)
-    local line = tonumber(message:match("^spec/handler_spec%.lua:(%d+): "))
+    local line = tonumber(message:match("^spec/ddb/handler_spec%.lua:(%d+): "))
     assert.are.equal(debug.getinfo(1, "l").currentline - 6, line, "blames the line that called create_table")
   end)
 

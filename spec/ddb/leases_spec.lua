@@ -109,7 +109,7 @@ describe("dynlog.leases in their table", function()
     end)
     assert.is_false(ok)
     assert.matches("create_table: name must be a string", message, 1, true)
-    local line = tonumber(message:match("^spec/leases_spec%.lua:(%d+): "))
+    local line = tonumber(message:match("^spec/ddb/leases_spec%.lua:(%d+): "))
     assert.are.equal(debug.getinfo(1, "l").currentline - 6, line, "blames the line that called create_table")
   end)
 

@@ -217,7 +217,7 @@ describe("dynlog.trigger", function()
       return result
     end)
     assert.is_false(ok)
-    assert.matches('^spec/trigger_spec%.lua:%d+: trigger.handle: unknown option "max_detail_byte" '
+    assert.matches('^spec/ddb/trigger_spec%.lua:%d+: trigger.handle: unknown option "max_detail_byte" '
       .. '%(did you mean "max_detail_bytes"%?%)', message)
     assert.are.equal(debug.getinfo(1, "l").currentline - 6, tonumber(message:match(":(%d+):")))
     assert.are.equal(0, #srv.requests(), "nothing published")

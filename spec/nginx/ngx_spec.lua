@@ -475,8 +475,8 @@ describe("dynlog.ngx options", function()
     local ok, err = pcall(f)
     assert.is_false(ok, "did not raise")
     err = tostring(err)
-    assert.matches("^spec/ngx_spec%.lua:%d+: ", err)
-    return (err:gsub("^spec/ngx_spec%.lua:%d+: ", ""))
+    assert.matches("^spec/nginx/ngx_spec%.lua:%d+: ", err)
+    return (err:gsub("^spec/nginx/ngx_spec%.lua:%d+: ", ""))
   end
 
   it("receive raises on an unknown key of the spec, its auth or auth.basic, naming the nearest known one", function()
