@@ -5,6 +5,8 @@ local ddb = require "spec.support.ddb"
 local dynlog = require "dynlog"
 local handler = require "dynlog.handler"
 local json = require "dynlog.json"
+local server = require "spec.support.server"
+local stream = require "spec.support.stream"
 local trigger = require "dynlog.trigger"
 
 -- "named": version 1 {fullName}, version 2 {name}, version 3 {first, last}.
@@ -255,6 +257,37 @@ for _, mode in ipairs({ "ulid", "version" }) do
       assert.are.equal("upcast_failed", err.code)
       assert.are.equal(keys[5].sk, dynlog.unmarshal({ M = assert(c:call("GetItem", { TableName = spec.table,
         ConsistentRead = true, Key = { pk = { S = "users#42" }, sk = { S = "users#42" } } })).Item }).version)
+    end)
+
+    it("the trigger publishes the stored payload; the handler projects the upcast events", function()
+      local srv = server.start({ { method = "POST", path = "/", responses = { { putevents = true } } } })
+      local ok, err = pcall(function()
+        local tc = ddb.client({ table = c.table, sort_key = mode, events_endpoint = srv.url, upcasters = registry() })
+        local result = trigger.handle(tc, { Records = stream.all_records(c) })
+        assert.are.same({}, result.batchItemFailures)
+        local details = {}
+        for _, req in ipairs(srv.requests()) do
+          for _, e in ipairs(json.decode(req.body).Entries) do details[#details + 1] = json.decode(e.Detail) end
+        end
+        assert.are.equal(5, #details)
+        assert.are.same({ id = "42", fullName = "Ada Lovelace" }, details[1].payload)
+        assert.are.same({ id = "42", name = "Grace Hopper" }, details[3].payload)
+        local spec = { table = ddb.table_name("core"), handlers = {
+          named = function(state, ev)
+            state = state or {}
+            state.last = ev.payload.last
+            return state
+          end,
+          phone = function(state) return state end,
+        } }
+        assert(handler.create_table(tc, spec.table))
+        for _, detail in ipairs(details) do assert(handler.project(tc, { detail = detail }, spec)) end
+        local model = assert(handler.project(tc, { detail = details[5] }, spec)).state
+        assert.are.equal("Dijkstra", model.last)
+        assert.are.equal(keys[5].sk, model.version)
+      end)
+      srv.stop()
+      assert(ok, err)
     end)
   end)
 end
