@@ -37,6 +37,12 @@ function _M.new(opts)
   return require("dynlog.client").new(opts)
 end
 
+--- upcasters() -> an empty registry of upcasters, for dynlog.new's
+-- `upcasters` option; see dynlog.client.upcast.
+function _M.upcasters()
+  return require("dynlog.client.upcast").new()
+end
+
 --- marshal(v) -> v as an AttributeValue table; raises on values DynamoDB
 -- cannot hold, naming their path. unmarshal(av [, numbers]) -> the plain
 -- value, or nil, err. See dynlog.marshal for the type mapping.

@@ -9,6 +9,7 @@ local core = require "dynlog.core"
 local errors = require "dynlog.errors"
 local eventkey = require "dynlog.client.eventkey"
 local options = require "dynlog.base.options"
+local upcast_apply = require("dynlog.client.upcast").apply
 
 local error, ipairs, next, pairs, pcall, rawget, setmetatable, tonumber, tostring, type =
   error, ipairs, next, pairs, pcall, rawget, setmetatable, tonumber, tostring, type
@@ -699,6 +700,18 @@ end
 -- Reading
 ---------------------------------------------------------------------------
 
+-- An event read, as the caller's code knows its type: brought to the latest
+-- schema version by the client's upcasters (dynlog.client.upcast), or
+-- returned as it is when there are none for its type. get, head, query
+-- and query_page pass every event they return through it (and only those:
+-- the checks of appends read stored events as they are); ev is a table
+-- just decoded (or nil, or false), so it is changed in place.
+local function upcast(client, ev, numbers)
+  local reg = client.upcasters
+  if not reg or not ev then return ev end
+  return upcast_apply(reg, ev, numbers)
+end
+
 function _M:_get_item(pk, sk, consistent, numbers)
   numbers = numbers or self.numbers
   local resp, err = send(self, "GetItem", { TableName = self.table, Key = attribute_map({ pk = pk, sk = sk }),
@@ -718,7 +731,10 @@ function _M:get(log, id, sk, opts)
   if not pk then return nil, err end
   local ok, serr = self:_check_sort_key("sk", sk)
   if not ok then return nil, serr end
-  return self:_get_item(pk, sk, opts and opts.consistent, numbers_of(self, opts))
+  local numbers = numbers_of(self, opts)
+  local ev, gerr = self:_get_item(pk, sk, opts and opts.consistent, numbers)
+  if gerr then return nil, gerr end
+  return upcast(self, ev, numbers)
 end
 
 function _M:_check_sort_key(what, sk)
@@ -748,9 +764,10 @@ function _M:head(log, id, opts)
   options.check(opts, READ, "head")
   local pk, err = stream_key(log, id)
   if not pk then return nil, err end
-  local ev, qerr = latest(self, pk, not (opts and opts.consistent == false), numbers_of(self, opts))
+  local numbers = numbers_of(self, opts)
+  local ev, qerr = latest(self, pk, not (opts and opts.consistent == false), numbers)
   if ev == nil then return nil, qerr end
-  return ev or nil
+  return upcast(self, ev or nil, numbers)
 end
 
 --- The latest version number of a stream (0 when empty), or nil, err.
@@ -885,7 +902,9 @@ Events.__index = Events
 -- is then in events.err.
 function Events.__call(self)
   if self.done then return nil end
-  local ev, err = next_event(self.q)
+  local q = self.q
+  local ev, err = next_event(q)
+  if ev then ev, err = upcast(q.client, ev, q.numbers) end
   if ev then return ev end
   self.done, self.err = true, err
   return nil
@@ -944,6 +963,10 @@ function _M:query_page(log, id, opts)
   if #items > size then
     items[#items] = nil
     cursor = encode_cursor(q.pk, items[#items].sk, q.reverse)
+  end
+  for i = 1, #items do
+    local ev, uerr = upcast(self, items[i], q.numbers)
+    if not ev then return nil, uerr end
   end
   return { items = items, cursor = cursor }
 end

@@ -16,6 +16,7 @@ local nginx = require "dynlog.base.nginx"
 local options = require "dynlog.base.options"
 local retry = require "dynlog.aws.retry"
 local timeutil = require "dynlog.base.timeutil"
+local upcast = require "dynlog.client.upcast"
 
 local error, pairs, require, setmetatable, tonumber, tostring, type =
   error, pairs, require, setmetatable, tonumber, tostring, type
@@ -82,6 +83,7 @@ local KNOWN_OPTIONS = options.known{
   "table", "sort_key", "region", "endpoint", "streams_endpoint", "events_endpoint", "profile",
   "cafile", "timeout", "connect_timeout", "base_delay", "max_delay", "max_attempts",
   "conflict_retries", "numbers", "credentials", "getenv", "read_file", "now", "sleep", "transport",
+  "upcasters",
 }
 
 local function check_options(opts)
@@ -101,6 +103,9 @@ local function check_options(opts)
   check_positive(opts, "conflict_retries", true)
   if opts.numbers ~= nil and opts.numbers ~= "string" then
     option_error("numbers", 'must be nil or "string"')
+  end
+  if opts.upcasters ~= nil and not upcast.is(opts.upcasters) then
+    option_error("upcasters", "must be a registry made by dynlog.upcasters(), got " .. type(opts.upcasters))
   end
   local creds = opts.credentials
   if creds ~= nil and type(creds) ~= "table" then
@@ -186,6 +191,7 @@ function _M.new(opts)
     max_delay = pick(opts, "max_delay"),
     conflict_retries = pick(opts, "conflict_retries"),
     numbers = opts.numbers,
+    upcasters = opts.upcasters or false, -- c:upcaster makes one when none was given
     provider = false, -- below: it needs the client's transport
     signer = core.sigv4_signer(),
     sleep = opts.sleep or default_sleep,
@@ -427,6 +433,26 @@ end
 -- invalid_argument error instead of a raised one.
 function _M:_encode(params)
   return errors.from_core(core_json_encode_safe(params))
+end
+
+--- c:upcaster(type, from_version, fn) -> c: registers an upcaster in the
+-- client's registry (the one given as `upcasters`, else one of its own);
+-- see dynlog.client.upcast. Raises as reg:add does.
+function _M:upcaster(event_type, from, fn)
+  if not self.upcasters then self.upcasters = upcast.new() end
+  upcast.add(self.upcasters, event_type, from, fn, "upcaster", 3)
+  return self
+end
+
+--- c:upcast(event) -> the event brought to the latest schema
+-- version of its type, or nil, err ("upcast_failed"): for events that were
+-- not read through get, head or query, such as an EventBridge detail
+-- (whose payload is the stored one). `event` ({type=, payload=, meta=}) is
+-- changed in place and returned.
+function _M:upcast(event)
+  if type(event) ~= "table" then error("upcast: event must be a table, got " .. type(event), 2) end
+  if not self.upcasters then return event end
+  return upcast.apply(self.upcasters, event)
 end
 
 -- Methods of the event log, tables, DynamoDB Streams and publishing.

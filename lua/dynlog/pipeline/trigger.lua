@@ -10,7 +10,9 @@
 -- and DetailType "stream changes". Detail: {"log", "key": {"pk", "sk"},
 -- "type", "payload"}; when that is longer than 10240 bytes, {"log", "key",
 -- "type", "partial": true, "payload": {"id"}} instead, and the handler
--- reads the rest from the log.
+-- reads the rest from the log. The payload is the stored one, at the schema
+-- version it was written in: upcasters apply where events are read (get,
+-- query, and so the handler; c:upcast for a detail), never here.
 --
 -- Numbers in the detail are the stream record's N text, digit for digit:
 -- the image is read with numbers = "exact", so a number no Lua number holds
