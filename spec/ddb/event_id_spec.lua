@@ -241,7 +241,7 @@ for _, mode in ipairs({ "ulid", "version" }) do
 
       -- The fault proxy of `make chaos`: it forwards the first request and
       -- resets the connection before the answer; the rest pass.
-      local function proxy_client(sequence, opts)
+      local function proxy_client(sequence, client_opts)
         port_file = os.tmpname()
         os.remove(port_file)
         local upstream = env.dynamodb_endpoint():match("^http://([^/]+)")
@@ -256,7 +256,7 @@ for _, mode in ipairs({ "ulid", "version" }) do
           if f then f:close() end
           if port then
             local o = { table = c.table, sort_key = mode, endpoint = "http://127.0.0.1:" .. port }
-            for k, v in pairs(opts or {}) do o[k] = v end
+            for k, v in pairs(client_opts or {}) do o[k] = v end
             return ddb.client(o)
           end
           core.sleep(0.025)
