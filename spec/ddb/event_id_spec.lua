@@ -76,9 +76,14 @@ for _, mode in ipairs({ "ulid", "version" }) do
       assert.is_nil(none)
       assert.are.equal("conflict", err.code)
       assert.matches('event id "cmd-2" is used already in users#2#stream', err.message, 1, true)
-      none, err = c:append("users", "2", "deleted", { name = "Cy" }, { event_id = "cmd-2" })
+      -- found at once, whatever the version: the head, the transaction, the guard, the event
+      local counting = ddb.client({ table = c.table, sort_key = mode })
+      local real, requests = counting:_transport(), 0
+      counting.transport = { request = function(_, req) requests = requests + 1 return real:request(req) end }
+      none, err = counting:append("users", "2", "deleted", { name = "Cy" }, { event_id = "cmd-2" })
       assert.is_nil(none)
       assert.are.equal("conflict", err.code)
+      assert.are.equal(mode == "version" and 4 or 3, requests)
       assert.are.equal(1, #events_of(c, "users", "2"))
       -- the same id in another stream is another event id
       assert.is_nil(assert(c:append("users", "3", "signup", { name = "Di" }, { event_id = "cmd-2" })).existing)

@@ -494,7 +494,8 @@ local function with_conflict_retries(client, write)
     if not head then return nil, herr end
     local result
     result, err = write.at(head)
-    if result or err.code ~= "conflict" then return result, err end
+    -- an event id used by another event stays so at every version
+    if result or err.code ~= "conflict" or err.event_id ~= nil then return result, err end
     client.sleep(math_random() * math_min(0.2, 0.005 * 2 ^ attempt))
   end
   return nil, err
