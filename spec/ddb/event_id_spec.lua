@@ -4,7 +4,11 @@ local core = require "dynlog.core"
 local ddb = require "spec.support.ddb"
 local env = require "spec.support.env"
 local eventkey = require "dynlog.client.eventkey"
+local json = require "dynlog.json"
 local run = require "spec.support.run"
+local server = require "spec.support.server"
+local stream = require "spec.support.stream"
+local trigger = require "dynlog.trigger"
 
 -- Every item of the table, by a consistent Scan.
 local function scan(c)
@@ -68,6 +72,27 @@ for _, mode in ipairs({ "ulid", "version" }) do
       assert.is_false(eventkey.is_event(found.guard), "the trigger does not publish guards")
       assert.are.equal(1, #events_of(c, "guards", "1"))
       assert.is_nil((eventkey.parse(guard_pk)))
+    end)
+
+    it("the trigger publishes the event, never its guard, with the original detail", function()
+      local t = ddb.ready_client({ sort_key = mode })
+      local key = assert(t:append("users", "7", "signup", { name = "Eve" }, { event_id = "cmd-7" }))
+      assert(t:append("users", "7", "signup", { name = "Eve" }, { event_id = "cmd-7" }))
+      local records = stream.all_records(t)
+      assert.are.equal(2, #records, "the event and its guard reach the DynamoDB Stream")
+      local srv = server.start({ { method = "POST", path = "/", responses = { { putevents = true } } } })
+      local tc = ddb.client({ table = t.table, sort_key = mode, events_endpoint = srv.url, sleep = function() end })
+      local result = trigger.handle(tc, { Records = records })
+      local entries = {}
+      for _, req in ipairs(srv.requests()) do
+        for _, e in ipairs(json.decode(req.body).Entries) do entries[#entries + 1] = e end
+      end
+      srv.stop()
+      assert.are.same({}, result.batchItemFailures)
+      assert.are.equal(1, #entries)
+      local detail = json.decode(entries[1].Detail)
+      assert.are.same({ pk = key.pk, sk = key.sk }, detail.key)
+      assert.are.same({ "signup", "users", { id = "7", name = "Eve" } }, { detail.type, detail.log, detail.payload })
     end)
 
     it("another event under an event id already used is a conflict, and nothing is written", function()
