@@ -115,9 +115,22 @@ for _, mode in ipairs({ "ulid", "version" }) do
     end)
 
     it("rejects event ids that are no strings, empty, not UTF-8 or too long, before sending anything", function()
-      assert.has_error(function() c:append("users", "4", "t", {}, { event_id = 5 }) end,
-        "event_id must be a string, got number")
-      local cases = { [""] = "event_id must not be empty", ["\255"] = "not valid UTF-8",
+      -- raised at the caller's line
+      local cases = {
+        { function() local _ = c:append("users", "4", "t", {}, { event_id = 5 }) end,
+          "event_id must be a string, got number" },
+        { function() local _ = c:append_batch("users", "4", { { type = "t", event_id = 5 } }) end,
+          "append_batch: events[1]: event_id must be a string, got number" },
+        { function() local _ = c:append_many({ { log = "users", id = "4", type = "t", event_id = {} } }) end,
+          "append_many: events[1]: event_id must be a string, got table" },
+      }
+      for _, case in ipairs(cases) do
+        local ok, message = pcall(case[1])
+        assert.is_false(ok)
+        assert.are.equal(("spec/ddb/event_id_spec.lua:%d: %s"):format(debug.getinfo(case[1], "S").linedefined,
+          case[2]), message)
+      end
+      cases = { [""] = "event_id must not be empty", ["\255"] = "not valid UTF-8",
                       [string.rep("x", 513)] = "at most 512" }
       for id, message in pairs(cases) do
         local none, err = c:append("users", "4", "t", {}, { event_id = id })

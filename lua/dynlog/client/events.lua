@@ -293,10 +293,11 @@ local GUARD_SK = { ulid = "eventid", version = 0 }
 -- Gives the event item its event id (a new attribute, `event_id`) and
 -- returns the guard item and the event's size, or nil, err. The size is
 -- counted again: the event id is part of the item.
-local function with_event_id(client, item, log, id, event_id, at)
+-- `who` ("append_many: ") begins raised messages.
+local function with_event_id(client, item, log, id, event_id, at, who)
   at = at or ""
   local ok, gpk, gerr = pcall(event_id_key, log, id, event_id, at)
-  if not ok then raise(gpk) end
+  if not ok then raise((who or "") .. gpk) end
   if not gpk then return nil, gerr end
   item.event_id = event_id
   local size, serr = check_size(item, at)
@@ -639,7 +640,7 @@ local function many_identified(client, ev, pk, kept, at)
   end
   local item, ierr = event_item(ev.log, ev.id, pk, sk, ev.type, ev.payload, at, true)
   if not item then return nil, ierr end
-  local guard, gerr = with_event_id(client, item, ev.log, ev.id, ev.event_id, at)
+  local guard, gerr = with_event_id(client, item, ev.log, ev.id, ev.event_id, at, "append_many: ")
   if not guard then return nil, gerr end
   return item, nil, nil, guard
 end
@@ -870,7 +871,7 @@ local function batch_guards(client, log, id, events, items)
       return nil, errors.new("invalid_argument", at .. str_format("event_id %q is the one of events[%d] too",
         tostring(event_id), seen[event_id]), { index = i })
     end
-    local guard, size = with_event_id(client, item, log, id, event_id, at)
+    local guard, size = with_event_id(client, item, log, id, event_id, at, "append_batch: ")
     if not guard then
       size.index = i
       return nil, size
