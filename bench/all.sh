@@ -8,6 +8,8 @@
 #               beside the v3 SDK's DocumentClient, boto3 and a raw ceiling
 #   pipeline    bench/pipeline.sh: append → projection latency through nginx
 #   memory      bench/memory.sh: the client's resident size, iterating 100k events
+#   eventid     bench/eventid.sh: write units and appends per second with and
+#               without event ids
 #
 # Each part installs what it needs (npm into bench/peers/, python3-boto3 from
 # Debian) and starts its own DynamoDB Local. Defaults keep the whole run
@@ -26,11 +28,13 @@ part "pipeline: append → projection latency through nginx (bench/pipeline.sh)"
 RATES=${RATES:-"20 100"} DURATION=${DURATION:-10} bash bench/pipeline.sh
 part "memory: resident size while iterating a long stream (bench/memory.sh)"
 bash bench/memory.sh
+part "eventid: what an event id costs (bench/eventid.sh)"
+bash bench/eventid.sh
 
 python3 - "$started" <<'PY'
 import json, sys, time, subprocess
 parts = {}
-for name in ("micro", "throughput", "pipeline", "memory"):
+for name in ("micro", "throughput", "pipeline", "memory", "eventid"):
     with open("bench/%s-results.json" % name) as f:
         parts[name] = json.load(f)
 commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()

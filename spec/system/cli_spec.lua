@@ -508,6 +508,19 @@ describe("dynlog command", function()
       assert.are.equal("", out)
     end)
 
+    it("append --event-id appends once: the same command again prints the key of the event written", function()
+      local status, out, err = dynlog("append users 44 signup '{\"name\":\"Ada\"}' --event-id cmd-44", e)
+      assert.are.equal(0, status, err)
+      local first = out
+      status, out, err = dynlog("append users 44 signup '{\"name\":\"Ada\"}' --event-id cmd-44", e)
+      assert.are.equal(0, status, err)
+      assert.are.equal(first, out)
+      assert.are.equal(1, #assert(c:query("users", "44"):all()))
+      status, out, err = dynlog("append users 44 signup '{\"name\":\"Bo\"}' --event-id cmd-44", e)
+      assert.are.equal(1, status, out)
+      assert.matches('dynlog: conflict: event id "cmd-44" is used already in users#44#stream', err, 1, true)
+    end)
+
     it("in version mode, appends number the events and --expected-version guards them", function()
       local v = ddb.ready_client({ sort_key = "version" })
       local ve = cli_env(v.table, { DYNLOG_SORT_KEY = "version" })
@@ -605,6 +618,23 @@ describe("dynlog command", function()
       assert.are.equal(0, status, err)
       assert.matches("imported 0 event(s); skipped 8 line(s) done before", out, 1, true)
       assert.are.same({ "e1", "e2", "e5", "e7", "e3", "e4", "e6" }, stream_types(c, "imp", "a"))
+    end)
+
+    it("lines with an event_id are appended once, even when the progress file is lost", function()
+      local file = dir .. "/ids.jsonl"
+      write_file(file, lines({
+        '{"log":"imp","id":"ids","type":"e1","event_id":"i-1"}',
+        '{"log":"imp","id":"ids","type":"e2","payload":{"n":2},"event_id":"i-2"}',
+        '{"log":"imp","id":"ids","type":"e3","event_id":3}',
+      }))
+      local status, out, err = dynlog("import " .. file .. " --state " .. dir .. "/ids.a", e)
+      assert.are.equal(1, status, err)
+      assert.matches('line 3: "event_id" must be a string', err, 1, true)
+      assert.matches("imported 2 event(s)", out, 1, true)
+      status, out, err = dynlog("import " .. file .. " --state " .. dir .. "/ids.b", e)
+      assert.are.equal(1, status, err)
+      assert.matches("imported 0 event(s); 2 already there;", out, 1, true)
+      assert.are.same({ "e1", "e2" }, stream_types(c, "imp", "ids"))
     end)
 
     it("appends a file with many requests in flight, each stream in the order of the file", function()

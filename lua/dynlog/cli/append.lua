@@ -30,7 +30,7 @@ end
 _M.append = {
   usage = "append LOG ID TYPE [JSON]",
   summary = "append one event; prints its key",
-  options = { ["expected-version"] = "value" },
+  options = { ["expected-version"] = "value", ["event-id"] = "value" },
   help = [[
 Appends one event of type TYPE to the stream LOG/ID. Its payload is the
 JSON object JSON, or read from stdin when JSON is absent or "-"; payload.id
@@ -41,6 +41,9 @@ is set to ID. Prints the new event's key: the partition key and the sort key
 options:
   --expected-version N|no_stream|any   version mode: write exactly version N+1,
                                        version 1, or after the head (default any)
+  --event-id ID                        the event's id: appended again with the same
+                                       ID (a retry), nothing is written and the key
+                                       of the event already there is printed
 
 An invalid JSON argument is a usage error (exit 2).]],
   run = function(ctx, args)
@@ -55,7 +58,8 @@ An invalid JSON argument is a usage error (exit 2).]],
     end
     local c, cerr = new_client(ctx)
     if not c then return fail(ctx, cerr) end
-    local key, err = c:append(log, id, event_type, payload, { expected_version = expected })
+    local key, err = c:append(log, id, event_type, payload,
+                              { expected_version = expected, event_id = ctx.opts["event-id"] })
     if not key then return fail(ctx, err) end
     if ctx.json then
       ctx.out:write(encode(key), "\n")

@@ -107,6 +107,17 @@ end
 
 local UTF8_BOM = "\239\187\191"
 
+-- A line's "event_id" (a string) makes its event exactly-once: an import
+-- run again, or resumed after a crash in the middle of a batch, finds it
+-- written (c:append_many with event_id).
+local function with_event_id(ev, doc)
+  local event_id = doc.event_id
+  if event_id == nil or event_id == core.null then return ev end
+  if type(event_id) ~= "string" then return nil, '"event_id" must be a string' end
+  ev.event_id = event_id
+  return ev
+end
+
 -- The fields of the seed format's line {"pk", "sk", "type", "log",
 -- "payload"}: log and id from the partition key, which must agree with
 -- "log" and "payload.id"; the sort key kept with --keep-keys.
@@ -135,7 +146,7 @@ local function seed_event(doc, payload, job)
     end
     ev.sk = sk
   end
-  return ev
+  return with_event_id(ev, doc)
 end
 
 -- The event of one input line, or nil, message. Two formats: dynlog's
@@ -161,7 +172,7 @@ local function line_event(text, job)
   for _, f in ipairs({ { "log", doc.log }, { "id", id }, { "type", doc.type } }) do
     if type(f[2]) ~= "string" then return nil, '"' .. f[1] .. '" must be a string' end
   end
-  return { log = doc.log, id = id, type = doc.type, payload = payload }
+  return with_event_id({ log = doc.log, id = id, type = doc.type, payload = payload }, doc)
 end
 
 -- Failures that belong to a line (its event is invalid) rather than to the
@@ -335,7 +346,8 @@ end
 -- The summary on stdout, what to do next on stderr, and the exit status.
 local function import_report(ctx, file, state_path, state, r, signal)
   local still_failed, pending = sorted_lines(state.failed), sorted_lines(state.pending)
-  local keep_keys = ctx.opts["keep-keys"] == true
+  -- events already there: at their kept keys, or under their event ids
+  local keep_keys = ctx.opts["keep-keys"] == true or r.existing > 0
   if ctx.json then
     ctx.out:write(encode({ imported = r.imported, skipped = r.skipped, failed = core.array(still_failed),
                            pending = core.array(pending), line = state.line, state = state_path,
@@ -410,10 +422,12 @@ import goes on; the exit status is then 1. A failure of the operation itself
 kept back saved as pending: rerun to resume. An import killed in the middle
 of a batch (SIGKILL, a crash) appends that batch's lines again when resumed
 (--save-every 1 avoids that, at one request in flight and one write per
-line; with --keep-keys nothing is written twice).
+line; with --keep-keys, or lines with an "event_id", nothing is written
+twice).
 Prints a summary; with --json
 {"imported", "skipped", "failed", "pending", "line", "state"} (and
-"existing", the events already there, with --keep-keys).
+"existing", the events already there, with --keep-keys or when lines with
+an "event_id" were there already).
 
 options:
   --keep-keys       seed-format lines keep their sort key (sk)

@@ -51,6 +51,33 @@ function _M.build(log, id, at)
   return pk
 end
 
+--- The partition key of the guard item of an event id: `<log>#<id>#<event
+-- id>#eventid` (log and id hold no '#', so it names one stream and one event
+-- id; it never ends in "#stream", so no reader takes it for an event), or
+-- nil, err (invalid_argument: an empty event id, one that is not UTF-8 or
+-- longer than MAX_EVENT_ID bytes; too_large: a key beyond 2048 bytes).
+-- Raises, at the caller's line, when event_id is not a string. log and id
+-- are checked already (build).
+_M.MAX_EVENT_ID = 512
+local EVENT_ID_SUFFIX = "#eventid"
+
+function _M.event_id_key(log, id, event_id, at)
+  at = at or ""
+  if type(event_id) ~= "string" then error(at .. "event_id must be a string, got " .. type(event_id), 2) end
+  if event_id == "" then return invalid(at .. "event_id must not be empty") end
+  local ok, pos = utf8_valid(event_id)
+  if not ok then return invalid(at .. "event_id is not valid UTF-8 (byte " .. tostring(pos) .. ")") end
+  if #event_id > _M.MAX_EVENT_ID then
+    return invalid(at .. "event_id is " .. #event_id .. " bytes; at most " .. _M.MAX_EVENT_ID)
+  end
+  local pk = log .. "#" .. id .. "#" .. event_id .. EVENT_ID_SUFFIX
+  if #pk > MAX_PARTITION_KEY then
+    return nil, errors.new("too_large", at .. "the event id's partition key is " .. #pk
+      .. " bytes; DynamoDB allows 2048")
+  end
+  return pk
+end
+
 --- parse(pk) -> log, id of a key of the form build makes (a log and an id,
 -- neither empty nor holding '#'), or nil for any other value.
 function _M.parse(pk)

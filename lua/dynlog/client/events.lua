@@ -19,7 +19,7 @@ local str_find, str_format, str_gsub, str_match = string.find, string.format, st
 local attribute_map, array, item_size = core.attribute_map, core.array, core.item_size
 local core_ulid, utf8_valid = core.ulid, core.utf8_valid
 local base64_encode, base64_decode = core.base64_encode, core.base64_decode
-local build_key = eventkey.build
+local build_key, event_id_key = eventkey.build, eventkey.event_id_key
 
 local _M = {}
 
@@ -34,10 +34,10 @@ local MAX_VERSION = 9007199254740991 -- 2^53 - 1
 
 -- The options of each method, and the fields of the events of
 -- append_batch and append_many.
-local APPEND = options.known{ "expected_version" }
+local APPEND = options.known{ "expected_version", "event_id" }
 local APPEND_MANY = options.known{ "concurrency" }
-local MANY_EVENT = options.known{ "log", "id", "type", "payload", "expected_version", "sk" }
-local BATCH_EVENT = options.known{ "type", "payload" }
+local MANY_EVENT = options.known{ "log", "id", "type", "payload", "expected_version", "sk", "event_id" }
+local BATCH_EVENT = options.known{ "type", "payload", "event_id" }
 local READ = options.known{ "consistent", "numbers" }
 local QUERY = options.known{ "after", "before", "limit", "reverse", "consistent", "page_size", "numbers" }
 local QUERY_PAGE = options.known{ "after", "before", "limit", "reverse", "consistent", "page_size", "cursor",
@@ -279,6 +279,139 @@ local function written_by_us(client, item)
 end
 
 ---------------------------------------------------------------------------
+-- Event ids: exactly-once appends
+---------------------------------------------------------------------------
+
+-- An event appended with an event id is written in one transaction with
+-- the guard item of that id, {pk = "<log>#<id>#<event id>#eventid", sk =
+-- GUARD_SK, event_id, type, key = the event's sk}, both on
+-- attribute_not_exists(pk). The guard is kept for ever: the same event id
+-- appended to the same stream again, at any time, finds it and answers with
+-- the key of the event written (existing = true), writing nothing; another
+-- event under that id is a conflict.
+local GUARD_SK = { ulid = "eventid", version = 0 }
+
+-- Gives the event item its event id (a new attribute, `event_id`) and
+-- returns the guard item and the event's size, or nil, err. The size is
+-- counted again: the event id is part of the item.
+-- `who` ("append_many: ") begins raised messages.
+local function with_event_id(client, item, log, id, event_id, at, who)
+  at = at or ""
+  local ok, gpk, gerr = pcall(event_id_key, log, id, event_id, at)
+  if not ok then raise((who or "") .. gpk) end
+  if not gpk then return nil, gerr end
+  item.event_id = event_id
+  local size, serr = check_size(item, at)
+  if not size then return nil, serr end
+  local guard = attribute_map({ pk = gpk, sk = GUARD_SK[client.sort_key], event_id = event_id,
+                                type = item.type, key = item.sk })
+  return guard, size
+end
+
+local function read_failed(err)
+  return errors.new(err.code, "reading the event of an event id failed: " .. tostring(err.message),
+    { status = err.status, request_id = err.request_id, retryable = err.retryable, ambiguous = err.ambiguous })
+end
+
+-- The key of the event that the guard of `item`'s event id guards, when
+-- that event is `item` (same type and payload): {pk=, sk=, existing = true};
+-- false when there is no guard; nil, conflict when the event id was used by
+-- another event; nil, err when reading failed.
+local function guarded_event(client, item, guard)
+  local stored, err = client:_get_item(guard.pk, guard.sk, true, "number")
+  if err then return nil, read_failed(err) end
+  if not stored then return false end
+  local ev
+  ev, err = client:_get_item(item.pk, stored.key, true, "number")
+  if err then return nil, read_failed(err) end
+  if ev and ev.type == item.type and same(ev.payload, item.payload) then
+    return { pk = item.pk, sk = stored.key, existing = true }
+  end
+  local what = ev and ("the event of type " .. str_format("%q", tostring(ev.type)) .. " at sort key "
+    .. tostring(stored.key)) or ("an event no longer there (sort key " .. tostring(stored.key) .. ")")
+  return nil, errors.new("conflict", str_format("event id %q is used already in %s, by %s", guard.event_id,
+    item.pk, what) .. ": another type or payload under an event id is not the same event",
+    { event_id = guard.event_id, key = { pk = item.pk, sk = stored.key } })
+end
+
+-- The keys of a batch's events that are there already, each found through
+-- its event id: the list when every one is, false when none is, or nil,
+-- conflict when only some are (a batch is written whole or not at all) or
+-- one is another event.
+local function existing_keys(client, items, guards)
+  local keys, found, missing = {}, 0, nil
+  for i, guard in ipairs(guards) do
+    local key, err = guarded_event(client, items[i], guard)
+    if key == nil then
+      if #guards > 1 then
+        err.message = "events[" .. i .. "]: " .. err.message
+        err.index = i
+      end
+      return nil, err
+    end
+    if key then found, keys[i] = found + 1, key else missing = missing or i end
+    if found > 0 and missing then
+      return nil, errors.new("conflict", found .. " of the batch's event ids are used already, but events["
+        .. missing .. "]'s (" .. str_format("%q", guards[missing].event_id) .. ") is not: this is not the batch"
+        .. " written under them", { index = missing, event_id = guards[missing].event_id })
+    end
+  end
+  if found == 0 then return false end
+  return keys
+end
+
+-- Whether a cancelled transaction's reasons refuse a guard (actions from
+-- `first` on).
+local function guard_refused(err, first)
+  if type(err.reasons) ~= "table" then return false end
+  for i = first, #err.reasons do
+    local r = err.reasons[i]
+    if type(r) == "table" and r.Code == "ConditionalCheckFailed" then return true end
+  end
+  return false
+end
+
+local transact
+
+-- Writes `items` with the guards of their event ids in one transaction.
+-- When a guard is there already (a retry), or the outcome is unknown, the
+-- events already written under those ids answer instead: their keys, or a
+-- conflict. Returns the keys, or nil, err.
+local function transact_guarded(client, items, guards)
+  local n, all = #items, {}
+  for i, item in ipairs(items) do
+    guards[i].key = item.sk
+    all[i], all[n + i] = item, guards[i]
+  end
+  local keys, err = transact(client, all)
+  if keys then
+    for i = n + 1, #all do keys[i] = nil end
+    return keys
+  end
+  if err.code == "conflict" and err.index and err.index > n then err.index = nil end
+  if not (err.ambiguous or guard_refused(err, n + 1)) then return nil, err end
+  local existing, xerr = existing_keys(client, items, guards)
+  if existing then return existing end
+  if existing == nil then
+    -- after a write of unknown outcome, a failed read leaves it unknown
+    if err.ambiguous and xerr.code ~= "conflict" then xerr.ambiguous = true end
+    return nil, xerr
+  end
+  return nil, err
+end
+
+-- One event with the guard of its event id: a key, or nil, err as put_event.
+local function put_guarded(client, item, guard)
+  local keys, err = transact_guarded(client, { item }, { guard })
+  if keys then return keys[1] end
+  if err.code == "conflict" and err.index == 1 then
+    return nil, errors.new("conflict", "an event with sort key " .. tostring(item.sk) .. " already exists in "
+      .. item.pk, { status = err.status, request_id = err.request_id })
+  end
+  return nil, err
+end
+
+---------------------------------------------------------------------------
 -- Append
 ---------------------------------------------------------------------------
 
@@ -363,7 +496,8 @@ local function with_conflict_retries(client, write)
     if not head then return nil, herr end
     local result
     result, err = write.at(head)
-    if result or err.code ~= "conflict" then return result, err end
+    -- an event id used by another event stays so at every version
+    if result or err.code ~= "conflict" or err.event_id ~= nil then return result, err end
     client.sleep(math_random() * math_min(0.2, 0.005 * 2 ^ attempt))
   end
   return nil, err
@@ -372,11 +506,12 @@ end
 -- Writes a version-mode item (its sk is set here) after `expected`. Under
 -- "any", `head` is the version this stream is believed to be at (the last
 -- one this caller wrote, say): tried first, without reading the head.
-local function put_versioned(client, item, expected, head)
+local function put_versioned(client, item, expected, head, guard)
   local function at(version)
     local ok, err = room_after(client, item.pk, version, 1)
     if not ok then return nil, err end
     item.sk = version + 1
+    if guard then return put_guarded(client, item, guard) end
     return put_event(client, item)
   end
   if expected == "no_stream" then return at(0) end
@@ -401,10 +536,13 @@ end
 -- opts.expected_version (version mode): a number n writes exactly n + 1;
 -- "no_stream" writes 1; "any" (the default) writes after the current head.
 -- Versions are integers from 1 to 2^53 - 1.
+-- opts.event_id (a string): the append is done once per event id and stream,
+-- whenever it is retried; see append_identified.
 function _M:append(log, id, event_type, payload, opts)
   options.check(opts, APPEND, "append")
   local pk, err = stream_key(log, id)
   if not pk then return nil, err end
+  if opts and opts.event_id ~= nil then return self:_append_identified(log, id, pk, event_type, payload, opts) end
   if self.sort_key == "ulid" then
     check_no_expected(opts and opts.expected_version)
     local sk, ucode, umessage = core_ulid()
@@ -421,6 +559,29 @@ function _M:append(log, id, event_type, payload, opts)
   local item, ierr = event_item(log, id, pk, 1, event_type, payload, "")
   if not item then return nil, ierr end
   return put_versioned(self, item, expected)
+end
+
+-- append with an event id: the event and its guard in one transaction.
+-- Appended again (the same id and event), it answers with the key of the
+-- event written, existing = true, and writes nothing; under every
+-- expected_version, since the guard is looked at before the version.
+function _M:_append_identified(log, id, pk, event_type, payload, opts)
+  local expected = opts.expected_version
+  local sk = 1
+  if self.sort_key == "ulid" then
+    check_no_expected(expected)
+    local ucode, umessage
+    sk, ucode, umessage = core_ulid()
+    if not sk then return errors.from_core(nil, ucode, umessage) end
+  else
+    check_expected(expected)
+  end
+  local item, ierr = event_item(log, id, pk, sk, event_type, payload, "", true)
+  if not item then return nil, ierr end
+  local guard, gerr = with_event_id(self, item, log, id, opts.event_id)
+  if not guard then return nil, gerr end
+  if self.sort_key == "ulid" then return put_guarded(self, item, guard) end
+  return put_versioned(self, item, expected, nil, guard)
 end
 
 ---------------------------------------------------------------------------
@@ -467,6 +628,24 @@ local function kept_key(client, ev, at)
   return sk
 end
 
+-- The item of an event of append_many with an event id, nil, and its guard.
+local function many_identified(client, ev, pk, kept, at)
+  local sk = kept or 1
+  if client.sort_key == "ulid" then
+    check_no_expected(ev.expected_version, at)
+    local ucode, umessage
+    if not kept then sk, ucode, umessage = core_ulid() end
+    if not sk then return errors.from_core(nil, ucode, at .. tostring(umessage)) end
+  else
+    check_expected(ev.expected_version, at)
+  end
+  local item, ierr = event_item(ev.log, ev.id, pk, sk, ev.type, ev.payload, at, true)
+  if not item then return nil, ierr end
+  local guard, gerr = with_event_id(client, item, ev.log, ev.id, ev.event_id, at, "append_many: ")
+  if not guard then return nil, gerr end
+  return item, nil, nil, guard
+end
+
 local function many_item(client, events, i)
   local ev = events[i]
   local at = "events[" .. i .. "]: "
@@ -479,6 +658,7 @@ local function many_item(client, events, i)
     kept, err = kept_key(client, ev, at)
     if not kept then return nil, err end
   end
+  if ev.event_id ~= nil then return many_identified(client, ev, pk, kept, at) end
   if client.sort_key ~= "ulid" then
     check_expected(ev.expected_version, at)
     return event_item(ev.log, ev.id, pk, kept or 1, ev.type, ev.payload, at)
@@ -499,7 +679,7 @@ end
 local function stream_lanes(client, events, errs)
   local lanes, by_pk = {}, {}
   for i = 1, #events do
-    local item, err, body = many_item(client, events, i)
+    local item, err, body, guard = many_item(client, events, i)
     if item then
       local lane = by_pk[item.pk]
       if not lane then
@@ -508,7 +688,7 @@ local function stream_lanes(client, events, errs)
         lanes[#lanes + 1] = lane
       end
       lane[#lane + 1] = { index = i, item = item, body = body, expected = events[i].expected_version,
-                          kept = events[i].sk ~= nil }
+                          kept = events[i].sk ~= nil, guard = guard }
     else
       err.index = i -- its message names the event already
       errs[i] = err
@@ -541,7 +721,13 @@ local function append_lane(view, lane, results, errs)
         .. "] of the same stream failed", { index = i, cause = errs[failed] })
     else
       local key, err
-      if entry.kept then
+      if entry.guard and (entry.kept or view.sort_key == "ulid") then
+        key, err = put_guarded(view, entry.item, entry.guard)
+        head = key and key.sk
+      elseif entry.guard then
+        key, err = put_versioned(view, entry.item, entry.expected, head, entry.guard)
+        head = key and key.sk
+      elseif entry.kept then
         key, err = put_kept(view, entry.item, entry.body)
         head = key and key.sk
       elseif view.sort_key == "ulid" then
@@ -567,7 +753,8 @@ end
 -- An event with `sk` is written at that sort key (a ULID, or a version
 -- number in version mode) instead of a new one, still only where no event
 -- is; an identical event already there counts as written, and its key has
--- existing = true.
+-- existing = true. An event with `event_id` is written as append writes it
+-- with that event id.
 function _M:append_many(events, opts)
   if type(events) ~= "table" then error("append_many: events must be a list of events", 2) end
   options.check(opts, APPEND_MANY, "append_many")
@@ -624,7 +811,7 @@ local function batch_items(log, id, pk, events, first_version)
   return items
 end
 
-local function transact(client, items)
+transact = function(client, items)
   local actions = {}
   for i, item in ipairs(items) do
     actions[i] = { Put = { TableName = client.table, Item = item, ConditionExpression = CONDITION } }
@@ -660,6 +847,46 @@ local function transact(client, items)
   return nil, err
 end
 
+-- The guards of a batch's events (every event has an event id, or none
+-- has), nil when none has, or nil, err. The events and their guards
+-- together must fit one transaction.
+local function batch_guards(client, log, id, events, items)
+  local n, named = #items, 0
+  for i = 1, n do
+    if events[i].event_id ~= nil then named = named + 1 end
+  end
+  if named == 0 then return nil end
+  if named < n then
+    return nil, errors.new("invalid_argument", named .. " of " .. n .. " events have an event_id: a batch is"
+      .. " retried whole, so every event of it has one, or none")
+  end
+  if 2 * n > MAX_TRANSACTION_ITEMS then
+    return nil, errors.new("too_large", n .. " events with event ids; one transaction holds at most "
+      .. MAX_TRANSACTION_ITEMS / 2 .. " (each event and its event id's guard are two of its 100 items)")
+  end
+  local guards, seen, total = {}, {}, 0
+  for i, item in ipairs(items) do
+    local at = "events[" .. i .. "]: "
+    local event_id = events[i].event_id
+    if seen[event_id] then
+      return nil, errors.new("invalid_argument", at .. str_format("event_id %q is the one of events[%d] too",
+        tostring(event_id), seen[event_id]), { index = i })
+    end
+    local guard, size = with_event_id(client, item, log, id, event_id, at, "append_batch: ")
+    if not guard then
+      size.index = i
+      return nil, size
+    end
+    seen[event_id] = i
+    guards[i], total = guard, total + size + item_size(guard)
+  end
+  if total > MAX_TRANSACTION_BYTES then
+    return nil, errors.new("too_large", "the events and their event ids' guards are " .. total
+      .. " bytes; one transaction holds at most " .. MAX_TRANSACTION_BYTES .. " (4 MB)")
+  end
+  return guards
+end
+
 local function append_batch(self, log, id, events, opts)
   local pk, err = stream_key(log, id)
   if not pk then return nil, err end
@@ -667,16 +894,22 @@ local function append_batch(self, log, id, events, opts)
     check_no_expected(opts and opts.expected_version)
     local items, ierr = batch_items(log, id, pk, events)
     if not items then return nil, ierr end
+    local guards, gerr = batch_guards(self, log, id, events, items)
+    if gerr then return nil, gerr end
+    if guards then return transact_guarded(self, items, guards) end
     return transact(self, items)
   end
   local expected = opts and opts.expected_version
   check_expected(expected)
   local probe, perr = batch_items(log, id, pk, events, 1)
   if not probe then return nil, perr end
+  local guards, gerr = batch_guards(self, log, id, events, probe)
+  if gerr then return nil, gerr end
   local function at(version)
     local ok, rerr = room_after(self, pk, version, #probe)
     if not ok then return nil, rerr end
     for i, item in ipairs(probe) do item.sk = version + i end
+    if guards then return transact_guarded(self, probe, guards) end
     return transact(self, probe)
   end
   if expected == "no_stream" then return at(0) end
@@ -687,7 +920,11 @@ end
 --- append_batch(log, id, events [, opts]) -> list of keys, or nil, err,
 -- results (empty: nothing was written).
 -- events = { {type=, payload=}, ... }: all are written or none, in one
--- transaction (at most 100 events and 4 MB).
+-- transaction (at most 100 events and 4 MB). Events may carry event ids
+-- (event_id: every event of the batch, or none): then at most 50 events;
+-- the batch appended again finds them all and answers with the keys of the
+-- events written (existing = true), writing nothing; a batch of which only
+-- some event ids are used already is a conflict.
 function _M:append_batch(log, id, events, opts)
   options.check(opts, APPEND, "append_batch")
   local keys, err = append_batch(self, log, id, events, opts)
