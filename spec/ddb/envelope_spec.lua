@@ -125,6 +125,15 @@ describe("event time of kept sort keys", function()
     -- outside every time range in version mode, found by its ULID in ulid mode
     assert.are.same({}, assert(v:query("t", "1", { since = 0 })):all())
     assert.are.equal(1, #assert(c:query("t", "1", { since = 1700000000123, till = 1700000000124 })):all())
+    -- a restore keeps the time it is given, and only with the sort key
+    assert(v:append_many({ { log = "t", id = "1", type = "e", sk = 2, appended_at = 1600000000000 } }))
+    assert.are.equal(1600000000000, assert(v:get("t", "1", 2)).appended_at)
+    assert.are.equal(2, assert(v:query("t", "1", { till = 1600000000001 }):all())[1].sk)
+    assert.error_matches(function()
+      local _ = v:append_many({ { log = "t", id = "1", type = "e", appended_at = 1 } })
+    end, "events%[1%]: appended_at is kept only with sk")
+    local _, err = v:append_many({ { log = "t", id = "1", type = "e", sk = 3, appended_at = -1 } })
+    assert.matches("appended_at must be milliseconds since the epoch", err[1].message)
   end)
 end)
 

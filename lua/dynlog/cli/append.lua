@@ -30,7 +30,7 @@ end
 _M.append = {
   usage = "append LOG ID TYPE [JSON]",
   summary = "append one event; prints its key",
-  options = { ["expected-version"] = "value" },
+  options = { ["expected-version"] = "value", meta = "value" },
   help = [[
 Appends one event of type TYPE to the stream LOG/ID. Its payload is the
 JSON object JSON, or read from stdin when JSON is absent or "-"; payload.id
@@ -41,12 +41,17 @@ is set to ID. Prints the new event's key: the partition key and the sort key
 options:
   --expected-version N|no_stream|any   version mode: write exactly version N+1,
                                        version 1, or after the head (default any)
+  --meta JSON                          the event's metadata, a JSON object:
+                                       correlation_id, causation_id, trace_id
+                                       (strings), schema_version (an integer)
+                                       and keys of your own
 
 An invalid JSON argument is a usage error (exit 2).]],
   run = function(ctx, args)
     check_count(args, 3, 4, ctx)
     local log, id, event_type, text = args[1], args[2], args[3], args[4]
     local expected = expected_version(ctx)
+    local meta = ctx.opts.meta and json_object(ctx.opts.meta, "--meta")
     local payload
     if text == nil or text == "-" then
       payload = json_object(read_all(ctx.stdin), "the payload on stdin")
@@ -55,7 +60,7 @@ An invalid JSON argument is a usage error (exit 2).]],
     end
     local c, cerr = new_client(ctx)
     if not c then return fail(ctx, cerr) end
-    local key, err = c:append(log, id, event_type, payload, { expected_version = expected })
+    local key, err = c:append(log, id, event_type, payload, { expected_version = expected, meta = meta })
     if not key then return fail(ctx, err) end
     if ctx.json then
       ctx.out:write(encode(key), "\n")

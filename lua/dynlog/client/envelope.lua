@@ -137,6 +137,16 @@ function _M.ulid_before(till)
   return core.ulid_encode(till, str_rep("\0", 10))
 end
 
+--- The time of an event item in milliseconds, as time ranges read it: in
+-- ulid mode its ULID's, in version mode its appended_at; nil when it has none.
+function _M.time_of(item, sort_key)
+  if sort_key == "ulid" then
+    if type(item.sk) ~= "string" then return nil end
+    return (core.ulid_decode(item.sk)) or nil
+  end
+  return tonumber(tostring(item[_M.TIME]))
+end
+
 --- The key of an event as a causation id: "<pk>/<sk>".
 function _M.event_ref(ev)
   return ev.pk .. "/" .. (type(ev.sk) == "number" and str_format("%.0f", ev.sk) or tostring(ev.sk))

@@ -36,7 +36,7 @@ local MAX_VERSION = 9007199254740991 -- 2^53 - 1
 -- append_batch and append_many.
 local APPEND = options.known{ "expected_version", "meta" }
 local APPEND_MANY = options.known{ "concurrency" }
-local MANY_EVENT = options.known{ "log", "id", "type", "payload", "expected_version", "sk", "meta" }
+local MANY_EVENT = options.known{ "log", "id", "type", "payload", "expected_version", "sk", "meta", "appended_at" }
 local BATCH_EVENT = options.known{ "type", "payload", "meta" }
 local READ = options.known{ "consistent", "numbers" }
 local QUERY = options.known{ "after", "before", "limit", "reverse", "consistent", "page_size", "numbers",
@@ -480,6 +480,25 @@ local function kept_key(client, ev, at)
   return sk
 end
 
+-- The appended_at of an event of append_many: now (nil) for a new one. An
+-- event kept at its sort key keeps its time too, so that appending it
+-- again writes the same item: ev.appended_at when given (milliseconds), else
+-- its ULID's time in ulid mode, and none (false) for a version.
+local function kept_time(client, ev, kept, at)
+  local t = ev.appended_at
+  if t ~= nil then
+    if not kept then raise("append_many: " .. at .. "appended_at is kept only with sk") end
+    if type(t) ~= "number" then raise("append_many: " .. at .. "appended_at must be a number, got " .. type(t)) end
+    if not (t >= 0 and t <= MAX_VERSION and t == math_floor(t)) then
+      return invalid(at .. "appended_at must be milliseconds since the epoch, got " .. digits(t))
+    end
+    return t
+  end
+  if not kept then return nil end
+  if client.sort_key == "ulid" then return (core.ulid_decode(kept)) end
+  return false
+end
+
 local function many_item(client, events, i)
   local ev = events[i]
   local at = "events[" .. i .. "]: "
@@ -492,19 +511,18 @@ local function many_item(client, events, i)
     kept, err = kept_key(client, ev, at)
     if not kept then return nil, err end
   end
+  local time, terr = kept_time(client, ev, kept, at)
+  if terr then return nil, terr end
   if client.sort_key ~= "ulid" then
     check_expected(ev.expected_version, at)
-    -- A kept version carries no time: when it was first appended is not known.
-    return event_item(ev.log, ev.id, pk, kept or 1, ev.type, ev.payload, at, false, ev.meta, kept and false)
+    return event_item(ev.log, ev.id, pk, kept or 1, ev.type, ev.payload, at, false, ev.meta, time)
   end
   check_no_expected(ev.expected_version, at)
   -- The whole request is known: encode it now, once.
   local sk, ucode, umessage = kept, nil, nil
   if not sk then sk, ucode, umessage = core_ulid() end
   if not sk then return errors.from_core(nil, ucode, at .. tostring(umessage)) end
-  -- A kept ULID keeps its time too: the time it holds.
-  local item, ierr = event_item(ev.log, ev.id, pk, sk, ev.type, ev.payload, at, true, ev.meta,
-                                kept and (core.ulid_decode(kept)))
+  local item, ierr = event_item(ev.log, ev.id, pk, sk, ev.type, ev.payload, at, true, ev.meta, time)
   if not item then return nil, ierr end
   local body, berr = put_body(client, item, at)
   if not body then return nil, berr end

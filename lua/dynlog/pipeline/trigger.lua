@@ -110,6 +110,18 @@ local function trace_header(item)
   if type(trace) == "string" and trace ~= "" and #trace <= envelope.MAX_TRACE_ID then return trace end
 end
 
+--- The PutEvents entry of one event item (for c:publish): opts bus, source,
+-- detail_type, max_detail_bytes as for handle.
+function _M.entry(item, opts)
+  opts = opts or {}
+  return {
+    bus = opts.bus or _M.BUS, source = opts.source or _M.SOURCE,
+    detail_type = opts.detail_type or _M.DETAIL_TYPE,
+    detail = _M.detail(item, opts.max_detail_bytes),
+    time = entry_time(item), trace_header = trace_header(item),
+  }
+end
+
 -- The event item of a record, or nil when the record is not one to publish,
 -- or false, message when its image cannot be read. An INSERT without its
 -- new image means a stream of the wrong view type: say so (once per batch)
@@ -162,12 +174,7 @@ local function group(records, opts, say)
         by_log[log] = g
         groups[#groups + 1] = g
       end
-      g.entries[#g.entries + 1] = {
-        bus = opts.bus or _M.BUS, source = opts.source or _M.SOURCE,
-        detail_type = opts.detail_type or _M.DETAIL_TYPE,
-        detail = _M.detail(item, opts.max_detail_bytes),
-        time = entry_time(item), trace_header = trace_header(item),
-      }
+      g.entries[#g.entries + 1] = _M.entry(item, opts)
       g.positions[#g.positions + 1] = position
     end
   end
