@@ -466,6 +466,9 @@ describe("dynlog command", function()
         assert.are.equal(0, status, err)
         local events = json_lines(out)
         assert.are.same({ "one", "two", "three", "four" }, types_of(events))
+        -- every event carries the time it was appended, milliseconds since the epoch
+        assert.is_true(math.type(events[1].appended_at) == "integer" and events[1].appended_at > 1.7e12)
+        events[1].appended_at = nil
         assert.are.same({ pk = "orders#7#stream", sk = keys[1], log = "orders", type = "one",
                           payload = { id = "7", n = 1, nested = { a = "é", b = true } } }, events[1])
       end)
