@@ -538,7 +538,8 @@ describe("dynlog command", function()
       assert.are.equal(2, events[1].sk)
       status, out = dynlog("query acct 7", ve)
       assert.are.equal(0, status)
-      assert.matches("^SK  TYPE%s+PAYLOAD\n1   opened", out) -- no TIME column: versions carry no time
+      -- the TIME column: appended_at, as versions carry no time
+      assert.matches("^SK  TIME%s+TYPE%s+PAYLOAD\n1   %d%d%d%d%-%d%d%-%d%dT%d%d:%d%d:%d%d%.%d%d%dZ  opened", out)
     end)
   end)
 

@@ -15,9 +15,9 @@ _M.query = {
               ["until"] = "value" },
   help = [[
 Prints the events of the stream LOG/ID in sort-key order, read page by page:
-a table of SK, TIME (ulid mode), TYPE and PAYLOAD, or with --json one event
-per line ({"pk", "sk", "log", "type", "payload", "appended_at", "meta"}). An empty stream prints
-nothing.
+a table of SK, TIME (the ULID's time, or appended_at in version mode), TYPE
+and PAYLOAD, or with --json one event per line ({"pk", "sk", "log", "type",
+"payload", "appended_at", "meta"}). An empty stream prints nothing.
 
 options:
   --after SK     only events after this sort key (exclusive)
