@@ -300,6 +300,18 @@ describe("the envelope through the pipeline", function()
                       trace_id = "Root=1-5759e988-bd862e3fe1be46a994272793;Sampled=1" }, follow.meta)
   end)
 
+  it("trigger.entry: Time from appended_at, else from the ULID of an older event", function()
+    local sk = core.ulid_encode(1700000000123, string.rep("\1", 10))
+    local older = { pk = "o#1#stream", sk = sk, type = "t", log = "o", payload = { id = "1" } }
+    assert.are.equal(1700000000.123, trigger.entry(older).time)
+    assert.is_nil(trigger.entry(older).trace_header)
+    older.appended_at, older.meta = 1700000005000, { trace_id = "Root=1-b" }
+    local entry = trigger.entry(older, { bus = "b" })
+    assert.are.same({ 1700000005, "Root=1-b", "b", "dynamodb-log" },
+      { entry.time, entry.trace_header, entry.bus, entry.source })
+    assert.is_nil(trigger.entry({ pk = "o#1#stream", sk = 3, type = "t", payload = { id = "1" } }).time)
+  end)
+
   it("keeps meta out of a partial detail it would not fit in", function()
     local item = { pk = "o#1#stream", sk = 1, type = "t", log = "o", payload = { id = "1", b = string.rep("x", 300) },
                    appended_at = 1796040000123, meta = { note = string.rep("n", 300) } }

@@ -15,7 +15,8 @@
 -- since the epoch) and "meta" (the event's metadata), each when the event
 -- has it. The partial form keeps appended_at, and meta when the partial
 -- detail with it still fits (else meta is left out too: it is in the log).
--- The PutEvents entry's Time is appended_at, and its TraceHeader the
+-- The PutEvents entry's Time is appended_at (else the ULID's time, for
+-- events written before dynlog kept it), and its TraceHeader the
 -- metadata's trace_id.
 --
 -- Numbers in the detail are the stream record's N text, digit for digit:
@@ -99,8 +100,11 @@ function _M.detail(item, max_bytes)
 end
 
 -- The PutEvents entry's Time (epoch seconds) and TraceHeader of an event.
+-- An event written before dynlog kept appended_at has the time of its
+-- ULID, if its sort key is one.
 local function entry_time(item)
   local t = tonumber(tostring(item[envelope.TIME]))
+  if not t and type(item.sk) == "string" then t = core.ulid_decode(item.sk) end
   return t and t / 1000
 end
 
