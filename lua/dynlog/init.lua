@@ -32,6 +32,18 @@ function _M.ulid_time(s)
   return errors.from_core(core_ulid_decode(s))
 end
 
+--- caused_by(ev [, extra]) -> the metadata of an event caused by the event
+-- ev (as query, get or a handler gives it): causation_id = ev's key
+-- ("<pk>/<sk>"), correlation_id = ev's (or ev's key when it has none),
+-- trace_id carried over, then the keys of extra. For append's opts.meta.
+function _M.caused_by(ev, extra)
+  if type(ev) ~= "table" or type(ev.pk) ~= "string" or ev.sk == nil then
+    error("dynlog.caused_by: ev must be an event (with pk and sk)", 2)
+  end
+  if extra ~= nil and type(extra) ~= "table" then error("dynlog.caused_by: extra must be a table", 2) end
+  return require("dynlog.client.envelope").caused_by(ev, extra)
+end
+
 --- new(opts) -> a client of one event table; see dynlog.client.
 function _M.new(opts)
   return require("dynlog.client").new(opts)

@@ -179,8 +179,11 @@ describe("dynlog command", function()
         "try `dynlog query --help`" },
       { "--table ab query users 1", "invalid table name ab", "try `dynlog query --help`" },
       { "replay --since yesterday", "--since must be an RFC 3339 time", "try `dynlog replay --help`" },
-      { "--sort-key version replay --since 2026-11-25T12:00:00Z", "--since needs ULID sort keys",
+      { "--sort-key version replay --until 2026-11-25", "--until must be an RFC 3339 time",
         "try `dynlog replay --help`" },
+      { "tail --since soon", "--since must be an RFC 3339 time", "try `dynlog tail --help`" },
+      { "query users 1 --until x", "--until must be an RFC 3339 time", "try `dynlog query --help`" },
+      { "append users 1 signup '{}' --meta '[1]'", "--meta must be a JSON object", "try `dynlog append --help`" },
       { "--sort-key version query users 1 --after x", "--after must be a version number in version mode",
         "try `dynlog query --help`" },
       { "tail --count many", "--count must be a positive integer", "try `dynlog tail --help`" },
@@ -463,6 +466,9 @@ describe("dynlog command", function()
         assert.are.equal(0, status, err)
         local events = json_lines(out)
         assert.are.same({ "one", "two", "three", "four" }, types_of(events))
+        -- every event carries the time it was appended, milliseconds since the epoch
+        assert.is_true(math.type(events[1].appended_at) == "integer" and events[1].appended_at > 1.7e12)
+        events[1].appended_at = nil
         assert.are.same({ pk = "orders#7#stream", sk = keys[1], log = "orders", type = "one",
                           payload = { id = "7", n = 1, nested = { a = "é", b = true } } }, events[1])
       end)
@@ -545,7 +551,8 @@ describe("dynlog command", function()
       assert.are.equal(2, events[1].sk)
       status, out = dynlog("query acct 7", ve)
       assert.are.equal(0, status)
-      assert.matches("^SK  TYPE%s+PAYLOAD\n1   opened", out) -- no TIME column: versions carry no time
+      -- the TIME column: appended_at, as versions carry no time
+      assert.matches("^SK  TIME%s+TYPE%s+PAYLOAD\n1   %d%d%d%d%-%d%d%-%d%dT%d%d:%d%d:%d%d%.%d%d%dZ  opened", out)
     end)
   end)
 
@@ -1167,6 +1174,111 @@ describe("dynlog command", function()
       assert.matches("dynlog: publish_failed: ", err, 1, true)
       assert.matches("hint: could not reach EventBridge at http://127.0.0.1:" .. port .. "/; check --events-endpoint",
         err, 1, true)
+    end)
+  end)
+
+  describe("time and metadata, version mode", function()
+    local c, e, srv
+    local t1, t2
+
+    -- RFC 3339 with milliseconds
+    local function rfc(ms)
+      return os.date("!%Y-%m-%dT%H:%M:%S", math.floor(ms / 1000)) .. (".%03dZ"):format(ms % 1000)
+    end
+
+    local function mark()
+      socket.sleep(0.05)
+      local t = math.floor(socket.gettime() * 1000)
+      socket.sleep(0.05)
+      return t
+    end
+
+    setup(function()
+      c = ddb.ready_client({ sort_key = "version" })
+      e = cli_env(c.table, { DYNLOG_SORT_KEY = "version" })
+      assert(c:append("acct", "7", "opened", {}))
+      t1 = mark()
+      local status, out, err = dynlog("append acct 7 deposited '{\"amount\":5}' --json --meta "
+        .. "'{\"correlation_id\":\"req-1\",\"trace_id\":\"Root=1-abc\",\"schema_version\":2,\"who\":\"ops\"}'", e)
+      assert.are.equal(0, status, err)
+      assert.are.same({ pk = "acct#7#stream", sk = 2 }, json.decode(out))
+      t2 = mark()
+      assert(c:append("acct", "7", "closed", {}))
+    end)
+
+    after_each(function() if srv then srv.stop() end srv = nil end)
+
+    it("append --meta stores the metadata; query --json shows it with appended_at", function()
+      local ev = assert(c:get("acct", "7", 2))
+      assert.are.same({ correlation_id = "req-1", trace_id = "Root=1-abc", schema_version = 2, who = "ops" }, ev.meta)
+      assert.is_true(ev.appended_at > t1 and ev.appended_at < t2)
+      local status, out, err = dynlog("query acct 7 --json", e)
+      assert.are.equal(0, status, err)
+      local events = json_lines(out)
+      assert.are.equal("req-1", events[2].meta.correlation_id)
+      assert.are.equal(ev.appended_at, events[2].appended_at)
+      -- an invalid one is refused, and nothing is written
+      local _
+      status, _, err = dynlog("append acct 7 x '{}' --meta '{\"schema_version\":\"two\"}'", e)
+      assert.are.equal(1, status)
+      assert.matches("meta.schema_version must be a positive integer", err, 1, true)
+      assert.are.equal(3, assert(c:head("acct", "7")).sk)
+    end)
+
+    it("query --since/--until in version mode", function()
+      local status, out, err = dynlog("query acct 7 --json --since " .. rfc(t1) .. " --until " .. rfc(t2), e)
+      assert.are.equal(0, status, err)
+      assert.are.same({ "deposited" }, types_of(json_lines(out)))
+      status, out, err = dynlog(("query acct 7 --json --since %.3f"):format(t2 / 1000), e)
+      assert.are.equal(0, status, err)
+      assert.are.same({ "closed" }, types_of(json_lines(out)))
+    end)
+
+    it("replay --since/--until in version mode, with Time and TraceHeader", function()
+      srv = server.start({ { method = "POST", path = "/", responses = { { putevents = true } } } })
+      local status, out, err = dynlog("replay --json --since " .. rfc(t1) .. " --until " .. rfc(t2)
+        .. " --events-endpoint " .. srv.url, e)
+      assert.are.equal(0, status, err)
+      assert.are.equal(1, json.decode(out).published)
+      local entries = json.decode(srv.requests()[1].body).Entries
+      assert.are.equal(1, #entries)
+      local d = json.decode(entries[1].Detail)
+      assert.are.equal("deposited", d.type)
+      assert.are.equal("req-1", d.meta.correlation_id)
+      assert.are.equal(d.appended_at / 1000, entries[1].Time)
+      assert.are.equal("Root=1-abc", entries[1].TraceHeader)
+    end)
+
+    it("tail --since starts at the oldest records and shows events of that time or later", function()
+      local status, out, err = dynlog("tail --json --count 2 --since " .. rfc(t1), e)
+      assert.are.equal(0, status, err)
+      assert.are.same({ "deposited", "closed" }, types_of(json_lines(out)))
+    end)
+
+    it("import: lines with meta; --keep-keys keeps a line's appended_at, else none in version mode", function()
+      local path = os.tmpname()
+      write_file(path, table.concat({
+        '{"log":"imp","id":"1","type":"a","meta":{"correlation_id":"batch-9"}}',
+        '{"pk":"seed#1#stream","sk":1,"type":"s","log":"seed","payload":{"id":"1"},"appended_at":1700000000000,'
+          .. '"meta":{"causation_id":"x"}}',
+        '{"pk":"seed#1#stream","sk":2,"type":"s","log":"seed","payload":{"id":"1"}}',
+        '{"log":"imp","id":"1","type":"b","meta":{"schema_version":0}}',
+        '{"log":"imp","id":"1","type":"c","meta":[1]}',
+      }, "\n") .. "\n")
+      local status, _, err = dynlog("import --keep-keys --json " .. path, e)
+      os.remove(path)
+      os.remove(path .. ".progress")
+      assert.are.equal(1, status, err)
+      assert.matches("line 4: invalid_argument: meta.schema_version must be a positive integer", err, 1, true)
+      assert.matches('line 5: "meta" must be a JSON object', err, 1, true)
+      local imp = assert(c:query("imp", "1"):all())
+      assert.are.equal(1, #imp)
+      assert.are.same({ correlation_id = "batch-9" }, imp[1].meta)
+      assert.is_number(imp[1].appended_at)
+      local seed = assert(c:query("seed", "1"):all())
+      assert.are.equal(1700000000000, seed[1].appended_at)
+      assert.are.same({ causation_id = "x" }, seed[1].meta)
+      assert.is_nil(seed[2].appended_at)
     end)
   end)
 

@@ -30,7 +30,7 @@ end
 _M.append = {
   usage = "append LOG ID TYPE [JSON]",
   summary = "append one event; prints its key",
-  options = { ["expected-version"] = "value", ["event-id"] = "value" },
+  options = { ["expected-version"] = "value", ["event-id"] = "value", meta = "value" },
   help = [[
 Appends one event of type TYPE to the stream LOG/ID. Its payload is the
 JSON object JSON, or read from stdin when JSON is absent or "-"; payload.id
@@ -44,12 +44,17 @@ options:
   --event-id ID                        the event's id: appended again with the same
                                        ID (a retry), nothing is written and the key
                                        of the event already there is printed
+  --meta JSON                          the event's metadata, a JSON object:
+                                       correlation_id, causation_id, trace_id
+                                       (strings), schema_version (an integer)
+                                       and keys of your own
 
 An invalid JSON argument is a usage error (exit 2).]],
   run = function(ctx, args)
     check_count(args, 3, 4, ctx)
     local log, id, event_type, text = args[1], args[2], args[3], args[4]
     local expected = expected_version(ctx)
+    local meta = ctx.opts.meta and json_object(ctx.opts.meta, "--meta")
     local payload
     if text == nil or text == "-" then
       payload = json_object(read_all(ctx.stdin), "the payload on stdin")
@@ -59,7 +64,7 @@ An invalid JSON argument is a usage error (exit 2).]],
     local c, cerr = new_client(ctx)
     if not c then return fail(ctx, cerr) end
     local key, err = c:append(log, id, event_type, payload,
-                              { expected_version = expected, event_id = ctx.opts["event-id"] })
+                              { expected_version = expected, event_id = ctx.opts["event-id"], meta = meta })
     if not key then return fail(ctx, err) end
     if ctx.json then
       ctx.out:write(encode(key), "\n")

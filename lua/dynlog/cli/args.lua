@@ -3,6 +3,7 @@
 -- exit status 2, when one is wrong), and the client they configure.
 local core = require "dynlog.core"
 local dynlog = require "dynlog"
+local timeutil = require "dynlog.base.timeutil"
 
 local error, getmetatable, pcall, setmetatable, tonumber, tostring, type =
   error, getmetatable, pcall, setmetatable, tonumber, tostring, type
@@ -123,6 +124,22 @@ local function positive_seconds(opts, name)
   return n
 end
 
+-- A time option (--since, --until): RFC 3339 or epoch seconds → milliseconds
+-- since the epoch, or a usage error; nil when not given.
+local function time_arg(opts, name)
+  local text = opts[name]
+  if text == nil then return nil end
+  if str_match(text, "^%d+$") or str_match(text, "^%d+%.%d+$") then
+    return math_floor(tonumber(text) * 1000 + 0.5)
+  end
+  local seconds = timeutil.parse_rfc3339(text)
+  if not seconds then
+    usage_error("--" .. name .. " must be an RFC 3339 time (2026-11-25T12:00:00Z) or epoch seconds, got " .. text)
+  end
+  local fraction = str_match(text, "%d%d:%d%d:%d%d(%.%d+)")
+  return seconds * 1000 + (fraction and math_floor(tonumber("0" .. fraction) * 1000) or 0)
+end
+
 -- A sort key from the command line: a string in ulid mode, an integer in
 -- version mode.
 local function sort_key_arg(ctx, name, v)
@@ -199,6 +216,7 @@ _M.too_large = too_large
 _M.positive_integer = positive_integer
 _M.positive_seconds = positive_seconds
 _M.sort_key_arg = sort_key_arg
+_M.time_arg = time_arg
 _M.json_object = json_object
 _M.table_settings = table_settings
 _M.new_client = new_client

@@ -121,7 +121,7 @@ end
 -- The fields of the seed format's line {"pk", "sk", "type", "log",
 -- "payload"}: log and id from the partition key, which must agree with
 -- "log" and "payload.id"; the sort key kept with --keep-keys.
-local function seed_event(doc, payload, job)
+local function seed_event(doc, payload, meta, job)
   if type(doc.pk) ~= "string" then return nil, '"pk" must be a string' end
   local log, id = eventkey.parse(doc.pk)
   if not log then return nil, '"pk" must be "<log>#<id>#stream", got ' .. encode(doc.pk) end
@@ -133,7 +133,7 @@ local function seed_event(doc, payload, job)
     return nil, '"payload.id" is ' .. encode(pid) .. ' but "pk" is of id ' .. encode(id)
   end
   if type(doc.type) ~= "string" then return nil, '"type" must be a string' end
-  local ev = { log = log, id = id, type = doc.type, payload = payload }
+  local ev = { log = log, id = id, type = doc.type, payload = payload, meta = meta }
   if job.keep_keys then
     local sk = doc.sk
     if job.sort_key == "ulid" then
@@ -145,6 +145,13 @@ local function seed_event(doc, payload, job)
         .. encode(sk)
     end
     ev.sk = sk
+    local t = doc.appended_at
+    if t ~= nil and t ~= core.null then
+      if type(t) ~= "number" or t < 0 or not id_text(t) then
+        return nil, '"appended_at" must be milliseconds since the epoch, got ' .. encode(t)
+      end
+      ev.appended_at = t
+    end
   end
   return with_event_id(ev, doc)
 end
@@ -160,7 +167,12 @@ local function line_event(text, job)
   if payload ~= nil and (type(payload) ~= "table" or is_array(payload)) then
     return nil, '"payload" must be a JSON object'
   end
-  if doc.pk ~= nil then return seed_event(doc, payload, job) end
+  local meta = doc.meta
+  if meta == core.null then meta = nil end
+  if meta ~= nil and (type(meta) ~= "table" or is_array(meta)) then
+    return nil, '"meta" must be a JSON object'
+  end
+  if doc.pk ~= nil then return seed_event(doc, payload, meta, job) end
   local id = doc.id
   if type(id) == "number" then
     id = id_text(id)
@@ -172,7 +184,7 @@ local function line_event(text, job)
   for _, f in ipairs({ { "log", doc.log }, { "id", id }, { "type", doc.type } }) do
     if type(f[2]) ~= "string" then return nil, '"' .. f[1] .. '" must be a string' end
   end
-  return with_event_id({ log = doc.log, id = id, type = doc.type, payload = payload }, doc)
+  return with_event_id({ log = doc.log, id = id, type = doc.type, payload = payload, meta = meta }, doc)
 end
 
 -- Failures that belong to a line (its event is invalid) rather than to the
@@ -390,16 +402,18 @@ _M.import = {
               ["keep-keys"] = "flag" },
   help = [[
 Appends the events of FILE ("-" for stdin), one JSON object per line:
-  {"log": "users", "id": "42", "type": "signup", "payload": {...}}
-("payload" may be left out; a numeric id is taken as its decimal text, if it
+  {"log": "users", "id": "42", "type": "signup", "payload": {...}, "meta": {...}}
+("payload" and "meta", the event's metadata, may be left out; a numeric id is taken as its decimal text, if it
 is an integer up to 9007199254740991; blank lines and a UTF-8 byte order mark
 at the start are skipped). Lines of the seed format, as the original Node
 tools write events.ldjson, are read too:
   {"pk": "users#42#stream", "sk": ..., "type": "signup", "log": "users", "payload": {...}}
 pk must be "<log>#<id>#stream" and agree with "log" and "payload.id". They are
 appended as new events, with new sort keys; with --keep-keys each keeps its
-sk (a ULID in ulid mode, a version number in version mode), written only
-where no event is: an identical event already at that key counts as there
+sk (a ULID in ulid mode, a version number in version mode) and its time:
+its "appended_at" (milliseconds) when the line has one, else the ULID's
+time in ulid mode and none in version mode (when it was first appended is
+not known); written only where no event is: an identical event already at that key counts as there
 (so a rerun writes nothing twice), another one fails the line (conflict).
 From a file, lines go out in batches of --save-every
 lines, with up to --concurrency requests in flight (append_many): the events

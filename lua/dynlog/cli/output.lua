@@ -1,6 +1,7 @@
 --- The output of the `dynlog` command: JSON with sorted keys, aligned
 -- tables of events, and failures told on stderr with a hint of what to do.
 local core = require "dynlog.core"
+local envelope = require "dynlog.client.envelope"
 local eventkey = require "dynlog.client.eventkey"
 
 local ipairs, pairs, setmetatable, tostring, type = ipairs, pairs, setmetatable, tostring, type
@@ -96,9 +97,10 @@ function Table:add(row)
   if #self.rows >= self.hold then self:flush() end
 end
 
--- "2026-11-25T12:00:00.123Z" of a ULID, or "" when it is not one.
-local function ulid_time_text(sk)
-  local ms = type(sk) == "string" and core.ulid_decode(sk)
+-- "2026-11-25T12:00:00.123Z" of an event: its ULID's time in ulid mode, its
+-- appended_at in version mode (as time ranges read it), or "" when it has none.
+local function time_text(ev, sort_key)
+  local ms = envelope.time_of(ev, sort_key)
   if not ms then return "" end
   return os_date("!%Y-%m-%dT%H:%M:%S", math_floor(ms / 1000)) .. str_format(".%03dZ", ms % 1000)
 end
@@ -116,11 +118,10 @@ local function event_printer(ctx, with_stream, hold)
       flush = function() ctx.out:flush() end,
     }
   end
-  local ulid = ctx.sort_key == "ulid"
   local columns = {}
   if with_stream then columns[#columns + 1] = "LOG" columns[#columns + 1] = "ID" end
   columns[#columns + 1] = "SK"
-  if ulid then columns[#columns + 1] = "TIME" end
+  columns[#columns + 1] = "TIME"
   columns[#columns + 1] = "TYPE"
   columns[#columns + 1] = "PAYLOAD"
   local t = new_table(ctx.out, columns, hold)
@@ -129,7 +130,7 @@ local function event_printer(ctx, with_stream, hold)
       local row = {}
       if with_stream then row[#row + 1] = tostring(ev.log) row[#row + 1] = id_of(ev) end
       row[#row + 1] = tostring(ev.sk)
-      if ulid then row[#row + 1] = ulid_time_text(ev.sk) end
+      row[#row + 1] = time_text(ev, ctx.sort_key)
       row[#row + 1] = tostring(ev.type)
       row[#row + 1] = encode(ev.payload)
       t:add(row)

@@ -6,6 +6,7 @@
 -- carries attribute_not_exists(pk), so no event is ever overwritten.
 local concurrent = require "dynlog.transport.concurrent"
 local core = require "dynlog.core"
+local envelope = require "dynlog.client.envelope"
 local errors = require "dynlog.errors"
 local eventkey = require "dynlog.client.eventkey"
 local options = require "dynlog.base.options"
@@ -34,14 +35,16 @@ local MAX_VERSION = 9007199254740991 -- 2^53 - 1
 
 -- The options of each method, and the fields of the events of
 -- append_batch and append_many.
-local APPEND = options.known{ "expected_version", "event_id" }
+local APPEND = options.known{ "expected_version", "event_id", "meta" }
 local APPEND_MANY = options.known{ "concurrency" }
-local MANY_EVENT = options.known{ "log", "id", "type", "payload", "expected_version", "sk", "event_id" }
-local BATCH_EVENT = options.known{ "type", "payload", "event_id" }
+local MANY_EVENT = options.known{ "log", "id", "type", "payload", "expected_version", "sk", "event_id", "meta",
+                                  "appended_at" }
+local BATCH_EVENT = options.known{ "type", "payload", "event_id", "meta" }
 local READ = options.known{ "consistent", "numbers" }
-local QUERY = options.known{ "after", "before", "limit", "reverse", "consistent", "page_size", "numbers" }
+local QUERY = options.known{ "after", "before", "limit", "reverse", "consistent", "page_size", "numbers",
+                             "since", "till" }
 local QUERY_PAGE = options.known{ "after", "before", "limit", "reverse", "consistent", "page_size", "cursor",
-                                  "numbers" }
+                                  "numbers", "since", "till" }
 
 
 -- Programming errors are blamed on the line that called dynlog: the first
@@ -207,17 +210,29 @@ local function check_size(item, at)
   return size
 end
 
+-- The envelope of an event (dynlog.client.envelope): its metadata checked
+-- and copied, and the time it is appended (`time`: now when nil, none
+-- when false). Returns the meta to store (nil for none), or nil, err.
+local function event_meta(meta, at)
+  if meta ~= nil and type(meta) ~= "table" then raise(at .. "meta must be a table, got " .. type(meta)) end
+  local m, err = envelope.check_meta(meta, at)
+  if err then return false, err end
+  return m
+end
+
 -- The item of an event, or nil, err. `unsized`: leave the size to
 -- put_body, which learns it more cheaply while encoding. `at` as for
--- stream_key.
-local function event_item(log, id, pk, sk, event_type, payload, at, unsized)
+-- stream_key. `meta` and `time` as for event_meta.
+local function event_item(log, id, pk, sk, event_type, payload, at, unsized, meta, time)
   if type(event_type) ~= "string" then raise(at .. "type must be a string, got " .. type(event_type)) end
   if event_type == "" then return invalid(at .. "type must not be empty") end
   local ok, pos = utf8_valid(event_type)
   if not ok then return invalid(at .. "type is not valid UTF-8 (byte " .. tostring(pos) .. ")") end
   local p, err = event_payload(id, payload, at)
   if not p then return nil, err end
-  local item = attribute_map({ pk = pk, sk = sk, type = event_type, log = log, payload = p })
+  local m, merr = event_meta(meta, at)
+  if m == false then return nil, merr end
+  local item = attribute_map(envelope.stamp({ pk = pk, sk = sk, type = event_type, log = log, payload = p }, m, time))
   if unsized then return item end
   local size, serr = check_size(item, at)
   if not size then return nil, serr end
@@ -547,7 +562,7 @@ function _M:append(log, id, event_type, payload, opts)
     check_no_expected(opts and opts.expected_version)
     local sk, ucode, umessage = core_ulid()
     if not sk then return errors.from_core(nil, ucode, umessage) end
-    local item, ierr = event_item(log, id, pk, sk, event_type, payload, "", true)
+    local item, ierr = event_item(log, id, pk, sk, event_type, payload, "", true, opts and opts.meta)
     if not item then return nil, ierr end
     local body, berr = put_body(self, item)
     if not body then return nil, berr end
@@ -556,7 +571,7 @@ function _M:append(log, id, event_type, payload, opts)
   local expected = opts and opts.expected_version
   check_expected(expected)
   -- Validate once, before any read.
-  local item, ierr = event_item(log, id, pk, 1, event_type, payload, "")
+  local item, ierr = event_item(log, id, pk, 1, event_type, payload, "", false, opts and opts.meta)
   if not item then return nil, ierr end
   return put_versioned(self, item, expected)
 end
@@ -576,7 +591,7 @@ function _M:_append_identified(log, id, pk, event_type, payload, opts)
   else
     check_expected(expected)
   end
-  local item, ierr = event_item(log, id, pk, sk, event_type, payload, "", true)
+  local item, ierr = event_item(log, id, pk, sk, event_type, payload, "", true, opts.meta)
   if not item then return nil, ierr end
   local guard, gerr = with_event_id(self, item, log, id, opts.event_id)
   if not guard then return nil, gerr end
@@ -629,7 +644,7 @@ local function kept_key(client, ev, at)
 end
 
 -- The item of an event of append_many with an event id, nil, and its guard.
-local function many_identified(client, ev, pk, kept, at)
+local function many_identified(client, ev, pk, kept, at, time)
   local sk = kept or 1
   if client.sort_key == "ulid" then
     check_no_expected(ev.expected_version, at)
@@ -639,11 +654,30 @@ local function many_identified(client, ev, pk, kept, at)
   else
     check_expected(ev.expected_version, at)
   end
-  local item, ierr = event_item(ev.log, ev.id, pk, sk, ev.type, ev.payload, at, true)
+  local item, ierr = event_item(ev.log, ev.id, pk, sk, ev.type, ev.payload, at, true, ev.meta, time)
   if not item then return nil, ierr end
   local guard, gerr = with_event_id(client, item, ev.log, ev.id, ev.event_id, at, "append_many: ")
   if not guard then return nil, gerr end
   return item, nil, nil, guard
+end
+
+-- The appended_at of an event of append_many: now (nil) for a new one. An
+-- event kept at its sort key keeps its time too, so that appending it
+-- again writes the same item: ev.appended_at when given (milliseconds), else
+-- its ULID's time in ulid mode, and none (false) for a version.
+local function kept_time(client, ev, kept, at)
+  local t = ev.appended_at
+  if t ~= nil then
+    if not kept then raise("append_many: " .. at .. "appended_at is kept only with sk") end
+    if type(t) ~= "number" then raise("append_many: " .. at .. "appended_at must be a number, got " .. type(t)) end
+    if not (t >= 0 and t <= MAX_VERSION and t == math_floor(t)) then
+      return invalid(at .. "appended_at must be milliseconds since the epoch, got " .. digits(t))
+    end
+    return t
+  end
+  if not kept then return nil end
+  if client.sort_key == "ulid" then return (core.ulid_decode(kept)) end
+  return false
 end
 
 local function many_item(client, events, i)
@@ -658,17 +692,19 @@ local function many_item(client, events, i)
     kept, err = kept_key(client, ev, at)
     if not kept then return nil, err end
   end
-  if ev.event_id ~= nil then return many_identified(client, ev, pk, kept, at) end
+  local time, terr = kept_time(client, ev, kept, at)
+  if terr then return nil, terr end
+  if ev.event_id ~= nil then return many_identified(client, ev, pk, kept, at, time) end
   if client.sort_key ~= "ulid" then
     check_expected(ev.expected_version, at)
-    return event_item(ev.log, ev.id, pk, kept or 1, ev.type, ev.payload, at)
+    return event_item(ev.log, ev.id, pk, kept or 1, ev.type, ev.payload, at, false, ev.meta, time)
   end
   check_no_expected(ev.expected_version, at)
   -- The whole request is known: encode it now, once.
   local sk, ucode, umessage = kept, nil, nil
   if not sk then sk, ucode, umessage = core_ulid() end
   if not sk then return errors.from_core(nil, ucode, at .. tostring(umessage)) end
-  local item, ierr = event_item(ev.log, ev.id, pk, sk, ev.type, ev.payload, at, true)
+  local item, ierr = event_item(ev.log, ev.id, pk, sk, ev.type, ev.payload, at, true, ev.meta, time)
   if not item then return nil, ierr end
   local body, berr = put_body(client, item, at)
   if not body then return nil, berr end
@@ -781,7 +817,8 @@ local function batch_items(log, id, pk, events, first_version)
   if n > MAX_TRANSACTION_ITEMS then
     return nil, errors.new("too_large", n .. " events; one transaction holds at most 100")
   end
-  local items, total = {}, 0
+  -- One time for the whole batch: its events are appended at once.
+  local items, total, batch_time = {}, 0, envelope.now_ms()
   for i = 1, n do
     local ev = events[i]
     local at = "events[" .. i .. "]: "
@@ -795,7 +832,7 @@ local function batch_items(log, id, pk, events, first_version)
       sk, ucode, umessage = core_ulid()
       if not sk then return errors.from_core(nil, ucode, at .. tostring(umessage), { index = i }) end
     end
-    local item, size_or_err = event_item(log, id, pk, sk, ev.type, ev.payload, at)
+    local item, size_or_err = event_item(log, id, pk, sk, ev.type, ev.payload, at, false, ev.meta, batch_time)
     if not item then
       size_or_err.index = i
       return nil, size_or_err
@@ -1039,6 +1076,52 @@ local function decode_cursor(client, cursor, pk, reverse)
   return doc.sk
 end
 
+-- A time range (opts.since, inclusive; opts.till, exclusive: milliseconds
+-- since the epoch or RFC 3339) folded into the query. In ulid mode it
+-- narrows the sort-key bounds, since a ULID holds its time: the range costs
+-- nothing more. In version mode it is a FilterExpression on appended_at:
+-- DynamoDB reads (and bills) every event within the sort-key bounds, and
+-- returns those in the range; pages may come back empty, and are followed.
+-- Events without appended_at (written before dynlog kept it, or imported
+-- with their versions) are outside every range in version mode.
+local function time_range(client, q, opts)
+  local bounds = {}
+  for _, name in ipairs({ "since", "till" }) do
+    local v = opts[name]
+    if v ~= nil then
+      local ms, why = envelope.parse_time(v)
+      if not ms then raise(name .. " " .. why) end
+      bounds[name] = ms
+    end
+  end
+  local since, till = bounds.since, bounds.till
+  if since == nil and till == nil then return end
+  if since ~= nil and till ~= nil and not (since < till) then q.empty = true end
+  if client.sort_key == "version" then
+    q.since, q.till = since, till
+    return
+  end
+  local after = since and envelope.ulid_after(since)
+  local before = till and envelope.ulid_before(till)
+  if after ~= nil and (q.after == nil or after > q.after) then q.after = after end
+  if before ~= nil and (q.before == nil or before < q.before) then q.before = before end
+end
+
+-- The FilterExpression of a version-mode time range, its values put in
+-- `values`; nil without a range.
+local function time_filter(q, values)
+  if q.since ~= nil and q.till ~= nil then
+    values[":since"], values[":till"] = q.since, q.till
+    return "#t >= :since AND #t < :till"
+  elseif q.since ~= nil then
+    values[":since"] = q.since
+    return "#t >= :since"
+  elseif q.till ~= nil then
+    values[":till"] = q.till
+    return "#t < :till"
+  end
+end
+
 -- The Query request of one page.
 local function query_params(client, pk, q, start_sk, page_limit)
   local values = { [":pk"] = pk }
@@ -1053,8 +1136,10 @@ local function query_params(client, pk, q, start_sk, page_limit)
     cond = cond .. " AND sk < :before"
     values[":before"] = q.before
   end
+  local filter = time_filter(q, values)
   return {
-    TableName = client.table, KeyConditionExpression = cond,
+    TableName = client.table, KeyConditionExpression = cond, FilterExpression = filter,
+    ExpressionAttributeNames = filter and { ["#t"] = envelope.TIME } or nil,
     ExpressionAttributeValues = attribute_map(values),
     ScanIndexForward = not q.reverse, ConsistentRead = q.consistent == true,
     Limit = page_limit,
@@ -1079,9 +1164,10 @@ local function new_query(client, log, id, opts)
       raise(name .. " must be a positive integer")
     end
   end
+  time_range(client, q, opts)
   -- BETWEEN with its bounds the wrong way round is a DynamoDB error; an
   -- empty range is simply empty.
-  q.empty = q.after ~= nil and q.before ~= nil and not (q.after < q.before)
+  q.empty = q.empty or (q.after ~= nil and q.before ~= nil and not (q.after < q.before))
   return q
 end
 

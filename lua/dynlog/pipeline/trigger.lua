@@ -13,17 +13,25 @@
 -- reads the rest from the log. The payload is the stored one, at the schema
 -- version it was written in: upcasters apply where events are read (get,
 -- query, and so the handler; c:upcast for a detail), never here.
+-- After those original fields, dynlog's own: "appended_at" (milliseconds
+-- since the epoch) and "meta" (the event's metadata), each when the event
+-- has it. The partial form keeps appended_at, and meta when the partial
+-- detail with it still fits (else meta is left out too: it is in the log).
+-- The PutEvents entry's Time is appended_at (else the ULID's time, for
+-- events written before dynlog kept it), and its TraceHeader the
+-- metadata's trace_id.
 --
 -- Numbers in the detail are the stream record's N text, digit for digit:
 -- the image is read with numbers = "exact", so a number no Lua number holds
 -- exactly (beyond 2^53 on LuaJIT, beyond 64 bits or a double's digits on
 -- Lua 5.4) is a dynlog.number, which JSON encoding writes as its own text.
 local core = require "dynlog.core"
+local envelope = require "dynlog.client.envelope"
 local eventkey = require "dynlog.client.eventkey"
 local logger = require "dynlog.logger"
 local options = require "dynlog.base.options"
 
-local ipairs, pcall, tostring, type = ipairs, pcall, tostring, type
+local ipairs, pcall, tonumber, tostring, type = ipairs, pcall, tonumber, tostring, type
 local is_event, parse_key = eventkey.is_event, eventkey.parse
 local json_encode, unmarshal_item = core.json_encode, core.unmarshal_item
 
@@ -54,8 +62,21 @@ end
 
 -- The fields in the order of the original examples' detail, whatever the
 -- hash order of a Lua table: the same event always gives the same bytes.
-local function detail_text(head, partial, payload)
-  return head .. (partial and ',"partial":true' or "") .. field("payload", payload) .. "}"
+local function detail_text(head, partial, payload, tail)
+  return head .. (partial and ',"partial":true' or "") .. field("payload", payload) .. tail .. "}"
+end
+
+-- dynlog's fields after the original ones (dynlog.client.envelope).
+local function time_field(item)
+  local t = item[envelope.TIME]
+  if type(t) ~= "number" and not core.is_number(t) then return "" end
+  return field(envelope.TIME, t)
+end
+
+local function meta_field(item)
+  local m = item[envelope.META]
+  if type(m) ~= "table" then return "" end
+  return field(envelope.META, m)
 end
 
 --- The detail JSON of one event item, shortened to the partial form when
@@ -63,8 +84,10 @@ end
 function _M.detail(item, max_bytes)
   local head = "{" .. field("log", log_of(item), true) .. ',"key":{' .. field("pk", item.pk, true)
     .. field("sk", item.sk) .. "}" .. field("type", item.type)
-  local whole = detail_text(head, false, item.payload)
-  if #whole <= (max_bytes or _M.MAX_DETAIL_BYTES) then return whole end
+  max_bytes = max_bytes or _M.MAX_DETAIL_BYTES
+  local time, meta = time_field(item), meta_field(item)
+  local whole = detail_text(head, false, item.payload, time .. meta)
+  if #whole <= max_bytes then return whole end
   local payload = item.payload
   -- dynlog's own events always hold payload.id; an item written by other
   -- means may not, and its id is then the one in its key.
@@ -73,7 +96,36 @@ function _M.detail(item, max_bytes)
     local _
     _, id = parse_key(item.pk)
   end
-  return detail_text(head, true, { id = id })
+  local partial = detail_text(head, true, { id = id }, time .. meta)
+  if #partial <= max_bytes then return partial end
+  return detail_text(head, true, { id = id }, time)
+end
+
+-- The PutEvents entry's Time (epoch seconds) and TraceHeader of an event.
+-- An event written before dynlog kept appended_at has the time of its
+-- ULID, if its sort key is one.
+local function entry_time(item)
+  local t = tonumber(tostring(item[envelope.TIME]))
+  if not t and type(item.sk) == "string" then t = core.ulid_decode(item.sk) end
+  return t and t / 1000
+end
+
+local function trace_header(item)
+  local m = item[envelope.META]
+  local trace = type(m) == "table" and m.trace_id
+  if type(trace) == "string" and trace ~= "" and #trace <= envelope.MAX_TRACE_ID then return trace end
+end
+
+--- The PutEvents entry of one event item (for c:publish): opts bus, source,
+-- detail_type, max_detail_bytes as for handle.
+function _M.entry(item, opts)
+  opts = opts or {}
+  return {
+    bus = opts.bus or _M.BUS, source = opts.source or _M.SOURCE,
+    detail_type = opts.detail_type or _M.DETAIL_TYPE,
+    detail = _M.detail(item, opts.max_detail_bytes),
+    time = entry_time(item), trace_header = trace_header(item),
+  }
 end
 
 -- The event item of a record, or nil when the record is not one to publish,
@@ -128,11 +180,7 @@ local function group(records, opts, say)
         by_log[log] = g
         groups[#groups + 1] = g
       end
-      g.entries[#g.entries + 1] = {
-        bus = opts.bus or _M.BUS, source = opts.source or _M.SOURCE,
-        detail_type = opts.detail_type or _M.DETAIL_TYPE,
-        detail = _M.detail(item, opts.max_detail_bytes),
-      }
+      g.entries[#g.entries + 1] = _M.entry(item, opts)
       g.positions[#g.positions + 1] = position
     end
   end
