@@ -54,7 +54,7 @@ for _, mode in ipairs({ "ulid", "version" }) do
       for _, item in ipairs(scan(c)) do
         if item.pk == "guards#1#stream" then
           found.event = item
-          assert.are.same({ "event_id", "log", "payload", "pk", "sk", "type" }, (function()
+          assert.are.same({ "appended_at", "event_id", "log", "payload", "pk", "sk", "type" }, (function()
             local names = {}
             for k in pairs(item) do names[#names + 1] = k end
             table.sort(names)
