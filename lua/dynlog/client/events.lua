@@ -209,14 +209,15 @@ end
 -- The item of an event, or nil, err. `unsized`: leave the size to
 -- put_body, which learns it more cheaply while encoding. `at` as for
 -- stream_key.
-local function event_item(log, id, pk, sk, event_type, payload, at, unsized)
+-- `expires_at`: the expiry of the event under the client's max_age, or nil.
+local function event_item(log, id, pk, sk, event_type, payload, at, unsized, expires_at)
   if type(event_type) ~= "string" then raise(at .. "type must be a string, got " .. type(event_type)) end
   if event_type == "" then return invalid(at .. "type must not be empty") end
   local ok, pos = utf8_valid(event_type)
   if not ok then return invalid(at .. "type is not valid UTF-8 (byte " .. tostring(pos) .. ")") end
   local p, err = event_payload(id, payload, at)
   if not p then return nil, err end
-  local item = attribute_map({ pk = pk, sk = sk, type = event_type, log = log, payload = p })
+  local item = attribute_map({ pk = pk, sk = sk, type = event_type, log = log, payload = p, expires_at = expires_at })
   if unsized then return item end
   local size, serr = check_size(item, at)
   if not size then return nil, serr end
@@ -404,21 +405,26 @@ function _M:append(log, id, event_type, payload, opts)
   options.check(opts, APPEND, "append")
   local pk, err = stream_key(log, id)
   if not pk then return nil, err end
+  local expires = self:_expires_at(log)
   if self.sort_key == "ulid" then
     check_no_expected(opts and opts.expected_version)
     local sk, ucode, umessage = core_ulid()
     if not sk then return errors.from_core(nil, ucode, umessage) end
-    local item, ierr = event_item(log, id, pk, sk, event_type, payload, "", true)
+    local item, ierr = event_item(log, id, pk, sk, event_type, payload, "", true, expires)
     if not item then return nil, ierr end
     local body, berr = put_body(self, item)
     if not body then return nil, berr end
+    local open, derr = self:_refuse_deleted(pk)
+    if not open then return nil, derr end
     return put_event(self, item, body)
   end
   local expected = opts and opts.expected_version
   check_expected(expected)
   -- Validate once, before any read.
-  local item, ierr = event_item(log, id, pk, 1, event_type, payload, "")
+  local item, ierr = event_item(log, id, pk, 1, event_type, payload, "", nil, expires)
   if not item then return nil, ierr end
+  local open, derr = self:_refuse_deleted(pk)
+  if not open then return nil, derr end
   return put_versioned(self, item, expected)
 end
 
@@ -480,14 +486,14 @@ local function many_item(client, events, i)
   end
   if client.sort_key ~= "ulid" then
     check_expected(ev.expected_version, at)
-    return event_item(ev.log, ev.id, pk, kept or 1, ev.type, ev.payload, at)
+    return event_item(ev.log, ev.id, pk, kept or 1, ev.type, ev.payload, at, nil, client:_expires_at(ev.log))
   end
   check_no_expected(ev.expected_version, at)
   -- The whole request is known: encode it now, once.
   local sk, ucode, umessage = kept, nil, nil
   if not sk then sk, ucode, umessage = core_ulid() end
   if not sk then return errors.from_core(nil, ucode, at .. tostring(umessage)) end
-  local item, ierr = event_item(ev.log, ev.id, pk, sk, ev.type, ev.payload, at, true)
+  local item, ierr = event_item(ev.log, ev.id, pk, sk, ev.type, ev.payload, at, true, client:_expires_at(ev.log))
   if not item then return nil, ierr end
   local body, berr = put_body(client, item, at)
   if not body then return nil, berr end
@@ -533,10 +539,16 @@ end
 -- an earlier one that may still be retried.
 local function append_lane(view, lane, results, errs)
   local failed, head
+  -- A deleted stream (or a failure to tell) fails its first event.
+  local open, derr = view:_refuse_deleted(lane[1].item.pk)
+  if not open then
+    failed = lane[1].index
+    errs[failed] = indexed(failed, derr)
+  end
   for _, entry in ipairs(lane) do
     local i = entry.index
     if failed then
-      errs[i] = errors.new("aborted", "events[" .. i .. "]: not sent, because events[" .. failed
+      errs[i] = errs[i] or errors.new("aborted", "events[" .. i .. "]: not sent, because events[" .. failed
         .. "] of the same stream failed", { index = i, cause = errs[failed] })
     else
       local key, err
@@ -586,7 +598,7 @@ function _M:append_many(events, opts)
   return nil, errors.items("append_failed", "events were not written", errs, results, #events), results
 end
 
-local function batch_items(log, id, pk, events, first_version)
+local function batch_items(log, id, pk, events, first_version, expires)
   if type(events) ~= "table" then raise("append_batch: events must be a list of {type=, payload=}") end
   local n = #events
   if n == 0 then return invalid("events must not be empty") end
@@ -607,7 +619,7 @@ local function batch_items(log, id, pk, events, first_version)
       sk, ucode, umessage = core_ulid()
       if not sk then return errors.from_core(nil, ucode, at .. tostring(umessage), { index = i }) end
     end
-    local item, size_or_err = event_item(log, id, pk, sk, ev.type, ev.payload, at)
+    local item, size_or_err = event_item(log, id, pk, sk, ev.type, ev.payload, at, nil, expires)
     if not item then
       size_or_err.index = i
       return nil, size_or_err
@@ -662,16 +674,21 @@ end
 local function append_batch(self, log, id, events, opts)
   local pk, err = stream_key(log, id)
   if not pk then return nil, err end
+  local expires = self:_expires_at(log)
   if self.sort_key == "ulid" then
     check_no_expected(opts and opts.expected_version)
-    local items, ierr = batch_items(log, id, pk, events)
+    local items, ierr = batch_items(log, id, pk, events, nil, expires)
     if not items then return nil, ierr end
+    local open, derr = self:_refuse_deleted(pk)
+    if not open then return nil, derr end
     return transact(self, items)
   end
   local expected = opts and opts.expected_version
   check_expected(expected)
-  local probe, perr = batch_items(log, id, pk, events, 1)
+  local probe, perr = batch_items(log, id, pk, events, 1, expires)
   if not probe then return nil, perr end
+  local open, derr = self:_refuse_deleted(pk)
+  if not open then return nil, derr end
   local function at(version)
     local ok, rerr = room_after(self, pk, version, #probe)
     if not ok then return nil, rerr end

@@ -81,7 +81,7 @@ end
 local KNOWN_OPTIONS = options.known{
   "table", "sort_key", "region", "endpoint", "streams_endpoint", "events_endpoint", "profile",
   "cafile", "timeout", "connect_timeout", "base_delay", "max_delay", "max_attempts",
-  "conflict_retries", "numbers", "credentials", "getenv", "read_file", "now", "sleep", "transport",
+  "conflict_retries", "numbers", "credentials", "getenv", "read_file", "now", "sleep", "transport", "max_age",
 }
 
 local function check_options(opts)
@@ -99,6 +99,7 @@ local function check_options(opts)
   end
   check_positive(opts, "max_attempts", true)
   check_positive(opts, "conflict_retries", true)
+  require("dynlog.client.erasure")._check_max_age(opts.max_age, 4)
   if opts.numbers ~= nil and opts.numbers ~= "string" then
     option_error("numbers", 'must be nil or "string"')
   end
@@ -186,6 +187,7 @@ function _M.new(opts)
     max_delay = pick(opts, "max_delay"),
     conflict_retries = pick(opts, "conflict_retries"),
     numbers = opts.numbers,
+    max_age = opts.max_age,
     provider = false, -- below: it needs the client's transport
     signer = core.sigv4_signer(),
     sleep = opts.sleep or default_sleep,
@@ -429,9 +431,9 @@ function _M:_encode(params)
   return errors.from_core(core_json_encode_safe(params))
 end
 
--- Methods of the event log, tables, DynamoDB Streams and publishing.
+-- Methods of the event log, tables, DynamoDB Streams, publishing and erasure.
 for _, module in pairs({ "dynlog.client.events", "dynlog.client.tables", "dynlog.client.streams",
-                         "dynlog.client.publish" }) do
+                         "dynlog.client.publish", "dynlog.client.erasure" }) do
   for name, f in pairs(require(module)) do _M[name] = f end
 end
 

@@ -5,7 +5,8 @@
 --   -- batch = {Records = {...}} as Lambda delivers it (typed NewImage)
 --   -- result = {batchItemFailures = {{itemIdentifier = <SequenceNumber>}, ...}}
 --
--- INSERT and MODIFY records whose pk ends in "#stream" are grouped by log
+-- INSERT and MODIFY records whose pk ends in "#stream" (and the INSERT of
+-- a stream's tombstone, as a deletion: see deletion_detail) are grouped by log
 -- and published in order, to bus "dynamodb-log" with Source "dynamodb-log"
 -- and DetailType "stream changes". Detail: {"log", "key": {"pk", "sk"},
 -- "type", "payload"}; when that is longer than 10240 bytes, {"log", "key",
@@ -22,7 +23,7 @@ local logger = require "dynlog.logger"
 local options = require "dynlog.base.options"
 
 local ipairs, pcall, tostring, type = ipairs, pcall, tostring, type
-local is_event, parse_key = eventkey.is_event, eventkey.parse
+local is_event, is_tombstone, parse_key = eventkey.is_event, eventkey.is_tombstone, eventkey.parse
 local json_encode, unmarshal_item = core.json_encode, core.unmarshal_item
 
 local HANDLE = options.known{ "bus", "source", "detail_type", "max_detail_bytes", "log" }
@@ -74,6 +75,15 @@ function _M.detail(item, max_bytes)
   return detail_text(head, true, { id = id })
 end
 
+--- The detail JSON of a stream's deletion, from its tombstone item: the
+-- fields of an event's detail for the stream's key (key.sk: the sort key of
+-- the last event the stream had, left out when it had none), then
+-- "deleted": true. It carries no type: no event handler is called for it.
+function _M.deletion_detail(tomb)
+  return "{" .. field("log", tomb.log, true) .. ',"key":{' .. field("pk", tomb.stream, true)
+    .. field("sk", tomb.last) .. "}" .. field("payload", { id = tomb.id }) .. ',"deleted":true}'
+end
+
 -- The event item of a record, or nil when the record is not one to publish,
 -- or false, message when its image cannot be read. An INSERT without its
 -- new image means a stream of the wrong view type: say so (once per batch)
@@ -91,6 +101,8 @@ local function event_item(record, say)
   end
   local item, _, message = unmarshal_item(image, "exact")
   if item == nil then return false, message end
+  -- A tombstone written (INSERT) is a stream deleted: one deletion event.
+  if record.eventName == "INSERT" and is_tombstone(item) then return item end
   if not is_event(item) then return nil end
   return item
 end
@@ -129,7 +141,7 @@ local function group(records, opts, say)
       g.entries[#g.entries + 1] = {
         bus = opts.bus or _M.BUS, source = opts.source or _M.SOURCE,
         detail_type = opts.detail_type or _M.DETAIL_TYPE,
-        detail = _M.detail(item, opts.max_detail_bytes),
+        detail = is_tombstone(item) and _M.deletion_detail(item) or _M.detail(item, opts.max_detail_bytes),
       }
       g.positions[#g.positions + 1] = position
     end
