@@ -98,6 +98,18 @@ for _, mode in ipairs({ "ulid", "version" }) do
       assert.are.equal(0, count_events(c, "users", "a"))
     end)
 
+    it("lets a client made with tombstones = false append without reading the tombstone", function()
+      assert(c:append("users", "a", "signup", {}))
+      assert(c:delete_stream("users", "a"))
+      local blind = ddb.client({ table = c.table, sort_key = mode, tombstones = false })
+      assert(blind:append("users", "a", "signup", {}))
+      assert.are.equal(1, count_events(c, "users", "a"))
+      -- delete_stream again removes what such a writer left.
+      assert.are.same({ deleted = 1, state = "deleted" }, assert(c:delete_stream("users", "a")))
+      assert.has_error(function() ddb.client({ tombstones = "no" }) end,
+        "dynlog.new: tombstones must be a boolean, got string")
+    end)
+
     it("resumes a deletion that failed half-way, refusing appends meanwhile", function()
       local events = {}
       for i = 1, 60 do events[i] = { type = "tick", payload = { n = i } } end

@@ -54,8 +54,10 @@ local function read_tombstone(client, pk)
 end
 
 --- _refuse_deleted(pk) -> true when the stream (its pk) takes appends, or
--- nil, err (stream_deleted) when it has a tombstone. One consistent GetItem.
+-- nil, err (stream_deleted) when it has a tombstone. One consistent GetItem,
+-- none for a client made with tombstones = false.
 function _M:_refuse_deleted(pk)
+  if not self.tombstones then return true end
   local tomb, err = read_tombstone(self, pk)
   if tomb == nil then
     -- A key of the wrong type: a table of the other sort-key mode, which

@@ -82,6 +82,7 @@ local KNOWN_OPTIONS = options.known{
   "table", "sort_key", "region", "endpoint", "streams_endpoint", "events_endpoint", "profile",
   "cafile", "timeout", "connect_timeout", "base_delay", "max_delay", "max_attempts",
   "conflict_retries", "numbers", "credentials", "getenv", "read_file", "now", "sleep", "transport", "max_age",
+  "tombstones",
 }
 
 local function check_options(opts)
@@ -100,6 +101,7 @@ local function check_options(opts)
   check_positive(opts, "max_attempts", true)
   check_positive(opts, "conflict_retries", true)
   require("dynlog.client.erasure")._check_max_age(opts.max_age, 4)
+  check_type(opts, "tombstones", "boolean")
   if opts.numbers ~= nil and opts.numbers ~= "string" then
     option_error("numbers", 'must be nil or "string"')
   end
@@ -188,6 +190,7 @@ function _M.new(opts)
     conflict_retries = pick(opts, "conflict_retries"),
     numbers = opts.numbers,
     max_age = opts.max_age,
+    tombstones = opts.tombstones ~= false,
     provider = false, -- below: it needs the client's transport
     signer = core.sigv4_signer(),
     sleep = opts.sleep or default_sleep,
