@@ -209,7 +209,11 @@ function _M:truncate(log, id, opts)
   if type(opts) ~= "table" or opts.before == nil then error("truncate: opts.before (a sort key) is required", 2) end
   local pk, kerr = stream_pk(log, id)
   if not pk then return nil, kerr end
-  self:_check_sort_key("before", opts.before)
+  local ulid = self.sort_key == "ulid"
+  if type(opts.before) ~= (ulid and "string" or "number") then
+    error("truncate: before must be a " .. (ulid and "ULID string in ulid mode" or "version number in version mode")
+      .. ", got " .. type(opts.before), 2)
+  end
   local deleted, err = delete_events(self, pk, opts.before)
   if not deleted then return nil, err end
   return { deleted = deleted }
