@@ -31,6 +31,28 @@ local function stand_in()
                  body = json.encode({ __type = "com.amazon.coral.validate#ValidationException",
                                       message = "injected failure" }) }
       end
+      -- As DynamoDB under load: the last `unprocess` deletions are not
+      -- applied and come back as UnprocessedItems (`unprocess_times` times).
+      if t.unprocess and (t.unprocess_times or 0) > 0 then
+        t.unprocess_times = t.unprocess_times - 1
+        local body = json.decode(req.body)
+        local name, requests = next(body.RequestItems)
+        local keep, left = json.array(), json.array()
+        for i, r in ipairs(requests) do
+          if i > #requests - t.unprocess then left[#left + 1] = r else keep[#keep + 1] = r end
+        end
+        if #keep > 0 then
+          body.RequestItems[name] = keep
+          local copy = {}
+          for k, v in pairs(req) do copy[k] = v end
+          copy.body = json.encode(body)
+          -- Its signature no longer matches the body: DynamoDB Local does not check it.
+          local res = assert(http:request(copy))
+          assert(res.status == 200, res.body)
+        end
+        return { status = 200, headers = {},
+                 body = json.encode({ UnprocessedItems = { [name] = left } }) }
+      end
     end
     return http:request(req)
   end
@@ -108,6 +130,24 @@ for _, mode in ipairs({ "ulid", "version" }) do
       assert.are.same({ deleted = 1, state = "deleted" }, assert(c:delete_stream("users", "a")))
       assert.has_error(function() ddb.client({ tombstones = "no" }) end,
         "dynlog.new: tombstones must be a boolean, got string")
+    end)
+
+    it("sends unprocessed deletions again with backoff, and says throttled when they never go", function()
+      local events = {}
+      for i = 1, 30 do events[i] = { type = "tick", payload = { n = i } } end
+      assert(c:append_batch("users", "a", events))
+      t.unprocess, t.unprocess_times = 5, 2
+      assert.are.same({ deleted = 30, state = "deleted" }, assert(c:delete_stream("users", "a")))
+      assert.are.equal(0, count_events(c, "users", "a"))
+      assert(c:append_batch("users", "b", events))
+      t.unprocess, t.unprocess_times = 30, 1000
+      local result, err = c:truncate("users", "b", { before = mode == "ulid" and "Z" or 1000 })
+      assert.is_nil(result)
+      assert.are.equal("throttled", err.code)
+      assert.is_true(err.retryable)
+      assert.are.equal(30, count_events(c, "users", "b"))
+      t.unprocess_times = 0
+      assert.are.same({ deleted = 30 }, assert(c:truncate("users", "b", { before = mode == "ulid" and "Z" or 1000 })))
     end)
 
     it("resumes a deletion that failed half-way, refusing appends meanwhile", function()
