@@ -48,8 +48,13 @@ if arg and arg[0] and arg[0]:match("handler%.lua$") then -- run as a script, not
       io.stderr:write("handler.lua: ", tostring(err), "\n")
       os.exit(1)
     end
-    print(("projected %d event(s); %s is at version %s"):format(result.applied, result.state.pk,
-      tostring(result.version)))
+    if result.deleted ~= nil then
+      -- A user's stream deleted (c:delete_stream): the read model goes too.
+      print(result.deleted and "deleted the read model" or "no read model to delete")
+    else
+      print(("projected %d event(s); %s is at version %s"):format(result.applied, result.state.pk,
+        tostring(result.version)))
+    end
   end
 end
 

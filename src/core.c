@@ -8,6 +8,7 @@ DL_EXPORT int luaopen_dynlog_core(lua_State *L)
     lua_pushliteral(L, DYNLOG_VERSION);
     lua_setfield(L, -2, "_VERSION");
     dl_open_hash(L);
+    dl_open_cipher(L);
     dl_open_sys(L);
     dl_open_signal(L);
     dl_open_ulid(L);

@@ -28,6 +28,7 @@
 DL_EXPORT int luaopen_dynlog_core(lua_State *L);
 
 void dl_open_hash(lua_State *L);
+void dl_open_cipher(lua_State *L);
 void dl_open_ulid(lua_State *L);
 void dl_open_sigv4(lua_State *L);
 void dl_open_http(lua_State *L);

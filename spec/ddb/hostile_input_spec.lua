@@ -75,8 +75,10 @@ describe("bad answers from the server", function()
   after_each(function() if s then s.stop() s = nil end end)
 
   local function client_of(url, opts)
+    -- The canned answers are for the write itself: appends do not read
+    -- the stream's tombstone first here.
     local o = { table = "events", endpoint = url, region = "us-east-1", max_attempts = 2,
-                base_delay = 0.001, max_delay = 0.002, timeout = 2,
+                base_delay = 0.001, max_delay = 0.002, timeout = 2, tombstones = false,
                 credentials = { access_key_id = "AKIDSPEC", secret_access_key = "spec-secret-key" } }
     for k, v in pairs(opts or {}) do o[k] = v end
     return dynlog.new(o)

@@ -138,6 +138,57 @@ describe("examples", function()
     assert.matches("4 record%(s%) in %d+ batch%(es%)", text)
   end)
 
+  it("delete.lua deletes a user's stream, and handler.lua deletes its read model from the trigger's event",
+    function()
+      local own_table = ddb.table_name("deleting")
+      local e = example_env(own_table)
+      local status, out = run.run("lua5.4 examples/append.lua nia", e)
+      assert.are.equal(0, status, out)
+      local function deliver()
+        local events_file = os.tmpname()
+        local s, o = run.run("sh -c " .. run.quote("lua5.4 examples/trigger.lua --envelopes > " .. events_file), e)
+        assert.are.equal(0, s, o)
+        s, o = run.run("lua5.4 examples/handler.lua < " .. events_file, e)
+        os.remove(events_file)
+        assert.are.equal(0, s, o)
+        return o
+      end
+      assert.matches("projected 4 event%(s%); users#nia is at version", deliver())
+      status, out = run.run("lua5.4 examples/delete.lua nia", e)
+      assert.are.equal(0, status, out)
+      assert.matches("users#nia: 4 event(s) deleted; the stream is deleted", out, 1, true)
+      assert.matches("an append now gets: stream_deleted: ", out, 1, true)
+      -- The stream again from the start: the four events (read back from the
+      -- log, which has none now) and the deletion, whose read model goes.
+      out = deliver()
+      assert.matches("deleted the read model\n$", out)
+      local c = ddb.client({ table = own_table .. "-core",
+                             credentials = { access_key_id = "AKIDEXAMPLE", secret_access_key = "example-secret" } })
+      local resp = assert(c:call("GetItem", { TableName = own_table .. "-core",
+        Key = { pk = { S = "users#nia" }, sk = { S = "users#nia" } }, ConsistentRead = true }))
+      assert.is_nil(resp.Item)
+      status, out = run.run("lua5.4 examples/delete.lua nia --reopen", e)
+      assert.are.equal(0, status, out)
+      assert.matches("0 event(s) deleted; the stream is reopened", out, 1, true)
+      assert.matches("an append now starts a new stream", out, 1, true)
+    end)
+
+  it("forget.lua erases a user's personal fields by deleting the user's key (crypto-shredding)", function()
+    local own_table = ddb.table_name("forget")
+    local status, out = run.run("lua5.4 examples/forget.lua ada", example_env(own_table))
+    assert.are.equal(0, status, out)
+    assert.matches("stored: event signup: plan=free name=Ada Lovelace email=ada@example.com", out, 1, true)
+    assert.matches("forgotten: event signup: plan=free name=nil email=nil", out, 1, true)
+    assert.matches("rebuilt read model: plan=free name=nil", out, 1, true)
+    -- The log still holds the event, its personal fields sealed: no plain text anywhere.
+    local c = ddb.client({ table = own_table,
+                           credentials = { access_key_id = "AKIDEXAMPLE", secret_access_key = "example-secret" } })
+    local events = assert(assert(c:query("users", "ada")):all())
+    assert.are.equal(1, #events)
+    assert.are.equal("free", events[1].payload.plan)
+    assert.is_nil(events[1].payload.name:find("Ada", 1, true))
+  end)
+
   it("list-tables.lua lists the tables of an endpoint", function()
     local status, out = run.run("lua5.4 examples/list-tables.lua", example_env(table_name))
     assert.are.equal(0, status, out)

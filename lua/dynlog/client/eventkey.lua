@@ -15,6 +15,7 @@ local utf8_valid = core.utf8_valid
 local _M = {}
 
 local SUFFIX = "#stream"
+local TOMBSTONE_SUFFIX = "#tombstone"
 local MAX_PARTITION_KEY = 2048
 _M.MAX_BYTES = MAX_PARTITION_KEY
 
@@ -107,6 +108,26 @@ end
 function _M.is_event(x)
   local pk = pk_of(x)
   return type(pk) == "string" and str_sub(pk, -#SUFFIX) == SUFFIX
+end
+
+-- The sort keys of the items beside the events: an event id's guard and a
+-- stream's tombstone, in the table's sort-key type (ulid: S, version: N).
+_M.GUARD_SK = { ulid = "eventid", version = 0 }
+_M.TOMBSTONE_SK = { ulid = "tombstone", version = 0 }
+
+--- tombstone(pk) -> the partition key of the tombstone of the stream whose
+-- pk is given: "<log>#<id>#tombstone" (see dynlog.client.erasure). It does
+-- not end in "#stream": no Query of a stream and no is_event sees it.
+function _M.tombstone(pk)
+  return str_sub(pk, 1, -#SUFFIX - 1) .. TOMBSTONE_SUFFIX
+end
+
+--- is_tombstone(item) -> true for a tombstone item (an unmarshalled image):
+-- a pk that ends in "#tombstone" and the stream's pk in `stream`.
+function _M.is_tombstone(item)
+  local pk = type(item) == "table" and item.pk
+  return type(pk) == "string" and str_sub(pk, -#TOMBSTONE_SUFFIX) == TOMBSTONE_SUFFIX
+    and type(item.stream) == "string"
 end
 
 return _M

@@ -222,8 +222,9 @@ end
 
 -- The item of an event, or nil, err. `unsized`: leave the size to
 -- put_body, which learns it more cheaply while encoding. `at` as for
--- stream_key. `meta` and `time` as for event_meta.
-local function event_item(log, id, pk, sk, event_type, payload, at, unsized, meta, time)
+-- stream_key. `meta` and `time` as for event_meta; `expires_at`: the expiry
+-- of the event under the client's max_age, or nil.
+local function event_item(log, id, pk, sk, event_type, payload, at, unsized, meta, time, expires_at)
   if type(event_type) ~= "string" then raise(at .. "type must be a string, got " .. type(event_type)) end
   if event_type == "" then return invalid(at .. "type must not be empty") end
   local ok, pos = utf8_valid(event_type)
@@ -232,7 +233,8 @@ local function event_item(log, id, pk, sk, event_type, payload, at, unsized, met
   if not p then return nil, err end
   local m, merr = event_meta(meta, at)
   if m == false then return nil, merr end
-  local item = attribute_map(envelope.stamp({ pk = pk, sk = sk, type = event_type, log = log, payload = p }, m, time))
+  local item = attribute_map(envelope.stamp({ pk = pk, sk = sk, type = event_type, log = log, payload = p,
+                                              expires_at = expires_at }, m, time))
   if unsized then return item end
   local size, serr = check_size(item, at)
   if not size then return nil, serr end
@@ -304,7 +306,7 @@ end
 -- appended to the same stream again, at any time, finds it and answers with
 -- the key of the event written (existing = true), writing nothing; another
 -- event under that id is a conflict.
-local GUARD_SK = { ulid = "eventid", version = 0 }
+local GUARD_SK = eventkey.GUARD_SK
 
 -- Gives the event item its event id (a new attribute, `event_id`) and
 -- returns the guard item and the event's size, or nil, err. The size is
@@ -557,22 +559,29 @@ function _M:append(log, id, event_type, payload, opts)
   options.check(opts, APPEND, "append")
   local pk, err = stream_key(log, id)
   if not pk then return nil, err end
-  if opts and opts.event_id ~= nil then return self:_append_identified(log, id, pk, event_type, payload, opts) end
+  local expires = self:_expires_at(log)
+  if opts and opts.event_id ~= nil then
+    return self:_append_identified(log, id, pk, event_type, payload, opts, expires)
+  end
   if self.sort_key == "ulid" then
     check_no_expected(opts and opts.expected_version)
     local sk, ucode, umessage = core_ulid()
     if not sk then return errors.from_core(nil, ucode, umessage) end
-    local item, ierr = event_item(log, id, pk, sk, event_type, payload, "", true, opts and opts.meta)
+    local item, ierr = event_item(log, id, pk, sk, event_type, payload, "", true, opts and opts.meta, nil, expires)
     if not item then return nil, ierr end
     local body, berr = put_body(self, item)
     if not body then return nil, berr end
+    local open, derr = self:_refuse_deleted(pk)
+    if not open then return nil, derr end
     return put_event(self, item, body)
   end
   local expected = opts and opts.expected_version
   check_expected(expected)
   -- Validate once, before any read.
-  local item, ierr = event_item(log, id, pk, 1, event_type, payload, "", false, opts and opts.meta)
+  local item, ierr = event_item(log, id, pk, 1, event_type, payload, "", false, opts and opts.meta, nil, expires)
   if not item then return nil, ierr end
+  local open, derr = self:_refuse_deleted(pk)
+  if not open then return nil, derr end
   return put_versioned(self, item, expected)
 end
 
@@ -580,7 +589,7 @@ end
 -- Appended again (the same id and event), it answers with the key of the
 -- event written, existing = true, and writes nothing; under every
 -- expected_version, since the guard is looked at before the version.
-function _M:_append_identified(log, id, pk, event_type, payload, opts)
+function _M:_append_identified(log, id, pk, event_type, payload, opts, expires)
   local expected = opts.expected_version
   local sk = 1
   if self.sort_key == "ulid" then
@@ -591,10 +600,12 @@ function _M:_append_identified(log, id, pk, event_type, payload, opts)
   else
     check_expected(expected)
   end
-  local item, ierr = event_item(log, id, pk, sk, event_type, payload, "", true, opts.meta)
+  local item, ierr = event_item(log, id, pk, sk, event_type, payload, "", true, opts.meta, nil, expires)
   if not item then return nil, ierr end
   local guard, gerr = with_event_id(self, item, log, id, opts.event_id)
   if not guard then return nil, gerr end
+  local open, derr = self:_refuse_deleted(pk)
+  if not open then return nil, derr end
   if self.sort_key == "ulid" then return put_guarded(self, item, guard) end
   return put_versioned(self, item, expected, nil, guard)
 end
@@ -654,7 +665,8 @@ local function many_identified(client, ev, pk, kept, at, time)
   else
     check_expected(ev.expected_version, at)
   end
-  local item, ierr = event_item(ev.log, ev.id, pk, sk, ev.type, ev.payload, at, true, ev.meta, time)
+  local item, ierr = event_item(ev.log, ev.id, pk, sk, ev.type, ev.payload, at, true, ev.meta, time,
+                                client:_expires_at(ev.log))
   if not item then return nil, ierr end
   local guard, gerr = with_event_id(client, item, ev.log, ev.id, ev.event_id, at, "append_many: ")
   if not guard then return nil, gerr end
@@ -697,14 +709,16 @@ local function many_item(client, events, i)
   if ev.event_id ~= nil then return many_identified(client, ev, pk, kept, at, time) end
   if client.sort_key ~= "ulid" then
     check_expected(ev.expected_version, at)
-    return event_item(ev.log, ev.id, pk, kept or 1, ev.type, ev.payload, at, false, ev.meta, time)
+    return event_item(ev.log, ev.id, pk, kept or 1, ev.type, ev.payload, at, false, ev.meta, time,
+                      client:_expires_at(ev.log))
   end
   check_no_expected(ev.expected_version, at)
   -- The whole request is known: encode it now, once.
   local sk, ucode, umessage = kept, nil, nil
   if not sk then sk, ucode, umessage = core_ulid() end
   if not sk then return errors.from_core(nil, ucode, at .. tostring(umessage)) end
-  local item, ierr = event_item(ev.log, ev.id, pk, sk, ev.type, ev.payload, at, true, ev.meta, time)
+  local item, ierr = event_item(ev.log, ev.id, pk, sk, ev.type, ev.payload, at, true, ev.meta, time,
+                                client:_expires_at(ev.log))
   if not item then return nil, ierr end
   local body, berr = put_body(client, item, at)
   if not body then return nil, berr end
@@ -750,10 +764,16 @@ end
 -- an earlier one that may still be retried.
 local function append_lane(view, lane, results, errs)
   local failed, head
+  -- A deleted stream (or a failure to tell) fails its first event.
+  local open, derr = view:_refuse_deleted(lane[1].item.pk)
+  if not open then
+    failed = lane[1].index
+    errs[failed] = indexed(failed, derr)
+  end
   for _, entry in ipairs(lane) do
     local i = entry.index
     if failed then
-      errs[i] = errors.new("aborted", "events[" .. i .. "]: not sent, because events[" .. failed
+      errs[i] = errs[i] or errors.new("aborted", "events[" .. i .. "]: not sent, because events[" .. failed
         .. "] of the same stream failed", { index = i, cause = errs[failed] })
     else
       local key, err
@@ -810,7 +830,7 @@ function _M:append_many(events, opts)
   return nil, errors.items("append_failed", "events were not written", errs, results, #events), results
 end
 
-local function batch_items(log, id, pk, events, first_version)
+local function batch_items(log, id, pk, events, first_version, expires)
   if type(events) ~= "table" then raise("append_batch: events must be a list of {type=, payload=}") end
   local n = #events
   if n == 0 then return invalid("events must not be empty") end
@@ -832,7 +852,8 @@ local function batch_items(log, id, pk, events, first_version)
       sk, ucode, umessage = core_ulid()
       if not sk then return errors.from_core(nil, ucode, at .. tostring(umessage), { index = i }) end
     end
-    local item, size_or_err = event_item(log, id, pk, sk, ev.type, ev.payload, at, false, ev.meta, batch_time)
+    local item, size_or_err = event_item(log, id, pk, sk, ev.type, ev.payload, at, false, ev.meta, batch_time,
+                                         expires)
     if not item then
       size_or_err.index = i
       return nil, size_or_err
@@ -927,10 +948,13 @@ end
 local function append_batch(self, log, id, events, opts)
   local pk, err = stream_key(log, id)
   if not pk then return nil, err end
+  local expires = self:_expires_at(log)
   if self.sort_key == "ulid" then
     check_no_expected(opts and opts.expected_version)
-    local items, ierr = batch_items(log, id, pk, events)
+    local items, ierr = batch_items(log, id, pk, events, nil, expires)
     if not items then return nil, ierr end
+    local open, derr = self:_refuse_deleted(pk)
+    if not open then return nil, derr end
     local guards, gerr = batch_guards(self, log, id, events, items)
     if gerr then return nil, gerr end
     if guards then return transact_guarded(self, items, guards) end
@@ -938,8 +962,10 @@ local function append_batch(self, log, id, events, opts)
   end
   local expected = opts and opts.expected_version
   check_expected(expected)
-  local probe, perr = batch_items(log, id, pk, events, 1)
+  local probe, perr = batch_items(log, id, pk, events, 1, expires)
   if not probe then return nil, perr end
+  local open, derr = self:_refuse_deleted(pk)
+  if not open then return nil, derr end
   local guards, gerr = batch_guards(self, log, id, events, probe)
   if gerr then return nil, gerr end
   local function at(version)

@@ -83,7 +83,7 @@ local KNOWN_OPTIONS = options.known{
   "table", "sort_key", "region", "endpoint", "streams_endpoint", "events_endpoint", "profile",
   "cafile", "timeout", "connect_timeout", "base_delay", "max_delay", "max_attempts",
   "conflict_retries", "numbers", "credentials", "getenv", "read_file", "now", "sleep", "transport",
-  "upcasters",
+  "upcasters", "max_age", "tombstones",
 }
 
 local function check_options(opts)
@@ -101,6 +101,8 @@ local function check_options(opts)
   end
   check_positive(opts, "max_attempts", true)
   check_positive(opts, "conflict_retries", true)
+  require("dynlog.client.erasure")._check_max_age(opts.max_age, 4)
+  check_type(opts, "tombstones", "boolean")
   if opts.numbers ~= nil and opts.numbers ~= "string" then
     option_error("numbers", 'must be nil or "string"')
   end
@@ -192,6 +194,8 @@ function _M.new(opts)
     conflict_retries = pick(opts, "conflict_retries"),
     numbers = opts.numbers,
     upcasters = opts.upcasters or false, -- c:upcaster makes one when none was given
+    max_age = opts.max_age,
+    tombstones = opts.tombstones ~= false,
     provider = false, -- below: it needs the client's transport
     signer = core.sigv4_signer(),
     sleep = opts.sleep or default_sleep,
@@ -455,9 +459,9 @@ function _M:upcast(event)
   return upcast.apply(self.upcasters, event)
 end
 
--- Methods of the event log, tables, DynamoDB Streams and publishing.
+-- Methods of the event log, tables, DynamoDB Streams, publishing and erasure.
 for _, module in pairs({ "dynlog.client.events", "dynlog.client.tables", "dynlog.client.streams",
-                         "dynlog.client.publish" }) do
+                         "dynlog.client.publish", "dynlog.client.erasure" }) do
   for name, f in pairs(require(module)) do _M[name] = f end
 end
 

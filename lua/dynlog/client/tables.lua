@@ -4,7 +4,7 @@
 local errors = require "dynlog.errors"
 local options = require "dynlog.base.options"
 
-local error, ipairs, tostring, type = error, ipairs, tostring, type
+local error, ipairs, next, tostring, type = error, ipairs, next, tostring, type
 local array = require("dynlog.core").array
 
 local _M = {}
@@ -114,6 +114,11 @@ function _M:create_table(opts)
   local problem = schema_problem(self, desc)
   if problem then
     return nil, errors.new("schema_mismatch", "table " .. self.table .. " exists but " .. problem)
+  end
+  -- Events of a log with a max_age carry expires_at: DynamoDB TTL removes them.
+  if self.max_age and next(self.max_age) ~= nil then
+    local ok, terr = self:_enable_ttl()
+    if not ok then return nil, terr end
   end
   local spec = desc.StreamSpecification
   if view and not (spec and spec.StreamEnabled) then

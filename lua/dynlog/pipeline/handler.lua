@@ -41,7 +41,7 @@ local NUMBERS = "exact"
 -- to a caller.
 local MOVED_ON = {}
 
-local SPEC = options.known{ "table", "handlers", "key" }
+local SPEC = options.known{ "table", "handlers", "key", "deleted" }
 
 local function check_spec(spec)
   if type(spec) ~= "table" then error("project: spec must be a table", 3) end
@@ -49,6 +49,9 @@ local function check_spec(spec)
   if type(spec.table) ~= "string" then error("project: spec.table must be the read-model table name", 3) end
   if type(spec.handlers) ~= "table" then error("project: spec.handlers must map event types to functions", 3) end
   if spec.key ~= nil and type(spec.key) ~= "function" then error("project: spec.key must be a function", 3) end
+  if spec.deleted ~= nil and type(spec.deleted) ~= "function" then
+    error("project: spec.deleted must be a function", 3)
+  end
 end
 
 -- The detail of an EventBridge event (its `detail`, decoded if it is text).
@@ -169,10 +172,59 @@ local function round(c, spec, log, id, pk, sk, delivered_sk, result)
   return result
 end
 
+-- The deletion of a stream (detail.deleted, from its tombstone): the read
+-- model is deleted, or replaced by what spec.deleted(state, detail)
+-- returns (nil: deleted). Only a read model that reflects no event after
+-- the stream's last one (detail.key.sk) is touched: one of a stream opened
+-- again and projected further stays. Conditional on the version read, as
+-- every write of a read model.
+local function deletion_round(c, spec, pk, sk, detail, result)
+  local item, err = read_state(c, spec.table, pk, sk)
+  if item == nil then return nil, err end
+  if not item then return result end
+  local version, last = item.version, detail.key.sk
+  if version ~= nil and (last == nil or (seen(c, version, last) and version ~= last)) then
+    -- The read model has seen events the deleted stream did not have.
+    result.version, result.state = version, item
+    return result
+  end
+  local state
+  if spec.deleted then
+    state = spec.deleted(copy(item), detail)
+    if state ~= nil and type(state) ~= "table" then
+      error("project: spec.deleted must return the new state (a table) or nil", 0)
+    end
+  end
+  local params = { TableName = spec.table, Key = attribute_map({ pk = pk, sk = sk }) }
+  if version == nil then
+    params.ConditionExpression = "attribute_not_exists(#version)"
+    params.ExpressionAttributeNames = { ["#version"] = "version" }
+  else
+    params.ConditionExpression = "#version = :previous"
+    params.ExpressionAttributeNames = { ["#version"] = "version" }
+    params.ExpressionAttributeValues = attribute_map({ [":previous"] = version })
+  end
+  local operation = "DeleteItem"
+  if state then
+    state.pk, state.sk, state.version = pk, sk, version
+    params.Key, params.Item, operation = nil, attribute_map(state), "PutItem"
+  end
+  local _, werr = c:_request("dynamodb", operation, params)
+  if werr then
+    if werr.code == "ConditionalCheckFailedException" then return nil, MOVED_ON end
+    return nil, werr
+  end
+  result.deleted, result.state = state == nil, state
+  result.version = state and version or nil
+  return result
+end
+
 --- project(c, event, spec) -> {applied=, version=, state=, skipped=}, or nil, err.
 -- c: the client of the log table. spec.key(detail) -> pk, sk of the
 -- read-model item (default "<log>#<id>" for both). err.code is "gap" when a
--- version is missing from a version-mode log.
+-- version is missing from a version-mode log. For a stream's deletion
+-- (detail.deleted), the read model is deleted (result.deleted = true), or
+-- spec.deleted(state, detail) gives the state to keep (nil: delete).
 function _M.project(c, event, spec)
   check_spec(spec)
   local detail, derr = detail_of(event)
@@ -185,7 +237,11 @@ function _M.project(c, event, spec)
   local err
   for _ = 1, MAX_ROUNDS do
     local result
-    result, err = round(c, spec, log, id, pk, sk, detail.key.sk, { applied = 0, skipped = array() })
+    if detail.deleted == true then
+      result, err = deletion_round(c, spec, pk, sk, detail, { applied = 0, skipped = array(), deleted = false })
+    else
+      result, err = round(c, spec, log, id, pk, sk, detail.key.sk, { applied = 0, skipped = array() })
+    end
     if result then return result end
     if err ~= MOVED_ON then return nil, err end
   end

@@ -5,7 +5,8 @@
 --   -- batch = {Records = {...}} as Lambda delivers it (typed NewImage)
 --   -- result = {batchItemFailures = {{itemIdentifier = <SequenceNumber>}, ...}}
 --
--- INSERT and MODIFY records whose pk ends in "#stream" are grouped by log
+-- INSERT and MODIFY records whose pk ends in "#stream" (and the INSERT of
+-- a stream's tombstone, as a deletion: see deletion_detail) are grouped by log
 -- and published in order, to bus "dynamodb-log" with Source "dynamodb-log"
 -- and DetailType "stream changes". Detail: {"log", "key": {"pk", "sk"},
 -- "type", "payload"}; when that is longer than 10240 bytes, {"log", "key",
@@ -32,7 +33,7 @@ local logger = require "dynlog.logger"
 local options = require "dynlog.base.options"
 
 local ipairs, pcall, tonumber, tostring, type = ipairs, pcall, tonumber, tostring, type
-local is_event, parse_key = eventkey.is_event, eventkey.parse
+local is_event, is_tombstone, parse_key = eventkey.is_event, eventkey.is_tombstone, eventkey.parse
 local json_encode, unmarshal_item = core.json_encode, core.unmarshal_item
 
 local HANDLE = options.known{ "bus", "source", "detail_type", "max_detail_bytes", "log" }
@@ -123,9 +124,18 @@ function _M.entry(item, opts)
   return {
     bus = opts.bus or _M.BUS, source = opts.source or _M.SOURCE,
     detail_type = opts.detail_type or _M.DETAIL_TYPE,
-    detail = _M.detail(item, opts.max_detail_bytes),
+    detail = is_tombstone(item) and _M.deletion_detail(item) or _M.detail(item, opts.max_detail_bytes),
     time = entry_time(item), trace_header = trace_header(item),
   }
+end
+
+--- The detail JSON of a stream's deletion, from its tombstone item: the
+-- fields of an event's detail for the stream's key (key.sk: the sort key of
+-- the last event the stream had, left out when it had none), then
+-- "deleted": true. It carries no type: no event handler is called for it.
+function _M.deletion_detail(tomb)
+  return "{" .. field("log", tomb.log, true) .. ',"key":{' .. field("pk", tomb.stream, true)
+    .. field("sk", tomb.last) .. "}" .. field("payload", { id = tomb.id }) .. ',"deleted":true}'
 end
 
 -- The event item of a record, or nil when the record is not one to publish,
@@ -145,6 +155,8 @@ local function event_item(record, say)
   end
   local item, _, message = unmarshal_item(image, "exact")
   if item == nil then return false, message end
+  -- A tombstone written (INSERT) is a stream deleted: one deletion event.
+  if record.eventName == "INSERT" and is_tombstone(item) then return item end
   if not is_event(item) then return nil end
   return item
 end
