@@ -530,7 +530,12 @@ describe("dynlog.transport.cosocket inside nginx", function()
       assert.is_nil(r.unverified.err, cjson.encode(r.unverified.err or {}))
       assert.are.equal(200, r.unverified.res.status)
       assert.are.equal("tls", r.refused.err.code)
-      assert.matches("self%-signed", r.refused.err.message)
+      assert.is_false(r.refused.err.retryable)
+      -- lua-nginx-module 0.10.23 now and then reports the refused handshake as
+      -- done, with the connection closed: the transport says so.
+      local message = r.refused.err.message
+      assert.is_truthy(message:find("self-signed", 1, true)
+        or message:find("closed right after the handshake", 1, true), message)
     end)
 
     it("refuses a response body over max_response_bytes, however it is delimited", function()
