@@ -101,14 +101,14 @@ for _, mode in ipairs({ "ulid", "version" }) do
       assert.is_nil(none)
       assert.are.equal("conflict", err.code)
       assert.matches('event id "cmd-2" is used already in users#2#stream', err.message, 1, true)
-      -- found at once, whatever the version: the head, the transaction, the guard, the event
+      -- found at once, whatever the version: the tombstone, the head, the transaction, the guard, the event
       local counting = ddb.client({ table = c.table, sort_key = mode })
       local real, requests = counting:_transport(), 0
       counting.transport = { request = function(_, req) requests = requests + 1 return real:request(req) end }
       none, err = counting:append("users", "2", "deleted", { name = "Cy" }, { event_id = "cmd-2" })
       assert.is_nil(none)
       assert.are.equal("conflict", err.code)
-      assert.are.equal(mode == "version" and 4 or 3, requests)
+      assert.are.equal(mode == "version" and 5 or 4, requests)
       assert.are.equal(1, #events_of(c, "users", "2"))
       -- the same id in another stream is another event id
       assert.is_nil(assert(c:append("users", "3", "signup", { name = "Di" }, { event_id = "cmd-2" })).existing)
@@ -283,7 +283,8 @@ for _, mode in ipairs({ "ulid", "version" }) do
       end
 
       -- The fault proxy of `make chaos`: it forwards the first request and
-      -- resets the connection before the answer; the rest pass.
+      -- resets the connection before the answer; the rest pass. Its clients
+      -- skip the tombstone read, so that the first request is the write.
       local function proxy_client(sequence, client_opts)
         port_file = os.tmpname()
         os.remove(port_file)
@@ -314,7 +315,7 @@ for _, mode in ipairs({ "ulid", "version" }) do
       end)
 
       it("is read back: the event written is reported, not the failure", function()
-        local lossy = proxy_client("reset_after", { max_attempts = 1 })
+        local lossy = proxy_client("reset_after", { max_attempts = 1, tombstones = false })
         local key = assert(lossy:append("lost", "0", "paid", { amount = 5 }, with_id("pay-0")))
         local events = events_of(c, "lost", "0")
         assert.are.equal(1, #events)
@@ -323,7 +324,7 @@ for _, mode in ipairs({ "ulid", "version" }) do
 
       it("the caller's retry with the same event id is one event", function()
         -- the answer lost, and the read that would tell refused
-        local lossy = proxy_client("reset_after,reset_before", { max_attempts = 1 })
+        local lossy = proxy_client("reset_after,reset_before", { max_attempts = 1, tombstones = false })
         local none, err = lossy:append("lost", "1", "paid", { amount = 5 }, with_id("pay-1"))
         assert.is_nil(none)
         assert.is_true(err.ambiguous)
@@ -335,7 +336,7 @@ for _, mode in ipairs({ "ulid", "version" }) do
       end)
 
       it("the client's own retry of a batch is one batch", function()
-        local lossy = proxy_client("reset_after", { max_attempts = 3 })
+        local lossy = proxy_client("reset_after", { max_attempts = 3, tombstones = false })
         local batch = { { type = "a", event_id = "lb-1" }, { type = "b", event_id = "lb-2" } }
         local keys = assert(lossy:append_batch("lost", "2", batch, mode == "version" and opts or nil))
         local events = events_of(c, "lost", "2")
