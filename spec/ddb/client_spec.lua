@@ -597,15 +597,7 @@ describe("dynlog client against DynamoDB Local", function()
 end)
 
 -- The line a raised error blames, and the line of the call that raised.
-local function raised(f)
-  local ok, err = pcall(f)
-  assert.is_false(ok, "expected an error")
-  return tostring(err)
-end
-
-local function here()
-  return "client_spec.lua:" .. debug.getinfo(2, "l").currentline .. ": "
-end
+local raised, here = require("spec.support.run").raised, require("spec.support.run").here
 
 describe("a client on a table of the other sort-key mode", function()
   local ULID = "01ARZ3NDEKTSV4RRFFQ69G5FAV"

@@ -2,15 +2,7 @@
 local ddb = require "spec.support.ddb"
 local eventkey = require "dynlog.client.eventkey"
 
-local function raised(f)
-  local ok, err = pcall(f)
-  assert.is_false(ok, "expected an error")
-  return tostring(err)
-end
-
-local function here()
-  return "eventkey_spec.lua:" .. debug.getinfo(2, "l").currentline .. ": "
-end
+local raised, here = require("spec.support.run").raised, require("spec.support.run").here
 
 describe("dynlog.client.eventkey", function()
   describe("build", function()

@@ -272,13 +272,7 @@ local LOCATIONS = {
   ]]),
 }
 
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local text = f:read("*a")
-  f:close()
-  return text
-end
+local read_file = require("spec.support.run").read_file
 
 describe("dynlog.transport.cosocket inside nginx", function()
   local srv, up, slow, tls_ok, tls_self, tls_port

@@ -23,6 +23,37 @@ function _M.run(cmd, env)
   return status, out
 end
 
+--- read_file(path) -> the file's bytes, or nil when it cannot be opened.
+function _M.read_file(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local text = f:read("*a")
+  f:close()
+  return text
+end
+
+--- write_file(path, text): raises when the file cannot be written.
+function _M.write_file(path, text)
+  local f = assert(io.open(path, "wb"))
+  f:write(text)
+  f:close()
+end
+
+--- raised(f, ...) -> the message of the error f(...) raises; fails the spec
+-- when it raises none.
+function _M.raised(f, ...)
+  local ok, err = pcall(f, ...)
+  assert(not ok, "expected an error")
+  return tostring(err)
+end
+
+--- here() -> "<file>:<line>: " of the line that called it: how an error
+-- raised at that line begins.
+function _M.here()
+  local info = debug.getinfo(2, "Sl")
+  return info.short_src:match("[^/]+$") .. ":" .. info.currentline .. ": "
+end
+
 --- A loopback port whose listen queue is full, so that a connect to it
 -- times out (the kernel drops further SYNs). Returns the port and a
 -- function that closes it all.

@@ -9,19 +9,7 @@ local socket = require "socket"
 
 local ACCESS_KEY, SECRET_KEY = "AKIDSPEC", "spec-secret-key" -- those of spec.support.ddb's clients
 
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local text = f:read("*a")
-  f:close()
-  return text
-end
-
-local function write_file(path, text)
-  local f = assert(io.open(path, "wb"))
-  f:write(text)
-  f:close()
-end
+local read_file, write_file = run.read_file, run.write_file
 
 -- The environment of a command run against DynamoDB Local: variables set
 -- to "" count as unset for dynlog, which is how a spec takes one away.

@@ -11,12 +11,7 @@ local DOCS = "docs"
 -- Seconds a block may take before it counts as hung.
 local BLOCK_TIMEOUT = 120
 
-local function read_file(path)
-  local f = assert(io.open(path, "rb"))
-  local text = f:read("*a")
-  f:close()
-  return text
-end
+local function read_file(path) return (assert(require("spec.support.run").read_file(path), path)) end
 
 -- The Markdown files of docs/, sorted.
 local function doc_files()

@@ -3,12 +3,7 @@
 -- layer (or a public alias at the top instead of the module itself).
 local MAP = "docs/architecture.md"
 
-local function read(path)
-  local f = assert(io.open(path, "rb"))
-  local text = f:read("*a")
-  f:close()
-  return text
-end
+local function read(path) return (assert(require("spec.support.run").read_file(path), path)) end
 
 local function cells(line)
   local out = {}

@@ -5,12 +5,7 @@ local errors = require "dynlog.errors"
 
 local DOC = "docs/errors.md"
 
-local function read(path)
-  local f = assert(io.open(path, "rb"))
-  local text = f:read("*a")
-  f:close()
-  return text
-end
+local function read(path) return (assert(require("spec.support.run").read_file(path), path)) end
 
 local function files(command)
   local list = {}

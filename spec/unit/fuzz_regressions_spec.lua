@@ -20,12 +20,7 @@ local function input_files()
   return files
 end
 
-local function read(path)
-  local f = assert(io.open(path, "rb"))
-  local data = f:read("*a")
-  f:close()
-  return data
-end
+local function read(path) return (assert(require("spec.support.run").read_file(path), path)) end
 
 -- value, or nil, code, message: the shape of every expected failure of the core
 local function assert_result(code, v, got_code, message)

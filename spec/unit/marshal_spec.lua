@@ -114,11 +114,7 @@ local function ok_value(value, err, message)
   return value
 end
 
-local function raised(f, ...)
-  local ok, err = pcall(f, ...)
-  assert.is_false(ok, "expected an error")
-  return tostring(err)
-end
+local raised = require("spec.support.run").raised
 
 -- A request body that holds v as the attribute "v" of an item.
 local function encode_item_value(v)

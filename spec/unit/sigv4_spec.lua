@@ -11,12 +11,7 @@ local KEY_ID = "AKIDEXAMPLE"
 local SECRET = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
 local TOKEN = "AQoDYXdzEPT//////////wEXAMPLEtc764bNrC9SAPBSM22wDOk4x4HIZ8j4FZTwdQWLWsKWHGBuFqwAeMicRXmxfpSPf"
 
-local function read_file(path)
-  local f = assert(io.open(path, "rb"))
-  local text = f:read("*a")
-  f:close()
-  return text
-end
+local function read_file(path) return (assert(require("spec.support.run").read_file(path), path)) end
 
 -- The case folders of a suite (its README.md is not a case).
 local function list_dir(path)
