@@ -36,6 +36,13 @@ describe("dynlog.base.options", function()
     assert.matches("append: options must be a table, got string", err, 1, true)
   end)
 
+  it("valid says whether check would pass, without a message", function()
+    assert.is_true(options.valid(nil, KNOWN))
+    assert.is_true(options.valid({ limit = 1 }, KNOWN))
+    assert.is_false(options.valid({ limt = 1 }, KNOWN))
+    assert.is_false(options.valid("fast", KNOWN))
+  end)
+
   it("blames the line that called the public function", function()
     local function append(opts) options.check(opts, KNOWN, "append") end
     local line = debug.getinfo(1, "l").currentline + 1

@@ -60,6 +60,19 @@ function _M.nearest(name, known)
   return nil
 end
 
+--- valid(opts, known) -> true when `opts` is nil or a table whose keys are
+-- all in `known`: the check without a message, for loops over many tables,
+-- which call check (for its message) only when this says no.
+function _M.valid(opts, known)
+  if opts == nil then return true end
+  if type(opts) ~= "table" then return false end
+  local set = known.set
+  for name in pairs(opts) do
+    if not set[name] then return false end
+  end
+  return true
+end
+
 --- Raises unless `opts` is nil or a table whose keys are all in `known`.
 -- `where` names the public function ("append", "dynlog.new").
 function _M.check(opts, known, where, level)

@@ -696,7 +696,9 @@ local function many_item(client, events, i)
   local ev = events[i]
   local at = "events[" .. i .. "]: "
   if type(ev) ~= "table" then raise("append_many: " .. at .. "must be a table {log=, id=, type=, payload=}") end
-  options.check(ev, MANY_EVENT, "append_many: events[" .. i .. "]", outside_level())
+  if not options.valid(ev, MANY_EVENT) then
+    options.check(ev, MANY_EVENT, "append_many: events[" .. i .. "]", outside_level())
+  end
   local pk, err = stream_key(ev.log, ev.id, at)
   if not pk then return nil, err end
   local kept
@@ -843,7 +845,9 @@ local function batch_items(log, id, pk, events, first_version, expires)
     local ev = events[i]
     local at = "events[" .. i .. "]: "
     if type(ev) ~= "table" then raise("append_batch: " .. at .. "must be a table {type=, payload=}") end
-    options.check(ev, BATCH_EVENT, "append_batch: events[" .. i .. "]", outside_level())
+    if not options.valid(ev, BATCH_EVENT) then
+      options.check(ev, BATCH_EVENT, "append_batch: events[" .. i .. "]", outside_level())
+    end
     local sk
     if first_version then
       sk = first_version + i - 1
