@@ -83,7 +83,7 @@ local KNOWN_OPTIONS = options.known{
   "table", "sort_key", "region", "endpoint", "streams_endpoint", "events_endpoint", "profile",
   "cafile", "timeout", "connect_timeout", "base_delay", "max_delay", "max_attempts",
   "conflict_retries", "numbers", "credentials", "getenv", "read_file", "now", "sleep", "transport",
-  "upcasters", "max_age", "tombstones",
+  "upcasters", "max_age", "tombstones", "feed_table",
 }
 
 local function check_options(opts)
@@ -103,6 +103,13 @@ local function check_options(opts)
   check_positive(opts, "conflict_retries", true)
   require("dynlog.client.erasure")._check_max_age(opts.max_age, 4)
   check_type(opts, "tombstones", "boolean")
+  if opts.feed_table ~= nil then
+    if type(opts.feed_table) ~= "string" or #opts.feed_table < 3 or #opts.feed_table > 255
+        or str_find(opts.feed_table, "[^%w_%.%-]") then
+      option_error("feed_table", "must be a table name: 3-255 characters of letters, digits, '_', '-' and '.'")
+    end
+    if opts.feed_table == opts.table then option_error("feed_table", "must not be the log table") end
+  end
   if opts.numbers ~= nil and opts.numbers ~= "string" then
     option_error("numbers", 'must be nil or "string"')
   end
@@ -196,6 +203,7 @@ function _M.new(opts)
     upcasters = opts.upcasters or false, -- c:upcaster makes one when none was given
     max_age = opts.max_age,
     tombstones = opts.tombstones ~= false,
+    feed_table = opts.feed_table or (opts.table .. "-feed"),
     provider = false, -- below: it needs the client's transport
     signer = core.sigv4_signer(),
     sleep = opts.sleep or default_sleep,
@@ -463,6 +471,13 @@ end
 for _, module in pairs({ "dynlog.client.events", "dynlog.client.tables", "dynlog.client.streams",
                          "dynlog.client.publish", "dynlog.client.erasure" }) do
   for name, f in pairs(require(module)) do _M[name] = f end
+end
+
+-- The feed (dynlog.client.feed): its readers and its table.
+do
+  local feed = require "dynlog.client.feed"
+  _M.read_all, _M.read_log, _M.create_feed_table = feed.read_all, feed.read_log, feed.create_feed_table
+  _M.feed_head, _M.feed_position = feed.head, feed.position_of
 end
 
 return _M

@@ -133,14 +133,9 @@ function _M:create_table(opts)
   return desc
 end
 
---- create_string_keyed_table(c, name) -> the description once ACTIVE, or
--- nil, err: a table {pk HASH S, sk RANGE S}, on demand, without a stream,
--- for read models and checkpoints. Idempotent: an existing table is only
--- described. (Called as a function with the client; the table is not the
--- client's own. Its callers are public functions that call it other than
--- as a tail call: a name that is not a string is blamed on their caller.)
-function _M.create_string_keyed_table(c, name)
-  if type(name) ~= "string" then error("create_table: name must be a string", 3) end
+-- A table {pk HASH S, sk RANGE sk_type}, on demand, without a stream: the
+-- description once ACTIVE, or nil, err. An existing table is only described.
+local function create_keyed_table(c, name, sk_type)
   -- Look first: IAM refuses CreateTable to a role without it even when the
   -- table exists, and most roles that use a table need not create it.
   -- (Any failure here is left to CreateTable, which says what is wrong.)
@@ -150,7 +145,7 @@ function _M.create_string_keyed_table(c, name)
     TableName = name,
     KeySchema = array({ { AttributeName = "pk", KeyType = "HASH" }, { AttributeName = "sk", KeyType = "RANGE" } }),
     AttributeDefinitions = array({ { AttributeName = "pk", AttributeType = "S" },
-                                   { AttributeName = "sk", AttributeType = "S" } }),
+                                   { AttributeName = "sk", AttributeType = sk_type } }),
     BillingMode = "PAY_PER_REQUEST",
   })
   if err and err.code ~= "ResourceInUseException" then return nil, err end
@@ -162,6 +157,24 @@ function _M.create_string_keyed_table(c, name)
     if c.now() > deadline then return nil, errors.new("timeout", "table " .. name .. " did not become ACTIVE") end
     c.sleep(0.2)
   end
+end
+
+--- create_string_keyed_table(c, name) -> the description once ACTIVE, or
+-- nil, err: a table {pk HASH S, sk RANGE S}, on demand, without a stream,
+-- for read models and checkpoints. Idempotent: an existing table is only
+-- described. (Called as a function with the client; the table is not the
+-- client's own. Its callers are public functions that call it other than
+-- as a tail call: a name that is not a string is blamed on their caller.)
+function _M.create_string_keyed_table(c, name)
+  if type(name) ~= "string" then error("create_table: name must be a string", 3) end
+  return create_keyed_table(c, name, "S")
+end
+
+--- create_side_table(c, name, sk_type) -> as create_string_keyed_table,
+-- with a sort key of type sk_type ("S" or "N"): the feed table is {pk S, sk N}.
+function _M.create_side_table(c, name, sk_type)
+  if type(name) ~= "string" then error("create_table: name must be a string", 3) end
+  return create_keyed_table(c, name, sk_type)
 end
 
 --- delete_table() -> true, or nil, err. A missing table is not an error.
