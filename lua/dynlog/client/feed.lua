@@ -315,8 +315,8 @@ end
 local READ_ALL = options.known{ "after", "limit", "logs", "types", "numbers" }
 local READ_LOG = options.known{ "after", "limit", "types", "numbers" }
 
--- A list of names → a set; raises (level counts from the public function's
--- caller) when it is not a non-empty list of strings.
+-- A list of names → a set (nil for nil); raises at the public function's
+-- caller when it is not a non-empty list of strings.
 local function name_set(list, what, where)
   if list == nil then return nil end
   if type(list) ~= "table" or list[1] == nil then
@@ -330,10 +330,20 @@ local function name_set(list, what, where)
   return set
 end
 
-local function check_position(v, what, where)
-  if v ~= nil and (type(v) ~= "number" or v < 0 or v ~= math_floor(v)) then
-    error(where .. ": " .. what .. " must be a position (a whole number >= 0), got " .. tostring(v), 4)
+-- Checks the options of read_all and read_log (level 3: the caller of
+-- the public function that calls this). Returns the sets of logs and types.
+local function check_read(opts, known, where)
+  options.check(opts, known, where, 3)
+  opts = opts or {}
+  local after = opts.after
+  if after ~= nil and (type(after) ~= "number" or after < 0 or after ~= math_floor(after)) then
+    error(where .. ": after must be a position (a whole number >= 0), got " .. tostring(after), 3)
   end
+  local limit = opts.limit
+  if limit ~= nil and (type(limit) ~= "number" or limit < 1 or limit ~= math_floor(limit)) then
+    error(where .. ": limit must be a positive integer", 3)
+  end
+  return name_set(opts.logs, "logs", where), name_set(opts.types, "types", where)
 end
 
 -- An entry (unmarshalled) → the event as query returns it, with its
@@ -394,13 +404,9 @@ local function scan(c, numbers, after, upto, wanted, keep)
   return pos
 end
 
-local function read(c, opts, logs, types, where)
+local function read(c, opts, logs, types)
   opts = opts or {}
-  local after = opts.after or 0
-  local limit = opts.limit or 100
-  if type(limit) ~= "number" or limit < 1 or limit ~= math_floor(limit) then
-    error(where .. ": limit must be a positive integer", 3)
-  end
+  local after, limit = opts.after or 0, opts.limit or 100
   local numbers = opts.numbers or c.numbers
   local head, herr = _M.head(c)
   if not head then return nil, herr end
@@ -433,23 +439,16 @@ end
 -- applied as the entries are read: a filtered read costs the reads of every
 -- entry it passes over.
 function _M.read_all(c, opts)
-  options.check(opts, READ_ALL, "read_all")
-  opts = opts or {}
-  check_position(opts.after, "after", "read_all")
-  local logs = name_set(opts.logs, "logs", "read_all")
-  local types = name_set(opts.types, "types", "read_all")
-  return read(c, opts, logs, types, "read_all")
+  local logs, types = check_read(opts, READ_ALL, "read_all")
+  return read(c, opts, logs, types)
 end
 
 --- c:read_log(log [, {after =, limit =, types =, numbers =}]) -> as
 -- read_all, of one log's events (a category read).
 function _M.read_log(c, log, opts)
   if type(log) ~= "string" or log == "" then error("read_log: log must be a log name", 2) end
-  options.check(opts, READ_LOG, "read_log")
-  opts = opts or {}
-  check_position(opts.after, "after", "read_log")
-  local types = name_set(opts.types, "types", "read_log")
-  return read(c, opts, { [log] = true }, types, "read_log")
+  local _, types = check_read(opts, READ_LOG, "read_log")
+  return read(c, opts, { [log] = true }, types)
 end
 
 --- c:feed_position(pk, sk) -> the position of the event (pk, sk) in the
