@@ -206,6 +206,46 @@ describe("dynlog.indexer", function()
     assert.are.same(events, feed_of(c))
   end)
 
+  for _, when in ipairs({ "before the deletion", "only after it (one batch)" }) do
+    it("gives the events of a version-mode stream opened again their own positions, once, with an indexer run "
+      .. when, function()
+      local c = ddb.ready_client({ sort_key = "version" })
+      for i = 1, 3 do assert(c:append("l", "v", "old", { n = i })) end
+      assert(c:append("l", "w", "other", { n = 0 }))
+      local ix = indexer_for(c)
+      if when == "before the deletion" then assert.is_true(index_until(c, 4, ix)) end
+      assert(c:delete_stream("l", "v", { reopen = true }))
+      for i = 1, 2 do assert(c:append("l", "v", "new", { n = i })) end
+      assert.is_true(index_until(c, 6, ix))
+      for _ = 1, 10 do assert(ix:poll_once()) end
+      local function check()
+        local events = feed_of(c)
+        assert.are.equal(6, #events)
+        local shapes = {}
+        for i, ev in ipairs(events) do
+          assert.are.equal(i, ev.position)
+          shapes[i] = ("%s %s %s %s"):format(ev.pk, tostring(ev.sk), ev.type, ev.erased and "erased"
+            or tostring(ev.payload.n))
+        end
+        assert.are.same({ "l#v#stream 1 old erased", "l#v#stream 2 old erased", "l#v#stream 3 old erased",
+                          "l#w#stream 1 other 0", "l#v#stream 1 new 1", "l#v#stream 2 new 2" }, shapes)
+        assert.are.equal(5, assert(c:feed_position("l#v#stream", 1)))
+      end
+      check()
+      assert.are.equal(2, ix:stats().again)
+      assert.are.equal(3, ix:stats().erased)
+      -- Read again by another group (a lost checkpoint): nothing added, nothing else erased.
+      local again = indexer_for(c, { group = c.table .. "#again" })
+      for _ = 1, 20 do assert(again:poll_once()) end
+      assert.are.equal(6, again:stats().seen)
+      assert.are.equal(0, again:stats().indexed)
+      check()
+      -- Backfill: the same.
+      assert.are.equal(0, assert(indexer.backfill{ client = c }).added)
+      check()
+    end)
+  end
+
   it("adds nothing for a batch handed over again (a checkpoint reset, a crash before the checkpoint)", function()
     local c = ddb.ready_client()
     append_burst(c, 60, 3)

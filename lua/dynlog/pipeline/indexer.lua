@@ -19,18 +19,30 @@
 -- (delete_stream, truncate, TTL) erase the entry's payload and meta and
 -- mark it `erased`; its position stays.
 --
+-- In version mode a key can hold a second event after the first was
+-- deleted: a stream opened again after delete_stream{reopen = true}, or
+-- whose events all expired under max_age, starts again at version 1. The
+-- guard of the erased event would pass the new one for it. So an event of a
+-- numeric sort key that commit found in the feed already is checked against
+-- its entry: an erased entry of another event (another sequence number and
+-- another appended_at) gives up its guard, and the new event gets a
+-- position of its own. An erasure likewise leaves alone an entry of another
+-- event than the one its record removed.
+--
 -- Its leases are those of group "<table>#feed" (unless `group` says
 -- otherwise), so that it shares a checkpoint table with a trigger's
 -- consumer without taking its shards.
 local consumer = require "dynlog.pipeline.consumer"
+local core = require "dynlog.core"
 local errors = require "dynlog.errors"
 local eventkey = require "dynlog.client.eventkey"
 local feed = require "dynlog.client.feed"
 local logger = require "dynlog.logger"
 local options = require "dynlog.base.options"
+local retry = require "dynlog.aws.retry"
 
 local error, ipairs, pairs, setmetatable, tonumber, type = error, ipairs, pairs, setmetatable, tonumber, type
-local math_floor, math_max = math.floor, math.max
+local math_floor, math_max, math_min = math.floor, math.max, math.min
 local str_format = string.format
 local table_sort = table.sort
 
@@ -97,40 +109,135 @@ function _M.ordered(records)
   return events
 end
 
--- The keys of the events a batch's REMOVE records deleted.
-local function removed(records)
-  local keys = {}
-  for _, r in ipairs(records) do
-    local d = r.dynamodb
-    local k = type(d) == "table" and d.Keys
-    if r.eventName == "REMOVE" and type(k) == "table" and type(k.pk) == "table" and type(k.sk) == "table"
-        and eventkey.is_event({ pk = k.pk.S }) then
-      keys[#keys + 1] = k
-    end
+-- The keys of a REMOVE record of an event, or nil.
+local function removed_keys(r)
+  local d = r.dynamodb
+  local k = type(d) == "table" and d.Keys
+  if r.eventName == "REMOVE" and type(k) == "table" and type(k.pk) == "table" and type(k.sk) == "table"
+      and eventkey.is_event({ pk = k.pk.S }) then
+    return k, d.OldImage
   end
-  return keys
+  return nil
 end
 
---- erase(c, pk, sk) -> the position erased, false when the event has none,
--- or nil, err: the entry of the event (pk, sk as an AttributeValue) loses
--- its payload and meta and is marked erased; its position stays. Again on
--- an erased entry, nothing changes.
-function _M.erase(c, pk, sk)
+-- Whether an entry (AttributeValues) is of the event of this image and
+-- sequence number (nil for an event read from the table): the same
+-- sequence number, or the same appended_at; unknown counts as the same.
+local function same_event(entry, image, seq)
+  if seq and entry.seq then return entry.seq.S == seq end
+  local a, b = entry.appended_at, image and image.appended_at
+  if a and b then return a.N == b.N end
+  return true
+end
+
+-- Consistent BatchGetItem of the entries at the given positions: {[pos] =
+-- entry (AttributeValues)}, or nil, err.
+local function read_entries(c, list)
+  local found, feed_table = {}, feed.table_of(c)
+  local i = 1
+  while i <= #list do
+    local keys, wanted = core.array(), {}
+    for j = i, math_min(i + 99, #list) do
+      if not wanted[list[j]] then
+        wanted[list[j]] = true
+        keys[#keys + 1] = feed.entry_key(list[j])
+      end
+    end
+    i = i + 100
+    local request = { [feed_table] = { Keys = keys, ConsistentRead = true,
+                                       ProjectionExpression = "sk, seq, appended_at, erased" } }
+    local rounds = 0
+    while request do
+      local resp, err = c:_request("dynamodb", "BatchGetItem", { RequestItems = request }, false)
+      if not resp then return nil, err end
+      for _, item in ipairs((resp.Responses or {})[feed_table] or {}) do
+        found[tonumber(item.sk.N)] = item
+      end
+      request = resp.UnprocessedKeys
+      if request and not request[feed_table] then request = nil end
+      if request then
+        rounds = rounds + 1
+        if rounds > 20 then return nil, errors.new("throttled", "BatchGetItem left keys unprocessed 20 times") end
+        c.sleep(retry.delay(rounds, 0.05, 2))
+      end
+    end
+  end
+  return found
+end
+
+--- commit(c, events, state) -> positions (as feed.commit), or nil, err:
+-- feed.commit, and then, for the events of numeric sort keys that did not
+-- all get a new position, the check against their entries: an event whose
+-- key is held by the erased entry of another event (its key used again
+-- after a deletion) gets a position of its own; positions.again counts them.
+function _M.commit(c, events, state)
+  local positions, err = feed.commit(c, events, state)
+  if not positions then return nil, err end
+  positions.again = 0
+  if positions.added >= #events then return positions end
+  local suspects, at = {}, {}
+  for i, ev in ipairs(events) do
+    if ev.image.sk.N then
+      suspects[#suspects + 1] = i
+      at[#at + 1] = positions[i]
+    end
+  end
+  if #suspects == 0 then return positions end
+  local entries, rerr = read_entries(c, at)
+  if not entries then return nil, rerr end
+  local again, seen = {}, {}
+  for _, i in ipairs(suspects) do
+    local ev, pos = events[i], positions[i]
+    local entry = entries[pos]
+    if entry and entry.erased and not same_event(entry, ev.image, ev.seq) and not seen[pos] then
+      seen[pos] = true
+      local guard = feed.guard_key(ev.image.pk.S, ev.image.sk)
+      local _, derr = c:_request("dynamodb", "DeleteItem", {
+        TableName = feed.table_of(c), Key = guard, ConditionExpression = "#p = :p",
+        ExpressionAttributeNames = { ["#p"] = "position" },
+        ExpressionAttributeValues = { [":p"] = { N = str_format("%d", pos) } },
+      }, false)
+      if derr and derr.code ~= "ConditionalCheckFailedException" then return nil, derr end
+      logger.log("info", str_format("feed: %s %s is another event than the erased one at position %d: it "
+        .. "gets a position of its own", ev.image.pk.S, ev.image.sk.N, pos))
+      again[#again + 1] = i
+    end
+  end
+  if #again == 0 then return positions end
+  local evs = {}
+  for k, i in ipairs(again) do evs[k] = events[i] end
+  local more, merr = feed.commit(c, evs, state)
+  if not more then return nil, merr end
+  for k, i in ipairs(again) do positions[i] = more[k] end
+  positions.added, positions.again = positions.added + more.added, more.added
+  return positions
+end
+
+--- erase(c, pk, sk [, old_image]) -> the position erased, false when the
+-- event has none (or its key holds another event's entry now), or nil, err:
+-- the entry of the event (pk, sk as an AttributeValue) loses its payload
+-- and meta and is marked erased; its position stays. Again on an erased
+-- entry, nothing changes. old_image (the REMOVE record's) tells the event
+-- from a later one at the same key.
+function _M.erase(c, pk, sk, old_image)
   local pos, err = feed.position_of(c, pk, sk)
   if not pos then return pos, err end
+  local entries, rerr = read_entries(c, { pos })
+  if not entries then return nil, rerr end
+  local entry = entries[pos]
+  if not entry then
+    return nil, errors.new("bad_state", str_format("the feed's guard of %s puts it at position %d, "
+      .. "which has no entry", pk, pos))
+  end
+  if entry.erased then return pos end
+  if not same_event(entry, old_image) then return false end
   local _, uerr = c:_request("dynamodb", "UpdateItem", {
     TableName = feed.table_of(c), Key = feed.entry_key(pos),
     UpdateExpression = "REMOVE payload, meta SET erased = :t",
     ConditionExpression = "attribute_exists(pk)",
     ExpressionAttributeValues = { [":t"] = { BOOL = true } },
   }, false)
-  if uerr then
-    if uerr.code == "ConditionalCheckFailedException" then
-      return nil, errors.new("bad_state", str_format("the feed's guard of %s puts it at position %d, "
-        .. "which has no entry", pk, pos))
-    end
-    return nil, uerr
-  end
+  if uerr then return nil, uerr end
   return pos
 end
 
@@ -147,32 +254,47 @@ local function check(opts, where, level)
   end
 end
 
--- The handler of the consumer: one batch into the feed.
-local function handle(self, batch)
-  local c = self.client
-  local records = batch.Records
+-- Commits the new events of records (a part of a batch without REMOVE
+-- records of events). Returns true, or nil, err.
+local function index_records(self, records)
   local events = _M.ordered(records)
-  if #events > 0 then
-    local positions, err = feed.commit(c, events, self.state)
-    if not positions then return nil, err end
-    self.indexed = self.indexed + positions.added
-    self.seen = self.seen + #events
-    self.last_commit_at = self.now()
-    local created = events[#events].created
-    for _, ev in ipairs(events) do
-      if type(ev.created) == "number" and (type(created) ~= "number" or ev.created > created) then
-        created = ev.created
-      end
-    end
-    if type(created) == "number" then
-      self.lag_ms = math_max(0, math_floor((self.last_commit_at - created) * 1000))
+  if #events == 0 then return true end
+  local positions, err = _M.commit(self.client, events, self.state)
+  if not positions then return nil, err end
+  self.indexed = self.indexed + positions.added
+  self.seen = self.seen + #events
+  self.again = self.again + positions.again
+  self.last_commit_at = self.now()
+  local created
+  for _, ev in ipairs(events) do
+    if type(ev.created) == "number" and (created == nil or ev.created > created) then created = ev.created end
+  end
+  if created then self.lag_ms = math_max(0, math_floor((self.last_commit_at - created) * 1000)) end
+  return true
+end
+
+-- The handler of the consumer: one batch into the feed, in record order:
+-- the new events up to a REMOVE record of an event committed before it is
+-- applied, so that a key deleted and written again within one batch gives
+-- each event its own position.
+local function handle(self, batch)
+  local records = batch.Records
+  local part = {}
+  for _, r in ipairs(records) do
+    local key, old_image = removed_keys(r)
+    if key then
+      local ok, err = index_records(self, part)
+      if not ok then return nil, err end
+      part = {}
+      local pos, eerr = _M.erase(self.client, key.pk.S, key.sk, old_image)
+      if pos == nil then return nil, eerr end
+      if pos then self.erased = self.erased + 1 end
+    else
+      part[#part + 1] = r
     end
   end
-  for _, key in ipairs(removed(records)) do
-    local pos, err = _M.erase(c, key.pk.S, key.sk)
-    if pos == nil then return nil, err end
-    if pos then self.erased = self.erased + 1 end
-  end
+  local ok, err = index_records(self, part)
+  if not ok then return nil, err end
   return true
 end
 
@@ -187,6 +309,7 @@ local function new_indexer(opts, where, level)
     indexed = 0,       -- events this indexer added to the feed
     seen = 0,          -- events of INSERT records handed to it (repeats included)
     erased = 0,
+    again = 0,         -- events given a position at a key an erased event held
     last_commit_at = nil,
     lag_ms = nil,
   }
@@ -250,13 +373,14 @@ end
 
 --- stats() -> the consumer's stats (worker, shards, …) and indexed (events
 -- this indexer added to the feed), seen (events handed to it, repeats
--- included), erased, head (the feed's head as it last committed, nil
+-- included), erased, again (events given a position at a key that an
+-- erased event held), head (the feed's head as it last committed, nil
 -- before), last_commit_at (seconds) and lag_ms (from the DynamoDB Stream's
 -- ApproximateCreationDateTime of the newest event of the last batch to its
 -- commit).
 function _M:stats()
   local s = self.consumer:stats()
-  s.indexed, s.seen, s.erased = self.indexed, self.seen, self.erased
+  s.indexed, s.seen, s.erased, s.again = self.indexed, self.seen, self.erased, self.again
   s.head, s.last_commit_at, s.lag_ms = self.state.head, self.last_commit_at, self.lag_ms
   return s
 end
@@ -300,7 +424,7 @@ local function backfill_stream(c, pk, state)
     local events = {}
     for _, item in ipairs(resp.Items or {}) do events[#events + 1] = { image = item } end
     if #events > 0 then
-      local positions, cerr = feed.commit(c, events, state)
+      local positions, cerr = _M.commit(c, events, state)
       if not positions then return nil, cerr end
       read, added = read + #events, added + positions.added
       for i = 1, #events do
