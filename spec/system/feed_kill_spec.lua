@@ -80,15 +80,18 @@ describe("the feed under SIGKILL", function()
     end
     -- Each indexer pauses after each commit, before its checkpoint: it is
     -- killed in that pause, after its first commits.
+    local writing = 0 -- kills while the writer was still appending
     for k = 1, KILLS do
       local label = "i" .. k
       local pid = start("indexer.lua", ("%s %s ix %s 0.3 %s"):format(c.table, cp, log, label), log .. ".err")
       pids[#pids + 1] = pid
       assert.is_true(wait_for(function() return commits_of(label) >= k end, 60),
         label .. " committed; " .. (run.read_file(log .. ".err") or ""))
+      if alive(writer) then writing = writing + 1 end
       os.execute("kill -9 " .. pid)
       assert.is_true(wait_for(function() return not alive(pid) end, 10))
     end
+    assert.is_true(writing >= 2, "the writer was appending during " .. writing .. " kill(s) only")
     assert.is_true(wait_for(function() return not alive(writer) end, 300), "the writer finished")
     assert.matches("done " .. N, run.read_file(writer_out), 1, true)
     -- The last one runs to the end of the stream, and stops on SIGTERM.
