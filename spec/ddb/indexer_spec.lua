@@ -204,6 +204,16 @@ describe("dynlog.indexer", function()
     assert.are.equal(first.position, assert(require("dynlog.pipeline.indexer").erase(c, first.pk,
       { S = first.sk })))
     assert.are.same(events, feed_of(c))
+    -- truncate: the events before the sort key given.
+    local fifth = assert(c:append("l", "kept", "e", { n = 5 }))
+    assert(c:append("l", "kept", "e", { n = 6 }))
+    assert.is_true(index_until(c, 6, ix))
+    assert(c:truncate("l", "kept", { before = fifth.sk }))
+    for _ = 1, 20 do assert(ix:poll_once()) if ix:stats().erased == 4 then break end socket.sleep(0.02) end
+    assert.are.equal(4, ix:stats().erased)
+    local shapes = {}
+    for i, ev in ipairs(feed_of(c)) do shapes[i] = ev.erased and "erased" or ev.payload.n end
+    assert.are.same({ "erased", "erased", "erased", "erased", 5, 6 }, shapes)
   end)
 
   for _, when in ipairs({ "before the deletion", "only after it (one batch)" }) do
