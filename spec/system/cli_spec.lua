@@ -116,7 +116,7 @@ describe("dynlog command", function()
       local status, out, err = dynlog("--help", e)
       assert.are.equal(0, status, err)
       for _, usage in ipairs({ "append LOG ID TYPE [JSON]", "query LOG ID", "head LOG ID", "tail", "import FILE",
-                               "replay", "tables create|describe" }) do
+                               "replay", "tables create|describe", "feed index|backfill|read|head" }) do
         assert.matches("\n  " .. usage, out, 1, true)
       end
       for _, option in ipairs({ "--table NAME", "--sort-key ulid|version", "--endpoint URL", "--region R",
@@ -127,7 +127,7 @@ describe("dynlog command", function()
     end)
 
     it("COMMAND --help, -h and `help COMMAND` describe one command", function()
-      for _, cmd in ipairs({ "append", "query", "head", "tail", "import", "replay", "tables" }) do
+      for _, cmd in ipairs({ "append", "query", "head", "tail", "import", "replay", "tables", "feed" }) do
         local status, out = dynlog(cmd .. " --help", e)
         assert.are.equal(0, status, out)
         assert.matches("^usage: dynlog " .. cmd, out)
@@ -1268,6 +1268,110 @@ describe("dynlog command", function()
       assert.are.equal(1700000000000, seed[1].appended_at)
       assert.are.same({ causation_id = "x" }, seed[1].meta)
       assert.is_nil(seed[2].appended_at)
+    end)
+  end)
+
+  describe("feed", function()
+    local c, e
+    local procs = {}
+
+    setup(function()
+      c = ddb.ready_client()
+      e = cli_env(c.table)
+    end)
+
+    after_each(function()
+      for _, p in ipairs(procs) do p.cleanup() end
+      procs = {}
+    end)
+
+    local function positions_of(events)
+      local list = {}
+      for i, ev in ipairs(events) do list[i] = ev.position end
+      return list
+    end
+
+    it("backfill adds the events written before, with progress and a --json summary; head prints the head", function()
+      for i = 1, 5 do assert(c:append("orders", tostring(i % 2), "placed", { n = i })) end
+      assert(c:append("users", "1", "signup", { n = 6 }))
+      local status, out, err = dynlog("feed head", e)
+      assert.are.equal(1, status, out)
+      assert.matches("hint: the feed table " .. c.table .. "-feed", err, 1, true)
+      status, out, err = dynlog("feed backfill --json --page-size 2", e)
+      assert.are.equal(0, status, err)
+      local summary = json.decode(out)
+      assert.are.equal(6, summary.added)
+      assert.are.equal(6, summary.head)
+      assert.are.equal(3, summary.streams)
+      assert.is_false(summary.resumed)
+      assert.matches("dynlog: backfill: page 1: 2 item(s) scanned", err, 1, true)
+      status, out, err = dynlog("feed backfill", e)
+      assert.are.equal(0, status, err)
+      assert.are.equal("added 0 event(s) of 6 in 3 stream(s) to " .. c.table .. "-feed (head 6)\n", out)
+      status, out, err = dynlog("feed head", e)
+      assert.are.equal(0, status, err)
+      assert.are.equal("6\n", out)
+      status, out = dynlog("feed head --json", e)
+      assert.are.equal(0, status, out)
+      assert.are.same({ head = 6, feed_table = c.table .. "-feed" }, json.decode(out))
+    end)
+
+    it("read prints the events in feed order as JSON lines with positions: --after, --limit, --logs, --types",
+      function()
+      local status, out, err = dynlog("feed read", e)
+      assert.are.equal(0, status, err)
+      local events = json_lines(out)
+      assert.are.same({ 1, 2, 3, 4, 5, 6 }, positions_of(events))
+      assert.are.same(assert(c:read_all{}), events)
+      status, out = dynlog("feed read --after 2 --limit 3", e)
+      assert.are.equal(0, status, out)
+      assert.are.same({ 3, 4, 5 }, positions_of(json_lines(out)))
+      status, out = dynlog("feed read --logs users", e)
+      assert.are.equal(0, status, out)
+      assert.are.same(assert(c:read_all{ logs = { "users" } }), json_lines(out))
+      assert.are.equal(1, #json_lines(out))
+      status, out = dynlog("feed read --types placed,nothing --after 3", e)
+      assert.are.equal(0, status, out)
+      local placed = positions_of(assert(c:read_all{ types = { "placed" }, after = 3 }))
+      assert.is_true(#placed >= 2)
+      assert.are.same(placed, positions_of(json_lines(out)))
+      for _, bad in ipairs({ "feed read --after -1", "feed read --after x", "feed read --limit 0",
+                             "feed read --logs a,,b", "feed head --limit 3", "feed nothing", "feed" }) do
+        status, _, err = dynlog(bad, e)
+        assert.are.equal(2, status, bad .. ": " .. err)
+      end
+    end)
+
+    it("index runs the indexer until SIGTERM; read --follow prints the new events as they come", function()
+      local cp = ddb.table_name("cp")
+      local ix = spawn("feed index --checkpoint-table " .. cp .. " --worker-id cli --json", e)
+      procs[#procs + 1] = ix
+      assert.is_true(ix.wait_for_stderr("dynlog: indexing the stream of " .. c.table .. " into " .. c.table
+        .. "-feed", 30), ix.stderr())
+      local follow = spawn("feed read --follow --after 6", e)
+      procs[#procs + 1] = follow
+      assert(c:append("orders", "7", "placed", { n = 7 }))
+      assert(c:append_batch("orders", "8", { { type = "placed", payload = { n = 8 } },
+                                              { type = "paid", payload = { n = 9 } } }))
+      local deadline = socket.gettime() + 30
+      while socket.gettime() < deadline and #json_lines(follow.stdout()) < 3 do socket.sleep(0.1) end
+      local events = json_lines(follow.stdout())
+      assert.are.same({ 7, 8, 9 }, positions_of(events), follow.stderr() .. ix.stderr())
+      assert.are.same({ "placed", "placed", "paid" }, types_of(events))
+      follow.kill("TERM")
+      assert.are.equal(0, follow.wait(15), follow.stderr())
+      ix.kill("TERM")
+      assert.are.equal(0, ix.wait(15), ix.stderr())
+      local stats = json.decode(ix.stdout())
+      assert.are.equal(3, stats.indexed, ix.stdout())
+      assert.are.equal(9, stats.seen) -- the stream holds the backfilled events too
+      assert.are.equal(9, stats.head)
+      assert.matches("dynlog: stopped after indexing 3 event(s)", ix.stderr(), 1, true)
+      -- Its leases are handed back, in the feed's group.
+      local leases = assert(require("dynlog.pipeline.leases").read_all(c, cp, c.table .. "#feed"))
+      local n = 0
+      for _, lease in pairs(leases) do n = n + 1 assert.is_nil(lease.owner) end
+      assert.are.equal(1, n)
     end)
   end)
 

@@ -155,9 +155,10 @@ function _M.new(opts)
   return consumer
 end
 
--- For dynlog.ngx.start_consumer: the same, raising at its caller's line.
-function _M._new(opts, where)
-  local consumer = new_consumer(opts, where, 5)
+-- For dynlog.ngx.start_consumer: the same, raising at its caller's line;
+-- `extra` frames further out for callers that wrap it (the indexer).
+function _M._new(opts, where, extra)
+  local consumer = new_consumer(opts, where, 5 + (extra or 0))
   return consumer
 end
 
