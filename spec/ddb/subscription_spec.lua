@@ -4,6 +4,7 @@ local ddb = require "spec.support.ddb"
 local dynlog = require "dynlog"
 local feed = require "dynlog.client.feed"
 local subscription = require "dynlog.pipeline.subscription"
+local start_subscription = require("dynlog.ngx.subscription").start_subscription
 local run = require "spec.support.run"
 local raised, here = run.raised, run.here
 
@@ -361,6 +362,9 @@ describe("dynlog.subscribe", function()
       assert.matches(case[2], msg, 1, true)
       at, msg = here(), raised(function() subscription.new(case[1]) end)
       assert.matches(at, msg, 1, true)
+      at, msg = here(), raised(function() start_subscription(case[1]) end)
+      assert.matches(at, msg, 1, true)
+      assert.matches("start_subscription: ", msg, 1, true)
     end
     local at, msg = here(), raised(function() dynlog.subscribe("x") end)
     assert.matches(at, msg, 1, true)
