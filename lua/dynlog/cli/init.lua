@@ -14,7 +14,7 @@
 --
 -- This module keeps main and the dispatch; each command is a module of
 -- its own (dynlog.cli.append, .query (query and head), .tail, .import,
--- .replay, .tables), over dynlog.cli.args (arguments) and dynlog.cli.output.
+-- .replay, .tables, .subscriptions), over dynlog.cli.args (arguments) and dynlog.cli.output.
 local cli_args = require "dynlog.cli.args"
 local core = require "dynlog.core"
 local output = require "dynlog.cli.output"
@@ -27,6 +27,7 @@ local MODULES = {
   import = require "dynlog.cli.import",
   replay = require "dynlog.cli.replay",
   tables = require "dynlog.cli.tables",
+  subscriptions = require "dynlog.cli.subscriptions",
 }
 
 local ipairs, pairs, tostring, type, xpcall = ipairs, pairs, tostring, type, xpcall
@@ -64,10 +65,10 @@ global options (before or after the command):
 
 -- name -> {usage=, summary=, options=, help=, run=function(ctx, args) -> status}
 local COMMANDS = {}
-for _, name in ipairs({ "append", "query", "tail", "import", "replay", "tables" }) do
+for _, name in ipairs({ "append", "query", "tail", "import", "replay", "tables", "subscriptions" }) do
   for command, cmd in pairs(MODULES[name]) do COMMANDS[command] = cmd end
 end
-local ORDER = { "append", "query", "head", "tail", "import", "replay", "tables" }
+local ORDER = { "append", "query", "head", "tail", "import", "replay", "tables", "subscriptions" }
 
 local function command_help(name)
   local cmd = COMMANDS[name]

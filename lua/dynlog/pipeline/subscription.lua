@@ -311,6 +311,44 @@ function _M.set_position(c, name, position, force, now)
     .. "stop it first, or force", name, tostring(item.owner), tostring(item.lease_expires_at)))
 end
 
+--- dead_letters(c, name [, dead_letter_table [, status]]) -> the dead letters
+-- of subscription `name` (plain items, in position order), only those of
+-- `status` when given, or nil, err.
+function _M.dead_letters(c, name, dead_letter_table, status)
+  local letters, start = {}, nil
+  local values = { [":pk"] = { S = _M.dead_key(name, 0).pk.S } }
+  local filter, names
+  if status then
+    filter, names, values[":s"] = "#s = :s", { ["#s"] = "status" }, { S = status }
+  end
+  repeat
+    local resp, err = c:_request("dynamodb", "Query", {
+      TableName = dead_letter_table or feed.table_of(c), ConsistentRead = true,
+      KeyConditionExpression = "pk = :pk", FilterExpression = filter, ExpressionAttributeNames = names,
+      ExpressionAttributeValues = values, ExclusiveStartKey = start,
+    }, true, c.numbers)
+    if not resp then return nil, err end
+    for _, item in ipairs(resp.Items or {}) do letters[#letters + 1] = item end
+    start = resp.LastEvaluatedKey and attribute_map(resp.LastEvaluatedKey) or nil
+  until not start
+  return letters
+end
+
+--- resubmit(c, name, position [, dead_letter_table]) -> true, false when
+-- subscription `name` has no dead letter at `position`, or nil, err: sets
+-- the dead letter's status to "resubmitted", so that the running
+-- subscription delivers it again on its next round.
+function _M.resubmit(c, name, position, dead_letter_table)
+  local resp, err = conditional(c, "UpdateItem", {
+    TableName = dead_letter_table or feed.table_of(c), Key = _M.dead_key(name, position),
+    UpdateExpression = "SET #s = :r", ConditionExpression = "attribute_exists(pk)",
+    ExpressionAttributeNames = { ["#s"] = "status" },
+    ExpressionAttributeValues = attribute_map({ [":r"] = _M.RESUBMITTED }),
+  })
+  if resp == nil then return nil, err end
+  return resp ~= false
+end
+
 -- Where a new subscription starts: from = "start" → 0, "end" → the head
 -- now, a position as it is.
 function _M:_start_position()
@@ -466,20 +504,7 @@ end
 
 -- The dead letters whose status says "resubmitted", in position order.
 function _M:_resubmitted()
-  local letters, start = {}, nil
-  repeat
-    local resp, err = self.client:_request("dynamodb", "Query", {
-      TableName = self.dead_letter_table, ConsistentRead = true,
-      KeyConditionExpression = "pk = :pk", FilterExpression = "#s = :r",
-      ExpressionAttributeNames = { ["#s"] = "status" },
-      ExpressionAttributeValues = { [":pk"] = _M.dead_key(self.name, 0).pk, [":r"] = { S = _M.RESUBMITTED } },
-      ExclusiveStartKey = start,
-    }, true, self.client.numbers)
-    if not resp then return nil, err end
-    for _, item in ipairs(resp.Items or {}) do letters[#letters + 1] = item end
-    start = resp.LastEvaluatedKey and attribute_map(resp.LastEvaluatedKey) or nil
-  until not start
-  return letters
+  return _M.dead_letters(self.client, self.name, self.dead_letter_table, _M.RESUBMITTED)
 end
 
 -- Delivers the resubmitted dead letters, once each. Returns the number
