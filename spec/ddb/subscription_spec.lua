@@ -340,9 +340,9 @@ describe("dynlog.subscribe", function()
     add_many(cc, 3)
     local strings = ddb.client{ table = cc.table, numbers = "string" }
     -- The feed's positions are numbers whatever the client does with N.
-    local events, last, head = assert(strings:read_all{ after = 1 })
-    assert.are.same({ 2, 3 }, positions_of(events))
-    assert.are.equal("2", events[1].payload.n)
+    local read, last, head = assert(strings:read_all{ after = 1 })
+    assert.are.same({ 2, 3 }, positions_of(read))
+    assert.are.equal("2", read[1].payload.n)
     assert.are.equal(3, last)
     assert.are.equal(3, head)
     local got = {}

@@ -681,7 +681,7 @@ end
 -- logged and the round tried again after a pause.
 function _M:run()
   core.signal_catch()
-  self.running, self.stopping = true, false
+  self.running = true
   local pause = 0
   while not self.stopping and not core.signal_caught() do
     local n, err = self:poll_once()
