@@ -149,11 +149,16 @@ describe("dynlog.subscribe", function()
     skew = 60
     assert.are.equal(1, a2:poll_once())
     assert.are.same({ "a:1", "a:2", "b:3", "a:4" }, by)
-    -- b, still running on a lost lease, cannot move the checkpoint.
+    -- b, still running on a lost lease (its clock says it holds it), hands
+    -- over what follows its own checkpoint (3) but cannot move the
+    -- checkpoint: a2 goes on after 4 (at least once: 4 came twice).
     add(cc, "users", "5", "signup", {})
     assert.are.equal(0, b:poll_once())
     assert.is_false(b:stats().held)
     assert.are.equal(4, assert(subscription.read(cc, "once")).position)
+    assert.are.equal(1, a2:poll_once())
+    assert.are.same({ "a:1", "a:2", "b:3", "a:4", "b:4", "a:5" }, by)
+    assert.are.equal(5, assert(subscription.read(cc, "once")).position)
   end)
 
   it("reads only the logs and types asked for, and does not read the others again", function()

@@ -252,6 +252,14 @@ describe("dynlog subscriptions", function()
     assert.are.equal(0, status)
     assert.matches("position 6", out)
 
+    status, err = failing("subscriptions reset nobody --to 1", e)
+    assert.are.equal(1, status)
+    assert.matches("no subscription named nobody", err)
+    status, err = failing("subscriptions --feed-table missing-feed", e)
+    assert.are.equal(1, status)
+    assert.matches("ResourceNotFoundException", err)
+    assert.matches("feed table missing-feed does not exist", err, 1, true)
+
     -- Usage errors.
     for _, args in ipairs({ "subscriptions reset cli", "subscriptions reset cli --to x", "subscriptions frob cli",
                             "subscriptions show", "subscriptions resubmit cli", "subscriptions resubmit cli 1 --all",

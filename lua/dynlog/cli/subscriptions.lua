@@ -27,6 +27,15 @@ local function table_option(o, name)
   return v
 end
 
+-- Failures, with a hint of their own when the feed table is missing.
+local function failed(ctx, c, err, hint)
+  if not hint and err.code == "ResourceNotFoundException" then
+    hint = "feed table " .. tostring(c.feed_table) .. " does not exist: the feed's indexer makes it "
+      .. "(c:create_feed_table()); or check --feed-table, --table, --region and --endpoint"
+  end
+  return fail(ctx, err, hint)
+end
+
 local function time_text(ms)
   if type(ms) ~= "number" or ms <= 0 then return "-" end
   return os_date("!%Y-%m-%dT%H:%M:%S", math_floor(ms / 1000)) .. str_format(".%03dZ", math_floor(ms % 1000))
@@ -59,14 +68,14 @@ end
 
 local function list(ctx, c)
   local names, err = subscription.names(c)
-  if not names then return fail(ctx, err) end
+  if not names then return failed(ctx, c, err) end
   local head, herr = feed.head(c)
-  if not head then return fail(ctx, herr) end
+  if not head then return failed(ctx, c, herr) end
   local now_ms = math_floor(c.now() * 1000)
   local t = not ctx.json and new_table(ctx.out, { "NAME", "POSITION", "HEAD", "LAG", "OWNER", "LEASE" }) or nil
   for _, name in ipairs(names) do
     local item, rerr = subscription.read(c, name)
-    if item == nil then return fail(ctx, rerr) end
+    if item == nil then return failed(ctx, c, rerr) end
     if item then
       local s = summary(item, head, now_ms)
       if ctx.json then
@@ -83,11 +92,11 @@ end
 
 local function show(ctx, c, name)
   local head, herr = feed.head(c)
-  if not head then return fail(ctx, herr) end
+  if not head then return failed(ctx, c, herr) end
   local s, err = read_summary(c, name, head)
-  if not s then return fail(ctx, err) end
+  if not s then return failed(ctx, c, err) end
   local parked, derr = subscription.dead_letters(c, name, ctx.dead_table)
-  if not parked then return fail(ctx, derr) end
+  if not parked then return failed(ctx, c, derr) end
   s.dead_letters = #parked
   if ctx.json then
     ctx.out:write(encode(s), "\n")
@@ -118,14 +127,14 @@ local function reset(ctx, c, name)
     position = 0
   elseif to == "end" then
     local head, herr = feed.head(c)
-    if not head then return fail(ctx, herr) end
+    if not head then return failed(ctx, c, herr) end
     position = head
   else
     position = position_arg(to, "--to")
   end
   local item, err = subscription.set_position(c, name, position, ctx.opts.force == true)
   if not item then
-    return fail(ctx, err, err.code == "bad_state"
+    return failed(ctx, c, err, err.code == "bad_state"
       and "stop the subscription first, or pass --force (its running instance then reads on from the new position)"
       or nil)
   end
@@ -139,7 +148,7 @@ end
 
 local function dead_letters(ctx, c, name)
   local letters, err = subscription.dead_letters(c, name, ctx.dead_table)
-  if not letters then return fail(ctx, err) end
+  if not letters then return failed(ctx, c, err) end
   local t = not ctx.json and new_table(ctx.out, { "POSITION", "TYPE", "STREAM", "TRIES", "STATUS", "ERROR" }) or nil
   for _, l in ipairs(letters) do
     if ctx.json then
@@ -162,7 +171,7 @@ local function resubmit(ctx, c, name, positions)
   local wanted = {}
   if all then
     local letters, err = subscription.dead_letters(c, name, ctx.dead_table, subscription.PARKED)
-    if not letters then return fail(ctx, err) end
+    if not letters then return failed(ctx, c, err) end
     for _, l in ipairs(letters) do wanted[#wanted + 1] = tonumber(l.sk) end
   else
     for _, p in ipairs(positions) do wanted[#wanted + 1] = position_arg(p, "a position") end
@@ -170,9 +179,9 @@ local function resubmit(ctx, c, name, positions)
   local done = core.array()
   for _, p in ipairs(wanted) do
     local ok, err = subscription.resubmit(c, name, p, ctx.dead_table)
-    if ok == nil then return fail(ctx, err) end
+    if ok == nil then return failed(ctx, c, err) end
     if not ok then
-      return fail(ctx, errors.new("invalid_argument",
+      return failed(ctx, c, errors.new("invalid_argument",
         str_format("subscription %s has no dead letter at position %d", name, p)),
         "list them with `dynlog subscriptions dead-letters " .. name .. "`")
     end
