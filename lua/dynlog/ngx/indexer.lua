@@ -2,9 +2,9 @@
 --
 --   init_worker_by_lua_block { require("dynlog.ngx").start_indexer{ ... } }
 local indexer = require "dynlog.pipeline.indexer"
-local timers = require "dynlog.ngx.consumer"
+local timers = require "dynlog.ngx.timers"
 
-local error, type = error, type
+local error, tostring, type = error, tostring, type
 
 local _M = {}
 
@@ -17,7 +17,10 @@ local _M = {}
 function _M.start_indexer(opts)
   if type(opts) ~= "table" then error("start_indexer: expects the options of dynlog.indexer.new", 2) end
   local ix = indexer._new(opts, "start_indexer") -- raises at our caller's line
-  timers.on_timers(ix, "dynlog indexer", "start_indexer")
+  local started, err = timers.start("dynlog indexer", ix, {
+    prepare = function() return ix:create_tables() end,
+  })
+  if not started then error("start_indexer: could not start a timer: " .. tostring(err), 2) end
   return ix
 end
 
