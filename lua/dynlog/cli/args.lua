@@ -31,7 +31,7 @@ _M.usage_error = usage_error
 local GLOBAL_OPTIONS = {
   table = "value", ["sort-key"] = "value", endpoint = "value", region = "value", profile = "value",
   ["events-endpoint"] = "value", json = "flag", help = "flag", version = "flag",
-  timeout = "value", ["max-attempts"] = "value", cafile = "value",
+  timeout = "value", ["max-attempts"] = "value", cafile = "value", ["feed-table"] = "value",
 }
 
 -- Splits argv into the command, its positional arguments and the options.
@@ -183,7 +183,7 @@ local function new_client(ctx)
   local ok, c = pcall(dynlog.new, {
     table = ctx.table, sort_key = ctx.sort_key, region = o.region, endpoint = o.endpoint,
     profile = o.profile, events_endpoint = o["events-endpoint"], getenv = ctx.getenv,
-    timeout = ctx.timeout, max_attempts = ctx.max_attempts, cafile = o.cafile,
+    timeout = ctx.timeout, max_attempts = ctx.max_attempts, cafile = o.cafile, feed_table = o["feed-table"],
   })
   if not ok then
     local message = str_gsub(tostring(c), "^dynlog%.new: ", "")

@@ -60,6 +60,7 @@ global options (before or after the command):
   --max-attempts N          attempts per request, retries included (default 8)
   --cafile PATH             PEM file of trusted CAs for https (default: AWS_CA_BUNDLE,
                             the profile's ca_bundle, else the system's)
+  --feed-table NAME         the feed's table (default: <table>-feed)
   --json                    one JSON object per line on stdout, for scripts
   -h, --help                help (`dynlog COMMAND --help` for one command)
   --version                 the version]]

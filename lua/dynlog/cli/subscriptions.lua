@@ -200,8 +200,7 @@ local SUBCOMMANDS = { show = show, reset = reset, ["dead-letters"] = dead_letter
 _M.subscriptions = {
   usage = "subscriptions [show|reset|dead-letters|resubmit NAME]",
   summary = "list subscriptions of the feed; show, reset, dead letters",
-  options = { to = "value", force = "flag", all = "flag", ["feed-table"] = "value",
-              ["dead-letter-table"] = "value" },
+  options = { to = "value", force = "flag", all = "flag", ["dead-letter-table"] = "value" },
   help = [[
 subscriptions                      every subscription of the feed: NAME,
                                    POSITION (its checkpoint: the last feed
@@ -231,13 +230,11 @@ options:
   --to POSITION|start|end    (reset) the new checkpoint
   --force                    (reset) even while the lease is held
   --all                      (resubmit) every parked dead letter
-  --feed-table NAME          the feed table (default <table>-feed)
   --dead-letter-table NAME   where the dead letters are (default the feed table)]],
   run = function(ctx, args)
     local sub = args[1]
     local o = ctx.opts
     ctx.dead_table = table_option(o, "dead-letter-table")
-    local feed_table = table_option(o, "feed-table")
     if sub == nil then
       if o.to or o.force or o.all then usage_error("--to, --force and --all go with reset and resubmit") end
     else
@@ -251,7 +248,6 @@ options:
     end
     local c, cerr = new_client(ctx)
     if not c then return fail(ctx, cerr) end
-    if feed_table then c.feed_table = feed_table end
     if sub == nil then return list(ctx, c) end
     local rest = {}
     for i = 3, #args do rest[#rest + 1] = args[i] end
