@@ -14,7 +14,7 @@
 --
 -- This module keeps main and the dispatch; each command is a module of
 -- its own (dynlog.cli.append, .query (query and head), .tail, .import,
--- .replay, .tables), over dynlog.cli.args (arguments) and dynlog.cli.output.
+-- .replay, .rebuild, .tables), over dynlog.cli.args (arguments) and dynlog.cli.output.
 local cli_args = require "dynlog.cli.args"
 local core = require "dynlog.core"
 local output = require "dynlog.cli.output"
@@ -26,6 +26,7 @@ local MODULES = {
   tail = require "dynlog.cli.tail",
   import = require "dynlog.cli.import",
   replay = require "dynlog.cli.replay",
+  rebuild = require "dynlog.cli.rebuild",
   tables = require "dynlog.cli.tables",
 }
 
@@ -64,10 +65,10 @@ global options (before or after the command):
 
 -- name -> {usage=, summary=, options=, help=, run=function(ctx, args) -> status}
 local COMMANDS = {}
-for _, name in ipairs({ "append", "query", "tail", "import", "replay", "tables" }) do
+for _, name in ipairs({ "append", "query", "tail", "import", "replay", "rebuild", "tables" }) do
   for command, cmd in pairs(MODULES[name]) do COMMANDS[command] = cmd end
 end
-local ORDER = { "append", "query", "head", "tail", "import", "replay", "tables" }
+local ORDER = { "append", "query", "head", "tail", "import", "replay", "rebuild", "tables" }
 
 local function command_help(name)
   local cmd = COMMANDS[name]
