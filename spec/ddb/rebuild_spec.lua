@@ -215,6 +215,14 @@ describe("dynlog.rebuild", function()
     for key, it_ in pairs(want) do assert.are.same(it_, got[key], key) end
   end)
 
+  it("read_model_table: the name itself without an alias, and without a feed table", function()
+    assert.are.equal("some-read-model", c:read_model_table("some-read-model"))
+    local plain = ddb.client()
+    assert.are.equal("users", plain:read_model_table("users"))
+    assert.has_error(function() c:read_model_table("") end)
+    assert.has_error(function() require("dynlog.client.readmodels").set_alias(c, "users", "x") end)
+  end)
+
   it("refuses options it does not know, at the caller's line", function()
     local ok, err = pcall(function() dynlog.rebuild({ client = c, spec = spec_of("x-v9"), rates = 5 }) end)
     assert.is_false(ok)

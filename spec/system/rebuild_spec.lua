@@ -84,6 +84,44 @@ describe("dynlog rebuild", function()
       .. " event%(s%)/s, ETA %d+s\n", err)
   end)
 
+  it("stops on SIGTERM with its position stored; run again, it finishes the same read model", function()
+    local target = live .. "-v4"
+    local h = cli.spawn("rebuild --spec examples.handler --into " .. target .. " --alias " .. target
+      .. "-name --rate 8 --batch-size 1", e)
+    local ok, status
+    ok = pcall(function()
+      assert.is_true(h.wait_for_stderr("dynlog: rebuild " .. target .. ": position", 20), h.stderr())
+      h.kill("TERM")
+      status = h.wait(20)
+    end)
+    local err = h.stderr()
+    h.cleanup()
+    assert.is_true(ok)
+    assert.are.equal(1, status, err)
+    local at = tonumber(err:match("interrupted by SIGTERM at position (%d+); run the same command again to continue"))
+    assert.is_number(at, err)
+    assert.is_true(at > 0 and at < 24, err)
+    -- not caught up: no alias yet
+    assert.are.equal(target .. "-name", c:read_model_table(target .. "-name"))
+
+    local out
+    status, out, err = dynlog("rebuild --spec examples.handler --into " .. target .. " --alias " .. target
+      .. "-name --json", e)
+    assert.are.equal(0, status, err)
+    local summary = json.decode(out)
+    assert.are.same({ 24 - at, 24, true }, { summary.done, summary.position, summary.caught_up })
+    local want = items_of(c, live)
+    local got = items_of(c, target)
+    for key, item in pairs(want) do assert.are.same(item, got[key], key) end
+    assert.are.equal(target, c:read_model_table(target .. "-name"))
+
+    -- --after 0: from the first event again (the read models are there: nothing applied)
+    status, out, err = dynlog("rebuild --spec examples.handler --into " .. target .. " --after 0 --json", e)
+    assert.are.equal(0, status, err)
+    summary = json.decode(out)
+    assert.are.same({ 24, 0 }, { summary.done, summary.applied })
+  end)
+
   it("usage errors: no spec, a module that is none, a bad table", function()
     for _, case in ipairs({
       { "rebuild", "--spec MODULE is required" },
@@ -96,7 +134,16 @@ describe("dynlog rebuild", function()
       assert.are.equal(2, status, case[1] .. ": " .. err)
       assert.matches(case[2], err, 1, true)
     end
-    local status, out = dynlog("--help", e)
+    -- a table without a feed: said so, and no target table made
+    local plain = ddb.ready_client()
+    local status, _, err = dynlog("rebuild --spec examples.handler --into " .. plain.table .. "-v2",
+      cli_env(plain.table))
+    assert.are.equal(1, status, err)
+    assert.matches("the table has no feed (" .. plain.table .. "-feed)", err, 1, true)
+    local _, derr = plain:call("DescribeTable", { TableName = plain.table .. "-v2" })
+    assert.are.equal("ResourceNotFoundException", derr.code)
+    local out
+    status, out = dynlog("--help", e)
     assert.are.equal(0, status)
     assert.matches("\n  rebuild --spec MODULE", out, 1, true)
     status, out = dynlog("rebuild --help", e)

@@ -55,7 +55,7 @@ _M.rebuild = {
   usage = "rebuild --spec MODULE",
   summary = "project a read model again from the feed, into a new table or its own",
   options = { spec = "value", into = "value", alias = "value", rate = "value", follow = "flag", logs = "value",
-              types = "value", from = "value", ["batch-size"] = "value", ["poll-interval"] = "value" },
+              types = "value", after = "value", ["batch-size"] = "value", ["poll-interval"] = "value" },
   help = [[
 Projects a read model again from the feed (the table <table>-feed), from
 its first position, through the handlers of its spec (as handler.project
@@ -82,8 +82,8 @@ options:
   --logs LOG,LOG        only events of these logs (as the read model's rule)
   --types TYPE,TYPE     only events of these types
   --rate N              at most N events per second
-  --from POSITION       start after this feed position instead of the stored one
-                        (0: from the first)
+  --after POSITION      start after this feed position instead of the stored one
+                        (0: from the first event again)
   --batch-size N        events per page (default 100, at most 1000)
   --follow              after catching up, keep projecting new events
   --poll-interval S     with --follow, seconds between reads of the feed (default 1)]],
@@ -95,11 +95,11 @@ options:
     local batch = positive_integer(o, "batch-size")
     if batch and batch > 1000 then usage_error("--batch-size must be at most 1000, got " .. o["batch-size"]) end
     local poll = positive_number(o, "poll-interval")
-    local from
-    if o.from then
-      from = cli_args.exact_integer(o.from)
-      if from == false then cli_args.too_large("from", o.from) end
-      if not from then usage_error("--from must be a feed position (a whole number from 0), got " .. o.from) end
+    local after
+    if o.after then
+      after = cli_args.exact_integer(o.after)
+      if after == false then cli_args.too_large("after", o.after) end
+      if not after then usage_error("--after must be a feed position (a whole number from 0), got " .. o.after) end
     end
     local into = o.into
     if into and (#into < 3 or #into > 255 or str_find(into, "[^%w_%.%-]")) then
@@ -119,7 +119,7 @@ options:
     core.signal_catch()
     local last_line = core.now()
     local summary, err = rebuild.rebuild({
-      client = c, spec = spec, logs = logs, types = types, alias = o.alias, rate = rate, from = from,
+      client = c, spec = spec, logs = logs, types = types, alias = o.alias, rate = rate, after = after,
       batch_size = batch, poll_interval = poll, follow = o.follow == true,
       stop = function() return core.signal_caught() and true or false end,
       progress = function(p)
@@ -134,6 +134,10 @@ options:
     local signal = core.signal_caught()
     core.signal_restore()
     if not summary then
+      if err.code == "ResourceNotFoundException" then
+        return fail(ctx, err, "the table has no feed (" .. c.feed_table .. ") or no such target table: index the"
+          .. " table first")
+      end
       return fail(ctx, err, "run the same command again to continue from the position stored")
     end
     if ctx.json then

@@ -43,7 +43,7 @@ local _M = {}
 _M.KIND = "rebuild"
 
 local KNOWN = options.known{ "client", "spec", "logs", "types", "alias", "rate", "progress", "follow",
-                             "batch_size", "poll_interval", "from", "stop", "create_table" }
+                             "batch_size", "poll_interval", "after", "stop", "create_table" }
 
 local DEFAULT_BATCH = 100
 local MAX_BATCH = 1000
@@ -73,9 +73,9 @@ local function check(opts)
   if opts.poll_interval ~= nil and (type(opts.poll_interval) ~= "number" or not (opts.poll_interval > 0)) then
     error("rebuild: poll_interval must be a number of seconds above 0", 3)
   end
-  local from = opts.from
-  if from ~= nil and (type(from) ~= "number" or from < 0 or from ~= math_floor(from)) then
-    error("rebuild: from must be a feed position (a whole number >= 0)", 3)
+  local after = opts.after
+  if after ~= nil and (type(after) ~= "number" or after < 0 or after ~= math_floor(after)) then
+    error("rebuild: after must be a feed position (a whole number >= 0)", 3)
   end
   for _, name in ipairs({ "progress", "stop" }) do
     if opts[name] ~= nil and type(opts[name]) ~= "function" then
@@ -157,8 +157,8 @@ end
 -- false), logs and types (the events to project, as read_all filters them;
 -- default all), alias (a read model's name: once caught up, the alias item
 -- makes c:read_model_table(alias) return spec.table), rate (events per
--- second, at most), batch_size (events per page, default 100), from (a
--- position to start after, instead of the one stored), progress(p) (called
+-- second, at most), batch_size (events per page, default 100), after (a
+-- position to start after, instead of the one stored; 0: from the first), progress(p) (called
 -- after each page with {position, head, done, rate, eta_seconds}), follow
 -- (keep projecting new events after catching up, polling every
 -- poll_interval seconds, default 1, until stop() returns true), stop (a
@@ -171,11 +171,15 @@ function _M.rebuild(opts)
   check(opts)
   local c, spec = opts.client, opts.spec
   local name = spec.table
+  -- The feed first: without one there is nothing to rebuild from, and no
+  -- table is made for nothing.
+  local _, ferr = c:feed_head()
+  if ferr then return nil, ferr end
   if opts.create_table ~= false then
     local ok, err = handler.create_table(c, name)
     if not ok then return nil, err end
   end
-  local position = opts.from
+  local position = opts.after
   if position == nil then
     local stored, err = readmodels.position(c, _M.KIND, name)
     if stored == nil then return nil, err end
