@@ -203,6 +203,36 @@ describe("dynlog replay in feed order", function()
     assert.are.equal(0, #published(srv))
   end)
 
+  it("stops on SIGTERM after a call, its position stored; run again, it publishes the rest once", function()
+    local h = cli.spawn("replay --rate 4 --name term-1 --events-endpoint " .. srv.url, e)
+    local status, err
+    local ok = pcall(function()
+      local deadline = socket.gettime() + 20
+      while #srv.requests() == 0 and socket.gettime() < deadline do socket.sleep(0.02) end
+      h.kill("TERM")
+      status = h.wait(20)
+    end)
+    err = h.stderr()
+    h.cleanup()
+    assert.is_true(ok)
+    assert.are.equal(1, status, err)
+    local at = tonumber(err:match("replay term%-1 interrupted by SIGTERM at position (%d+); run it again with"
+      .. " %-%-name term%-1 to continue"))
+    assert.is_number(at, err)
+    local first = details(published(srv))
+    assert.are.equal(at, #first)
+    assert.is_true(at >= 4 and at < 12, err)
+
+    srv.stop()
+    srv = ok_server()
+    local out
+    status, out, err = dynlog("replay --json --name term-1 --events-endpoint " .. srv.url, e)
+    assert.are.equal(0, status, err)
+    assert.are.equal(12 - at, json.decode(out).published)
+    for _, d in ipairs(details(published(srv))) do first[#first + 1] = d end
+    assert.are.same(keys_of(order), keys_of(first))
+  end)
+
   it("--rate paces the calls: never faster than N events a second", function()
     local started = socket.gettime()
     local status, out, err = dynlog("replay --json --rate 8 --events-endpoint " .. srv.url, e)

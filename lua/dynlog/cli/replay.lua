@@ -45,13 +45,17 @@ end
 
 -- Publishes entries in calls of at most `batch` entries, each call waiting
 -- for the rate limiter first; after(i) is called once entries[1..i] are
--- published. Returns the count published, or nil, err, the count
+-- published; stop() (optional) is asked before each call, and true ends
+-- the run there. Returns the count published (and true when stop() ended
+-- it), or nil, err, the count
 -- published in order (entries[1..n]: later calls are not sent after a
 -- failure), the count published in all (EventBridge may have taken entries
 -- of the failed call after the one it refused).
-local function publish_all(c, entries, batch, limiter, after)
+local function publish_all(c, entries, batch, limiter, after, stop)
   local done = 0
   while done < #entries do
+    -- stop() (a signal caught): the calls made are done, the rest is not sent
+    if stop and stop() then return done, true end
     local chunk = {}
     for i = done + 1, math_min(#entries, done + batch) do chunk[#chunk + 1] = entries[i] end
     if limiter then limiter:take(#chunk) end
@@ -160,13 +164,17 @@ local function replay_feed(ctx, c, r, after, upto)
     local n, perr, done, taken = publish_all(c, entries, r.batch, r.limiter, function(i)
       -- the page's last call: the entries the filters passed over are done too
       return save(i == #entries and last or positions[i])
-    end)
+    end, core.signal_caught)
     if not n then
       core.signal_restore()
       if done > 0 then save(positions[done]) end
       return publish_failed(ctx, c, perr, published + taken, resume)
     end
     published = published + n
+    if perr == true then -- stopped by a signal between two calls
+      signal = core.signal_caught()
+      break
+    end
     if #entries == 0 then
       local ok, serr = save(last)
       if not ok then core.signal_restore() return fail(ctx, serr) end
