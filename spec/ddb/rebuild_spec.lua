@@ -215,6 +215,32 @@ describe("dynlog.rebuild", function()
     for key, it_ in pairs(want) do assert.are.same(it_, got[key], key) end
   end)
 
+  it("rate: never faster than `rate` events a second, on the client's clock", function()
+    -- a client whose sleeps are counted, not slept: its clock moves on by them
+    local slept, sleeps = 0, {}
+    local socket = require "socket"
+    local paced = ddb.client({ table = c.table, now = function() return socket.gettime() + slept end,
+                               sleep = function(s) sleeps[#sleeps + 1] = s slept = slept + s end })
+    local target = live .. "-v6"
+    local counts = {}
+    local started, real_start = paced.now(), socket.gettime()
+    local summary = assert(dynlog.rebuild({
+      client = paced, spec = spec_of(target), logs = { "users" }, rate = 20,
+      progress = function(p) counts[#counts + 1] = { p.done, paced.now() - started } end,
+    }))
+    local total = summary.done
+    assert.is_true(total >= #appended)
+    -- pages of a second's events; after the first 20, 20 a second at most
+    for _, seen in ipairs(counts) do
+      assert.is_true(seen[1] <= 20 + 20 * seen[2] + 1e-6, seen[1] .. " events in " .. seen[2] .. " s")
+    end
+    -- the time it took: what it slept, and what the requests took
+    assert.is_true(slept + (socket.gettime() - real_start) >= (total - 20) / 20 - 1e-6)
+    assert.is_true(#sleeps >= 3)
+    local want = items_of(c, live)
+    for key, item in pairs(want) do assert.are.same(item, (items_of(c, target))[key], key) end
+  end)
+
   it("read_model_table: the name itself without an alias, and without a feed table", function()
     assert.are.equal("some-read-model", c:read_model_table("some-read-model"))
     local plain = ddb.client()
