@@ -56,6 +56,13 @@ function _M.rebuild(opts)
   return require("dynlog.pipeline.rebuild").rebuild(opts)
 end
 
+--- subscribe(opts) -> a catch-up subscription of the feed, not yet running
+-- (sub:run(), sub:poll_once()); see dynlog.pipeline.subscription.
+function _M.subscribe(opts)
+  local sub = require("dynlog.pipeline.subscription")._new(opts, "dynlog.subscribe") -- raises at our caller's line
+  return sub
+end
+
 --- upcasters() -> an empty registry of upcasters, for dynlog.new's
 -- `upcasters` option; see dynlog.client.upcast.
 function _M.upcasters()

@@ -14,7 +14,7 @@
 --
 -- This module keeps main and the dispatch; each command is a module of
 -- its own (dynlog.cli.append, .query (query and head), .tail, .import,
--- .replay, .rebuild, .tables), over dynlog.cli.args (arguments) and dynlog.cli.output.
+-- .replay, .rebuild, .tables, .subscriptions), over dynlog.cli.args (arguments) and dynlog.cli.output.
 local cli_args = require "dynlog.cli.args"
 local core = require "dynlog.core"
 local output = require "dynlog.cli.output"
@@ -28,6 +28,7 @@ local MODULES = {
   replay = require "dynlog.cli.replay",
   rebuild = require "dynlog.cli.rebuild",
   tables = require "dynlog.cli.tables",
+  subscriptions = require "dynlog.cli.subscriptions",
 }
 
 local ipairs, pairs, tostring, type, xpcall = ipairs, pairs, tostring, type, xpcall
@@ -65,10 +66,10 @@ global options (before or after the command):
 
 -- name -> {usage=, summary=, options=, help=, run=function(ctx, args) -> status}
 local COMMANDS = {}
-for _, name in ipairs({ "append", "query", "tail", "import", "replay", "rebuild", "tables" }) do
+for _, name in ipairs({ "append", "query", "tail", "import", "replay", "rebuild", "tables", "subscriptions" }) do
   for command, cmd in pairs(MODULES[name]) do COMMANDS[command] = cmd end
 end
-local ORDER = { "append", "query", "head", "tail", "import", "replay", "rebuild", "tables" }
+local ORDER = { "append", "query", "head", "tail", "import", "replay", "rebuild", "tables", "subscriptions" }
 
 local function command_help(name)
   local cmd = COMMANDS[name]

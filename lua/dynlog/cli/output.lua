@@ -139,6 +139,7 @@ local function event_printer(ctx, with_stream, hold)
   }
 end
 _M.printable = printable
+_M.new_table = new_table
 _M.event_printer = event_printer
 
 ---------------------------------------------------------------------------

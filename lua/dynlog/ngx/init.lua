@@ -5,21 +5,26 @@
 --
 --   lua_shared_dict dynlog_bus 64m;    # the bus's deliveries, which outlive a worker
 --   init_worker_by_lua_block { require("dynlog.ngx").start_consumer{ ... } }
---   init_worker_by_lua_block { require("dynlog.ngx").start_bus(config) }   -- one block holds both
+--   init_worker_by_lua_block { require("dynlog.ngx").start_subscription{ ... } }
+--   init_worker_by_lua_block { require("dynlog.ngx").start_bus(config) }   -- one block holds all
 --   location = /events { content_by_lua_block { require("dynlog.ngx").receive(spec) } }
 --   location = /bus    { content_by_lua_block { require("dynlog.ngx").bus(config) } }
 --
 -- Each lives in a module of its own: the consumer in dynlog.ngx.consumer,
+-- subscriptions in dynlog.ngx.subscription (both on dynlog.ngx.timers),
 -- the receiver in dynlog.ngx.receiver, the bus in dynlog.eventbridge.bus.
 -- The functions are theirs (not wrappers), so an error raised at the
 -- caller's line still names the caller's line.
 local bus = require "dynlog.eventbridge.bus"
 local consumer = require "dynlog.ngx.consumer"
 local receiver = require "dynlog.ngx.receiver"
+local subscription = require "dynlog.ngx.subscription"
 
 return {
   --- start_consumer(opts) in init_worker_by_lua*: a dynlog.consumer on timers.
   start_consumer = consumer.start_consumer,
+  --- start_subscription(opts) in init_worker_by_lua*: a dynlog.subscribe subscription on timers.
+  start_subscription = subscription.start_subscription,
   --- receive(spec) in content_by_lua*: one EventBridge event per request.
   receive = receiver.receive,
   --- bus(config) in content_by_lua*: EventBridge's PutEvents, locally.
