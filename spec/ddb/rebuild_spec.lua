@@ -4,7 +4,6 @@
 -- same, interrupted or not; the alias written once it has caught up.
 local ddb = require "spec.support.ddb"
 local dynlog = require "dynlog"
-local feed = require "dynlog.client.feed"
 local fill_feed = require "spec.support.fill_feed"
 local handler = require "dynlog.handler"
 local trigger = require "dynlog.trigger"
@@ -136,9 +135,10 @@ describe("dynlog.rebuild", function()
     assert.are.equal(40, first.done)
     assert.is_nil(first.alias)
     no_alias_yet()
-    local stored = assert(c:call("GetItem", { TableName = c.feed_table, ConsistentRead = true,
-      Key = feed.named_key("rebuild", target) })).Item
-    assert.are.equal(tostring(first.position), stored.position.N)
+    -- its position: the checkpoint of its subscription, whose lease it gave back
+    local stored = assert(require("dynlog.pipeline.subscription").read(c, "rebuild:" .. target))
+    assert.are.equal(first.position, stored.position)
+    assert.is_nil(stored.owner)
     assert.is_true(first.position < first.head)
 
     -- run again: from the stored position, to the end
@@ -188,7 +188,7 @@ describe("dynlog.rebuild", function()
         end
       end,
       stop = function() return new_head ~= nil and (c:feed_head()) == new_head
-        and assert(require("dynlog.client.readmodels").position(c, "rebuild", target)) == new_head end,
+        and assert(require("dynlog.pipeline.subscription").read(c, "rebuild:" .. target)).position == new_head end,
     }))
     assert.is_true(summary.stopped)
     assert.are.equal(new_head, summary.position)
@@ -239,6 +239,38 @@ describe("dynlog.rebuild", function()
     assert.is_true(#sleeps >= 3)
     local want = items_of(c, live)
     for key, item in pairs(want) do assert.are.same(item, (items_of(c, target))[key], key) end
+  end)
+
+  it("a handler that raises stops the rebuild at its event (poison_event); fixed, it goes on from there", function()
+    -- sleeps counted, not slept: the retries' backoff costs no time
+    local slept = 0
+    local socket = require "socket"
+    local quick = ddb.client({ table = c.table, now = function() return socket.gettime() + slept end,
+                               sleep = function(s) slept = slept + s end })
+    local target = live .. "-v7"
+    local broken = {}
+    for k, f in pairs(HANDLERS) do broken[k] = f end
+    broken.verifyPhoneNumber = function(user, ev)
+      if ev.pk == "users#user-8#stream" then error("no phone for user-8") end
+      return HANDLERS.verifyPhoneNumber(user, ev)
+    end
+    local summary, err = dynlog.rebuild({ client = quick, spec = { table = target, handlers = broken },
+                                          logs = { "users" }, alias = live .. "-alias7" })
+    assert.is_nil(summary)
+    assert.are.equal("poison_event", err.code)
+    assert.matches("no phone for user-8", tostring(err.cause), 1, true)
+    local stopped_at = assert(require("dynlog.pipeline.subscription").read(c, "rebuild:" .. target))
+    assert.are.equal(err.position - 1, stopped_at.position)
+    assert.is_nil(stopped_at.owner) -- the lease given back
+    assert.are.equal(live .. "-alias7", c:read_model_table(live .. "-alias7"))
+
+    summary = assert(dynlog.rebuild({ client = quick, spec = spec_of(target), logs = { "users" },
+                                      alias = live .. "-alias7" }))
+    assert.is_true(summary.caught_up)
+    local want = items_of(c, live)
+    local got = items_of(c, target)
+    for key, item in pairs(want) do assert.are.same(item, got[key], key) end
+    assert.are.equal(target, c:read_model_table(live .. "-alias7"))
   end)
 
   it("read_model_table: the name itself without an alias, and without a feed table", function()

@@ -63,7 +63,8 @@ takes it), into the spec's table or the one --into names (created when
 missing; the same table the read model lives in works too). Each page of
 events is grouped by stream and each stream projected once; the read
 model's version checks hold, so live projections may run beside it.
-The position is stored in the feed table (rebuild#<target table>) after
+The rebuild runs as the subscription rebuild:<target table> (see
+`dynlog subscriptions`): its position is stored in the feed table after
 each page: the same command run again continues there (after Ctrl-C, an
 error, a crash). A line of progress goes to stderr every second or so
 (position, head, events/s, ETA). Once the rebuild has caught up with the

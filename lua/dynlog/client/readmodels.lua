@@ -6,8 +6,8 @@
 -- Items (keys from dynlog.client.feed.named_key):
 --
 --   position   pk "<kind>#<name>", sk 0   {position, head, updated_at}: the last
---              kind "replay" (dynlog replay --name), "rebuild" (dynlog.rebuild,
---              named after its target table): the position done
+--              kind "replay" (dynlog replay --name): the position done
+--              (a rebuild's is the checkpoint of its subscription)
 --   alias      pk "alias#<name>", sk 0    {table, at, updated_at}: the table of
 --                                         the read model `name`, since the
 --                                         rebuild that wrote it caught up with

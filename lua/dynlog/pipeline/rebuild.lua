@@ -12,16 +12,19 @@
 --     progress = function(p) print(p.position, p.head, p.eta_seconds) end,
 --   }
 --
--- The feed is read page by page in its order. The events of one page are
--- grouped by stream, and each stream is projected once, for its last event
--- of the page: handler.project reads the log after the read model's version
--- and applies every event that follows, with its conditional write (so the
--- version checks hold, and a rebuild beside live projections into the same
--- table is safe). A stream's deletion (a tombstone in the feed) is projected
--- in its place among the stream's events. After each page the position is
--- stored in the feed table (`rebuild#<target table>`): a rebuild stopped
--- for any reason continues there when run again, and projects the same
--- read models.
+-- A rebuild is a subscription of the feed (dynlog.pipeline.subscription),
+-- named "rebuild:<target table>", whose handler projects a page of events:
+-- they are grouped by stream, and each stream is projected once, for its
+-- last event of the page: handler.project reads the log after the read
+-- model's version and applies every event that follows, with its
+-- conditional write (so the version checks hold, and a rebuild beside live
+-- projections into the same table is safe). A stream's deletion (a
+-- tombstone in the feed) is projected in its place among the stream's
+-- events. After each page the subscription stores its position in the
+-- feed table (its checkpoint, `sub#rebuild:<target table>`): a rebuild
+-- stopped for any reason continues there when run again, and projects the
+-- same read models; its lease keeps a second rebuild of the same table
+-- from running beside it.
 --
 -- When it has caught up with the feed's head, it writes the alias (if
 -- asked), then returns, or with `follow` goes on projecting new events as
@@ -32,6 +35,7 @@ local handler = require "dynlog.pipeline.handler"
 local options = require "dynlog.base.options"
 local ratelimit = require "dynlog.base.ratelimit"
 local readmodels = require "dynlog.client.readmodels"
+local subscription = require "dynlog.pipeline.subscription"
 local trigger = require "dynlog.pipeline.trigger"
 
 local error, ipairs, pcall, tostring, type = error, ipairs, pcall, tostring, type
@@ -39,15 +43,18 @@ local math_floor, math_max, math_min = math.floor, math.max, math.min
 
 local _M = {}
 
---- The kind of the feed table's item that holds a rebuild's position.
-_M.KIND = "rebuild"
-
 local KNOWN = options.known{ "client", "spec", "logs", "types", "alias", "rate", "progress", "follow",
                              "batch_size", "poll_interval", "after", "stop", "create_table" }
 
 local DEFAULT_BATCH = 100
 local MAX_BATCH = 1000
 local DEFAULT_POLL = 1
+-- Seconds between two rounds that delivered nothing before the rebuild
+-- has caught up (a page to try again, a lease to wait for), at most.
+local IDLE_WAIT = 0.2
+-- A page that fails this many times is projected one event at a time, and
+-- an event that fails as often alone stops the rebuild (poison_event).
+local MAX_TRIES = 3
 
 local function check(opts)
   if type(opts) ~= "table" then error("rebuild: expects a table of options", 3) end
@@ -151,6 +158,27 @@ local function project_page(c, spec, events, summary)
   return true
 end
 
+--- The name of the subscription (dynlog.subscribe) a rebuild into
+-- `table_name` runs as: its checkpoint is that subscription's item,
+-- feed.named_key("sub", "rebuild:<table>").
+function _M.subscription_name(table_name)
+  return "rebuild:" .. table_name
+end
+
+-- Where the subscription starts: `after` when given (a new subscription
+-- starts there; an existing one is moved there), else where it stopped
+-- (a new one: from the first position). Returns the `from` option for a
+-- new subscription, or nil, err.
+local function start_at(c, sub_name, after)
+  if after == nil then return "start" end
+  local item, err = subscription.read(c, sub_name)
+  if item == nil then return nil, err end
+  if not item then return after end
+  local moved, merr = subscription.set_position(c, sub_name, after)
+  if not moved then return nil, merr end
+  return after
+end
+
 --- rebuild(opts) -> summary, or nil, err.
 -- opts: client (the log table's client), spec (as handler.project takes it;
 -- spec.table is the target table, created if missing unless create_table =
@@ -158,15 +186,20 @@ end
 -- default all), alias (a read model's name: once caught up, the alias item
 -- makes c:read_model_table(alias) return spec.table), rate (events per
 -- second, at most), batch_size (events per page, default 100), after (a
--- position to start after, instead of the one stored; 0: from the first), progress(p) (called
--- after each page with {position, head, done, rate, eta_seconds}), follow
--- (keep projecting new events after catching up, polling every
--- poll_interval seconds, default 1, until stop() returns true), stop (a
--- function asked before each page: true stops the rebuild, its position
--- kept, as an interruption).
--- summary: {position, head, done (events read), projected (project calls),
--- applied (events applied), caught_up (true once it reached the head), alias
--- (the alias written, or nil), stopped (true when stop() ended it)}.
+-- position to start after, instead of the one stored; 0: from the first),
+-- progress(p) (called after each page with {position, head, done, rate,
+-- eta_seconds}), follow (keep projecting new events after catching up,
+-- reading the feed every poll_interval seconds, default 1, until stop()
+-- returns true), stop (a function asked before each page: true stops the
+-- rebuild, its position kept, as an interruption).
+-- It runs as the subscription subscription_name(spec.table) (see
+-- dynlog.pipeline.subscription: its checkpoint and lease in the feed
+-- table, retries of a failing page with backoff), one page per round; the
+-- lease is given back when it returns.
+-- summary: {position, head, done (events handed to the handlers), projected
+-- (project calls), applied (events applied), caught_up (true once it
+-- reached the head), alias (the alias written, or nil), stopped (true when
+-- stop() ended it), subscription (its name)}.
 function _M.rebuild(opts)
   check(opts)
   local c, spec = opts.client, opts.spec
@@ -179,12 +212,9 @@ function _M.rebuild(opts)
     local ok, err = handler.create_table(c, name)
     if not ok then return nil, err end
   end
-  local position = opts.after
-  if position == nil then
-    local stored, err = readmodels.position(c, _M.KIND, name)
-    if stored == nil then return nil, err end
-    position = stored or 0
-  end
+  local sub_name = _M.subscription_name(name)
+  local from, serr = start_at(c, sub_name, opts.after)
+  if not from then return nil, serr end
   local batch = opts.batch_size or DEFAULT_BATCH
   local limiter
   if opts.rate then
@@ -192,8 +222,21 @@ function _M.rebuild(opts)
     limiter = ratelimit.new({ rate = opts.rate, burst = batch, now = c.now, sleep = c.sleep })
   end
   local poll = opts.poll_interval or DEFAULT_POLL
-  local summary = { position = position, head = position, done = 0, projected = 0, applied = 0,
-                    caught_up = false }
+  local summary = { position = nil, head = nil, done = 0, projected = 0, applied = 0, caught_up = false,
+                    subscription = sub_name }
+  local sub = subscription.new({
+    client = c, name = sub_name, from = from, logs = opts.logs, types = opts.types, batch_size = batch,
+    poll_interval = poll, max_tries = MAX_TRIES,
+    handler = function(events)
+      if limiter then limiter:take(#events) end
+      return project_page(c, spec, events, summary)
+    end,
+  })
+  local function finish(result, err)
+    local _, rerr = sub:release()
+    if result and rerr then return nil, rerr end
+    return result, err
+  end
   local started = c.now()
   local function report()
     if not opts.progress then return end
@@ -208,38 +251,28 @@ function _M.rebuild(opts)
       summary.stopped = true
       break
     end
-    local events, last, head = c:read_all({ after = position, limit = batch, logs = opts.logs, types = opts.types,
-                                            numbers = "exact" })
-    if not events then return nil, last end
-    summary.head = head
-    if #events > 0 then
-      if limiter then limiter:take(#events) end
-      local ok, err = project_page(c, spec, events, summary)
-      if not ok then return nil, err end
-      summary.done = summary.done + #events
-    end
-    if last > position then
-      local ok, err = readmodels.save_position(c, _M.KIND, name, last, head)
-      if not ok then return nil, err end
-      position = last
-      summary.position = position
-    end
-    if position >= head and not summary.caught_up then
+    local n, err = sub:poll_once()
+    if not n then return finish(nil, err) end
+    local st = sub:stats()
+    local moved = st.position ~= nil and st.position ~= summary.position
+    summary.position, summary.head, summary.done = st.position, st.head or st.position, st.delivered
+    local caught_up = st.held and summary.head ~= nil and summary.position >= summary.head
+    if caught_up and not summary.caught_up then
       -- The switch-over: readers of the alias read the target table from now on.
       summary.caught_up = true
       if opts.alias then
-        local ok, err = readmodels.set_alias(c, opts.alias, name, position)
-        if not ok then return nil, err end
+        local ok, aerr = readmodels.set_alias(c, opts.alias, name, summary.position)
+        if not ok then return finish(nil, aerr) end
         summary.alias = opts.alias
       end
     end
-    report()
-    if position >= head then
-      if not opts.follow then break end
-      c.sleep(poll)
-    end
+    if moved or n > 0 then report() end
+    if caught_up and not opts.follow then break end
+    -- Nothing delivered: the feed read to its head, a page waiting to be
+    -- tried again, or another instance holding the lease.
+    if n == 0 then c.sleep(caught_up and poll or math_min(poll, IDLE_WAIT)) end
   end
-  return summary
+  return finish(summary)
 end
 
 return _M
