@@ -56,7 +56,7 @@ describe("dynlog rebuild", function()
       .. " --logs users --json", e)
     assert.are.equal(0, status, err)
     assert.are.same({ table = target, position = 24, head = 24, done = 24, projected = 8, applied = 24,
-                      caught_up = true, alias = live }, json.decode(out))
+                      caught_up = true, alias = live, subscription = "rebuild:" .. target }, json.decode(out))
     local want, n = items_of(c, live)
     local got = items_of(c, target)
     assert.are.equal(8, n)
@@ -120,6 +120,38 @@ describe("dynlog rebuild", function()
     assert.are.equal(0, status, err)
     summary = json.decode(out)
     assert.are.same({ 24, 0 }, { summary.done, summary.applied })
+  end)
+
+  it("--follow: caught up, switched over, then new events projected until SIGTERM (exit 0)", function()
+    local target = live .. "-v5"
+    local h = cli.spawn("rebuild --spec examples.handler --into " .. target .. " --alias " .. target
+      .. "-name --follow --poll-interval 0.1 --json", e)
+    local ok, status, got
+    ok = pcall(function()
+      assert.is_true(h.wait_for_stderr("dynlog: rebuild " .. target .. " caught up at position 24; " .. target
+        .. "-name now reads " .. target .. "; following the feed (stop with Ctrl-C)", 20), h.stderr())
+      assert.are.equal(target, c:read_model_table(target .. "-name"))
+      -- a new user: appended, projected live, in the feed
+      local key = assert(c:append("users", "late", "signup", { name = "Late", email = "late@example.com" }))
+      local ev = assert(c:get("users", "late", key.sk, { consistent = true, numbers = "exact" }))
+      assert(handler.project(c, { detail = trigger.detail(ev) },
+        { table = live, handlers = require("examples.handler").spec.handlers }))
+      fill_feed.commit(c, { ev })
+      local deadline = os.time() + 20
+      repeat
+        got = items_of(c, target)["users#late"]
+        if not got then require("socket").sleep(0.05) end
+      until got or os.time() > deadline
+      h.kill("TERM")
+      status = h.wait(20)
+    end)
+    local out, err = h.stdout(), h.stderr()
+    h.cleanup()
+    assert.is_true(ok)
+    assert.are.equal(0, status, err)
+    assert.are.equal("Late", got.name.S)
+    local summary = json.decode(out)
+    assert.are.same({ 25, 25, true }, { summary.position, summary.head, summary.caught_up })
   end)
 
   it("usage errors: no spec, a module that is none, a bad table", function()

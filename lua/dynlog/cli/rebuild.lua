@@ -71,7 +71,7 @@ error, a crash). A line of progress goes to stderr every second or so
 feed's head, --alias NAME points c:read_model_table(NAME) at the target
 table; --follow then keeps projecting new events until Ctrl-C or SIGTERM.
 Prints a summary; with --json {"table", "position", "head", "done",
-"projected", "applied", "caught_up", "alias"}.
+"projected", "applied", "caught_up", "alias", "subscription"}.
 
 options:
   --spec MODULE         a Lua module (found through LUA_PATH) that returns the
@@ -118,14 +118,20 @@ options:
     if not c then return fail(ctx, cerr) end
 
     core.signal_catch()
-    local last_line = core.now()
+    local last_line, announced = core.now(), false
     local summary, err = rebuild.rebuild({
       client = c, spec = spec, logs = logs, types = types, alias = o.alias, rate = rate, after = after,
       batch_size = batch, poll_interval = poll, follow = o.follow == true,
       stop = function() return core.signal_caught() and true or false end,
       progress = function(p)
         local now = core.now()
-        if now - last_line >= PROGRESS_EVERY then
+        if o.follow and not announced and p.position >= p.head then
+          announced = true
+          ctx.err:write("dynlog: rebuild ", spec.table, " caught up at position ", tostring(p.position),
+            o.alias and ("; " .. o.alias .. " now reads " .. spec.table) or "",
+            "; following the feed (stop with Ctrl-C)\n")
+          ctx.err:flush()
+        elseif now - last_line >= PROGRESS_EVERY then
           ctx.err:write(progress_line(spec.table, p))
           ctx.err:flush()
           last_line = now
@@ -144,7 +150,8 @@ options:
     if ctx.json then
       ctx.out:write(encode({ table = spec.table, position = summary.position, head = summary.head,
                              done = summary.done, projected = summary.projected, applied = summary.applied,
-                             caught_up = summary.caught_up, alias = summary.alias }), "\n")
+                             caught_up = summary.caught_up, alias = summary.alias,
+                             subscription = summary.subscription }), "\n")
     else
       ctx.out:write(str_format("rebuilt %s: %d event(s) read, %d projection(s), %d event(s) applied;"
         .. " at position %d of %d%s\n", spec.table, summary.done, summary.projected, summary.applied,
