@@ -335,6 +335,26 @@ describe("dynlog.subscribe", function()
     assert.is_nil(assert(subscription.read(cc, "runner")).owner)
   end)
 
+  it("works for a client that reads numbers as strings", function()
+    local cc = ready()
+    add_many(cc, 3)
+    local strings = ddb.client{ table = cc.table, numbers = "string" }
+    -- The feed's positions are numbers whatever the client does with N.
+    local read, last, head = assert(strings:read_all{ after = 1 })
+    assert.are.same({ 2, 3 }, positions_of(read))
+    assert.are.equal("2", read[1].payload.n)
+    assert.are.equal(3, last)
+    assert.are.equal(3, head)
+    local got = {}
+    local sub = dynlog.subscribe(fast{ client = strings, name = "strings", batch_size = 2, handler = function(events)
+      for _, ev in ipairs(events) do got[#got + 1] = tonumber(ev.position) end
+      return true
+    end })
+    assert.is_true(poll_until(sub, function() return #got == 3 end))
+    assert.are.same({ 1, 2, 3 }, got)
+    assert.are.equal(3, assert(subscription.read(cc, "strings")).position)
+  end)
+
   it("raises at the caller's line on bad options", function()
     local h = function() return true end
     local cases = {

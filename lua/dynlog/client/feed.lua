@@ -343,7 +343,9 @@ local function event_of(c, item, numbers)
   for name, value in pairs(item) do
     if not OWN[name] then ev[name] = value end
   end
-  ev.pk, ev.sk, ev.position = item.event_pk, item.event_sk, item.sk
+  -- A position is a whole number below 2^53, a Lua number whatever
+  -- `numbers` says.
+  ev.pk, ev.sk, ev.position = item.event_pk, item.event_sk, tonumber(item.sk)
   if item.ref then
     local stored, err = c:_get_item(ev.pk, ev.sk, false, numbers)
     if err then return nil, err end
@@ -383,11 +385,12 @@ local function scan(c, numbers, after, upto, wanted, keep)
         .. " below its head " .. upto)
     end
     for _, item in ipairs(items) do
-      if item.sk ~= pos + 1 then
+      local sk = tonumber(item.sk)
+      if sk ~= pos + 1 then
         return nil, errors.new("bad_state", "the feed has no entry at position " .. (pos + 1)
           .. " below its head " .. upto)
       end
-      pos = item.sk
+      pos = sk
       if keep(item) == false then return pos end
     end
   end

@@ -397,28 +397,31 @@ function _M:_acquire(now)
     })
     if ok == nil then return nil, perr end
     if not ok then return false end -- another instance made it first: read again next round
-    local iok, ierr = index_name(c, self.name)
-    if not iok then return nil, ierr end
-    self:_adopt({ position = start, lease_expires_at = expires }, now)
-    return true
+    item = { position = start, lease_expires_at = expires }
+  else
+    self.owner, self.expires_at = item.owner, tonumber(item.lease_expires_at)
+    self.position = tonumber(item.position) or self.position
+    local mine = item.owner == self.worker and item.token == self.token
+    if not mine and _M.lease_state(item, now_ms) == "held" then return false end
+    local resp, uerr = conditional(c, "UpdateItem", {
+      TableName = self.feed_table, Key = _M.key(self.name),
+      UpdateExpression = "SET #o = :me, #t = :token, #e = :exp",
+      ConditionExpression = "attribute_exists(pk) AND (attribute_not_exists(#o) OR #e <= :now OR "
+        .. "(#o = :me AND #t = :token))",
+      ExpressionAttributeNames = { ["#o"] = "owner", ["#t"] = "token", ["#e"] = "lease_expires_at" },
+      ExpressionAttributeValues = attribute_map({ [":me"] = self.worker, [":token"] = self.token,
+                                                  [":exp"] = expires, [":now"] = now_ms }),
+      ReturnValues = "ALL_NEW",
+    })
+    if resp == nil then return nil, uerr end
+    if not resp then return false end
+    item = resp.Attributes
   end
-  self.owner, self.expires_at = item.owner, tonumber(item.lease_expires_at)
-  self.position = tonumber(item.position) or self.position
-  local mine = item.owner == self.worker and item.token == self.token
-  if not mine and _M.lease_state(item, now_ms) == "held" then return false end
-  local resp, uerr = conditional(c, "UpdateItem", {
-    TableName = self.feed_table, Key = _M.key(self.name),
-    UpdateExpression = "SET #o = :me, #t = :token, #e = :exp",
-    ConditionExpression = "attribute_exists(pk) AND (attribute_not_exists(#o) OR #e <= :now OR "
-      .. "(#o = :me AND #t = :token))",
-    ExpressionAttributeNames = { ["#o"] = "owner", ["#t"] = "token", ["#e"] = "lease_expires_at" },
-    ExpressionAttributeValues = attribute_map({ [":me"] = self.worker, [":token"] = self.token,
-                                                [":exp"] = expires, [":now"] = now_ms }),
-    ReturnValues = "ALL_NEW",
-  })
-  if resp == nil then return nil, uerr end
-  if not resp then return false end
-  self:_adopt(resp.Attributes, now)
+  -- Listed for `dynlog subscriptions` (again on every take: ADD to a set
+  -- is idempotent, and a crash between the two writes leaves no name out).
+  local iok, ierr = index_name(c, self.name)
+  if not iok then return nil, ierr end
+  self:_adopt(item, now)
   return true
 end
 
@@ -681,7 +684,7 @@ end
 -- logged and the round tried again after a pause.
 function _M:run()
   core.signal_catch()
-  self.running, self.stopping = true, false
+  self.running = true
   local pause = 0
   while not self.stopping and not core.signal_caught() do
     local n, err = self:poll_once()
