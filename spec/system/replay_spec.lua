@@ -233,6 +233,23 @@ describe("dynlog replay in feed order", function()
     assert.are.same(keys_of(order), keys_of(first))
   end)
 
+  it("leaves out the events erased from the log since the feed took them", function()
+    -- erase the entry at position 2 as the indexer does after a deletion
+    local feed = require "dynlog.client.feed"
+    assert(c:call("UpdateItem", { TableName = c.feed_table, Key = feed.entry_key(2),
+      UpdateExpression = "REMOVE payload, meta SET erased = :t",
+      ExpressionAttributeValues = { [":t"] = { BOOL = true } } }))
+    local status, out, err = dynlog("replay --json --events-endpoint " .. srv.url, e)
+    assert(c:call("UpdateItem", { TableName = c.feed_table, Key = feed.entry_key(2),
+      UpdateExpression = "SET payload = :p REMOVE erased",
+      ExpressionAttributeValues = { [":p"] = require("dynlog.core").marshal(order[2].payload) } }))
+    assert.are.equal(0, status, err)
+    assert.are.equal(11, json.decode(out).published)
+    local want = {}
+    for i, ev in ipairs(order) do if i ~= 2 then want[#want + 1] = ev end end
+    assert.are.same(keys_of(want), keys_of(details(published(srv))))
+  end)
+
   it("--rate paces the calls: never faster than N events a second", function()
     local started = socket.gettime()
     local status, out, err = dynlog("replay --json --rate 8 --events-endpoint " .. srv.url, e)

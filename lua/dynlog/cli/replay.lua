@@ -154,7 +154,9 @@ local function replay_feed(ctx, c, r, after, upto)
     last = math_min(last, upto)
     local entries, positions = {}, {}
     for _, ev in ipairs(events) do
-      if ev.position <= upto and (eventkey.is_event(ev) or eventkey.is_tombstone(ev))
+      -- An erased entry's event is gone from the log (delete_stream,
+      -- truncate, TTL): there is nothing to publish again.
+      if ev.position <= upto and not ev.erased and (eventkey.is_event(ev) or eventkey.is_tombstone(ev))
           and in_range(ev, ctx.sort_key, r.since, r.till) then
         entries[#entries + 1] = trigger.entry(ev, r.entry_opts)
         positions[#positions + 1] = ev.position
@@ -221,6 +223,8 @@ gives it). A replay with --name stores its position in the feed table
 after each call EventBridge accepted: the same command run again continues
 after it, so an interrupted replay (Ctrl-C, an error) publishes each event
 once (an event of a call EventBridge refused in part may go out twice).
+Events erased from the log since the feed took them (delete_stream,
+truncate, TTL) are not published.
 Prints the number published; with --json {"published", "bus", "name",
 "first", "position", "head", "complete"}.
 

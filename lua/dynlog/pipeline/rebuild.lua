@@ -108,6 +108,8 @@ end
 -- stream's deletion; nil for an item that is neither an event nor a
 -- tombstone.
 local function stream_of(ev)
+  -- An erased entry's event is gone from the log: nothing to project.
+  if ev.erased then return nil end
   if eventkey.is_event(ev) then return ev.pk, false end
   if eventkey.is_tombstone(ev) and type(ev.stream) == "string" then return ev.stream, true end
   return nil
