@@ -67,6 +67,11 @@ local function check(opts)
   if type(spec) ~= "table" or type(spec.table) ~= "string" or type(spec.handlers) ~= "table" then
     error("rebuild: spec must be a read model's spec as handler.project takes it ({table =, handlers =, ...})", 3)
   end
+  -- The rest of the spec as handler.project checks it (an event without a
+  -- detail goes no further than the check): a mistake raises here, not on
+  -- every page.
+  local ok, message = pcall(handler.project, c, {}, spec)
+  if not ok then error("rebuild: " .. tostring(message), 3) end
   if opts.alias ~= nil and (type(opts.alias) ~= "string" or opts.alias == "") then
     error("rebuild: alias must be a read model's name (a string)", 3)
   end
