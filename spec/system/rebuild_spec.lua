@@ -159,6 +159,8 @@ describe("dynlog rebuild", function()
       { "rebuild", "--spec MODULE is required" },
       { "rebuild --spec no.such.module", "--spec no.such.module could not be loaded" },
       { "rebuild --spec dynlog.json", "--spec dynlog.json must return a read model's spec" },
+      { "rebuild --spec spec.support.bad_read_model --into x-v9",
+        "--spec spec.support.bad_read_model is not a spec rebuild takes: project: spec.key must be a function" },
       { "rebuild --spec examples.handler --into x", "invalid table name x" },
       { "rebuild --spec examples.handler --batch-size 5000", "--batch-size must be at most 1000" },
     }) do

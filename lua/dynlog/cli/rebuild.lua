@@ -7,7 +7,7 @@ local rebuild = require "dynlog.pipeline.rebuild"
 
 local pairs, pcall, require, tostring, type = pairs, pcall, require, tostring, type
 local math_floor = math.floor
-local str_find, str_format = string.find, string.format
+local str_find, str_format, str_gsub = string.find, string.format, string.gsub
 local check_count, new_client, name_list = cli_args.check_count, cli_args.new_client, cli_args.name_list
 local positive_integer, positive_number, usage_error = cli_args.positive_integer, cli_args.positive_number,
   cli_args.usage_error
@@ -119,7 +119,9 @@ options:
 
     core.signal_catch()
     local last_line, announced = core.now(), false
-    local summary, err = rebuild.rebuild({
+    -- A spec rebuild refuses (a key that is not a function, …) raises: the
+    -- module's mistake, a usage error.
+    local ran, summary, err = pcall(rebuild.rebuild, {
       client = c, spec = spec, logs = logs, types = types, alias = o.alias, rate = rate, after = after,
       batch_size = batch, poll_interval = poll, follow = o.follow == true,
       stop = function() return core.signal_caught() and true or false end,
@@ -140,6 +142,10 @@ options:
     })
     local signal = core.signal_caught()
     core.signal_restore()
+    if not ran then
+      usage_error("--spec " .. o.spec .. " is not a spec rebuild takes: "
+        .. str_gsub(tostring(summary), "^rebuild: ", ""))
+    end
     if not summary then
       if err.code == "ResourceNotFoundException" then
         return fail(ctx, err, "the table has no feed (" .. c.feed_table .. ") or no such target table: index the"
