@@ -34,7 +34,8 @@ local users = {
   },
 }
 
-local M = {}
+-- The spec, for `dynlog rebuild --spec examples.handler --into <table>`.
+local M = { spec = users }
 
 function M.project(event)
   return handler.project(c, event, users)

@@ -49,6 +49,13 @@ function _M.new(opts)
   return require("dynlog.client").new(opts)
 end
 
+--- rebuild(opts) -> summary, or nil, err: a read model projected again
+-- from the feed into its table (new or the same), resumable, with an alias
+-- readers follow once it has caught up; see dynlog.pipeline.rebuild.
+function _M.rebuild(opts)
+  return require("dynlog.pipeline.rebuild").rebuild(opts)
+end
+
 --- subscribe(opts) -> a catch-up subscription of the feed, not yet running
 -- (sub:run(), sub:poll_once()); see dynlog.pipeline.subscription.
 function _M.subscribe(opts)

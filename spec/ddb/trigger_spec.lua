@@ -79,6 +79,31 @@ describe("dynlog.trigger", function()
       .. '"payload":{"id":"77"}}', trigger.detail(item, 50))
   end)
 
+  it("ends a replayed event's detail with the replay marker, in every form, within the limit", function()
+    local item = { pk = "users#77#stream", sk = 5, type = "renamed", log = "users", appended_at = 1796040000123,
+                   payload = { id = "77", name = "Ada" }, meta = { trace_id = string.rep("t", 40) } }
+    local live = trigger.detail(item)
+    assert.are.equal(live:sub(1, -2) .. ',"replay-name":"r1"}', trigger.detail(item, nil, "r1"))
+    assert.are.equal(live:sub(1, -2) .. ',"replay-name":"r1"}', trigger.entry(item, { replay_name = "r1" }).detail)
+    assert.are.equal(live, trigger.entry(item).detail)
+    -- partial with meta, partial without: the marker stays, the limit holds
+    local whole = #trigger.detail(item, nil, "r1")
+    local least = #trigger.detail(item, 1, "r1") -- the partial form without meta
+    assert.is_true(least < whole - 40)
+    for _, max in ipairs({ whole - 1, least }) do
+      local text = trigger.detail(item, max, "r1")
+      local d = json.decode(text)
+      assert.is_true(d.partial)
+      assert.are.equal("r1", d["replay-name"])
+      assert.is_true(#text <= max, #text .. " > " .. max)
+    end
+    -- a deletion's detail too
+    local tomb = { pk = "users#77#tombstone", sk = "tombstone", log = "users", id = "77",
+                   stream = "users#77#stream", last = 5, state = "deleted" }
+    assert.are.equal(trigger.deletion_detail(tomb):sub(1, -2) .. ',"replay-name":"r1"}',
+      trigger.entry(tomb, { replay_name = "r1" }).detail)
+  end)
+
   it("sends the partial form when the detail would exceed 10240 bytes", function()
     local tc = with_bus()
     trigger.handle(tc, { Records = records })

@@ -124,6 +124,31 @@ local function positive_seconds(opts, name)
   return n
 end
 
+-- A positive number (--rate): an integer or a decimal above 0; nil when
+-- not given.
+local function positive_number(opts, name)
+  local v = opts[name]
+  if v == nil then return nil end
+  local n = (str_find(v, "^%d+$") or str_find(v, "^%d*%.%d+$")) and tonumber(v)
+  if not n or n <= 0 or n > 1e9 then
+    usage_error("--" .. name .. " must be a number above 0 (at most 1e9), got " .. v)
+  end
+  return n
+end
+
+-- A list of names (--logs a,b): comma-separated, none empty; nil when not
+-- given.
+local function name_list(opts, name)
+  local v = opts[name]
+  if v == nil then return nil end
+  local list = {}
+  for item in (v .. ","):gmatch("([^,]*),") do
+    if item == "" then usage_error("--" .. name .. " must be names separated by commas, got " .. v) end
+    list[#list + 1] = item
+  end
+  return list
+end
+
 -- A time option (--since, --until): RFC 3339 or epoch seconds → milliseconds
 -- since the epoch, or a usage error; nil when not given.
 local function time_arg(opts, name)
@@ -217,6 +242,8 @@ _M.positive_integer = positive_integer
 _M.positive_seconds = positive_seconds
 _M.sort_key_arg = sort_key_arg
 _M.time_arg = time_arg
+_M.positive_number = positive_number
+_M.name_list = name_list
 _M.json_object = json_object
 _M.table_settings = table_settings
 _M.new_client = new_client

@@ -14,7 +14,7 @@
 --
 -- This module keeps main and the dispatch; each command is a module of
 -- its own (dynlog.cli.append, .query (query and head), .tail, .import,
--- .replay, .tables, .feed, .subscriptions), over dynlog.cli.args (arguments) and dynlog.cli.output.
+-- .replay, .rebuild, .tables, .feed, .subscriptions), over dynlog.cli.args (arguments) and dynlog.cli.output.
 local cli_args = require "dynlog.cli.args"
 local core = require "dynlog.core"
 local output = require "dynlog.cli.output"
@@ -26,6 +26,7 @@ local MODULES = {
   tail = require "dynlog.cli.tail",
   import = require "dynlog.cli.import",
   replay = require "dynlog.cli.replay",
+  rebuild = require "dynlog.cli.rebuild",
   tables = require "dynlog.cli.tables",
   feed = require "dynlog.cli.feed",
   subscriptions = require "dynlog.cli.subscriptions",
@@ -67,10 +68,11 @@ global options (before or after the command):
 
 -- name -> {usage=, summary=, options=, help=, run=function(ctx, args) -> status}
 local COMMANDS = {}
-for _, name in ipairs({ "append", "query", "tail", "import", "replay", "tables", "feed", "subscriptions" }) do
+local GROUPS = { "append", "query", "tail", "import", "replay", "rebuild", "tables", "feed", "subscriptions" }
+for _, name in ipairs(GROUPS) do
   for command, cmd in pairs(MODULES[name]) do COMMANDS[command] = cmd end
 end
-local ORDER = { "append", "query", "head", "tail", "import", "replay", "tables", "feed", "subscriptions" }
+local ORDER = { "append", "query", "head", "tail", "import", "replay", "rebuild", "tables", "feed", "subscriptions" }
 
 local function command_help(name)
   local cmd = COMMANDS[name]

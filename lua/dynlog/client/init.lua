@@ -478,6 +478,8 @@ do
   local feed = require "dynlog.client.feed"
   _M.read_all, _M.read_log, _M.create_feed_table = feed.read_all, feed.read_log, feed.create_feed_table
   _M.feed_head, _M.feed_position = feed.head, feed.position_of
+  -- The table a read model's alias names (dynlog.client.readmodels).
+  _M.read_model_table = require("dynlog.client.readmodels").read_model_table
 end
 
 return _M

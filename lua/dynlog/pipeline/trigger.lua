@@ -43,6 +43,9 @@ local _M = {
   SOURCE = "dynamodb-log",
   DETAIL_TYPE = "stream changes",
   MAX_DETAIL_BYTES = 10240,
+  -- The field of a replayed event's detail that names its replay, as
+  -- EventBridge's own replays name theirs in the envelope.
+  REPLAY_NAME = "replay-name",
 }
 
 local PUBLISHED = { INSERT = true, MODIFY = true }
@@ -80,14 +83,23 @@ local function meta_field(item)
   return field(envelope.META, m)
 end
 
+-- The replay marker: a replayed event's detail ends with
+-- "replay-name": <the replay's name>, so that its consumers can tell it from
+-- a live one ("" for a live event).
+local function replay_field(name)
+  if name == nil then return "" end
+  return field(_M.REPLAY_NAME, name)
+end
+
 --- The detail JSON of one event item, shortened to the partial form when
--- the whole would exceed max_bytes.
-function _M.detail(item, max_bytes)
+-- the whole would exceed max_bytes. replay_name (optional): the name of the
+-- replay that publishes it again, the last field of every form.
+function _M.detail(item, max_bytes, replay_name)
   local head = "{" .. field("log", log_of(item), true) .. ',"key":{' .. field("pk", item.pk, true)
     .. field("sk", item.sk) .. "}" .. field("type", item.type)
   max_bytes = max_bytes or _M.MAX_DETAIL_BYTES
-  local time, meta = time_field(item), meta_field(item)
-  local whole = detail_text(head, false, item.payload, time .. meta)
+  local time, meta, replay = time_field(item), meta_field(item), replay_field(replay_name)
+  local whole = detail_text(head, false, item.payload, time .. meta .. replay)
   if #whole <= max_bytes then return whole end
   local payload = item.payload
   -- dynlog's own events always hold payload.id; an item written by other
@@ -97,9 +109,9 @@ function _M.detail(item, max_bytes)
     local _
     _, id = parse_key(item.pk)
   end
-  local partial = detail_text(head, true, { id = id }, time .. meta)
+  local partial = detail_text(head, true, { id = id }, time .. meta .. replay)
   if #partial <= max_bytes then return partial end
-  return detail_text(head, true, { id = id }, time)
+  return detail_text(head, true, { id = id }, time .. replay)
 end
 
 -- The PutEvents entry's Time (epoch seconds) and TraceHeader of an event.
@@ -118,13 +130,15 @@ local function trace_header(item)
 end
 
 --- The PutEvents entry of one event item (for c:publish): opts bus, source,
--- detail_type, max_detail_bytes as for handle.
+-- detail_type, max_detail_bytes as for handle; replay_name, the replay
+-- marker of a replayed event (see detail).
 function _M.entry(item, opts)
   opts = opts or {}
   return {
     bus = opts.bus or _M.BUS, source = opts.source or _M.SOURCE,
     detail_type = opts.detail_type or _M.DETAIL_TYPE,
-    detail = is_tombstone(item) and _M.deletion_detail(item) or _M.detail(item, opts.max_detail_bytes),
+    detail = is_tombstone(item) and _M.deletion_detail(item, opts.replay_name)
+      or _M.detail(item, opts.max_detail_bytes, opts.replay_name),
     time = entry_time(item), trace_header = trace_header(item),
   }
 end
@@ -132,10 +146,12 @@ end
 --- The detail JSON of a stream's deletion, from its tombstone item: the
 -- fields of an event's detail for the stream's key (key.sk: the sort key of
 -- the last event the stream had, left out when it had none), then
--- "deleted": true. It carries no type: no event handler is called for it.
-function _M.deletion_detail(tomb)
+-- "deleted": true (and the replay marker, when replay_name is given). It
+-- carries no type: no event handler is called for it.
+function _M.deletion_detail(tomb, replay_name)
   return "{" .. field("log", tomb.log, true) .. ',"key":{' .. field("pk", tomb.stream, true)
-    .. field("sk", tomb.last) .. "}" .. field("payload", { id = tomb.id }) .. ',"deleted":true}'
+    .. field("sk", tomb.last) .. "}" .. field("payload", { id = tomb.id }) .. ',"deleted":true'
+    .. replay_field(replay_name) .. "}"
 end
 
 -- The event item of a record, or nil when the record is not one to publish,
