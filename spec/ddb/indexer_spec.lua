@@ -346,6 +346,26 @@ describe("dynlog.indexer", function()
     counts = assert(indexer.backfill{ client = c })
     assert.are.equal(0, counts.added)
     assert.is_false(counts.resumed)
+    -- A subscription started now, when the first stream's records are no
+    -- longer reachable from the table's stream, receives every event, in
+    -- feed order, once.
+    local got = {}
+    local sub = require("dynlog").subscribe{ client = c, name = "after-the-switch", from = "start", batch_size = 7,
+      handler = function(batch)
+        for _, ev in ipairs(batch) do got[#got + 1] = ev end
+        return true
+      end }
+    for _ = 1, 50 do
+      if #got >= 45 then break end
+      assert(sub:poll_once())
+    end
+    sub:release()
+    assert.are.equal(45, #got)
+    for i = 1, 45 do
+      assert.are.equal(i, got[i].position)
+      assert.are.equal(events[i].pk, got[i].pk)
+      assert.are.equal(events[i].sk, got[i].sk)
+    end
   end)
 end)
 
