@@ -25,6 +25,7 @@
 --   token = the WebIdentityToken it accepts (InvalidIdentityToken otherwise)
 --   signed_by = the access key id the AssumeRole signature must name
 --           (InvalidClientTokenId otherwise)
+--   delay_ms = how long to wait before a successful answer
 local _M = {}
 
 local STATUS = {
@@ -138,7 +139,7 @@ function _M.answer(answer, req)
     action, 'Result>\n  <ResponseMetadata>\n    <RequestId>c6104cbe-af31-11e0-8154-cbc7ccf896c7</RequestId>\n',
     '  </ResponseMetadata>\n</', action, 'Response>\n',
   })
-  return { status = 200, headers = { ["Content-Type"] = "text/xml" }, body = body }
+  return { status = 200, headers = { ["Content-Type"] = "text/xml" }, body = body, delay_ms = answer.delay_ms }
 end
 
 --- Starts a loopback STS answering as `answers` say, in order (the last

@@ -597,7 +597,8 @@ local function run_command(command, timeout)
   if nginx.in_nginx() then
     local ok, pipe = pcall(require, "ngx.pipe")
     if not ok then
-      return nil, "cannot be run inside nginx without lua-resty-core's ngx.pipe (io.popen would block the worker)"
+      return nil, "cannot be run inside nginx without lua-resty-core's ngx.pipe (io.popen would block the worker;"
+        .. " require \"ngx.pipe\" failed: " .. str_match(tostring(pipe), "^[^\n]*") .. ")"
     end
     local proc, err = pipe.spawn({ "/bin/sh", "-c", command })
     if not proc then return nil, "could not be started: " .. tostring(err) end
