@@ -23,6 +23,7 @@
 -- cancellation reason, as an HTTP 200 JSON string, or in a plain-text error
 -- page (status 502 unless "status" says otherwise); {"echo": "connection"}
 -- answers 200 with the serial number of the connection the request came on.
+-- A response {"sts": {...}} answers as STS does (see spec/support/sts.lua).
 -- A response {"raw": "bytes"} writes those bytes as they are, in place of an
 -- HTTP response, then closes the connection.
 --
@@ -39,6 +40,8 @@ local ipairs, pairs, pcall, tonumber, tostring, type = ipairs, pairs, pcall, ton
 local str_format, str_lower, str_match = string.format, string.lower, string.match
 
 local ROUTES_FILE, LOG_FILE, PORT_FILE, MAX_SECONDS = arg[1], arg[2], arg[3], arg[4]
+-- {"sts": {...}} answers as the loopback STS (spec/support/sts.lua).
+local STS = dofile((arg[0]:match("^(.*/)") or "./") .. "sts.lua")
 if not (ROUTES_FILE and LOG_FILE and PORT_FILE) then
   io.stderr:write("usage: httpd.lua ROUTES.json LOG.jsonl PORTFILE [MAX_SECONDS]\n")
   os.exit(2)
@@ -165,6 +168,7 @@ local function next_response(routes, req)
   local response = responses[route.next] or responses[#responses]
   if route.next <= #responses then route.next = route.next + 1 end
   if response.putevents then return putevents_response(response, req) end
+  if response.sts then return STS.answer(response.sts, req) end
   if response.echo then return echo_response(response, req) end
   return response
 end
