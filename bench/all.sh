@@ -10,6 +10,8 @@
 #   memory      bench/memory.sh: the client's resident size, iterating 100k events
 #   eventid     bench/eventid.sh: write units and appends per second with and
 #               without event ids
+#   lambda      bench/lambda.sh: the Lambda runtime's cold start and CPU per
+#               invocation of the trigger and of a projection
 #
 # Each part installs what it needs (npm into bench/peers/, python3-boto3 from
 # Debian) and starts its own DynamoDB Local. Defaults keep the whole run
@@ -30,11 +32,13 @@ part "memory: resident size while iterating a long stream (bench/memory.sh)"
 bash bench/memory.sh
 part "eventid: what an event id costs (bench/eventid.sh)"
 bash bench/eventid.sh
+part "lambda: the Lambda runtime's cold start and CPU per invocation (bench/lambda.sh)"
+bash bench/lambda.sh
 
 python3 - "$started" <<'PY'
 import json, sys, time, subprocess
 parts = {}
-for name in ("micro", "throughput", "pipeline", "memory", "eventid"):
+for name in ("micro", "throughput", "pipeline", "memory", "eventid", "lambda"):
     with open("bench/%s-results.json" % name) as f:
         parts[name] = json.load(f)
 commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
