@@ -19,6 +19,18 @@ describe("dynlog.lambda", function()
     assert.are.equal("timeout", timed_out.code)
   end)
 
+  it("sets and removes a variable of the process's environment (core.setenv, for _X_AMZN_TRACE_ID)", function()
+    local core = require "dynlog.core"
+    assert.is_true(core.setenv("DYNLOG_SPEC_TRACE", "Root=1-abc"))
+    assert.are.equal("Root=1-abc", os.getenv("DYNLOG_SPEC_TRACE"))
+    assert.are.equal("Root=1-abc\n", io.popen("printenv DYNLOG_SPEC_TRACE"):read("*a"))
+    assert.is_true(core.setenv("DYNLOG_SPEC_TRACE", nil))
+    assert.is_nil(os.getenv("DYNLOG_SPEC_TRACE"))
+    assert.matches("invalid variable name", require("spec.support.run").raised(core.setenv, "A=B", "x"))
+    assert.matches("invalid variable name", require("spec.support.run").raised(core.setenv, "", "x"))
+    assert.matches("NUL", require("spec.support.run").raised(core.setenv, "DYNLOG_SPEC_TRACE", "a\0b"))
+  end)
+
   it("gives the context of an invocation from the headers of next", function()
     local now = 1000.5
     local ctx = runtime.context({
