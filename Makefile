@@ -114,8 +114,9 @@ demo-clean:
 dist:
 	scripts/dist.sh
 
+# LAMBDA_DIST: where the zip goes (default dist/)
 lambda:
-	scripts/lambda.sh
+	scripts/lambda.sh $(LAMBDA_DIST)
 
 install: $(MODULE)
 	install -d $(INST_LIBDIR)/dynlog
