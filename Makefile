@@ -15,6 +15,7 @@
 #   make demo       the whole pipeline on this machine (DEMO_USERS=1000, KEEP=1)
 #   make demo-clean wipes the demo's data (.demo/)
 #   make dist       dist/dynlog-<version>.tar.gz and the source rock that `luarocks install` takes offline
+#   make lambda     dist/dynlog-lambda-<arch>.zip: the Lua runtime for AWS Lambda (bootstrap, lua5.4, dynlog, libraries)
 #   make install    used by `luarocks make` (INST_LIBDIR, INST_LUADIR)
 
 LUA_PC     ?= lua5.4
@@ -50,7 +51,7 @@ LUA_MODULES = $(shell cd lua && find dynlog -name '*.lua' | LC_ALL=C sort)
 INST_LIBDIR ?= /usr/local/lib/lua/5.4
 INST_LUADIR ?= /usr/local/share/lua/5.4
 
-.PHONY: all luajit test test-unit memcheck check chaos fuzz bench bench-quick bench-compare bench-memory demo demo-clean dist install clean FORCE
+.PHONY: all luajit test test-unit memcheck check chaos fuzz bench bench-quick bench-compare bench-memory demo demo-clean dist lambda install clean FORCE
 
 all: $(MODULE)
 
@@ -112,6 +113,10 @@ demo-clean:
 
 dist:
 	scripts/dist.sh
+
+# LAMBDA_DIST: where the zip goes (default dist/)
+lambda:
+	scripts/lambda.sh $(LAMBDA_DIST)
 
 install: $(MODULE)
 	install -d $(INST_LIBDIR)/dynlog

@@ -12,6 +12,8 @@
 #               without event ids
 #   feed        bench/feed.sh: the indexer's throughput and write units per
 #               event, read_all and a subscription catching up, lag under load
+#   lambda      bench/lambda.sh: the Lambda runtime's cold start and CPU per
+#               invocation of the trigger and of a projection
 #
 # Each part installs what it needs (npm into bench/peers/, python3-boto3 from
 # Debian) and starts its own DynamoDB Local. Defaults keep the whole run
@@ -34,11 +36,13 @@ part "eventid: what an event id costs (bench/eventid.sh)"
 bash bench/eventid.sh
 part "feed: the indexer, reads and subscriptions (bench/feed.sh)"
 bash bench/feed.sh
+part "lambda: the Lambda runtime's cold start and CPU per invocation (bench/lambda.sh)"
+bash bench/lambda.sh
 
 python3 - "$started" <<'PY'
 import json, sys, time, subprocess
 parts = {}
-for name in ("micro", "throughput", "pipeline", "memory", "eventid", "feed"):
+for name in ("micro", "throughput", "pipeline", "memory", "eventid", "feed", "lambda"):
     with open("bench/%s-results.json" % name) as f:
         parts[name] = json.load(f)
 commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()

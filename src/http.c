@@ -230,7 +230,7 @@ static CURLcode set_method(CURL *c, const dl_http_request *req)
 static CURLcode set_options(dl_http *h, const dl_http_request *req)
 {
     CURL *c = h->curl;
-    long timeout = req->timeout_ms > 0 ? req->timeout_ms : h->timeout_ms;
+    long timeout = req->timeout_ms > 0 ? req->timeout_ms : req->timeout_ms < 0 ? 0L : h->timeout_ms;
     CURLcode rc = CURLE_OK;
 #define SET(opt, val) \
     if (rc == CURLE_OK) \

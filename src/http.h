@@ -30,7 +30,7 @@ typedef struct dl_http_request {
     struct curl_slist *headers; /* "Name: value" lines */
     const char *body;           /* may be NULL */
     size_t body_len;
-    long timeout_ms; /* 0: the client's */
+    long timeout_ms; /* 0: the client's; -1: none (a wait with no end) */
 } dl_http_request;
 
 struct dl_http_response {

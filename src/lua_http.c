@@ -6,7 +6,8 @@
  *   --        new_connections=, local_port=}   or nil, code, message, unsent
  *   -- unsent: true when the request certainly never went out (see http.h)
  *
- * Timeouts are in seconds (fractions allowed). Header names and values are
+ * Timeouts are in seconds (fractions allowed); a request's timeout false
+ * means none. Header names and values are
  * checked for CR, LF and NUL so that no caller can inject a header. */
 #include "dynlog.h"
 #include "http.h"
@@ -252,7 +253,11 @@ void dl_http_read_request(lua_State *L, dl_http_request *req, struct curl_slist 
     req->url = checked_url(L, 3);
     if (!lua_isnoneornil(L, 5))
         req->body = luaL_checklstring(L, 5, &req->body_len);
-    if (!lua_isnoneornil(L, 6))
+    /* false: no timeout at all, for a wait whose end is not ours to set
+     * (the Lambda runtime's next invocation); the connect timeout holds. */
+    if (lua_isboolean(L, 6) && !lua_toboolean(L, 6))
+        req->timeout_ms = -1;
+    else if (!lua_isnoneornil(L, 6))
         req->timeout_ms = dl_seconds_to_ms(L, 6, "timeout");
     dl_http_build_headers(L, 4, headers);
     req->headers = *headers;

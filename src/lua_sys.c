@@ -1,6 +1,6 @@
 /* Small system services the Lua layer needs and plain Lua lacks: a clock with
  * sub-second resolution, sleep, CRC-32 (DynamoDB's x-amz-crc32), UTF-8
- * validation and base64. */
+ * validation, base64 and setting an environment variable. */
 #include "base64.h"
 #include "dynlog.h"
 #include "lua_util.h"
@@ -8,6 +8,8 @@
 
 #include <errno.h>
 #include <math.h>
+#include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include <zlib.h>
@@ -116,6 +118,25 @@ static int l_base64_decode(lua_State *L)
     return push_buf_or_fail(L, &b, dl_base64_decode(&b, s, len));
 }
 
+/* setenv(name, value) sets a variable of the process's environment (what
+ * os.getenv and child processes see); setenv(name, nil) removes it. Not for
+ * threads or nginx workers: the Lambda runtime sets _X_AMZN_TRACE_ID per
+ * invocation. Raises on a name that is empty or holds '=' or NUL. */
+static int l_setenv(lua_State *L)
+{
+    size_t nlen, vlen = 0;
+    const char *name = luaL_checklstring(L, 1, &nlen);
+    const char *value = lua_isnoneornil(L, 2) ? NULL : luaL_checklstring(L, 2, &vlen);
+    if (nlen == 0 || strlen(name) != nlen || strchr(name, '='))
+        return luaL_error(L, "dynlog.core: setenv: invalid variable name");
+    if (value && strlen(value) != vlen)
+        return luaL_error(L, "dynlog.core: setenv: the value holds a NUL byte");
+    if ((value ? setenv(name, value, 1) : unsetenv(name)) != 0)
+        return dl_push_failure(L, "out_of_memory", strerror(errno));
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
 void dl_open_sys(lua_State *L)
 {
     static const luaL_Reg funcs[] = {
@@ -126,6 +147,7 @@ void dl_open_sys(lua_State *L)
         { "utf8_valid", l_utf8_valid },
         { "base64_encode", l_base64_encode },
         { "base64_decode", l_base64_decode },
+        { "setenv", l_setenv },
         { NULL, NULL },
     };
     luaL_setfuncs(L, funcs, 0);

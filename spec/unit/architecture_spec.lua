@@ -52,7 +52,7 @@ describe("the layers of lua/dynlog (docs/architecture.md)", function()
 
   it("reads a map with every layer ranked", function()
     for _, layer in ipairs({ "base", "values", "transport", "aws", "client", "pipeline", "eventbridge", "api",
-                             "ngx", "cli", "entry" }) do
+                             "ngx", "cli", "lambda", "entry" }) do
       assert.is_number(ranks[layer], "layer " .. layer .. " has no rank")
     end
   end)

@@ -2,7 +2,7 @@
 -- consecutive requests share one keep-alive connection.
 --
 --   local t = http.new{timeout=10, connect_timeout=3, cafile=nil}
---   local res, err = t:request{method="POST", url=, headers=, body=, timeout=}
+--   local res, err = t:request{method="POST", url=, headers=, body=, timeout=}  -- timeout false: none
 --   -- res = {status=, headers=<lower-case names>, body=, new_connections=, local_port=}
 --
 -- Failures to talk at all (timeout, refused connection, TLS) are `nil, err`
