@@ -40,6 +40,7 @@ local core = require "dynlog.core"
 local errors = require "dynlog.errors"
 local feed = require "dynlog.client.feed"
 local logger = require "dynlog.logger"
+local metrics = require "dynlog.base.metrics"
 local options = require "dynlog.base.options"
 local retry = require "dynlog.aws.retry"
 
@@ -481,8 +482,13 @@ end
 function _M:_delivered(events)
   local counts = self.counts
   counts.delivered, counts.batches = counts.delivered + #events, counts.batches + 1
+  metrics.inc("dynlog_subscription_delivered_total", #events, self.name)
   local last = events[#events]
-  if last and type(last.appended_at) == "number" then self.last_delivered_at = last.appended_at end
+  if last and type(last.appended_at) == "number" then
+    self.last_delivered_at = last.appended_at
+    local lag = self.now() - last.appended_at / 1000
+    metrics.set("dynlog_subscription_lag_seconds", lag > 0 and lag or 0, self.name)
+  end
 end
 
 local function event_text(ev)
@@ -500,6 +506,7 @@ function _M:_park(ev, err, tries)
     false)
   if perr then return nil, perr end
   self.counts.dead_lettered = self.counts.dead_lettered + 1
+  metrics.inc("dynlog_subscription_dead_letters_total", 1, self.name)
   logger.log("error", str_format("subscription %s: event at %s failed %d times: parked as a dead letter: %s",
     self.name, event_text(ev), tries, text))
   return true
