@@ -98,7 +98,8 @@ describe("dynlog.metrics in a Lua process", function()
     assert(handler.create_table(c, core_table))
     local last
     for i = 1, 3 do last = assert(c:append("users", "p1", "e", { n = i })) end
-    local spec = { table = core_table, handlers = { e = function(s, ev) s = s or {}; s.n = ev.payload.n; return s end } }
+    local spec = { table = core_table,
+                   handlers = { e = function(s, ev) s = s or {}; s.n = ev.payload.n; return s end } }
     local event = { detail = { log = "users", key = { pk = "users#p1#stream", sk = last.sk }, type = "e" } }
     assert(handler.project(c, event, spec))
     assert.are.equal(3, metrics.value("dynlog_projection_events_applied_total", { table = core_table }))
