@@ -798,14 +798,14 @@ describe("examples/nginx.conf", function()
     assert.are.same({ M = { lat = { N = "7" }, long = { N = "-7" } } }, resp.Item.location)
 
     -- /metrics: every worker's metrics of that work, in a text promtool accepts.
-    local status_m, text = request("GET", "http://127.0.0.1:" .. port .. "/metrics")
-    assert.are.equal(200, status_m, text)
-    local pstatus, pout = promtool.check(text)
-    assert.are.equal(0, pstatus, pout .. "\n" .. text)
+    local status_m, metrics_text = request("GET", "http://127.0.0.1:" .. port .. "/metrics")
+    assert.are.equal(200, status_m, metrics_text)
+    local pstatus, pout = promtool.check(metrics_text)
+    assert.are.equal(0, pstatus, pout .. "\n" .. metrics_text)
     assert.are.equal("", pout)
     local function sample(name, want)
       local total, found = 0, false
-      for line in text:gmatch("[^\n]+") do
+      for line in metrics_text:gmatch("[^\n]+") do
         local n, labels, v = line:match("^([%w_]+){?(.-)}? (%S+)$")
         if n == name then
           local all = true
