@@ -4,6 +4,7 @@
 local ddb = require "spec.support.ddb"
 local dynlog = require "dynlog"
 local handler = require "dynlog.handler"
+local logger = require "dynlog.logger"
 local metrics = require "dynlog.metrics"
 local promtool = require "spec.support.promtool"
 local server = require "spec.support.server"
@@ -29,7 +30,11 @@ local function assert_histogram_counts_requests()
 end
 
 describe("dynlog.metrics in a Lua process", function()
-  before_each(function() metrics.reset() end)
+  before_each(function()
+    metrics.reset()
+    logger.set_handler(function() end) -- the failures below are on purpose
+  end)
+  after_each(function() logger.set_handler(nil) end)
 
   it("counts DynamoDB requests by operation and outcome, with their latency, and promtool accepts the text",
     function()
@@ -107,5 +112,68 @@ describe("dynlog.metrics in a Lua process", function()
     assert.are.equal(1, metrics.value("dynlog_projection_errors_total", { table = core_table }))
     local status, out = promtool.check(metrics.prometheus())
     assert.are.equal(0, status, out)
+  end)
+
+  it("counts the consumer's records, batches and handler errors, the feed the indexer fills, and what a"
+    .. " subscription delivers and parks", function()
+    local c = ddb.ready_client()
+    assert(c:create_feed_table())
+    for i = 1, 4 do assert(c:append("users", "s" .. i, "e", { n = i })) end
+    local ix = require("dynlog.indexer").new{ client = c, checkpoint_table = ddb.table_name("cp"), batch_size = 25,
+      retry_base_delay = 0.001, retry_max_delay = 0.002, discovery_interval = 0.05 }
+    assert(ix:create_tables())
+    for _ = 1, 200 do
+      assert(ix:poll_once())
+      if assert(c:feed_head()) >= 4 then break end
+    end
+    local group, feed_table = c.table .. "#feed", c.feed_table
+    assert.are.equal(4, metrics.value("dynlog_consumer_records_total", { group = group }))
+    assert.is_true(metrics.value("dynlog_consumer_batches_total", { group = group }) >= 1)
+    assert.are.equal(4, metrics.value("dynlog_feed_events_indexed_total", { feed = feed_table }))
+    assert.are.equal(4, metrics.value("dynlog_feed_head", { feed = feed_table }))
+    assert.is_true(metrics.value("dynlog_feed_lag_seconds", { feed = feed_table }) >= 0)
+
+    -- A consumer whose handler fails once: a handler error, then the batch again.
+    local failed = false
+    local consumer = require("dynlog.consumer").new{ client = c, checkpoint_table = ddb.table_name("cp"),
+      group = "flaky", retry_base_delay = 0.001, retry_max_delay = 0.002, discovery_interval = 0.05,
+      handler = function()
+        if not failed then failed = true return nil, "not yet" end
+        return true
+      end }
+    assert(consumer:create_tables())
+    for _ = 1, 200 do
+      assert(consumer:poll_once())
+      if metrics.value("dynlog_consumer_records_total", { group = "flaky" }) >= 4 then break end
+      require("dynlog.core").sleep(0.002)
+    end
+    assert.are.equal(1, metrics.value("dynlog_consumer_handler_errors_total", { group = "flaky" }))
+    assert.are.equal(4, metrics.value("dynlog_consumer_records_total", { group = "flaky" }))
+    -- Caught up: no lag (a round that finds nothing new says so).
+    for _ = 1, 20 do
+      assert(consumer:poll_once())
+      if metrics.value("dynlog_consumer_lag_seconds", { group = "flaky" }) == 0 then break end
+    end
+    assert.are.equal(0, metrics.value("dynlog_consumer_lag_seconds", { group = "flaky" }))
+
+    -- A subscription that parks the event it can never handle.
+    local sub = dynlog.subscribe{ client = c, name = "m", batch_size = 4, max_tries = 2, on_poison = "dead_letter",
+      poll_interval = 0, retry_base_delay = 0, retry_max_delay = 0, lease_duration = 5,
+      handler = function(events)
+        for _, ev in ipairs(events) do
+          if ev.payload.n == 2 then return nil, "poison" end
+        end
+        return true
+      end }
+    for _ = 1, 50 do
+      assert(sub:poll_once())
+      if metrics.value("dynlog_subscription_delivered_total", { subscription = "m" }) >= 3 then break end
+    end
+    assert.are.equal(3, metrics.value("dynlog_subscription_delivered_total", { subscription = "m" }))
+    assert.are.equal(1, metrics.value("dynlog_subscription_dead_letters_total", { subscription = "m" }))
+    assert.is_true(metrics.value("dynlog_subscription_lag_seconds", { subscription = "m" }) >= 0)
+    local status, out = promtool.check(metrics.prometheus())
+    assert.are.equal(0, status, out)
+    assert.are.equal("", out)
   end)
 end)
