@@ -75,6 +75,43 @@ describe("dynlog.metrics in a Lua process", function()
     assert_histogram_counts_requests()
   end)
 
+  it("counts server errors, throttles and ambiguous outcomes, through a proxy that injects them", function()
+    local upstream = ddb.client().services.dynamodb.url:match("^http://([^/]+)")
+    local port_file = os.tmpname()
+    os.remove(port_file)
+    local pipe = assert(io.popen(("lua5.4 spec/support/chaos_proxy.lua --upstream %s --port-file %s --rate 0"
+      .. " --sequence http500,throttle --max-seconds 60 >/dev/null 2>&1 & echo $!"):format(upstream, port_file)))
+    local proxy_pid = pipe:read("*l")
+    pipe:close()
+    finally(function()
+      os.execute("kill " .. proxy_pid .. " 2>/dev/null")
+      os.remove(port_file)
+    end)
+    local port
+    for _ = 1, 200 do
+      local f = io.open(port_file)
+      if f then port = f:read("*l") f:close() end
+      if port then break end
+      require("dynlog.core").sleep(0.025)
+    end
+    assert(port, "the fault proxy did not start")
+    local c = ddb.client({ endpoint = "http://127.0.0.1:" .. port, max_attempts = 2 })
+    local _, err = c:describe_table()
+    assert.is_true(err.ambiguous)
+    assert.are.equal(1, requests("dynamodb", "DescribeTable", "server_error"))
+    assert.are.equal(1, requests("dynamodb", "DescribeTable", "throttled"))
+    assert.are.equal(1, metrics.value("dynlog_request_retries_total",
+      { service = "dynamodb", operation = "DescribeTable" }))
+    assert.are.equal(1, metrics.value("dynlog_request_ambiguous_total",
+      { service = "dynamodb", operation = "DescribeTable" }))
+    _, err = c:describe_table()
+    assert.are.equal("ResourceNotFoundException", err.code)
+    assert.are.equal(1, requests("dynamodb", "DescribeTable", "client_error"))
+    assert.are.equal(1, metrics.value("dynlog_request_ambiguous_total",
+      { service = "dynamodb", operation = "DescribeTable" }), "a refusal is not ambiguous")
+    assert_histogram_counts_requests()
+  end)
+
   it("counts PutEvents calls, entries, throttles and retries of publish", function()
     local srv = server.start({ { method = "POST", path = "/", responses = {
       { status = 400, body = { __type = "ThrottlingException", message = "slow down" } },
