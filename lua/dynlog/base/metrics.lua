@@ -80,8 +80,10 @@ _M.METRICS = {
     help = "Events a subscription delivered to its handler" },
   { name = "dynlog_subscription_dead_letters_total", type = "counter", labels = { "subscription" },
     help = "Events a subscription parked as dead letters" },
+  { name = "dynlog_subscription_lag_events", type = "gauge", labels = { "subscription" },
+    help = "Events of the feed a subscription has not passed yet: the head as last read less its checkpoint" },
   { name = "dynlog_subscription_lag_seconds", type = "gauge", labels = { "subscription" },
-    help = "Age of the last event a subscription delivered, when it delivered it" },
+    help = "Age of the last event a subscription delivered, when it delivered it; 0 once at the feed's head" },
 }
 
 local DEFS = {}

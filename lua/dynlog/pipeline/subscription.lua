@@ -457,11 +457,23 @@ function _M:_renew(now)
   return self:_write(nil, {}, "lease lost")
 end
 
+-- The gauges of how far behind the head this subscription is (events;
+-- and no time behind once at the head).
+local function gauge_lag(self)
+  if not (self.head and self.position) then return end
+  local behind = math_max(0, self.head - self.position)
+  metrics.set("dynlog_subscription_lag_events", behind, self.name)
+  if behind == 0 then metrics.set("dynlog_subscription_lag_seconds", 0, self.name) end
+end
+
 -- Stores the checkpoint `position`. Returns true, false (lease lost), or nil, err.
 function _M:_checkpoint(position)
   local ok, err = self:_write("#p = :p, updated_at = :now", { [":p"] = position, [":now"] = ms(self.now()) },
     "lease lost before the checkpoint")
-  if ok then self.position = position end
+  if ok then
+    self.position = position
+    gauge_lag(self)
+  end
   return ok, err
 end
 
@@ -615,6 +627,7 @@ function _M:_read()
                                                    logs = self.logs, types = self.types }
   if not events then return nil, last end
   self.head = head
+  gauge_lag(self)
   if #events == 0 then
     -- Filters passed over everything up to the head: remember it, so that
     -- those entries are not read again.
