@@ -6,6 +6,7 @@ local nginx = require "spec.support.nginx"
 local promtool = require "spec.support.promtool"
 local http = require "socket.http"
 local ltn12 = require "ltn12"
+local socket = require "socket"
 
 local function request(method, url, body, headers)
   local chunks = {}
@@ -40,9 +41,13 @@ describe("dynlog.ngx.metrics", function()
       http = [[
         lua_shared_dict rx 1m;
         lua_shared_dict dynlog_metrics 1m;
+        lua_shared_dict dynlog_bus 1m;
+        init_worker_by_lua_block { require("dynlog.ngx").start_bus({}) }
       ]],
       server = [[
         location = /metrics { content_by_lua_block { require("dynlog.ngx").metrics() } }
+        location = /bus { content_by_lua_block {
+          require("dynlog.ngx").bus(require("spec.support.ngx_app").trace_bus(ngx.var.server_port)) } }
         location = /rx { content_by_lua_block { ]] .. RECEIVER .. [[ } }
         location = /trace { content_by_lua_block { ngx.print(ngx.shared.rx:get("trace")) } }
       ]],
@@ -87,6 +92,33 @@ describe("dynlog.ngx.metrics", function()
     assert.are.same({ 200, "Root=1-meta" }, { request("GET", srv.url .. "/trace") })
     assert.are.equal(200, (request("POST", srv.url .. "/rx", event())))
     assert.are.same({ 200, "none" }, { request("GET", srv.url .. "/trace") })
+  end)
+
+  it("gets, from the local bus, an entry's TraceHeader as EventBridge passes it on: X-Amzn-Trace-Id", function()
+    local function put(trace)
+      local body = json.encode({ Entries = { { Source = "trace-test", DetailType = "t", TraceHeader = trace,
+        Detail = json.encode({ log = "users", key = { pk = "users#1#stream", sk = "x" }, payload = { id = "1" },
+                               meta = { trace_id = "Root=1-meta" } }) } } })
+      local status, answer = request("POST", srv.url .. "/bus", body, { ["X-Amz-Target"] = "AWSEvents.PutEvents",
+        ["Content-Type"] = "application/x-amz-json-1.1" })
+      assert.are.equal(200, status, answer)
+      assert.are.equal(0, json.decode(answer).FailedEntryCount, answer)
+    end
+    local function trace_becomes(want)
+      for _ = 1, 200 do
+        local _, got = request("GET", srv.url .. "/trace")
+        if got == want then return true end
+        socket.sleep(0.02)
+      end
+      local _, got = request("GET", srv.url .. "/trace")
+      return got
+    end
+    local header = "Root=1-5759e988-bd862e3fe1be46a994272793;Sampled=1"
+    put(header)
+    assert.is_true(trace_becomes(header))
+    -- One that could not be a header is dropped: the event's meta.trace_id is what the handler gets.
+    put("Root=1-a\r\nX-Evil: 1")
+    assert.is_true(trace_becomes("Root=1-meta"))
   end)
 end)
 
