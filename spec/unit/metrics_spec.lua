@@ -74,8 +74,12 @@ describe("dynlog.metrics", function()
     assert.has_error(function() metrics.inc("dynlog_consumer_records_total", 1) end,
       "dynlog.metrics: dynlog_consumer_records_total needs the label group")
     assert.has_error(function() metrics.value("dynlog_nope") end, "dynlog.metrics.value: no metric dynlog_nope")
-    assert.has_error(function() metrics.configure{ shared_dict = "x", size = 1 } end,
-      "dynlog.metrics.configure: unknown option size")
+    local msg = run.raised(function() metrics.configure{ shared_dcit = "x" } end)
+    assert.matches('dynlog.metrics.configure: unknown option "shared_dcit" (did you mean "shared_dict"?)', msg, 1,
+      true)
+    assert.matches("metrics_spec.lua", msg, 1, true)
+    assert.has_error(function() metrics.configure{ shared_dict = "" } end,
+      "dynlog.metrics.configure: shared_dict must be the name of a lua_shared_dict")
   end)
 
   it("has one table of metrics, each with a type, help and labels, and each kept somewhere in lua/", function()

@@ -17,6 +17,7 @@
 -- The hot path builds no strings: a series is found by its label values
 -- through nested tables and keeps its shared-dict keys, made once.
 local nginx = require "dynlog.base.nginx"
+local options = require "dynlog.base.options"
 
 local error, ipairs, pairs, tonumber, tostring, type = error, ipairs, pairs, tonumber, tostring, type
 local math_huge = math.huge
@@ -197,15 +198,16 @@ function _M.observe(name, v, a, b, c)
   end
 end
 
+local CONFIGURE = options.known{ "shared_dict" }
+
 --- configure{shared_dict = name}: the lua_shared_dict the values live in
 -- inside nginx (default "dynlog_metrics"). Call it from init_by_lua*, before
 -- any metric is kept.
 function _M.configure(opts)
-  if type(opts) ~= "table" or type(opts.shared_dict) ~= "string" or opts.shared_dict == "" then
-    error("dynlog.metrics.configure: expects {shared_dict = <name of a lua_shared_dict>}", 2)
-  end
-  for k in pairs(opts) do
-    if k ~= "shared_dict" then error("dynlog.metrics.configure: unknown option " .. tostring(k), 2) end
+  if type(opts) ~= "table" then error("dynlog.metrics.configure: expects {shared_dict = <name>}", 2) end
+  options.check(opts, CONFIGURE, "dynlog.metrics.configure")
+  if type(opts.shared_dict) ~= "string" or opts.shared_dict == "" then
+    error("dynlog.metrics.configure: shared_dict must be the name of a lua_shared_dict", 2)
   end
   dict_name, dict = opts.shared_dict, nil
 end
