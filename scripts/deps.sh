@@ -15,7 +15,7 @@ DDB_LOCAL_DIR=${DDB_LOCAL_DIR:-$root/.cache/dynamodb-local}
 
 build_packages=(gcc make pkg-config lua5.4 liblua5.4-dev libcurl4-openssl-dev libssl-dev libyajl-dev libexpat1-dev zlib1g-dev)
 test_packages=(lua-cjson lua-busted lua-socket lua-check luarocks curl ca-certificates openssl libluajit2-5.1-dev luajit2
-    zip unzip binutils)
+    prometheus zip unzip binutils)
 nginx_packages=(nginx libnginx-mod-http-lua lua-resty-core lua-resty-lrucache)
 memcheck_packages=(valgrind)
 

@@ -4,6 +4,7 @@ local ddb = require "spec.support.ddb"
 local env = require "spec.support.env"
 local json = require "dynlog.json"
 local nginx = require "spec.support.nginx"
+local promtool = require "spec.support.promtool"
 local run = require "spec.support.run"
 local socket = require "socket"
 local http = require "socket.http"
@@ -715,7 +716,8 @@ describe("examples/nginx.conf", function()
     if prefix then os.execute("rm -rf " .. prefix) end
   end)
 
-  it("runs the users pipeline: appends → consumer in nginx → local bus → receiver → core table", function()
+  it("runs the users pipeline: appends → consumer in nginx → local bus → receiver → core table, and counts it"
+    .. " in /metrics", function()
     local c = ddb.ready_client()
     local port = run.free_port()
     prefix = os.tmpname()
@@ -794,6 +796,43 @@ describe("examples/nginx.conf", function()
     assert.are.same({ S = "User 7" }, resp.Item.name)
     assert.are.same({ BOOL = true }, resp.Item.verifiedPhoneNumber)
     assert.are.same({ M = { lat = { N = "7" }, long = { N = "-7" } } }, resp.Item.location)
+
+    -- /metrics: every worker's metrics of that work, in a text promtool accepts.
+    local status_m, metrics_text = request("GET", "http://127.0.0.1:" .. port .. "/metrics")
+    assert.are.equal(200, status_m, metrics_text)
+    local pstatus, pout = promtool.check(metrics_text)
+    assert.are.equal(0, pstatus, pout .. "\n" .. metrics_text)
+    assert.are.equal("", pout)
+    local function sample(name, want)
+      local total, found = 0, false
+      for line in metrics_text:gmatch("[^\n]+") do
+        local n, labels, v = line:match("^([%w_]+){?(.-)}? (%S+)$")
+        if n == name then
+          local all = true
+          for k, wanted in pairs(want or {}) do
+            if not labels:find(k .. '="' .. wanted .. '"', 1, true) then all = false end
+          end
+          if all then total, found = total + tonumber(v), true end
+        end
+      end
+      return found and total or nil
+    end
+    local events = users * 4
+    assert.are.equal(events, sample("dynlog_projection_events_applied_total", { table = core_table }))
+    assert.is_true(sample("dynlog_receiver_deliveries_total", { status = "200" }) >= events)
+    assert.is_true(sample("dynlog_consumer_records_total", { group = c.table }) >= events)
+    assert.is_true(sample("dynlog_consumer_batches_total", { group = c.table }) >= 1)
+    assert.are.equal(0, sample("dynlog_consumer_lag_seconds", { group = c.table }))
+    assert.is_true(sample("dynlog_publish_entries_total") >= events)
+    for _, op in ipairs({ { "dynamodb", "GetItem" }, { "dynamodb", "Query" }, { "dynamodb", "PutItem" },
+                          { "streams", "GetRecords" }, { "events", "PutEvents" } }) do
+      local labels = { service = op[1], operation = op[2] }
+      local n = sample("dynlog_requests_total", labels)
+      assert.is_true((n or 0) > 0, op[2] .. " counted")
+      assert.are.equal(n, sample("dynlog_request_duration_seconds_count", labels), op[2] .. ": histogram count")
+      labels.le = "+Inf"
+      assert.are.equal(n, sample("dynlog_request_duration_seconds_bucket", labels), op[2] .. ": +Inf bucket")
+    end
 
     -- Workers that exit hand their leases back.
     os.execute("kill -QUIT " .. pid)

@@ -57,6 +57,17 @@ function M.bus(port)
   return M.bus_config
 end
 
+-- A bus whose one rule sends "trace-test" events to /rx, whose handler
+-- (spec/nginx/metrics_spec.lua) records the trace id it is given.
+function M.trace_bus(port)
+  M.trace_bus_config = M.trace_bus_config or {
+    name = "dynamodb-log", max_attempts = 3, retry_base_delay = 0.05, retry_max_delay = 0.1,
+    rules = { { name = "trace", pattern = { source = { "trace-test" } },
+                targets = { { url = "http://127.0.0.1:" .. tostring(port) .. "/rx" } } } },
+  }
+  return M.trace_bus_config
+end
+
 -- A bus whose one target is slow and counts how many deliveries it has at
 -- once: "slow_now", the highest in "slow_peak", those done in "slow_done".
 function M.slow_bus(port)

@@ -12,6 +12,7 @@ local config = require "dynlog.aws.config"
 local core = require "dynlog.core"
 local credentials = require "dynlog.aws.credentials"
 local errors = require "dynlog.errors"
+local metrics = require "dynlog.base.metrics"
 local nginx = require "dynlog.base.nginx"
 local options = require "dynlog.base.options"
 local query = require "dynlog.aws.query"
@@ -24,6 +25,8 @@ local error, pairs, require, setmetatable, tonumber, tostring, type =
 local math_floor = math.floor
 local str_find, str_format, str_match, str_sub = string.find, string.format, string.match, string.sub
 local core_crc32, core_json_decode, core_json_encode_safe = core.crc32, core.json_decode, core.json_encode_safe
+local core_monotonic = core.monotonic
+local metrics_inc, metrics_observe = metrics.inc, metrics.observe
 
 local _M = {}
 local mt = { __index = _M }
@@ -181,9 +184,9 @@ function _M.new(opts)
     -- on a location of nginx, say) keeps its own.
     local url = endpoint.url
     if str_find(url, "^%a+://[^/]+$") then url = url .. "/" end
-    services[name] = { url = url, signing_name = endpoint.signing_name, signing_region = endpoint.region,
-                       target = svc.target, content_type = svc.content_type, protocol = svc.protocol or "json",
-                       version = svc.version }
+    services[name] = { name = name, url = url, signing_name = endpoint.signing_name,
+                       signing_region = endpoint.region, target = svc.target, content_type = svc.content_type,
+                       protocol = svc.protocol or "json", version = svc.version }
     origins[name] = endpoint.origin
   end
   -- AWS_CA_BUNDLE and the profile's ca_bundle, as the AWS CLI reads them.
@@ -404,6 +407,22 @@ local function ambiguous(err)
     or err.code == "crc32_mismatch" or err.resent == true
 end
 
+-- The outcome class of a failed attempt, for dynlog_requests_total.
+local function outcome_of(err)
+  local code = err.code
+  if retry.throttling(code) then return "throttled" end
+  if code == "ConditionalCheckFailedException" then return "conditional" end
+  if code == "TransactionCanceledException" then
+    for _, r in pairs(err.reasons or {}) do
+      if type(r) == "table" and r.Code == "ConditionalCheckFailed" then return "conditional" end
+    end
+  end
+  local status = err.status
+  if status and status >= 500 then return "server_error" end
+  if status and status >= 400 then return "client_error" end
+  return "transport"
+end
+
 -- Sends one request body to a service with retries. Returns the decoded
 -- response, or nil, err where err.attempts counts the attempts made and
 -- err.ambiguous tells that an earlier attempt may have been applied
@@ -413,8 +432,15 @@ local function send(self, svc, operation, body, unwrap, numbers)
   local n = 0
   while true do
     n = n + 1
+    local started = core_monotonic()
     local value, err, res = attempt(self, svc, operation, body, unwrap, numbers)
-    if value ~= nil then return value end
+    local name = svc.name
+    metrics_observe("dynlog_request_duration_seconds", core_monotonic() - started, name, operation)
+    if value ~= nil then
+      metrics_inc("dynlog_requests_total", 1, name, operation, "ok")
+      return value
+    end
+    metrics_inc("dynlog_requests_total", 1, name, operation, outcome_of(err))
     -- One free re-sign for each kind of recovery, not counted as an attempt.
     if not recovered.skew and learn_clock_skew(self, err, res) then
       recovered.skew, n = true, n - 1
@@ -423,12 +449,14 @@ local function send(self, svc, operation, body, unwrap, numbers)
       recovered.token, n = true, n - 1
     elseif err.retryable and n < self.max_attempts then
       was_ambiguous = was_ambiguous or ambiguous(err)
+      metrics_inc("dynlog_request_retries_total", 1, name, operation)
       self.sleep(retry.delay(n, self.base_delay, self.max_delay))
     else
       err.attempts = n
       -- The last attempt counts too: a final timeout leaves it unknown
       -- whether that attempt was applied.
       err.ambiguous = was_ambiguous or ambiguous(err)
+      if err.ambiguous then metrics_inc("dynlog_request_ambiguous_total", 1, name, operation) end
       err.resent, err.sent = nil, nil
       return nil, err
     end

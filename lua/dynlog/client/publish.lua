@@ -12,11 +12,12 @@
 -- the shape is that of every call on a list of items (see errors.items).
 local core = require "dynlog.core"
 local errors = require "dynlog.errors"
+local metrics = require "dynlog.base.metrics"
 local options = require "dynlog.base.options"
 local retry = require "dynlog.aws.retry"
 local timeutil = require "dynlog.base.timeutil"
 
-local error, ipairs, next, pcall, tostring, type = error, ipairs, next, pcall, tostring, type
+local error, ipairs, next, pairs, pcall, tostring, type = error, ipairs, next, pairs, pcall, tostring, type
 local str_find = string.find
 local array, json_encode, json_is_object = core.array, core.json_encode, core.json_is_object
 
@@ -123,6 +124,7 @@ end
 local function put_events(client, call, prepared, results, errs)
   local wire = array()
   for j, idx in ipairs(call) do wire[j] = prepared[idx].wire end
+  metrics.inc("dynlog_publish_calls_total", 1)
   local resp, err = client:_request("events", "PutEvents", { Entries = wire }, false)
   local again = {}
   local answers = resp and resp.Entries
@@ -163,6 +165,7 @@ local function send(client, pending, prepared, results, errs, max_bytes)
       for _, idx in ipairs(put_events(client, call, prepared, results, errs)) do again[#again + 1] = idx end
     end
     if #again == 0 or attempt == client.max_attempts then return end
+    metrics.inc("dynlog_publish_retries_total", #again)
     pending = again
     client.sleep(retry.delay(attempt, client.base_delay, client.max_delay))
   end
@@ -219,6 +222,7 @@ function _M:publish(entries, opts)
     end
     prepared[i], pending[i] = p, i
   end
+  metrics.inc("dynlog_publish_entries_total", #entries)
   local results, errs = {}, {}
   if opts.ordered then
     send_in_order(self, pending, prepared, results, errs, max_bytes)
@@ -226,6 +230,9 @@ function _M:publish(entries, opts)
     send(self, pending, prepared, results, errs, max_bytes)
   end
   if next(errs) == nil then return results end
+  local failed = 0
+  for _ in pairs(errs) do failed = failed + 1 end
+  metrics.inc("dynlog_publish_failed_entries_total", failed)
   return nil, errors.items("publish_failed", "entries were not published", errs, results, #entries), results
 end
 

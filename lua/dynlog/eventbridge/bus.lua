@@ -328,6 +328,8 @@ local function deliver(state, q, item)
   local t = require("dynlog.transport.cosocket").new({ timeout = meta.timeout })
   local headers = { ["Content-Type"] = "application/json" }
   for k, v in pairs(meta.headers or {}) do headers[k] = v end
+  -- As EventBridge passes an entry's TraceHeader on to its targets.
+  if meta.trace then headers["X-Amzn-Trace-Id"] = meta.trace end
   local res, err = t:request({ method = "POST", url = meta.url, headers = headers, body = body })
   local status = res and res.status
   if status and status >= 200 and status < 300 then return done_with(state, item.key) end
@@ -520,6 +522,11 @@ function _M.serve(config)
       -- integer beyond 2^53 into a string or a float on the way.
       local envelope = str_sub(json.encode(event), 1, -2) .. ',"detail":' .. e.Detail .. "}"
       event.detail = detail
+      -- The entry's TraceHeader goes with each delivery, never into the event;
+      -- one that could not be a header is dropped, as X-Ray drops invalid ones.
+      local trace = given(e.TraceHeader)
+      trace = type(trace) == "string" and trace ~= "" and not str_find(trace, "[%c\128-\255]")
+        and (',"trace":' .. json.encode(trace) .. "}") or nil
       local stored, why_not = {}, nil
       for _, rule in ipairs(rules) do
         if why_not then break end
@@ -529,13 +536,14 @@ function _M.serve(config)
               why_not = str_format("%d deliveries to %s already wait", max_queue, t.url)
               break
             end
-            local key, err = store(state.dict, t.meta .. "\n" .. envelope)
+            local meta = trace and (str_sub(t.meta, 1, -2) .. trace) or t.meta
+            local key, err = store(state.dict, meta .. "\n" .. envelope)
             if not key then
               why_not = str_format("the bus's queue (lua_shared_dict %s) refused a delivery: %s", bus.dict_name,
                 tostring(err))
               break
             end
-            stored[#stored + 1] = { key = key, meta = t.meta }
+            stored[#stored + 1] = { key = key, meta = meta }
           end
         end
       end

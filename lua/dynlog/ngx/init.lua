@@ -10,6 +10,8 @@
 --   init_worker_by_lua_block { require("dynlog.ngx").start_bus(config) }   -- one block holds all
 --   location = /events { content_by_lua_block { require("dynlog.ngx").receive(spec) } }
 --   location = /bus    { content_by_lua_block { require("dynlog.ngx").bus(config) } }
+--   location = /metrics { content_by_lua_block { require("dynlog.ngx").metrics() } }
+--   lua_shared_dict dynlog_metrics 1m; # the workers' metrics, for /metrics
 --
 -- Each lives in a module of its own: the consumer in dynlog.ngx.consumer,
 -- the indexer in dynlog.ngx.indexer, subscriptions in
@@ -20,6 +22,7 @@
 local bus = require "dynlog.eventbridge.bus"
 local consumer = require "dynlog.ngx.consumer"
 local indexer = require "dynlog.ngx.indexer"
+local metrics = require "dynlog.ngx.metrics"
 local receiver = require "dynlog.ngx.receiver"
 local subscription = require "dynlog.ngx.subscription"
 
@@ -32,6 +35,8 @@ return {
   start_subscription = subscription.start_subscription,
   --- receive(spec) in content_by_lua*: one EventBridge event per request.
   receive = receiver.receive,
+  --- metrics() in content_by_lua*: dynlog's metrics in Prometheus's text format.
+  metrics = metrics.serve,
   --- bus(config) in content_by_lua*: EventBridge's PutEvents, locally.
   bus = bus.serve,
   --- start_bus(config) in init_worker_by_lua*: takes up the bus's waiting deliveries.

@@ -5,14 +5,30 @@
 local errors = require "dynlog.errors"
 local json = require "dynlog.json"
 local logger = require "dynlog.logger"
+local metrics = require "dynlog.base.metrics"
 local nginx = require "dynlog.base.nginx"
 local options = require "dynlog.base.options"
 local retry = require "dynlog.aws.retry"
 
 local ngx = ngx -- luacheck: ignore
 local error, pcall, require, setmetatable, tostring, type = error, pcall, require, setmetatable, tostring, type
-local say_json, read_body, authorized, check_auth = nginx.say_json, nginx.read_body, nginx.authorized,
-  nginx.check_auth
+local read_body, authorized, check_auth = nginx.read_body, nginx.authorized, nginx.check_auth
+
+-- Every answer of the receiver, counted by its status.
+local function say_json(status, body)
+  metrics.inc("dynlog_receiver_deliveries_total", 1, status)
+  return nginx.say_json(status, body)
+end
+
+-- The trace id of a delivery: EventBridge's X-Amzn-Trace-Id header, else
+-- the trace_id of the event's metadata (detail.meta.trace_id).
+local function trace_of(event)
+  local header = ngx.var.http_x_amzn_trace_id
+  if type(header) == "string" and header ~= "" then return header end
+  local meta = event.detail.meta
+  local trace = type(meta) == "table" and meta.trace_id
+  if type(trace) == "string" and trace ~= "" then return trace end
+end
 
 local _M = {}
 
@@ -69,7 +85,10 @@ end
 -- an API destination delivers it. spec: {auth = {header=, value=} or
 -- {basic = {user=, password=}}, max_body = 1114112, handle = function(event)
 -- -> true | nil, err}, or instead of handle, {client=, project=<spec of
--- dynlog.handler.project>}. Answers 2xx once handled, 401 without the
+-- dynlog.handler.project>}. handle is called as handle(event, context):
+-- context.trace_id is the delivery's X-Amzn-Trace-Id header, else the
+-- event's detail.meta.trace_id, else nil (handler.project reads the events
+-- from the log, each with its own meta.trace_id). Answers 2xx once handled, 401 without the
 -- right credentials (nothing handled), 400 for malformed input and for an
 -- error that says the event can never be handled (invalid_argument,
 -- too_large, schema_mismatch, ValidationException, ...), 413 for a body too
@@ -86,14 +105,17 @@ function _M.receive(spec)
       or json.is_array(event.detail) then
     return say_json(400, { message = "body is not an EventBridge event (JSON object with a detail object)" })
   end
-  local ok, result, err = pcall(handle, event)
+  local trace_id = trace_of(event)
+  local ok, result, err = pcall(handle, event, { trace_id = trace_id })
   if not ok then
-    logger.log("error", "dynlog receive: handler raised: " .. tostring(result))
+    logger.log("error", "dynlog receive: handler raised: " .. tostring(result)
+      .. (trace_id and " (trace " .. trace_id .. ")" or ""))
     return say_json(500, { message = "handler failed" })
   end
   if not result then
     local code = status_for(err)
-    logger.log(code >= 500 and "error" or "warn", "dynlog receive: " .. tostring(err))
+    logger.log(code >= 500 and "error" or "warn", "dynlog receive: " .. tostring(err)
+      .. (trace_id and " (trace " .. trace_id .. ")" or ""))
     return say_json(code, { message = errors.is(err) and err.code or "failed" })
   end
   return say_json(200, { ok = true })

@@ -19,6 +19,7 @@ local core = require "dynlog.core"
 local errors = require "dynlog.errors"
 local leases = require "dynlog.pipeline.leases"
 local logger = require "dynlog.logger"
+local metrics = require "dynlog.base.metrics"
 local options = require "dynlog.base.options"
 local retry = require "dynlog.aws.retry"
 local shard_reader = require "dynlog.pipeline.shard_reader"
@@ -431,6 +432,7 @@ end
 local function count_gap(self, shard_id)
   local s = stats_of(self, shard_id)
   s.gaps = (s.gaps or 0) + 1
+  metrics.inc("dynlog_consumer_gaps_total", 1, self.group)
 end
 
 -- How long DynamoDB Streams keeps a record, and the part of it a stream
@@ -598,6 +600,8 @@ function _M:_succeeded(shard_id, st, batch, count)
   st.pending = remove_first(st.pending, count)
   local s = stats_of(self, shard_id)
   s.records, s.batches = s.records + count, s.batches + 1
+  metrics.inc("dynlog_consumer_records_total", count, self.group)
+  metrics.inc("dynlog_consumer_batches_total", 1, self.group)
   s.last_sequence = last.dynamodb.SequenceNumber
   return true
 end
@@ -617,15 +621,20 @@ function _M:_update_lag(shard_id, st)
   local head = st.pending[1]
   if not head then
     s.lag_ms = 0
+    metrics.set("dynlog_consumer_lag_seconds", 0, self.group)
     return
   end
   local created = head.dynamodb and head.dynamodb.ApproximateCreationDateTime
-  if type(created) == "number" then s.lag_ms = math_max(0, math_floor((self.now() - created) * 1000)) end
+  if type(created) == "number" then
+    s.lag_ms = math_max(0, math_floor((self.now() - created) * 1000))
+    metrics.set("dynlog_consumer_lag_seconds", s.lag_ms / 1000, self.group)
+  end
 end
 
 function _M:_failed(shard_id, st, batch, err)
   local s = stats_of(self, shard_id)
   s.retries = s.retries + 1
+  metrics.inc("dynlog_consumer_handler_errors_total", 1, self.group)
   -- As Lambda does it: a failing batch is split in two and each half tried
   -- on its own, the first half first, down to single records; a split does
   -- not count against max_retries, so that one poison record never takes

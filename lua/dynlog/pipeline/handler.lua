@@ -24,6 +24,7 @@ local core = require "dynlog.core"
 local errors = require "dynlog.errors"
 local eventkey = require "dynlog.client.eventkey"
 local logger = require "dynlog.logger"
+local metrics = require "dynlog.base.metrics"
 local options = require "dynlog.base.options"
 local tables = require "dynlog.client.tables"
 
@@ -228,9 +229,15 @@ end
 function _M.project(c, event, spec)
   check_spec(spec)
   local detail, derr = detail_of(event)
-  if not detail then return nil, derr end
+  if not detail then
+    metrics.inc("dynlog_projection_errors_total", 1, spec.table)
+    return nil, derr
+  end
   local log, id = eventkey.parse(detail.key.pk)
-  if not log then return nil, errors.new("invalid_argument", "detail.key.pk is not <log>#<id>#stream") end
+  if not log then
+    metrics.inc("dynlog_projection_errors_total", 1, spec.table)
+    return nil, errors.new("invalid_argument", "detail.key.pk is not <log>#<id>#stream")
+  end
   local pk, sk
   if spec.key then pk, sk = spec.key(detail) else pk = log .. "#" .. id end
   sk = sk or pk
@@ -242,9 +249,17 @@ function _M.project(c, event, spec)
     else
       result, err = round(c, spec, log, id, pk, sk, detail.key.sk, { applied = 0, skipped = array() })
     end
-    if result then return result end
-    if err ~= MOVED_ON then return nil, err end
+    if result then
+      metrics.inc("dynlog_projection_events_applied_total", result.applied, spec.table)
+      return result
+    end
+    if err ~= MOVED_ON then
+      metrics.inc("dynlog_projection_errors_total", 1, spec.table)
+      return nil, err
+    end
+    metrics.inc("dynlog_projection_conflicts_total", 1, spec.table)
   end
+  metrics.inc("dynlog_projection_errors_total", 1, spec.table)
   return nil, errors.new("conflict", "read model " .. pk .. " kept moving under concurrent projections")
 end
 

@@ -38,6 +38,7 @@ local errors = require "dynlog.errors"
 local eventkey = require "dynlog.client.eventkey"
 local feed = require "dynlog.client.feed"
 local logger = require "dynlog.logger"
+local metrics = require "dynlog.base.metrics"
 local options = require "dynlog.base.options"
 local retry = require "dynlog.aws.retry"
 
@@ -270,6 +271,10 @@ local function index_records(self, records)
     if type(ev.created) == "number" and (created == nil or ev.created > created) then created = ev.created end
   end
   if created then self.lag_ms = math_max(0, math_floor((self.last_commit_at - created) * 1000)) end
+  local name = feed.table_of(self.client)
+  metrics.inc("dynlog_feed_events_indexed_total", positions.added, name)
+  if type(self.state.head) == "number" then metrics.set("dynlog_feed_head", self.state.head, name) end
+  if self.lag_ms then metrics.set("dynlog_feed_lag_seconds", self.lag_ms / 1000, name) end
   return true
 end
 

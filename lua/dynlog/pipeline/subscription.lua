@@ -40,6 +40,7 @@ local core = require "dynlog.core"
 local errors = require "dynlog.errors"
 local feed = require "dynlog.client.feed"
 local logger = require "dynlog.logger"
+local metrics = require "dynlog.base.metrics"
 local options = require "dynlog.base.options"
 local retry = require "dynlog.aws.retry"
 
@@ -456,11 +457,23 @@ function _M:_renew(now)
   return self:_write(nil, {}, "lease lost")
 end
 
+-- The gauges of how far behind the head this subscription is (events;
+-- and no time behind once at the head).
+local function gauge_lag(self)
+  if not (self.head and self.position) then return end
+  local behind = math_max(0, self.head - self.position)
+  metrics.set("dynlog_subscription_lag_events", behind, self.name)
+  if behind == 0 then metrics.set("dynlog_subscription_lag_seconds", 0, self.name) end
+end
+
 -- Stores the checkpoint `position`. Returns true, false (lease lost), or nil, err.
 function _M:_checkpoint(position)
   local ok, err = self:_write("#p = :p, updated_at = :now", { [":p"] = position, [":now"] = ms(self.now()) },
     "lease lost before the checkpoint")
-  if ok then self.position = position end
+  if ok then
+    self.position = position
+    gauge_lag(self)
+  end
   return ok, err
 end
 
@@ -481,8 +494,13 @@ end
 function _M:_delivered(events)
   local counts = self.counts
   counts.delivered, counts.batches = counts.delivered + #events, counts.batches + 1
+  metrics.inc("dynlog_subscription_delivered_total", #events, self.name)
   local last = events[#events]
-  if last and type(last.appended_at) == "number" then self.last_delivered_at = last.appended_at end
+  if last and type(last.appended_at) == "number" then
+    self.last_delivered_at = last.appended_at
+    local lag = self.now() - last.appended_at / 1000
+    metrics.set("dynlog_subscription_lag_seconds", lag > 0 and lag or 0, self.name)
+  end
 end
 
 local function event_text(ev)
@@ -500,6 +518,7 @@ function _M:_park(ev, err, tries)
     false)
   if perr then return nil, perr end
   self.counts.dead_lettered = self.counts.dead_lettered + 1
+  metrics.inc("dynlog_subscription_dead_letters_total", 1, self.name)
   logger.log("error", str_format("subscription %s: event at %s failed %d times: parked as a dead letter: %s",
     self.name, event_text(ev), tries, text))
   return true
@@ -608,6 +627,7 @@ function _M:_read()
                                                    logs = self.logs, types = self.types }
   if not events then return nil, last end
   self.head = head
+  gauge_lag(self)
   if #events == 0 then
     -- Filters passed over everything up to the head: remember it, so that
     -- those entries are not read again.

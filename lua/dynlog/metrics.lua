@@ -1,0 +1,2 @@
+--- Public entry point: the code is in lua/dynlog/base/metrics.lua.
+return require "dynlog.base.metrics"
