@@ -126,7 +126,9 @@ local function tags(v, path)
       invalid(path, "tag names must be strings of 1 to 128 characters, got " .. tostring(k))
     end
     if str_find(k, "^aws:") then invalid(join(path, k), "tag names may not start with aws:") end
-    if type(value) ~= "string" or #value > 256 then invalid(join(path, k), "must be a string of at most 256 characters") end
+    if type(value) ~= "string" or #value > 256 then
+      invalid(join(path, k), "must be a string of at most 256 characters")
+    end
     out[k] = value
   end
   return out
@@ -137,7 +139,8 @@ local function sse(v, path)
   if v == nil then return { kind = "aws_managed" } end
   if v == "aws_owned" or v == "aws_managed" then return { kind = v } end
   if type(v) == "string" and str_find(v, KMS_ARN) then return { kind = "kms", key = v } end
-  invalid(path, "must be \"aws_owned\", \"aws_managed\" or a KMS key ARN (arn:aws:kms:<region>:<account>:key/<id>), got "
+  invalid(path, "must be \"aws_owned\", \"aws_managed\" or a KMS key ARN "
+    .. "(arn:aws:kms:<region>:<account>:key/<id>), got "
     .. (type(v) == "string" and str_format("%q", v) or type(v)))
 end
 
@@ -409,7 +412,9 @@ function _M.tables(d)
     list[#list + 1] = { path = "read_models." .. name, table = d.read_models[name].table, spec = d.read_models[name],
                         name = name }
   end
-  if d.checkpoints then list[#list + 1] = { path = "checkpoints", table = d.checkpoints.table, spec = d.checkpoints } end
+  if d.checkpoints then
+    list[#list + 1] = { path = "checkpoints", table = d.checkpoints.table, spec = d.checkpoints }
+  end
   if d.feed then list[#list + 1] = { path = "feed", table = d.feed.table, spec = d.feed } end
   return list
 end
