@@ -12,7 +12,6 @@ local output = require "dynlog.cli.output"
 local template = require "dynlog.deploy.template"
 
 local io_open, pairs, pcall, require = io.open, pairs, pcall, require
-local package_searchpath = package.searchpath
 local check_count, usage_error = cli_args.check_count, cli_args.usage_error
 local fail = output.fail
 
@@ -40,6 +39,19 @@ end
 -- The module that drives CloudFormation, when this dynlog has it (its name
 -- is built, so that the layer check reads no require of a missing module).
 local CLOUDFORMATION = "dynlog.deploy" .. ".cloudformation"
+
+-- Is there a file for module `name` on package.path?
+local function findable(name)
+  local file = name:gsub("%.", "/")
+  for template in package.path:gmatch("[^;]+") do
+    local f = io_open((template:gsub("%?", file)), "r")
+    if f then
+      f:close()
+      return true
+    end
+  end
+  return false
+end
 
 local function write_template(ctx, path, t)
   local text = template.encode(t)
@@ -104,7 +116,7 @@ options:
       if path == "" then usage_error("--template needs a file name (or - for stdout)") end
       return write_template(ctx, path, t)
     end
-    if not package_searchpath(CLOUDFORMATION, package.path) then
+    if not findable(CLOUDFORMATION) then
       usage_error("this dynlog cannot deploy stacks itself: pass --template FILE and deploy that template")
     end
     local ok, cloudformation = pcall(require, CLOUDFORMATION)
