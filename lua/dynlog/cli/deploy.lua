@@ -43,8 +43,8 @@ local CLOUDFORMATION = "dynlog.deploy" .. ".cloudformation"
 -- Is there a file for module `name` on package.path?
 local function findable(name)
   local file = name:gsub("%.", "/")
-  for template in package.path:gmatch("[^;]+") do
-    local f = io_open((template:gsub("%?", file)), "r")
+  for pattern in package.path:gmatch("[^;]+") do
+    local f = io_open((pattern:gsub("%?", file)), "r")
     if f then
       f:close()
       return true
