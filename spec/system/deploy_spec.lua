@@ -112,8 +112,8 @@ describe("dynlog deploy --template", function()
     write_file(bad, (assert(read_file(EXAMPLE)):gsub("attempts = 185", "attempts = 500")))
     local status, out = dynlog("deploy --description " .. bad .. " --template " .. dir .. "/never.json")
     assert.are.equal(1, status, out)
-    assert.matches("dynlog: invalid_description: " .. bad .. ": rules[1].targets[1].retry.attempts: must be from 0 to 185",
-      out, 1, true)
+    assert.matches("dynlog: invalid_description: " .. bad
+      .. ": rules[1].targets[1].retry.attempts: must be from 0 to 185", out, 1, true)
     assert.is_nil(read_file(dir .. "/never.json"))
   end)
 
