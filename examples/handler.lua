@@ -36,6 +36,10 @@ local users = {
 
 local M = {}
 
+-- The handlers, for hosts that choose the read-model table themselves
+-- (`dynlog up` runs them with the table of the description's read model).
+M.handlers = users.handlers
+
 function M.project(event)
   return handler.project(c, event, users)
 end

@@ -14,7 +14,7 @@
 --
 -- This module keeps main and the dispatch; each command is a module of
 -- its own (dynlog.cli.append, .query (query and head), .tail, .import,
--- .replay, .tables, .feed, .subscriptions, .deploy), over dynlog.cli.args (arguments) and dynlog.cli.output.
+-- .replay, .tables, .feed, .subscriptions, .up, .deploy), over dynlog.cli.args (arguments) and dynlog.cli.output.
 local cli_args = require "dynlog.cli.args"
 local core = require "dynlog.core"
 local output = require "dynlog.cli.output"
@@ -30,6 +30,7 @@ local MODULES = {
   feed = require "dynlog.cli.feed",
   subscriptions = require "dynlog.cli.subscriptions",
   deploy = require "dynlog.cli.deploy",
+  up = require "dynlog.cli.up",
 }
 
 local ipairs, pairs, tostring, type, xpcall = ipairs, pairs, tostring, type, xpcall
@@ -68,10 +69,12 @@ global options (before or after the command):
 
 -- name -> {usage=, summary=, options=, help=, run=function(ctx, args) -> status}
 local COMMANDS = {}
-for _, name in ipairs({ "append", "query", "tail", "import", "replay", "tables", "feed", "subscriptions", "deploy" }) do
+for _, name in ipairs({ "append", "query", "tail", "import", "replay", "tables", "feed", "subscriptions", "up",
+                        "deploy" }) do
   for command, cmd in pairs(MODULES[name]) do COMMANDS[command] = cmd end
 end
-local ORDER = { "append", "query", "head", "tail", "import", "replay", "tables", "feed", "subscriptions", "deploy" }
+local ORDER = { "append", "query", "head", "tail", "import", "replay", "tables", "feed", "subscriptions", "up",
+                "deploy" }
 
 local function command_help(name)
   local cmd = COMMANDS[name]
