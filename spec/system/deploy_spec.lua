@@ -107,6 +107,13 @@ describe("dynlog deploy --template", function()
     end, "name the template's resources")
   end)
 
+  it("is described by examples/users/pipeline.lua, which README.md shows as it is", function()
+    local readme = assert(read_file("README.md"))
+    local shown = readme:match("\n### One description, two targets\n.-\n```text\n(.-)```\n")
+    assert.is_string(shown, "README.md shows no description")
+    assert.are.equal(assert(read_file(EXAMPLE)), shown)
+  end)
+
   it("says what is wrong with a description, with its path", function()
     local bad = dir .. "/bad.lua"
     write_file(bad, (assert(read_file(EXAMPLE)):gsub("attempts = 185", "attempts = 500")))
