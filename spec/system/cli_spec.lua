@@ -68,7 +68,8 @@ describe("dynlog command", function()
       local status, out, err = dynlog("--help", e)
       assert.are.equal(0, status, err)
       for _, usage in ipairs({ "append LOG ID TYPE [JSON]", "query LOG ID", "head LOG ID", "tail", "import FILE",
-                               "replay", "tables create|describe", "feed index|backfill|read|head" }) do
+                               "replay", "tables create|describe", "feed index|backfill|read|head", "up",
+                               "deploy" }) do
         assert.matches("\n  " .. usage, out, 1, true)
       end
       for _, option in ipairs({ "--table NAME", "--sort-key ulid|version", "--endpoint URL", "--region R",
@@ -79,7 +80,8 @@ describe("dynlog command", function()
     end)
 
     it("COMMAND --help, -h and `help COMMAND` describe one command", function()
-      for _, cmd in ipairs({ "append", "query", "head", "tail", "import", "replay", "tables", "feed" }) do
+      for _, cmd in ipairs({ "append", "query", "head", "tail", "import", "replay", "tables", "feed", "up",
+                             "deploy" }) do
         local status, out = dynlog(cmd .. " --help", e)
         assert.are.equal(0, status, out)
         assert.matches("^usage: dynlog " .. cmd, out)

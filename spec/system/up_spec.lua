@@ -43,9 +43,9 @@ describe("dynlog up", function()
     local out = p.stdout()
     assert.matches("pipeline users (" .. EXAMPLE .. ") is up", out, 1, true)
     assert.matches("http://127.0.0.1:" .. port .. "/bus (bus dynamodb-log)", out, 1, true)
-    assert.matches("target users-projection http://127.0.0.1:" .. port .. "/users (rule users-to-core -> users-core)",
-      out, 1, true)
-    assert.matches("table read_models.core users-core", out, 1, true)
+    assert.matches("target users%-projection%s+http://127%.0%.0%.1:" .. port
+      .. "/users %(rule users%-to%-core %-> users%-core%)", out)
+    assert.matches("table read_models%.core%s+users%-core", out)
 
     -- An event appended to the description's log table is projected into its read model.
     local id = "up-" .. tostring(os.time())
@@ -78,6 +78,31 @@ describe("dynlog up", function()
     assert.are.equal(0, p.wait(30), p.stderr())
     assert.matches("dynlog: stopped by SIGTERM", p.stderr(), 1, true)
     assert.is_false(running(nginx_pid))
+  end)
+
+  it("makes every table of the description, the feed's included, and a receiver for a Lambda target", function()
+    local file = os.tmpname()
+    local suffix = tostring(os.time())
+    run.write_file(file, (assert(run.read_file(EXAMPLE))
+      :gsub('"users%-events"', '"up-events-' .. suffix .. '"')
+      :gsub('"users%-core"', '"up-core-' .. suffix .. '"')
+      :gsub('"users%-checkpoints"', '"up-checkpoints-' .. suffix .. '"')
+      :gsub('  rules = {', '  feed = { table = "up-feed-' .. suffix .. '" },\n  rules = {', 1)
+      :gsub('dead_letter = { retention_days = 14 },', 'dead_letter = { retention_days = 14 },\n        },\n'
+        .. '        { name = "users-lambda", kind = "lambda", project = "examples.handler", read_model = "core",', 1)))
+    local port = run.free_port()
+    p = run.spawn("lua5.4 bin/dynlog up --description " .. file .. " --port " .. port .. " --dir " .. dir, up_env())
+    local ready = p.wait_for_stderr("dynlog: up;", 60)
+    os.remove(file)
+    assert.is_true(ready, p.stderr() .. p.stdout())
+    assert.matches("target users%-lambda%s+http://127%.0%.0%.1:" .. port .. "/targets/users%-lambda", p.stdout())
+    local c = ddb.client()
+    for _, name in ipairs({ "events", "core", "checkpoints", "feed" }) do
+      local resp = c:call("DescribeTable", { TableName = "up-" .. name .. "-" .. suffix })
+      assert.is_table(resp, name .. " was not made")
+    end
+    p.kill("TERM")
+    assert.are.equal(0, p.wait(30), p.stderr())
   end)
 
   it("says which field of the description is wrong, and starts nothing", function()

@@ -200,6 +200,7 @@ options:
       if not getenv("AWS_REGION") and not getenv("AWS_DEFAULT_REGION") then env.AWS_REGION = "us-east-1" end
       env.AWS_EC2_METADATA_DISABLED = getenv("AWS_EC2_METADATA_DISABLED") or "true"
       ctx.opts.endpoint = endpoint
+      if d.feed then ctx.opts["feed-table"] = d.feed.table end
       ctx.table, ctx.sort_key = d.log.table, d.log.sort_key
       local c, cerr = new_client(ctx)
       if not c then return fail(ctx, cerr) end
