@@ -25,6 +25,9 @@ local function running(pid)
 end
 
 describe("dynlog up", function()
+  -- nginx runs the C core built for LuaJIT.
+  setup(function() assert(run.succeeded("make -s luajit >/dev/null"), "make luajit failed") end)
+
   local dir = os.tmpname()
   os.remove(dir)
   local p
