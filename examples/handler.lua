@@ -37,6 +37,10 @@ local users = {
 -- The spec, for `dynlog rebuild --spec examples.handler --into <table>`.
 local M = { spec = users }
 
+-- The handlers, for hosts that choose the read-model table themselves
+-- (`dynlog up` runs them with the table of the description's read model).
+M.handlers = users.handlers
+
 function M.project(event)
   return handler.project(c, event, users)
 end

@@ -1,16 +1,20 @@
--- The users example, end to end, for `make demo` (scripts/demo.sh starts
--- DynamoDB Local and nginx first). Appends signup, addPhoneNumber,
+-- The users example, end to end, for `make demo` (scripts/demo.sh runs
+-- `dynlog up` on the description first). Appends signup, addPhoneNumber,
 -- verifyPhoneNumber and addLocation for N users, waits for the trigger →
 -- bus → handler chain inside nginx to project them, and prints a summary.
+-- The tables are the description's (DYNLOG_DESCRIPTION): its log, and the
+-- read model of its first rule's first target.
 --
 --   lua5.4 scripts/demo.lua [USERS]
 local core = require "dynlog.core"
+local description = require "dynlog.deploy.description"
 local dynlog = require "dynlog"
 local handler = require "dynlog.handler"
 
 local users = tonumber(arg[1]) or 1000
-local log_table = os.getenv("DYNLOG_TABLE") or "dynlog-demo"
-local core_table = log_table .. "-core"
+local pipeline = assert(description.load(os.getenv("DYNLOG_DESCRIPTION") or "examples/users/pipeline.lua"))
+local log_table = pipeline.log.table
+local core_table = pipeline.read_models[pipeline.rules[1].targets[1].read_model].table
 local nginx_url = os.getenv("DYNLOG_NGINX_URL") or "http://127.0.0.1:8088"
 local tty = os.execute("test -t 1") == true
 

@@ -100,4 +100,61 @@ function _M.lua_env(extra)
   return env
 end
 
+local function socket() return require "socket" end
+
+--- spawn(command, env) -> a command running in the background, as from a
+-- terminal: {pid(), stdout(), stderr(), wait_for_stderr(text, seconds),
+-- wait(seconds) -> status|nil, kill(signal), cleanup()}.
+function _M.spawn(command, e)
+  local out_file, err_file, rc_file, pid_file = os.tmpname(), os.tmpname(), os.tmpname(), os.tmpname()
+  os.remove(rc_file)
+  local prefix = {}
+  for k, v in pairs(e) do prefix[#prefix + 1] = k .. "=" .. _M.quote(v) end
+  -- As from a terminal: busted ignores SIGPIPE (LuaSocket does), which a
+  -- child would inherit.
+  local inner = ("env --default-signal=HUP,PIPE %s %s >%s 2>%s & echo $! >%s; wait $!; echo $? >%s")
+    :format(table.concat(prefix, " "), command, out_file, err_file, pid_file, rc_file)
+  local pipe = assert(io.popen("sh -c " .. _M.quote(inner) .. " </dev/null >/dev/null 2>&1 & echo $!"))
+  pipe:read("*l")
+  pipe:close()
+  local h = {}
+  function h.pid()
+    local deadline = socket().gettime() + 10
+    while socket().gettime() < deadline do
+      local pid = tonumber(_M.read_file(pid_file) or "")
+      if pid then return pid end
+      socket().sleep(0.02)
+    end
+    error("the command did not start")
+  end
+  function h.stdout() return _M.read_file(out_file) or "" end
+  function h.stderr() return _M.read_file(err_file) or "" end
+  function h.wait_for_stderr(text, seconds)
+    local deadline = socket().gettime() + seconds
+    while socket().gettime() < deadline do
+      if h.stderr():find(text, 1, true) then return true end
+      if _M.read_file(rc_file) then return false end
+      socket().sleep(0.05)
+    end
+    return false
+  end
+  function h.wait(seconds)
+    local deadline = socket().gettime() + seconds
+    while socket().gettime() < deadline do
+      local status = tonumber(_M.read_file(rc_file) or "")
+      if status then return status end
+      socket().sleep(0.05)
+    end
+    return nil
+  end
+  function h.kill(signal)
+    os.execute("kill -" .. signal .. " " .. h.pid() .. " 2>/dev/null")
+  end
+  function h.cleanup()
+    if not _M.read_file(rc_file) then h.kill("KILL") h.wait(5) end
+    for _, f in ipairs({ out_file, err_file, rc_file, pid_file }) do os.remove(f) end
+  end
+  return h
+end
+
 return _M

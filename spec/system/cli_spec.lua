@@ -55,57 +55,9 @@ local function stream_types(c, log, id)
   return types_of(assert(assert(c:query(log, id)):all()))
 end
 
--- A command in the background: {pid=, wait(seconds) -> status|nil, stop(signal), stdout(), stderr()}.
+-- A command in the background (spec.support.run.spawn).
 local function spawn(args, e)
-  local out_file, err_file, rc_file, pid_file = os.tmpname(), os.tmpname(), os.tmpname(), os.tmpname()
-  os.remove(rc_file)
-  local prefix = {}
-  for k, v in pairs(e) do prefix[#prefix + 1] = k .. "=" .. run.quote(v) end
-  -- As from a terminal: busted ignores SIGPIPE (LuaSocket does), which a
-  -- child would inherit.
-  local inner = ("env --default-signal=HUP,PIPE %s lua5.4 bin/dynlog %s >%s 2>%s & echo $! >%s; wait $!; echo $? >%s")
-    :format(table.concat(prefix, " "), args, out_file, err_file, pid_file, rc_file)
-  local pipe = assert(io.popen("sh -c " .. run.quote(inner) .. " </dev/null >/dev/null 2>&1 & echo $!"))
-  pipe:read("*l")
-  pipe:close()
-  local h = {}
-  function h.pid()
-    local deadline = socket.gettime() + 10
-    while socket.gettime() < deadline do
-      local pid = tonumber(read_file(pid_file) or "")
-      if pid then return pid end
-      socket.sleep(0.02)
-    end
-    error("the command did not start")
-  end
-  function h.stdout() return read_file(out_file) or "" end
-  function h.stderr() return read_file(err_file) or "" end
-  function h.wait_for_stderr(text, seconds)
-    local deadline = socket.gettime() + seconds
-    while socket.gettime() < deadline do
-      if h.stderr():find(text, 1, true) then return true end
-      if read_file(rc_file) then return false end
-      socket.sleep(0.05)
-    end
-    return false
-  end
-  function h.wait(seconds)
-    local deadline = socket.gettime() + seconds
-    while socket.gettime() < deadline do
-      local status = tonumber(read_file(rc_file) or "")
-      if status then return status end
-      socket.sleep(0.05)
-    end
-    return nil
-  end
-  function h.kill(signal)
-    os.execute("kill -" .. signal .. " " .. h.pid() .. " 2>/dev/null")
-  end
-  function h.cleanup()
-    if not read_file(rc_file) then h.kill("KILL") h.wait(5) end
-    for _, f in ipairs({ out_file, err_file, rc_file, pid_file }) do os.remove(f) end
-  end
-  return h
+  return run.spawn("lua5.4 bin/dynlog " .. args, e)
 end
 
 describe("dynlog command", function()
@@ -116,7 +68,8 @@ describe("dynlog command", function()
       local status, out, err = dynlog("--help", e)
       assert.are.equal(0, status, err)
       for _, usage in ipairs({ "append LOG ID TYPE [JSON]", "query LOG ID", "head LOG ID", "tail", "import FILE",
-                               "replay", "tables create|describe", "feed index|backfill|read|head" }) do
+                               "replay", "tables create|describe", "feed index|backfill|read|head", "up",
+                               "deploy" }) do
         assert.matches("\n  " .. usage, out, 1, true)
       end
       for _, option in ipairs({ "--table NAME", "--sort-key ulid|version", "--endpoint URL", "--region R",
@@ -127,7 +80,8 @@ describe("dynlog command", function()
     end)
 
     it("COMMAND --help, -h and `help COMMAND` describe one command", function()
-      for _, cmd in ipairs({ "append", "query", "head", "tail", "import", "replay", "tables", "feed" }) do
+      for _, cmd in ipairs({ "append", "query", "head", "tail", "import", "replay", "tables", "feed", "up",
+                             "deploy" }) do
         local status, out = dynlog(cmd .. " --help", e)
         assert.are.equal(0, status, out)
         assert.matches("^usage: dynlog " .. cmd, out)

@@ -14,7 +14,8 @@
 --
 -- This module keeps main and the dispatch; each command is a module of
 -- its own (dynlog.cli.append, .query (query and head), .tail, .import,
--- .replay, .rebuild, .tables, .feed, .subscriptions), over dynlog.cli.args (arguments) and dynlog.cli.output.
+-- .replay, .rebuild, .tables, .feed, .subscriptions, .up, .deploy), over dynlog.cli.args (arguments) and
+-- dynlog.cli.output.
 local cli_args = require "dynlog.cli.args"
 local core = require "dynlog.core"
 local output = require "dynlog.cli.output"
@@ -30,6 +31,8 @@ local MODULES = {
   tables = require "dynlog.cli.tables",
   feed = require "dynlog.cli.feed",
   subscriptions = require "dynlog.cli.subscriptions",
+  deploy = require "dynlog.cli.deploy",
+  up = require "dynlog.cli.up",
 }
 
 local ipairs, pairs, tostring, type, xpcall = ipairs, pairs, tostring, type, xpcall
@@ -68,11 +71,13 @@ global options (before or after the command):
 
 -- name -> {usage=, summary=, options=, help=, run=function(ctx, args) -> status}
 local COMMANDS = {}
-local GROUPS = { "append", "query", "tail", "import", "replay", "rebuild", "tables", "feed", "subscriptions" }
+local GROUPS = { "append", "query", "tail", "import", "replay", "rebuild", "tables", "feed", "subscriptions", "up",
+                 "deploy" }
 for _, name in ipairs(GROUPS) do
   for command, cmd in pairs(MODULES[name]) do COMMANDS[command] = cmd end
 end
-local ORDER = { "append", "query", "head", "tail", "import", "replay", "rebuild", "tables", "feed", "subscriptions" }
+local ORDER = { "append", "query", "head", "tail", "import", "replay", "rebuild", "tables", "feed", "subscriptions", "up",
+                "deploy" }
 
 local function command_help(name)
   local cmd = COMMANDS[name]
@@ -147,7 +152,8 @@ local function run(ctx, argv)
     ctx.out:write(command_help(command))
     return 0
   end
-  table_settings(ctx)
+  -- Commands whose tables come from elsewhere (a description) say table = false.
+  if cmd.table ~= false then table_settings(ctx) end
   ctx.timeout, ctx.max_attempts = positive_seconds(opts, "timeout"), positive_integer(opts, "max-attempts")
   return cmd.run(ctx, positional)
 end
