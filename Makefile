@@ -30,8 +30,8 @@ LUA_CFLAGS = -I$(LUA_INCDIR)
 else
 LUA_CFLAGS = $(shell pkg-config --cflags $(LUA_PC))
 endif
-DEP_CFLAGS = $(shell pkg-config --cflags libcurl libcrypto yajl)
-DEP_LIBS   = $(shell pkg-config --libs libcurl libcrypto yajl) -lz -pthread
+DEP_CFLAGS = $(shell pkg-config --cflags libcurl libcrypto yajl expat)
+DEP_LIBS   = $(shell pkg-config --libs libcurl libcrypto yajl expat) -lz -pthread
 
 WARN      := -std=c99 -Wall -Wextra -Werror=implicit-function-declaration -D_POSIX_C_SOURCE=200809L
 # core.so exports luaopen_dynlog_core alone (DL_EXPORT in src/dynlog.h);

@@ -11,7 +11,7 @@ description = {
     dynlog keeps event streams in DynamoDB (one item per event, never
     overwritten), signs requests with SigV4, makes monotonic ULIDs, and
     publishes new events to EventBridge. Its C core (dynlog.core) links
-    libcurl, OpenSSL's libcrypto and yajl.
+    libcurl, OpenSSL's libcrypto, yajl and expat.
   ]],
   license = "Apache-2.0",
 }
@@ -25,6 +25,7 @@ external_dependencies = {
   CURL = { library = "curl" },
   OPENSSL = { library = "crypto" },
   YAJL = { library = "yajl" },
+  EXPAT = { library = "expat" },
 }
 build = {
   type = "make",

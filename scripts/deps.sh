@@ -13,7 +13,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 DDB_LOCAL_PACKAGE=${DDB_LOCAL_PACKAGE:-amplify-dynamodb-simulator@2.9.30}
 DDB_LOCAL_DIR=${DDB_LOCAL_DIR:-$root/.cache/dynamodb-local}
 
-build_packages=(gcc make pkg-config lua5.4 liblua5.4-dev libcurl4-openssl-dev libssl-dev libyajl-dev zlib1g-dev)
+build_packages=(gcc make pkg-config lua5.4 liblua5.4-dev libcurl4-openssl-dev libssl-dev libyajl-dev libexpat1-dev zlib1g-dev)
 test_packages=(lua-cjson lua-busted lua-socket lua-check luarocks curl ca-certificates openssl libluajit2-5.1-dev luajit2)
 nginx_packages=(nginx libnginx-mod-http-lua lua-resty-core lua-resty-lrucache)
 memcheck_packages=(valgrind)

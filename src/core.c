@@ -17,6 +17,7 @@ DL_EXPORT int luaopen_dynlog_core(lua_State *L)
     dl_open_http_multi(L);
     dl_open_marks(L);
     dl_open_json(L);
+    dl_open_xml(L);
     dl_open_marshal(L);
     return 1;
 }

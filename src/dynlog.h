@@ -35,6 +35,7 @@ void dl_open_http(lua_State *L);
 void dl_open_http_multi(lua_State *L);
 void dl_open_marks(lua_State *L);
 void dl_open_json(lua_State *L);
+void dl_open_xml(lua_State *L);
 void dl_open_marshal(lua_State *L);
 void dl_open_sys(lua_State *L);
 void dl_open_signal(lua_State *L);

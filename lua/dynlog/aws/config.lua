@@ -30,7 +30,22 @@ local SERVICES = {
   eventbridge = {
     env = "AWS_ENDPOINT_URL_EVENTBRIDGE", host = "events", signing_name = "events",
   },
+  sts = {
+    env = "AWS_ENDPOINT_URL_STS", host = "sts", signing_name = "sts",
+  },
+  cloudformation = {
+    env = "AWS_ENDPOINT_URL_CLOUDFORMATION", host = "cloudformation", signing_name = "cloudformation",
+  },
 }
+
+-- The regions where AWS_STS_REGIONAL_ENDPOINTS=legacy (the SDKs' old
+-- default) sends STS requests to the global endpoint, signed for us-east-1.
+local STS_LEGACY_REGIONS = {}
+for _, r in ipairs({ "ap-northeast-1", "ap-south-1", "ap-southeast-1", "ap-southeast-2", "aws-global",
+    "ca-central-1", "eu-central-1", "eu-north-1", "eu-west-1", "eu-west-2", "eu-west-3", "sa-east-1",
+    "us-east-1", "us-east-2", "us-west-1", "us-west-2" }) do
+  STS_LEGACY_REGIONS[r] = true
+end
 _M.SERVICES = SERVICES
 
 local function default_read_file(path)
@@ -189,7 +204,7 @@ local function check_service(service, where)
   local spec = SERVICES[service]
   if not spec then
     error(where .. ": unknown service " .. tostring(service)
-      .. " (expected dynamodb, dynamodb_streams or eventbridge)", 3)
+      .. " (expected dynamodb, dynamodb_streams, eventbridge, sts or cloudformation)", 3)
   end
   return spec
 end
@@ -245,25 +260,43 @@ end
 -- AWS_ENDPOINT_URL_<SERVICE> → AWS_ENDPOINT_URL → the regional AWS endpoint.
 -- A region is always required because SigV4 signs with it, even for an
 -- overridden endpoint (DynamoDB Local namespaces tables by region too).
--- @param service "dynamodb" | "dynamodb_streams" | "eventbridge"
+-- STS is regional too (`sts.<region>.amazonaws.com`), unless
+-- AWS_STS_REGIONAL_ENDPOINTS (or the profile's sts_regional_endpoints) is
+-- "legacy": then the regions that once used it get the global
+-- https://sts.amazonaws.com, signed for us-east-1.
+-- @param service "dynamodb" | "dynamodb_streams" | "eventbridge" | "sts" |
+--   "cloudformation"
 -- @return { url=, region=, signing_name=, service=, origin= } or nil, err
--- (code "config"); origin names the setting the URL came from, "default"
--- for the regional endpoint.
+-- (code "config"); region is the one to sign with (us-east-1 for the global
+-- STS endpoint); origin names the setting the URL came from, "default" for
+-- the regional endpoint.
 function _M.endpoint(service, opts)
   local spec = check_service(service, "config.endpoint")
   opts = check_opts(opts, "config.endpoint")
   local region, err = _M.region(opts)
   if not region then return nil, err end
-  local url, origin = configured_url(spec, opts, _M.getenv_from(opts))
+  local getenv = _M.getenv_from(opts)
+  local url, origin = configured_url(spec, opts, getenv)
+  local signing_region = region
   if url then
     url, err = normalize_url(url, origin)
     if not url then return nil, err end
   else
     url, origin = _M.regional_url(service, region), "default"
+    if service == "sts" and STS_LEGACY_REGIONS[region] then
+      local mode = getenv("AWS_STS_REGIONAL_ENDPOINTS")
+      if not mode then
+        local profile = _M.load_profile(opts)
+        mode = profile and profile.config and profile.config.sts_regional_endpoints
+      end
+      if type(mode) == "string" and str_lower(mode) == "legacy" then
+        url, signing_region = "https://sts.amazonaws.com", "us-east-1"
+      end
+    end
   end
   return {
     url = url,
-    region = region,
+    region = signing_region,
     signing_name = spec.signing_name,
     service = service,
     origin = origin,

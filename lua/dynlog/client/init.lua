@@ -14,6 +14,7 @@ local credentials = require "dynlog.aws.credentials"
 local errors = require "dynlog.errors"
 local nginx = require "dynlog.base.nginx"
 local options = require "dynlog.base.options"
+local query = require "dynlog.aws.query"
 local retry = require "dynlog.aws.retry"
 local timeutil = require "dynlog.base.timeutil"
 local upcast = require "dynlog.client.upcast"
@@ -27,8 +28,9 @@ local core_crc32, core_json_decode, core_json_encode_safe = core.crc32, core.jso
 local _M = {}
 local mt = { __index = _M }
 
--- The AWS JSON services dynlog speaks: which endpoint setting names each,
--- the X-Amz-Target prefix and the content type of its protocol.
+-- The AWS services dynlog speaks: which endpoint setting names each, and
+-- its protocol: for JSON services the X-Amz-Target prefix and the content
+-- type, for query-protocol services (dynlog.aws.query) the API version.
 local SERVICES = {
   dynamodb = { config = "dynamodb", option = "endpoint", target = "DynamoDB_20120810.",
                content_type = "application/x-amz-json-1.0" },
@@ -36,7 +38,11 @@ local SERVICES = {
               content_type = "application/x-amz-json-1.0" },
   events = { config = "eventbridge", option = "events_endpoint", target = "AWSEvents.",
              content_type = "application/x-amz-json-1.1" },
+  sts = { config = "sts", protocol = "query", version = "2011-06-15", content_type = query.CONTENT_TYPE },
+  cloudformation = { config = "cloudformation", protocol = "query", version = "2010-05-15",
+                     content_type = query.CONTENT_TYPE },
 }
+_M.SERVICES = SERVICES
 
 local SORT_KEYS = { ulid = true, version = true }
 
@@ -167,15 +173,16 @@ function _M.new(opts)
   env_opts.region = region
   local services, origins = {}, {}
   for name, svc in pairs(SERVICES) do
-    env_opts.endpoint = opts[svc.option]
+    env_opts.endpoint = svc.option and opts[svc.option] or nil
     local endpoint, eerr = config.endpoint(svc.config, env_opts)
     if not endpoint then error("dynlog.new: " .. tostring(eerr.message), 2) end
     -- A bare host gets the root path; an endpoint with a path (a local bus
     -- on a location of nginx, say) keeps its own.
     local url = endpoint.url
     if str_find(url, "^%a+://[^/]+$") then url = url .. "/" end
-    services[name] = { url = url, signing_name = endpoint.signing_name,
-                       target = svc.target, content_type = svc.content_type }
+    services[name] = { url = url, signing_name = endpoint.signing_name, signing_region = endpoint.region,
+                       target = svc.target, content_type = svc.content_type, protocol = svc.protocol or "json",
+                       version = svc.version }
     origins[name] = endpoint.origin
   end
   -- AWS_CA_BUNDLE and the profile's ca_bundle, as the AWS CLI reads them.
@@ -310,14 +317,15 @@ local function checked_crc32(res)
     { status = res.status, retryable = true })
 end
 
-local function attempt(self, svc, target, body, unwrap, numbers)
+local function attempt(self, svc, operation, body, unwrap, numbers)
   local creds, cerr = self.provider:get()
   if not creds then return nil, cerr end
   local headers, scode, smessage = self.signer:sign({
     method = "POST", url = svc.url, body = body,
-    region = self.region, service = svc.signing_name, credentials = creds,
+    region = svc.signing_region or self.region, service = svc.signing_name, credentials = creds,
     time = math_floor(self.now() + self.clock_skew),
-    headers = { ["Content-Type"] = svc.content_type, ["X-Amz-Target"] = target },
+    -- A query-protocol request has no target header: its action is in the body.
+    headers = { ["Content-Type"] = svc.content_type, ["X-Amz-Target"] = svc.target and svc.target .. operation },
   })
   -- Never send a request unsigned: AWS would only say that it has no
   -- signature (MissingAuthenticationTokenException), hiding the cause.
@@ -331,11 +339,21 @@ local function attempt(self, svc, target, body, unwrap, numbers)
   local ok, crc_err = checked_crc32(res)
   if not ok then return nil, crc_err end
   if res.status ~= 200 then
-    local err = aws_error(res, secrets_of(creds, headers))
+    local err
+    if svc.protocol == "query" then
+      err = query.error(res.status, res.body, res.headers, secrets_of(creds, headers))
+    else
+      err = aws_error(res, secrets_of(creds, headers))
+    end
     -- The transport sent this request twice (a kept-alive connection died
     -- after it went out): the first may have been applied.
     if res.resent then err.resent = true end
     return nil, err, res
+  end
+  if svc.protocol == "query" then
+    local value, err = query.decode(res.body, operation, secrets_of(creds, headers))
+    if not value then err.status = res.status end
+    return value, err
   end
   local value, code, message = core_json_decode(res.body, unwrap, numbers)
   if value == nil then
@@ -358,6 +376,9 @@ end
 -- its Date header so that the next signature carries it.
 local SKEW_CODES = { InvalidSignatureException = true, RequestTimeTooSkewed = true,
                      SignatureDoesNotMatch = true }
+-- The session token is no longer valid: JSON services and query ones say so
+-- with different codes.
+local EXPIRED_TOKEN_CODES = { ExpiredTokenException = true, ExpiredToken = true }
 
 local function learn_clock_skew(self, err, res)
   if not (err and SKEW_CODES[err.code] and res) then return false end
@@ -386,17 +407,16 @@ end
 -- err.ambiguous tells that an earlier attempt may have been applied
 -- although this one failed.
 local function send(self, svc, operation, body, unwrap, numbers)
-  local target = svc.target .. operation
   local was_ambiguous, recovered = false, {}
   local n = 0
   while true do
     n = n + 1
-    local value, err, res = attempt(self, svc, target, body, unwrap, numbers)
+    local value, err, res = attempt(self, svc, operation, body, unwrap, numbers)
     if value ~= nil then return value end
     -- One free re-sign for each kind of recovery, not counted as an attempt.
     if not recovered.skew and learn_clock_skew(self, err, res) then
       recovered.skew, n = true, n - 1
-    elseif not recovered.token and err.code == "ExpiredTokenException" and self.provider.invalidate then
+    elseif not recovered.token and EXPIRED_TOKEN_CODES[err.code] and self.provider.invalidate then
       self.provider:invalidate()
       recovered.token, n = true, n - 1
     elseif err.retryable and n < self.max_attempts then
@@ -420,14 +440,23 @@ end
 -- with retries and decodes. `service` is "dynamodb", "streams" or
 -- "events"; `unwrap` and `numbers` are those of dynlog.core.json_decode
 -- (true: AttributeValues become plain values, read as `numbers` says).
+-- For a query-protocol service ("sts", "cloudformation": see
+-- dynlog.aws.query, whose query.call is the way to call them) `params` is
+-- form-encoded and the XML answer decoded by dynlog.aws.query.
 function _M:_request(service, operation, params, unwrap, numbers)
+  local svc = self.services[service]
+  if not svc then error("_request: unknown service " .. tostring(service), 2) end
   local body = params
-  if type(params) ~= "string" then
+  if svc.protocol == "query" then
+    local err
+    body, err = query.encode(operation, svc.version, params)
+    if not body then return nil, err end
+  elseif type(params) ~= "string" then
     local err
     body, err = self:_encode(params)
     if not body then return nil, err end
   end
-  return send(self, self.services[service], operation, body, unwrap, numbers)
+  return send(self, svc, operation, body, unwrap, numbers)
 end
 
 --- call(operation, params) -> the decoded response, or nil, err.
