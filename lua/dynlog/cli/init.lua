@@ -14,7 +14,8 @@
 --
 -- This module keeps main and the dispatch; each command is a module of
 -- its own (dynlog.cli.append, .query (query and head), .tail, .import,
--- .replay, .tables, .feed, .subscriptions), over dynlog.cli.args (arguments) and dynlog.cli.output.
+-- .replay, .tables, .feed, .subscriptions, .deploy (deploy and remove)), over
+-- dynlog.cli.args (arguments) and dynlog.cli.output.
 local cli_args = require "dynlog.cli.args"
 local core = require "dynlog.core"
 local output = require "dynlog.cli.output"
@@ -29,6 +30,7 @@ local MODULES = {
   tables = require "dynlog.cli.tables",
   feed = require "dynlog.cli.feed",
   subscriptions = require "dynlog.cli.subscriptions",
+  deploy = require "dynlog.cli.deploy",
 }
 
 local ipairs, pairs, tostring, type, xpcall = ipairs, pairs, tostring, type, xpcall
@@ -67,10 +69,12 @@ global options (before or after the command):
 
 -- name -> {usage=, summary=, options=, help=, run=function(ctx, args) -> status}
 local COMMANDS = {}
-for _, name in ipairs({ "append", "query", "tail", "import", "replay", "tables", "feed", "subscriptions" }) do
+for _, name in ipairs({ "append", "query", "tail", "import", "replay", "tables", "feed", "subscriptions",
+                        "deploy" }) do
   for command, cmd in pairs(MODULES[name]) do COMMANDS[command] = cmd end
 end
-local ORDER = { "append", "query", "head", "tail", "import", "replay", "tables", "feed", "subscriptions" }
+local ORDER = { "append", "query", "head", "tail", "import", "replay", "tables", "feed", "subscriptions",
+                "deploy", "remove" }
 
 local function command_help(name)
   local cmd = COMMANDS[name]
@@ -145,7 +149,8 @@ local function run(ctx, argv)
     ctx.out:write(command_help(command))
     return 0
   end
-  table_settings(ctx)
+  -- A command that needs no event table (deploy, remove) makes its client itself.
+  if not cmd.no_table then table_settings(ctx) end
   ctx.timeout, ctx.max_attempts = positive_seconds(opts, "timeout"), positive_integer(opts, "max-attempts")
   return cmd.run(ctx, positional)
 end
