@@ -1,13 +1,18 @@
---- `dynlog deploy` and `dynlog remove`: a pipeline's stack on AWS, through
--- CloudFormation's API (dynlog.deploy.cloudformation), its progress on
--- stderr, its outputs on stdout.
+--- `dynlog deploy` and `dynlog remove`: a pipeline's description made into
+-- its CloudFormation template (--template FILE), or deployed as a stack
+-- through CloudFormation's API (--stack NAME, dynlog.deploy.cloudformation),
+-- its progress on stderr and its outputs on stdout; a stack removed.
+--
+-- With --template, deploy only writes the template (dynlog.deploy.template)
+-- and calls no AWS service.
 local cfn = require "dynlog.deploy.cloudformation"
 local cli_args = require "dynlog.cli.args"
 local description = require "dynlog.deploy.description"
+local errors = require "dynlog.errors"
 local output = require "dynlog.cli.output"
 local template = require "dynlog.deploy.template"
 
-local ipairs, pairs, tostring = ipairs, pairs, tostring
+local io_open, ipairs, pairs, tostring = io.open, ipairs, pairs, tostring
 local math_max, math_min = math.max, math.min
 local str_format, str_gsub, str_match = string.format, string.gsub, string.match
 local tbl_sort = table.sort
@@ -17,8 +22,54 @@ local encode, fail, printable = output.encode, output.fail, output.printable
 
 local _M = {}
 
---- The description file read when --description is not given.
+-- The description's file: --description, else ./pipeline.lua.
 _M.DEFAULT_DESCRIPTION = "pipeline.lua"
+
+--- load_description(ctx) -> the checked description, or nil after telling why (exit status 1).
+function _M.load_description(ctx)
+  local path = ctx.opts.description or _M.DEFAULT_DESCRIPTION
+  local f = io_open(path, "r")
+  if not f then
+    usage_error("no description " .. path .. ": pass --description FILE (e.g. examples/users/pipeline.lua)")
+  end
+  f:close()
+  local d, err = description.load(path)
+  if not d then
+    fail(ctx, err, "see docs/deploying.md for the description's fields")
+    return nil
+  end
+  return d
+end
+
+local function write_template(ctx, path, t)
+  local text = template.encode(t)
+  if path == "-" then
+    ctx.out:write(text)
+    return 0
+  end
+  local tmp = path .. ".tmp"
+  local f, oerr = io_open(tmp, "w")
+  if not f then return fail(ctx, errors.new("io", "cannot write " .. path .. ": " .. oerr)) end
+  local ok, werr = f:write(text)
+  local closed, cerr = f:close()
+  if not ok or not closed then
+    os.remove(tmp)
+    return fail(ctx, errors.new("io", "cannot write " .. path .. ": " .. tostring(werr or cerr)))
+  end
+  local renamed, rerr = os.rename(tmp, path)
+  if not renamed then
+    os.remove(tmp)
+    return fail(ctx, errors.new("io", "cannot write " .. path .. ": " .. tostring(rerr)))
+  end
+  local count = 0
+  for _ in pairs(t.Resources) do count = count + 1 end
+  if ctx.json then
+    ctx.out:write(output.encode({ template = path, resources = count }), "\n")
+  else
+    ctx.out:write("wrote ", path, ": ", count, " resources\n")
+  end
+  return 0
+end
 
 -- The capabilities a template of dynlog needs: its roles have names.
 local CAPABILITIES = { "CAPABILITY_NAMED_IAM" }
@@ -107,17 +158,12 @@ local function failed(ctx, err)
   return fail(ctx, err, hint)
 end
 
-local function deploy_api(ctx, path)
-  local stack = stack_arg(ctx)
-  local parameters = parameters_arg(ctx)
-  local pace = pacing(ctx)
-  local d, derr = description.load(path)
-  if not d then return failed(ctx, derr) end
-  local t, terr = template.build(d)
-  if not t then return failed(ctx, terr) end
+-- Deploys the description's template as the stack --stack NAME.
+local function deploy_api(ctx, stack, parameters, pace, d, t)
   local c, cerr = client_for(ctx, d.log and d.log.table)
   if not c then return failed(ctx, cerr) end
-  ctx.err:write("dynlog: deploying ", printable(path), " as stack ", stack, " in ", tostring(c.region), "\n")
+  ctx.err:write("dynlog: deploying ", printable(ctx.opts.description or _M.DEFAULT_DESCRIPTION), " as stack ",
+    stack, " in ", tostring(c.region), "\n")
   local result, err = cfn.deploy{ client = c, stack = stack, template = t, parameters = parameters,
     capabilities = CAPABILITIES, on_event = progress(ctx), wait = pace.wait, poll_interval = pace.poll_interval,
     max_poll_interval = pace.max_poll_interval }
@@ -127,30 +173,64 @@ local function deploy_api(ctx, path)
 end
 
 _M.deploy = {
-  usage = "deploy [--description FILE] --stack NAME",
-  summary = "deploy a pipeline's stack to AWS through CloudFormation",
-  options = { description = "value", stack = "value", parameter = "list", wait = "value", poll = "value" },
-  no_table = true,
+  usage = "deploy [--description FILE] (--stack NAME | --template FILE)",
+  summary = "deploy the pipeline's stack to AWS, or write its CloudFormation template",
+  options = { description = "value", template = "value", stack = "value", parameter = "list", wait = "value",
+              poll = "value" },
+  -- the tables are the description's: no --table needed
+  table = false,
   help = [[
-Deploys the pipeline that --description FILE describes (default
-]] .. _M.DEFAULT_DESCRIPTION .. [[) as the CloudFormation stack --stack NAME, through
-CloudFormation's API: a change set (CREATE for a new stack, UPDATE for an
-existing one), executed, then followed until the stack settles. Each stack
-event is a line on stderr (time, logical id, type, status, reason); the
+Reads the pipeline's description (a Lua file returning a table: see
+docs/deploying.md) and makes its CloudFormation template: the tables (point-in-
+time recovery, encryption, TTL, the log's NEW_AND_OLD_IMAGES stream, tags), the
+bus and its archive, the rules and their targets (API destinations with their
+connections, or Lambda functions), retry policies and dead-letter queues, the
+trigger (a policy for the consumer's hosts, a Lambda event-source mapping or
+an EventBridge Pipe), IAM roles and policies scoped to the template's own
+resources, and the outputs (stream ARN, bus ARN, endpoints, table names).
+Secrets are never in the template: a connection names a Secrets Manager
+secret or a NoEcho parameter.
+
+With --stack NAME, deploys that template as the CloudFormation stack NAME
+through CloudFormation's API: a change set (CREATE for a new stack, UPDATE
+for an existing one), executed, then followed until the stack settles. Each
+stack event is a line on stderr (time, logical id, type, status, reason); the
 stack's status and outputs are printed. An update that changes nothing does
 nothing. A failed deployment rolls back and exits 1 with each failed
 resource's reason.
-  --description FILE   the pipeline's description (a Lua file returning it)
-  --stack NAME         the stack: letters, digits and hyphens, from a letter
+
+options:
+  --description FILE   the description (default ./pipeline.lua)
+  --template FILE      write the template to FILE ("-": stdout) and stop there:
+                       nothing is sent to AWS
+  --stack NAME         deploy to the stack NAME: letters, digits and hyphens,
+                       from a letter
   --parameter K=V      a template parameter (repeat for more)
   --wait SECONDS       give up waiting after this long (default 3600;
                        CloudFormation carries on)
   --poll SECONDS       the first pause between polls, growing (default 2)
 The endpoint is CloudFormation's in --region, or AWS_ENDPOINT_URL_CLOUDFORMATION.
-With --json: {"stack", "status", "stack_id", "outputs", "unchanged"}.]],
+With --json: {"stack", "status", "stack_id", "outputs", "unchanged"}, or
+{"template", "resources"} with --template.]],
   run = function(ctx, args)
     check_count(args, 0, 0, ctx)
-    return deploy_api(ctx, ctx.opts.description or _M.DEFAULT_DESCRIPTION)
+    local path = ctx.opts.template
+    local stack, parameters, pace
+    if path then
+      if path == "" then usage_error("--template needs a file name (or - for stdout)") end
+      if ctx.opts.stack then usage_error("--template writes the template, --stack deploys it: pass one of them") end
+    else
+      if ctx.opts.stack == nil then
+        usage_error("no stack: pass --stack NAME to deploy, or --template FILE to write the template")
+      end
+      stack, parameters, pace = stack_arg(ctx), parameters_arg(ctx), pacing(ctx)
+    end
+    local d = _M.load_description(ctx)
+    if not d then return 1 end
+    local t, err = template.build(d)
+    if not t then return fail(ctx, err) end
+    if path then return write_template(ctx, path, t) end
+    return deploy_api(ctx, stack, parameters, pace, d, t)
   end,
 }
 
@@ -158,7 +238,7 @@ _M.remove = {
   usage = "remove --stack NAME",
   summary = "remove a deployed stack and wait until it is gone",
   options = { stack = "value", wait = "value", poll = "value" },
-  no_table = true,
+  table = false,
   help = [[
 Deletes the CloudFormation stack --stack NAME and waits for DELETE_COMPLETE,
 each stack event a line on stderr. A stack that does not exist is nothing to

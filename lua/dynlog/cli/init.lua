@@ -149,8 +149,8 @@ local function run(ctx, argv)
     ctx.out:write(command_help(command))
     return 0
   end
-  -- A command that needs no event table (deploy, remove) makes its client itself.
-  if not cmd.no_table then table_settings(ctx) end
+  -- Commands whose tables come from elsewhere (a description) say table = false.
+  if cmd.table ~= false then table_settings(ctx) end
   ctx.timeout, ctx.max_attempts = positive_seconds(opts, "timeout"), positive_integer(opts, "max-attempts")
   return cmd.run(ctx, positional)
 end

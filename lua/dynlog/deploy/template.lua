@@ -371,6 +371,47 @@ local function build(d)
   return t
 end
 
+-- JSON with sorted keys, indented: the same template is always the same text.
+local function pretty(v, indent, out)
+  if type(v) ~= "table" or json.is_array(v) and #v == 0 then
+    out[#out + 1] = json.encode(v)
+    return
+  end
+  local inner = indent .. "  "
+  if json.is_array(v) or (#v > 0 and next(v, #v) == nil) then
+    out[#out + 1] = "[\n"
+    for i = 1, #v do
+      out[#out + 1] = inner
+      pretty(v[i], inner, out)
+      out[#out + 1] = i < #v and ",\n" or "\n"
+    end
+    out[#out + 1] = indent .. "]"
+    return
+  end
+  local keys = {}
+  for k in pairs(v) do keys[#keys + 1] = k end
+  if #keys == 0 then
+    out[#out + 1] = "{}"
+    return
+  end
+  tbl_sort(keys)
+  out[#out + 1] = "{\n"
+  for i, k in ipairs(keys) do
+    out[#out + 1] = inner .. json.encode(k) .. ": "
+    pretty(v[k], inner, out)
+    out[#out + 1] = i < #keys and ",\n" or "\n"
+  end
+  out[#out + 1] = indent .. "}"
+end
+
+--- encode(template) -> its JSON text: keys sorted, two-space indents, a final newline.
+function _M.encode(t)
+  local out = {}
+  pretty(t, "", out)
+  out[#out + 1] = "\n"
+  return tbl_concat(out)
+end
+
 --- build(description) -> template | nil, err.
 function _M.build(d)
   if type(d) ~= "table" then error("template.build: description must be a table", 2) end
