@@ -4,7 +4,8 @@
 #
 #   scripts/deps.sh [build|test|memcheck]...    (default: test)
 #
-# Debian packages come from apt-get; DynamoDB Local comes from the npm package
+# Debian packages come from apt-get (and Node.js, for scripts/cfn-check.js);
+# DynamoDB Local comes from the npm package
 # amplify-dynamodb-simulator, which bundles the official DynamoDBLocal.jar.
 # Its licence forbids redistribution, so it is fetched here, never committed.
 set -euo pipefail
@@ -12,6 +13,11 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 DDB_LOCAL_PACKAGE=${DDB_LOCAL_PACKAGE:-amplify-dynamodb-simulator@2.9.30}
 DDB_LOCAL_DIR=${DDB_LOCAL_DIR:-$root/.cache/dynamodb-local}
+# The CloudFormation resource database of the AWS CDK (every resource type,
+# property, property type and attribute), for scripts/cfn-check.js: only its
+# db.json.gz is kept.
+CFN_SPEC_PACKAGE=${CFN_SPEC_PACKAGE:-@aws-cdk/aws-service-spec@0.1.216}
+CFN_SPEC_DIR=${CFN_SPEC_DIR:-$root/.cache/aws-service-spec}
 
 build_packages=(gcc make pkg-config lua5.4 liblua5.4-dev libcurl4-openssl-dev libssl-dev libyajl-dev libexpat1-dev zlib1g-dev)
 test_packages=(lua-cjson lua-busted lua-socket lua-check luarocks curl ca-certificates openssl libluajit2-5.1-dev luajit2)
@@ -58,6 +64,20 @@ fetch_dynamodb_local() {
     rm -rf "$tmp"
 }
 
+fetch_cfn_spec() {
+    command -v node >/dev/null || apt_install nodejs
+    [[ -f $CFN_SPEC_DIR/$CFN_SPEC_PACKAGE/db.json.gz ]] && return 0
+    command -v npm >/dev/null || apt_install npm
+    echo "deps: fetching the CloudFormation resource database ($CFN_SPEC_PACKAGE)" >&2
+    local tmp
+    tmp=$(mktemp -d)
+    (cd "$tmp" && npm pack --silent --cache "$tmp/npm-cache" "$CFN_SPEC_PACKAGE" >/dev/null &&
+        tar xzf ./*.tgz package/db.json.gz package/package.json)
+    mkdir -p "$CFN_SPEC_DIR/$CFN_SPEC_PACKAGE"
+    mv "$tmp/package/db.json.gz" "$tmp/package/package.json" "$CFN_SPEC_DIR/$CFN_SPEC_PACKAGE/"
+    rm -rf "$tmp"
+}
+
 groups=("$@")
 ((${#groups[@]})) || groups=(test)
 wanted=("${build_packages[@]}")
@@ -77,4 +97,5 @@ fi
 apt_install "${missing[@]}"
 if [[ " ${groups[*]} " != " build " ]]; then
     fetch_dynamodb_local
+    fetch_cfn_spec
 fi
