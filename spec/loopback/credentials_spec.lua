@@ -251,7 +251,7 @@ describe("dynlog.aws.credentials", function()
       assert.equal(0, #calls)
     end)
 
-    it("stops at web identity, which it does not support, instead of falling through to IMDS", function()
+    it("stops at a broken web identity setup instead of falling through to IMDS", function()
       local vars = everything()
       vars.AWS_ACCESS_KEY_ID, vars.AWS_SECRET_ACCESS_KEY = nil, nil
       vars.AWS_WEB_IDENTITY_TOKEN_FILE = "/var/run/secrets/eks.amazonaws.com/serviceaccount/token"
@@ -260,7 +260,7 @@ describe("dynlog.aws.credentials", function()
       local c, err = p:get()
       assert.is_nil(c)
       assert.matches("web identity", err.message, 1, true)
-      assert.matches("not supported", err.message, 1, true)
+      assert.matches("AWS_ROLE_ARN is not", err.message, 1, true)
       assert.equal(0, #calls)
     end)
   end)
@@ -360,12 +360,12 @@ describe("dynlog.aws.credentials", function()
       assert.matches("only one of aws_access_key_id and aws_secret_access_key", err.message, 1, true)
     end)
 
-    it("fails on a profile that needs an unsupported provider such as role_arn", function()
+    it("fails on a profile that needs an unsupported provider such as sso_session", function()
       local p, calls = provider({ AWS_CONTAINER_CREDENTIALS_FULL_URI = FAKE_CONTAINER },
-        { [CONFIG_FILE] = "[profile ops]\nrole_arn = arn:aws:iam::1:role/ops\nsource_profile = default\n" }, "ops")
+        { [CONFIG_FILE] = "[profile ops]\nsso_session = corp\nsso_account_id = 1\n" }, "ops")
       local c, err = p:get()
       assert.is_nil(c)
-      assert.matches("role_arn", err.message, 1, true)
+      assert.matches("IAM Identity Center (sso_session), which dynlog does not support", err.message, 1, true)
       assert.equal(0, #calls)
     end)
 

@@ -26,6 +26,7 @@
 -- A response {"cloudformation": CONFIG} is answered by a simulation of
 -- CloudFormation's query API (spec/support/cloudformation_server.lua), which
 -- keeps its stacks in this process.
+-- A response {"sts": {...}} answers as STS does (see spec/support/sts.lua).
 -- A response {"raw": "bytes"} writes those bytes as they are, in place of an
 -- HTTP response, then closes the connection.
 --
@@ -44,6 +45,8 @@ local str_format, str_lower, str_match = string.format, string.lower, string.mat
 local cloudformation = dofile((arg[0]:match("^(.*/)") or "./") .. "cloudformation_server.lua")
 
 local ROUTES_FILE, LOG_FILE, PORT_FILE, MAX_SECONDS = arg[1], arg[2], arg[3], arg[4]
+-- {"sts": {...}} answers as the loopback STS (spec/support/sts.lua).
+local STS = dofile((arg[0]:match("^(.*/)") or "./") .. "sts.lua")
 if not (ROUTES_FILE and LOG_FILE and PORT_FILE) then
   io.stderr:write("usage: httpd.lua ROUTES.json LOG.jsonl PORTFILE [MAX_SECONDS]\n")
   os.exit(2)
@@ -170,6 +173,7 @@ local function next_response(routes, req)
   local response = responses[route.next] or responses[#responses]
   if route.next <= #responses then route.next = route.next + 1 end
   if response.putevents then return putevents_response(response, req) end
+  if response.sts then return STS.answer(response.sts, req) end
   if response.echo then return echo_response(response, req) end
   if response.cloudformation then return cloudformation.handle(response.cloudformation, req) end
   return response

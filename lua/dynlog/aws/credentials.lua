@@ -6,13 +6,28 @@
 -- Chain order (the SDKs' order, minus the sources dynlog does not support):
 --   1. opts.credentials (explicit keys)
 --   2. AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN
---   3. the profile in the shared credentials file, then in the config file
---   4. web identity (EKS IRSA): recognised, refused with a clear error
+--   3. web identity from the environment (EKS IRSA): AWS_WEB_IDENTITY_TOKEN_FILE
+--      + AWS_ROLE_ARN (+ AWS_ROLE_SESSION_NAME) → STS AssumeRoleWithWebIdentity
+--   4. the profile (shared credentials file, then config file):
+--      role_arn with web_identity_token_file, source_profile or
+--      credential_source (Environment, Ec2InstanceMetadata, EcsContainer)
+--      → STS AssumeRole signed with the source's credentials (external_id,
+--      role_session_name, duration_seconds; mfa_serial is refused: nothing
+--      can prompt for a code); static keys; credential_process
 --   5. container credentials (ECS, EKS Pod Identity)
 --   6. EC2 instance metadata (IMDSv2)
 -- A source that is not configured is skipped; a source that is configured but
 -- fails ends the chain, so a broken setup never silently resolves to another
 -- identity (the node's IMDS role, say).
+--
+-- STS is asked at its regional endpoint (sts.<region>.amazonaws.com, or
+-- AWS_ENDPOINT_URL_STS, or the global one with AWS_STS_REGIONAL_ENDPOINTS=
+-- legacy: see dynlog.aws.config), over the provider's transport (the
+-- client's: cosockets inside nginx), with retries of throttling and 5xx.
+-- Temporary credentials are refreshed `refresh_window` seconds before they
+-- expire, not on every request; callers that need them while a refresh is
+-- under way wait for that one refresh (inside nginx, where light threads
+-- interleave) instead of starting their own.
 --
 -- Nothing is read or fetched until the first `get()`: requiring this module
 -- or building a provider does no I/O. Secrets never enter an error message
@@ -20,12 +35,13 @@
 local config = require("dynlog.aws.config")
 local errors = require("dynlog.errors")
 local options = require("dynlog.base.options")
+local retry = require("dynlog.aws.retry")
 local timeutil = require("dynlog.base.timeutil")
 
-local error, ipairs, require, setmetatable, tonumber, tostring, type =
-  error, ipairs, require, setmetatable, tonumber, tostring, type
-local math_huge, math_max, math_min = math.huge, math.max, math.min
-local os_time = os.time
+local error, ipairs, pcall, require, setmetatable, tonumber, tostring, type =
+  error, ipairs, pcall, require, setmetatable, tonumber, tostring, type
+local math_floor, math_huge, math_max, math_min = math.floor, math.huge, math.max, math.min
+local io_open, io_popen, os_remove, os_time, os_tmpname = io.open, io.popen, os.remove, os.time, os.tmpname
 local str_find, str_gsub, str_lower, str_match, str_sub =
   string.find, string.gsub, string.lower, string.match, string.sub
 local tbl_concat = table.concat
@@ -43,6 +59,13 @@ local function trim(s)
   return str_match(s, "^%s*(.-)%s*$")
 end
 
+-- Waiting must not block an nginx worker: ngx.sleep yields there.
+local function default_sleep(seconds)
+  local ngx = require("dynlog.base.nginx").in_nginx()
+  if ngx then return ngx.sleep(seconds) end
+  return require("dynlog.core").sleep(seconds)
+end
+
 ---------------------------------------------------------------------------
 -- Credentials values
 ---------------------------------------------------------------------------
@@ -58,7 +81,8 @@ end
 local FIELDS = options.known{ "access_key_id", "secret_access_key", "session_token", "expiration", "source" }
 _M.FIELDS = FIELDS
 local PROVIDER = options.known{ "credentials", "profile", "getenv", "read_file", "http", "now", "refresh_window",
-  "retry_interval", "imds_timeout", "imds_attempts", "container_timeout", "container_attempts" }
+  "retry_interval", "imds_timeout", "imds_attempts", "container_timeout", "container_attempts", "region", "sleep",
+  "sts_timeout", "sts_attempts", "process_timeout", "run" }
 
 local function is_nonempty_string(v)
   return type(v) == "string" and v ~= ""
@@ -240,16 +264,6 @@ local function from_env(p)
   return creds
 end
 
--- Profile keys that ask for a provider dynlog does not implement; falling
--- through to another source instead would pick a different identity.
-local UNSUPPORTED_PROFILE_KEYS = {
-  { key = "role_arn", what = "role_arn (assume role)" },
-  { key = "credential_process", what = "credential_process" },
-  { key = "sso_session", what = "IAM Identity Center (sso_session)" },
-  { key = "sso_start_url", what = "IAM Identity Center (sso_start_url)" },
-  { key = "web_identity_token_file", what = "web_identity_token_file" },
-}
-
 local function section_value(section, key)
   local v = section and section[key]
   if type(v) ~= "string" or v == "" then return nil end
@@ -271,41 +285,6 @@ local function keys_from_section(section, source, label)
     { access_key_id = "aws_access_key_id of " .. label, secret_access_key = "aws_secret_access_key of " .. label,
       session_token = token_name .. " of " .. label })
 end
-
-local function unsupported_profile_feature(profile)
-  for _, section in ipairs({ profile.credentials or false, profile.config or false }) do
-    for _, item in ipairs(UNSUPPORTED_PROFILE_KEYS) do
-      if section and section_value(section, item.key) then return item.what end
-    end
-  end
-  return nil
-end
-
-local function from_shared_files(p)
-  local profile, err = config.load_profile(p._config_opts)
-  if not profile then return nil, err.message, true end
-  local name, files = profile.name, profile.files
-  local cred_label = "profile " .. name .. " in " .. tostring(files.credentials)
-  local config_label = "profile " .. name .. " in " .. tostring(files.config)
-
-  local creds, why = keys_from_section(profile.credentials, "shared-credentials-file", cred_label)
-  if creds or why then return creds, why, true end
-  creds, why = keys_from_section(profile.config, "shared-config-file", config_label)
-  if creds or why then return creds, why, true end
-
-  local feature = unsupported_profile_feature(profile)
-  if feature then
-    return nil, "profile " .. name .. " uses " .. feature .. ", which dynlog does not support", true
-  end
-  if not profile.credentials and not profile.config then
-    local where = "no profile " .. name .. " in " .. tostring(files.credentials)
-      .. " or " .. tostring(files.config)
-    -- A profile the user named must exist; only "default" may be absent.
-    return nil, where, profile.explicit
-  end
-  return nil, "profile " .. name .. " has no aws_access_key_id"
-end
-
 local ALLOWED_HTTP_HOSTS = {
   ["localhost"] = true,
   ["[::1]"] = true,
@@ -477,22 +456,352 @@ local function from_imds(p)
   return creds
 end
 
--- The SDKs try web identity (EKS IRSA) here. dynlog cannot exchange the token
--- with STS yet; stopping with a clear error beats falling through to IMDS,
--- which on EKS would silently act as the node's role.
-local function from_web_identity(p)
-  if not p._getenv("AWS_WEB_IDENTITY_TOKEN_FILE") then
-    return nil, "AWS_WEB_IDENTITY_TOKEN_FILE not set"
+---------------------------------------------------------------------------
+-- STS: web identity and assumed roles
+---------------------------------------------------------------------------
+
+local STS_VERSION = "2011-06-15"
+-- Beyond retry.retryable: the identity provider behind STS did not answer.
+local STS_RETRYABLE = { IDPCommunicationError = true }
+
+-- The STS endpoint: that of the provider's region (the client's), else of
+-- the profile's; us-east-1 when no region is configured anywhere.
+local function sts_endpoint(p, profile_name)
+  local o = p._config_opts
+  local opts = { region = p._region, profile = profile_name or o.profile, getenv = o.getenv, read_file = o.read_file }
+  local ep, err = config.endpoint("sts", opts)
+  if not ep and str_find(err.message, "^no AWS region") then
+    opts.region = "us-east-1"
+    ep, err = config.endpoint("sts", opts)
   end
-  return nil, "AWS_WEB_IDENTITY_TOKEN_FILE is set, but web identity (STS AssumeRoleWithWebIdentity)"
-    .. " is not supported: give keys explicitly or through the environment", true
+  if not ep then return nil, err.message end
+  local url = ep.url
+  if str_find(url, "^%a+://[^/]+$") then url = url .. "/" end
+  return url, ep.region
+end
+
+local function default_session_name(p)
+  return "dynlog-" .. tostring(math_floor(p._now()))
+end
+
+-- The <Credentials> of an STS result as a credentials value.
+local function sts_result(result, source, what)
+  local c = result.Credentials
+  if type(c) ~= "table" or not is_nonempty_string(c.AccessKeyId) or not is_nonempty_string(c.SecretAccessKey)
+      or not is_nonempty_string(c.SessionToken) then
+    return nil, what .. " returned no Credentials"
+  end
+  local expiration = _M.parse_rfc3339(c.Expiration)
+  if not expiration then return nil, what .. " returned an invalid Expiration" end
+  return from_values({ access_key_id = c.AccessKeyId, secret_access_key = c.SecretAccessKey,
+                       session_token = c.SessionToken, expiration = expiration }, source,
+    { access_key_id = what .. "'s AccessKeyId", secret_access_key = what .. "'s SecretAccessKey",
+      session_token = what .. "'s SessionToken" })
+end
+
+-- One STS action that hands out credentials, signed with `signing` (nil
+-- for AssumeRoleWithWebIdentity, which is not signed), with retries of
+-- throttling, 5xx and transport failures.
+local function sts_credentials(p, action, params, signing, source, what, profile_name)
+  local query = require("dynlog.aws.query")
+  local url, region = sts_endpoint(p, profile_name)
+  if not url then return nil, what .. ": " .. tostring(region) end
+  local body, err = query.encode(action, STS_VERSION, params)
+  if not body then return nil, what .. ": " .. err.message end
+  local send
+  send, err = p:_transport()
+  if not send then return nil, what .. ": " .. describe_failure(nil, err) end
+  local last
+  for attempt = 1, p._sts_attempts do
+    local headers = { ["Content-Type"] = query.CONTENT_TYPE }
+    local secrets = { params.WebIdentityToken }
+    if signing then
+      local scode, smessage
+      headers, scode, smessage = p:_signer():sign({
+        method = "POST", url = url, body = body, region = region, service = "sts", credentials = signing,
+        time = math_floor(p._now()), headers = headers,
+      })
+      if not headers then
+        return nil, what .. ": the request could not be signed (" .. tostring(smessage or scode) .. ")"
+      end
+      secrets = { signing.secret_access_key, signing.session_token,
+                  str_match(headers.Authorization or "", "Signature=(%x+)") }
+    end
+    local resp
+    resp, err = send({ method = "POST", url = url, headers = headers, body = body, timeout = p._sts_timeout })
+    local retryable = true
+    if not resp then
+      last = describe_failure(nil, err)
+    elseif resp.status == 200 then
+      local result
+      result, err = query.decode(resp.body, action, secrets)
+      if not result then return nil, what .. ": " .. err.message end
+      return sts_result(result, source, what)
+    else
+      err = query.error(resp.status, resp.body, resp.headers or {}, secrets)
+      last = tostring(err)
+      retryable = err.retryable or STS_RETRYABLE[err.code] == true
+    end
+    if not retryable or attempt >= p._sts_attempts then break end
+    p._sleep(retry.delay(attempt, 0.1, 2))
+  end
+  return nil, what .. " failed: " .. tostring(last)
+end
+
+-- AssumeRoleWithWebIdentity with the token in `token_file`, read on every
+-- fetch because the platform (EKS) rotates it.
+local function web_identity(p, token_file, role_arn, session_name, origin, profile_name)
+  local text = p._read_file(token_file)
+  if not text then return nil, "cannot read the web identity token file " .. token_file .. " (" .. origin .. ")" end
+  local token = trim(text)
+  if token == "" then return nil, "the web identity token file " .. token_file .. " is empty (" .. origin .. ")" end
+  return sts_credentials(p, "AssumeRoleWithWebIdentity",
+    { RoleArn = role_arn, RoleSessionName = session_name, WebIdentityToken = token }, nil, "web-identity",
+    "STS AssumeRoleWithWebIdentity for " .. role_arn, profile_name)
+end
+
+-- Web identity from the environment (EKS IRSA), before any profile.
+local function from_web_identity(p)
+  local getenv = p._getenv
+  local file = getenv("AWS_WEB_IDENTITY_TOKEN_FILE")
+  if not file then return nil, "AWS_WEB_IDENTITY_TOKEN_FILE not set" end
+  local role = getenv("AWS_ROLE_ARN")
+  if not role then return nil, "AWS_WEB_IDENTITY_TOKEN_FILE is set but AWS_ROLE_ARN is not", true end
+  local creds, why = web_identity(p, file, role, getenv("AWS_ROLE_SESSION_NAME") or default_session_name(p),
+    "AWS_WEB_IDENTITY_TOKEN_FILE")
+  if not creds then return nil, why, true end
+  return creds
+end
+
+---------------------------------------------------------------------------
+-- credential_process
+---------------------------------------------------------------------------
+
+local function shell_quote(s)
+  return "'" .. str_gsub(s, "'", "'\\''") .. "'"
+end
+
+-- What a command printed on stderr, to show in an error: one line of at
+-- most 200 characters.
+local function stderr_excerpt(text)
+  text = trim(str_gsub(str_sub(text or "", 1, 200), "%c", " "))
+  if text == "" then return "" end
+  return " (stderr: " .. text .. ")"
+end
+
+-- Runs `command` with /bin/sh: stdout, exit status, stderr, or nil, reason,
+-- stderr. Inside nginx through ngx.pipe, which does not block the worker;
+-- without it, refused, because io.popen would.
+local function run_command(command, timeout)
+  local nginx = require("dynlog.base.nginx")
+  if nginx.in_nginx() then
+    local ok, pipe = pcall(require, "ngx.pipe")
+    if not ok then
+      return nil, "cannot be run inside nginx without lua-resty-core's ngx.pipe (io.popen would block the worker)"
+    end
+    local proc, err = pipe.spawn({ "/bin/sh", "-c", command })
+    if not proc then return nil, "could not be started: " .. tostring(err) end
+    local ms = math_floor(timeout * 1000)
+    proc:set_timeouts(ms, ms, ms, ms)
+    local out, oerr = proc:stdout_read_all()
+    local errtext = proc:stderr_read_all()
+    if not out then
+      proc:kill(9)
+      proc:wait()
+      return nil, "reading its output failed (" .. tostring(oerr) .. ")", errtext
+    end
+    local _, reason, status = proc:wait()
+    if reason ~= "exit" then
+      return nil, "ended by " .. tostring(reason) .. " " .. tostring(status), errtext
+    end
+    return out, status, errtext
+  end
+  local errfile = os_tmpname()
+  local f, err = io_popen("( " .. command .. " ) 2>" .. shell_quote(errfile) .. "; printf '\\n%d' \"$?\"", "r")
+  if not f then
+    os_remove(errfile)
+    return nil, "could not be started: " .. tostring(err)
+  end
+  local out = f:read("*a") or ""
+  f:close()
+  local ef = io_open(errfile, "rb")
+  local errtext = ef and ef:read("*a") or ""
+  if ef then ef:close() end
+  os_remove(errfile)
+  local status = tonumber(str_match(out, "\n(%d+)$"))
+  out = str_gsub(out, "\n%d+$", "")
+  if not status then return nil, "its exit status is unknown", errtext end
+  return out, status, errtext
+end
+
+local function from_process(p, command, name)
+  local what = "credential_process of profile " .. name
+  local out, status, errtext = p._run(command, p._process_timeout)
+  if not out then return nil, what .. " " .. tostring(status) .. stderr_excerpt(errtext) end
+  if status ~= 0 then
+    return nil, what .. " exited with status " .. tostring(status) .. stderr_excerpt(errtext)
+  end
+  local json = require("dynlog.json")
+  local doc = json.decode(out)
+  if type(doc) ~= "table" then
+    return nil, what .. " did not print a JSON object" .. stderr_excerpt(errtext)
+  end
+  if doc.Version ~= 1 then
+    return nil, what .. " printed Version " .. tostring(doc.Version) .. " (only Version 1 is known)"
+  end
+  if not is_nonempty_string(doc.AccessKeyId) or not is_nonempty_string(doc.SecretAccessKey) then
+    return nil, what .. " printed no AccessKeyId/SecretAccessKey"
+  end
+  local expiration
+  if doc.Expiration ~= nil then
+    expiration = _M.parse_rfc3339(doc.Expiration)
+    if not expiration then return nil, what .. " printed an invalid Expiration" end
+  end
+  return from_values({ access_key_id = doc.AccessKeyId, secret_access_key = doc.SecretAccessKey,
+                       session_token = type(doc.SessionToken) == "string" and doc.SessionToken or nil,
+                       expiration = expiration }, "process",
+    { access_key_id = what .. "'s AccessKeyId", secret_access_key = what .. "'s SecretAccessKey",
+      session_token = what .. "'s SessionToken" })
+end
+
+---------------------------------------------------------------------------
+-- Profiles
+---------------------------------------------------------------------------
+
+local MAX_PROFILE_CHAIN = 10
+
+-- A key of the profile: from the credentials file, else the config file.
+local function profile_value(profile, key)
+  return section_value(profile.credentials, key) or section_value(profile.config, key)
+end
+
+local function static_keys(profile)
+  local files = profile.files
+  local creds, why = keys_from_section(profile.credentials, "shared-credentials-file",
+    "profile " .. profile.name .. " in " .. tostring(files.credentials))
+  if creds or why then return creds, why end
+  return keys_from_section(profile.config, "shared-config-file",
+    "profile " .. profile.name .. " in " .. tostring(files.config))
+end
+
+-- Profile keys that ask for a provider dynlog does not implement; falling
+-- through to another source instead would pick a different identity.
+local UNSUPPORTED_PROFILE_KEYS = {
+  { key = "sso_session", what = "IAM Identity Center (sso_session)" },
+  { key = "sso_start_url", what = "IAM Identity Center (sso_start_url)" },
+}
+
+local CREDENTIAL_SOURCES = { Environment = from_env, Ec2InstanceMetadata = from_imds, EcsContainer = from_container }
+
+local resolve_profile
+
+local function assume_role(p, profile, visited, depth)
+  local name = profile.name
+  local role = profile_value(profile, "role_arn")
+  if profile_value(profile, "mfa_serial") then
+    return nil, "profile " .. name .. " sets mfa_serial, but dynlog cannot prompt for an MFA code: use a role"
+      .. " whose trust policy needs no MFA, or temporary keys in the environment"
+  end
+  local params = { RoleArn = role, RoleSessionName = profile_value(profile, "role_session_name")
+                   or default_session_name(p), ExternalId = profile_value(profile, "external_id") }
+  local duration = profile_value(profile, "duration_seconds")
+  if duration then
+    local n = tonumber(duration)
+    if not n or n ~= math_floor(n) or n < 900 or n > 43200 then
+      return nil, "profile " .. name .. ": duration_seconds must be a whole number of seconds from 900 to 43200"
+    end
+    params.DurationSeconds = n
+  end
+  local token_file = profile_value(profile, "web_identity_token_file")
+  if token_file then
+    return web_identity(p, token_file, role, params.RoleSessionName, "profile " .. name, name)
+  end
+  local source_profile = profile_value(profile, "source_profile")
+  local credential_source = profile_value(profile, "credential_source")
+  local source, why
+  if source_profile and credential_source then
+    return nil, "profile " .. name .. " sets both source_profile and credential_source"
+  elseif source_profile then
+    source, why = resolve_profile(p, source_profile, visited, depth + 1, true)
+    if not source then
+      return nil, "source_profile " .. source_profile .. " of profile " .. name .. ": " .. tostring(why)
+    end
+  elseif credential_source then
+    local fetch = CREDENTIAL_SOURCES[credential_source]
+    if not fetch then
+      return nil, "profile " .. name .. ": credential_source must be Environment, Ec2InstanceMetadata or"
+        .. " EcsContainer, not " .. credential_source
+    end
+    source, why = fetch(p)
+    if not source then
+      return nil, "credential_source " .. credential_source .. " of profile " .. name .. ": " .. tostring(why)
+    end
+  else
+    return nil, "profile " .. name .. " sets role_arn but none of source_profile, credential_source and"
+      .. " web_identity_token_file"
+  end
+  return sts_credentials(p, "AssumeRole", params, source, "assume-role",
+    "STS AssumeRole for " .. role .. " (profile " .. name .. ")", name)
+end
+
+-- Credentials of a profile, or nil, reason, fatal. `name` nil is the chosen
+-- profile (opts.profile, AWS_PROFILE, default); `as_source` when it is
+-- another profile's source_profile, whose own keys then win over its role.
+function resolve_profile(p, name, visited, depth, as_source)
+  if depth > MAX_PROFILE_CHAIN then
+    return nil, "profiles chained through source_profile more than " .. MAX_PROFILE_CHAIN .. " deep", true
+  end
+  local o = p._config_opts
+  local profile, err = config.load_profile(name and { profile = name, getenv = o.getenv, read_file = o.read_file }
+    or o)
+  if not profile then return nil, err.message, true end
+  name = profile.name
+  local files = profile.files
+  if not profile.credentials and not profile.config then
+    local where = "no profile " .. name .. " in " .. tostring(files.credentials)
+      .. " or " .. tostring(files.config)
+    -- A profile the user named must exist; only "default" may be absent.
+    return nil, where, profile.explicit or as_source
+  end
+  local keys, why = static_keys(profile)
+  if why then return nil, why, true end
+  local role = profile_value(profile, "role_arn")
+  if role and not (as_source and keys) then
+    if visited[name] then return nil, "profiles " .. name .. " form a loop through source_profile", true end
+    visited[name] = true
+    local creds, reason = assume_role(p, profile, visited, depth)
+    if not creds then return nil, reason, true end
+    return creds
+  end
+  if keys then return keys end
+  if profile_value(profile, "web_identity_token_file") then
+    return nil, "profile " .. name .. " sets web_identity_token_file without role_arn", true
+  end
+  local command = profile_value(profile, "credential_process")
+  if command then
+    local creds, reason = from_process(p, command, name)
+    if not creds then return nil, reason, true end
+    return creds
+  end
+  for _, section in ipairs({ profile.credentials or false, profile.config or false }) do
+    for _, item in ipairs(UNSUPPORTED_PROFILE_KEYS) do
+      if section and section_value(section, item.key) then
+        return nil, "profile " .. name .. " uses " .. item.what .. ", which dynlog does not support", true
+      end
+    end
+  end
+  return nil, "profile " .. name .. " has no aws_access_key_id", as_source
+end
+
+local function from_shared_files(p)
+  return resolve_profile(p, nil, {}, 1, false)
 end
 
 local CHAIN = {
   { name = "explicit", fetch = from_explicit },
   { name = "env", fetch = from_env },
-  { name = "shared files", fetch = from_shared_files },
   { name = "web identity", fetch = from_web_identity },
+  { name = "shared files", fetch = from_shared_files },
   { name = "container", fetch = from_container },
   { name = "imds", fetch = from_imds },
 }
@@ -526,8 +835,12 @@ local function check_provider_opts(opts)
   check_type(opts, "getenv", "function")
   check_type(opts, "read_file", "function")
   check_type(opts, "now", "function")
+  check_type(opts, "region", "string")
+  check_type(opts, "sleep", "function")
+  check_type(opts, "run", "function")
   for _, name in ipairs({ "refresh_window", "retry_interval", "imds_timeout",
-      "imds_attempts", "container_timeout", "container_attempts" }) do
+      "imds_attempts", "container_timeout", "container_attempts", "sts_timeout", "sts_attempts",
+      "process_timeout" }) do
     check_type(opts, name, "number")
   end
   local http = opts.http
@@ -548,7 +861,16 @@ end
 --   retry_interval = seconds between refresh attempts once inside the
 --                    window, while the old credentials still work (10),
 --   imds_timeout = 1, imds_attempts = 2, container_timeout = 2,
---   container_attempts = 2 }
+--   container_attempts = 2,
+--   region = the region whose STS endpoint to ask (default: as configured,
+--            else us-east-1),
+--   sts_timeout = 5, sts_attempts = 3,
+--   sleep = function(seconds) between STS attempts and while waiting for
+--           another caller's refresh (default: ngx.sleep inside nginx),
+--   process_timeout = seconds a credential_process may take inside nginx (60),
+--   run = function(command, timeout) → stdout, exit status, stderr | nil,
+--         reason, stderr: how credential_process commands run (default:
+--         /bin/sh, through ngx.pipe inside nginx) }
 function _M.provider(opts)
   opts = opts or {}
   check_provider_opts(opts)
@@ -566,10 +888,23 @@ function _M.provider(opts)
     _imds_attempts = opts.imds_attempts or 2,
     _container_timeout = opts.container_timeout or 2,
     _container_attempts = opts.container_attempts or 2,
+    _region = opts.region,
+    _sts_timeout = opts.sts_timeout or 5,
+    _sts_attempts = opts.sts_attempts or 3,
+    _process_timeout = opts.process_timeout or 60,
+    _run = opts.run or run_command,
+    _sleep = opts.sleep or default_sleep,
+    _refreshing = false,
     _cached = nil,
     _refresh_at = nil,
     _source = nil,
   }, Provider)
+end
+
+-- The SigV4 signer of STS requests, made on first use.
+function Provider:_signer()
+  if not self._signer_obj then self._signer_obj = require("dynlog.core").sigv4_signer() end
+  return self._signer_obj
 end
 
 -- The transport, created on first use so that requiring and constructing
@@ -631,7 +966,17 @@ function Provider:get()
   local cached = self._cached
   if cached and now < self._refresh_at then return cached end
 
-  local fresh, err = self:_resolve()
+  if self._refreshing then
+    -- Another light thread is refreshing (nginx: its STS request yields).
+    -- The old credentials serve while they are valid; else wait for it.
+    if cached and cached.expiration and now < cached.expiration then return cached end
+    return self:_wait_for_refresh()
+  end
+  self._refreshing = true
+  local ok, fresh, err = pcall(self._resolve, self)
+  self._refreshing = false
+  if not ok then error(fresh, 0) end
+  self._last_err = err
   if fresh then
     self._cached = fresh
     self._refresh_at = self:_next_refresh(fresh, now)
@@ -643,6 +988,21 @@ function Provider:get()
     return cached
   end
   return nil, err
+end
+
+-- Waits, in steps of 10 ms, for the refresh under way; its credentials or
+-- its error.
+function Provider:_wait_for_refresh()
+  local waited, limit = 0, self._sts_timeout * self._sts_attempts + self._process_timeout
+  while self._refreshing and waited < limit do
+    self._sleep(0.01)
+    waited = waited + 0.01
+  end
+  local cached = self._cached
+  if not self._refreshing and cached and (not cached.expiration or self._now() < cached.expiration) then
+    return cached
+  end
+  return nil, self._last_err or errors.new("credentials", "gave up waiting for the refresh of the AWS credentials")
 end
 
 --- Forgets the cached credentials and the chosen source, e.g. after AWS

@@ -134,11 +134,12 @@ end
 -- A provider with :get() is used as it is; a table of keys becomes an
 -- explicit provider; nothing means the default chain, whose container and
 -- instance-metadata requests go through the client's own transport.
-local function credentials_provider(opts, http)
+local function credentials_provider(opts, http, region, sleep)
   local given = opts.credentials
   if given and type(given.get) == "function" then return given end
   return credentials.provider({
     credentials = given, profile = opts.profile, getenv = opts.getenv, read_file = opts.read_file, http = http,
+    region = region, sleep = sleep,
   })
 end
 
@@ -221,7 +222,8 @@ function _M.new(opts)
                        cafile = cafile },
   }
   setmetatable(self, mt)
-  self.provider = credentials_provider(opts, function(req) return self:_transport():request(req) end)
+  self.provider = credentials_provider(opts, function(req) return self:_transport():request(req) end, region,
+    self.sleep)
   return self
 end
 
