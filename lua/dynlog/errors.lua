@@ -19,9 +19,9 @@ end
 _M.CODES = {}
 for _, code in ipairs({
   "aborted", "append_failed", "bad_response", "bad_state", "batch_item_failures", "config", "conflict",
-  "connection", "crc32_mismatch", "credentials", "gap", "handler_error", "invalid_argument", "invalid_description",
-  "invalid_json", "invalid_pattern", "invalid_xml", "io", "no_stream", "out_of_memory", "overflow", "poison_event",
-  "publish_failed",
+  "connection", "crc32_mismatch", "credentials", "deploy_failed", "deploy_timeout", "gap", "handler_error",
+  "invalid_argument", "invalid_description", "invalid_json", "invalid_pattern", "invalid_xml", "io", "no_stream",
+  "out_of_memory", "overflow", "poison_event", "publish_failed",
   "schema_mismatch",
   "signing_failed", "stream", "stream_deleted", "throttled", "timeout", "tls", "too_large", "upcast_failed",
 }) do _M.CODES[code] = true end

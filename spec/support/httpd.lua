@@ -23,6 +23,9 @@
 -- cancellation reason, as an HTTP 200 JSON string, or in a plain-text error
 -- page (status 502 unless "status" says otherwise); {"echo": "connection"}
 -- answers 200 with the serial number of the connection the request came on.
+-- A response {"cloudformation": CONFIG} is answered by a simulation of
+-- CloudFormation's query API (spec/support/cloudformation_server.lua), which
+-- keeps its stacks in this process.
 -- A response {"sts": {...}} answers as STS does (see spec/support/sts.lua).
 -- A response {"raw": "bytes"} writes those bytes as they are, in place of an
 -- HTTP response, then closes the connection.
@@ -38,6 +41,8 @@ local cjson = require("cjson")
 
 local ipairs, pairs, pcall, tonumber, tostring, type = ipairs, pairs, pcall, tonumber, tostring, type
 local str_format, str_lower, str_match = string.format, string.lower, string.match
+
+local cloudformation = dofile((arg[0]:match("^(.*/)") or "./") .. "cloudformation_server.lua")
 
 local ROUTES_FILE, LOG_FILE, PORT_FILE, MAX_SECONDS = arg[1], arg[2], arg[3], arg[4]
 -- {"sts": {...}} answers as the loopback STS (spec/support/sts.lua).
@@ -170,6 +175,7 @@ local function next_response(routes, req)
   if response.putevents then return putevents_response(response, req) end
   if response.sts then return STS.answer(response.sts, req) end
   if response.echo then return echo_response(response, req) end
+  if response.cloudformation then return cloudformation.handle(response.cloudformation, req) end
   return response
 end
 

@@ -76,7 +76,13 @@ local function parse(argv, ctx)
           value = argv[i]
           if value == nil then usage_error("option --" .. name .. " needs a value") end
         end
-        opts[name] = value
+        if kind == "list" then -- an option given as often as needed: its values in order
+          local list = opts[name] or {}
+          list[#list + 1] = value
+          opts[name] = list
+        else
+          opts[name] = value
+        end
       end
     end
     i = i + 1

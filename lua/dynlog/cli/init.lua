@@ -14,8 +14,8 @@
 --
 -- This module keeps main and the dispatch; each command is a module of
 -- its own (dynlog.cli.append, .query (query and head), .tail, .import,
--- .replay, .rebuild, .tables, .feed, .subscriptions, .up, .deploy), over dynlog.cli.args (arguments) and
--- dynlog.cli.output.
+-- .replay, .rebuild, .tables, .feed, .subscriptions, .up, .deploy (deploy and remove)), over
+-- dynlog.cli.args (arguments) and dynlog.cli.output.
 local cli_args = require "dynlog.cli.args"
 local core = require "dynlog.core"
 local output = require "dynlog.cli.output"
@@ -76,8 +76,8 @@ local GROUPS = { "append", "query", "tail", "import", "replay", "rebuild", "tabl
 for _, name in ipairs(GROUPS) do
   for command, cmd in pairs(MODULES[name]) do COMMANDS[command] = cmd end
 end
-local ORDER = { "append", "query", "head", "tail", "import", "replay", "rebuild", "tables", "feed", "subscriptions", "up",
-                "deploy" }
+local ORDER = { "append", "query", "head", "tail", "import", "replay", "rebuild", "tables", "feed", "subscriptions",
+                "up", "deploy", "remove" }
 
 local function command_help(name)
   local cmd = COMMANDS[name]
