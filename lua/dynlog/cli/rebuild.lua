@@ -18,16 +18,16 @@ local _M = {}
 -- Seconds between two progress lines.
 local PROGRESS_EVERY = 1
 
--- The spec a module gives: the module's value when it is a spec (a table
--- with handlers), else its `spec` field (a module like examples/handler.lua
--- that exports more than its spec).
+-- The spec a module gives: its `spec` field when it has one (a module like
+-- examples/handler.lua, which exports its handlers and more beside its
+-- spec), else the module's value itself.
 local function load_spec(name)
   if not str_find(name, "^[%w_][%w_%.%-]*$") then
     usage_error("--spec must be a Lua module name (such as examples.handler), got " .. name)
   end
   local ok, value = pcall(require, name)
   if not ok then usage_error("--spec " .. name .. " could not be loaded: " .. tostring(value)) end
-  local spec = type(value) == "table" and (type(value.handlers) == "table" and value or value.spec)
+  local spec = type(value) == "table" and (type(value.spec) == "table" and value.spec or value)
   if type(spec) ~= "table" or type(spec.handlers) ~= "table" then
     usage_error("--spec " .. name .. " must return a read model's spec ({table =, handlers =, ...}) or a table"
       .. " with one as its `spec`")
