@@ -122,6 +122,23 @@ describe(DOC, function()
     assert.are.same(made, listed)
   end)
 
+  it("has every heading that links into it name", function()
+    -- GitHub's anchors: lower case, punctuation dropped, spaces as hyphens.
+    local anchors = {}
+    for heading in text:gmatch("\n#+ ([^\n]+)") do
+      anchors[(heading:lower():gsub("[^%w%- ]", ""):gsub(" ", "-"))] = true
+    end
+    local missing = {}
+    local pipe = assert(io.popen("ls README.md docs/*.md"))
+    for path in pipe:lines() do
+      for anchor in assert(run.read_file(path)):gmatch("deploying%.md#([%w%-_]+)") do
+        if not anchors[anchor] then missing[#missing + 1] = path .. ": #" .. anchor end
+      end
+    end
+    pipe:close()
+    assert.are.same({}, missing)
+  end)
+
   for _, b in ipairs(blocks) do
     if b.kind == "json" then
       it(DOC .. ":" .. b.line .. " (json) is part of the users example's template", function()
