@@ -21,7 +21,7 @@ CFN_SPEC_DIR=${CFN_SPEC_DIR:-$root/.cache/aws-service-spec}
 
 build_packages=(gcc make pkg-config lua5.4 liblua5.4-dev libcurl4-openssl-dev libssl-dev libyajl-dev libexpat1-dev zlib1g-dev)
 test_packages=(lua-cjson lua-busted lua-socket lua-check luarocks curl ca-certificates openssl libluajit2-5.1-dev luajit2
-    prometheus zip unzip binutils)
+    prometheus zip unzip binutils jq)
 nginx_packages=(nginx libnginx-mod-http-lua lua-resty-core lua-resty-lrucache)
 memcheck_packages=(valgrind)
 

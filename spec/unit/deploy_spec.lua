@@ -213,6 +213,28 @@ describe("dynlog.deploy.template", function()
     assert.is_nil(lt.Resources.ConsumerPolicy)
   end)
 
+  it("gives the Lambda trigger the variables the runtime's trigger reads: the bus among them", function()
+    local d = example()
+    d.trigger = { kind = "lambda" }
+    d.bus.name = "orders-bus"
+    local vars = built(d).Resources.TriggerFunction.Properties.Environment.Variables
+    assert.same({ Ref = "Bus" }, vars.DYNLOG_EVENT_BUS)
+    -- The names the runtime reads while making the `trigger` handler.
+    local read = {}
+    local values = { AWS_REGION = "us-east-1", AWS_ACCESS_KEY_ID = "AKIDTEMPLATE", AWS_SECRET_ACCESS_KEY = "s" }
+    for name, value in pairs(vars) do values[name] = type(value) == "table" and "from-template" or value end
+    local fn = require("dynlog.lambda.handlers").resolve("trigger", { getenv = function(name)
+      read[name] = true
+      return values[name]
+    end })
+    assert.is_function(fn)
+    local unread = {}
+    for name in pairs(vars) do
+      if not read[name] then unread[#unread + 1] = name end
+    end
+    assert.same({}, unread)
+  end)
+
   it("makes a Pipe from the stream to the bus with the trigger's source and detail type", function()
     local d = example()
     d.trigger = { kind = "pipe" }

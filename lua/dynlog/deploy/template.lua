@@ -198,7 +198,7 @@ local function build(d)
         FunctionName = fname, Runtime = d.lambda.runtime, Architectures = array{ d.lambda.architecture },
         Handler = "trigger", Code = lambda_code(), Role = getatt("TriggerRole", "Arn"),
         MemorySize = d.lambda.memory, Timeout = d.lambda.timeout,
-        Environment = { Variables = { DYNLOG_TABLE = ref("LogTable"), DYNLOG_BUS = ref("Bus"),
+        Environment = { Variables = { DYNLOG_TABLE = ref("LogTable"), DYNLOG_EVENT_BUS = ref("Bus"),
                                       DYNLOG_SORT_KEY = d.log.sort_key } },
         Tags = tag_list({}, d.name),
       },
