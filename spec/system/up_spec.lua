@@ -21,7 +21,7 @@ local function up_env(extra)
 end
 
 local function running(pid)
-  return pid and os.execute("kill -0 " .. pid .. " 2>/dev/null") == true
+  return pid and run.succeeded("kill -0 " .. pid .. " 2>/dev/null")
 end
 
 describe("dynlog up", function()
