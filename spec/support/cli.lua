@@ -36,60 +36,11 @@ function _M.dynlog(args, e, stdin_text)
   return status, out, err
 end
 
---- spawn(args, env) -> the command in the background: {pid(), wait(seconds) ->
--- status|nil, kill(signal), stdout(), stderr(), wait_for_stderr(text, seconds),
--- cleanup()}.
+--- spawn(args, env) -> `dynlog args` in the background, as run.spawn
+-- starts a command: {pid(), wait(seconds) -> status|nil, kill(signal),
+-- stdout(), stderr(), wait_for_stderr(text, seconds), cleanup()}.
 function _M.spawn(args, e)
-  local socket = require "socket"
-  local out_file, err_file, rc_file, pid_file = os.tmpname(), os.tmpname(), os.tmpname(), os.tmpname()
-  os.remove(rc_file)
-  local prefix = {}
-  for k, v in pairs(e) do prefix[#prefix + 1] = k .. "=" .. run.quote(v) end
-  -- As from a terminal: busted ignores SIGPIPE (LuaSocket does), which a
-  -- child would inherit.
-  local inner = ("env --default-signal=HUP,PIPE %s lua5.4 bin/dynlog %s >%s 2>%s & echo $! >%s; wait $!; echo $? >%s")
-    :format(table.concat(prefix, " "), args, out_file, err_file, pid_file, rc_file)
-  local pipe = assert(io.popen("sh -c " .. run.quote(inner) .. " </dev/null >/dev/null 2>&1 & echo $!"))
-  pipe:read("*l")
-  pipe:close()
-  local h = {}
-  function h.pid()
-    local deadline = socket.gettime() + 10
-    while socket.gettime() < deadline do
-      local pid = tonumber(run.read_file(pid_file) or "")
-      if pid then return pid end
-      socket.sleep(0.02)
-    end
-    error("the command did not start")
-  end
-  function h.stdout() return run.read_file(out_file) or "" end
-  function h.stderr() return run.read_file(err_file) or "" end
-  function h.wait_for_stderr(text, seconds)
-    local deadline = socket.gettime() + seconds
-    while socket.gettime() < deadline do
-      if h.stderr():find(text, 1, true) then return true end
-      if run.read_file(rc_file) then return false end
-      socket.sleep(0.05)
-    end
-    return false
-  end
-  function h.wait(seconds)
-    local deadline = socket.gettime() + seconds
-    while socket.gettime() < deadline do
-      local status = tonumber(run.read_file(rc_file) or "")
-      if status then return status end
-      socket.sleep(0.05)
-    end
-    return nil
-  end
-  function h.kill(signal)
-    os.execute("kill -" .. signal .. " " .. h.pid() .. " 2>/dev/null")
-  end
-  function h.cleanup()
-    if not run.read_file(rc_file) then h.kill("KILL") h.wait(5) end
-    for _, f in ipairs({ out_file, err_file, rc_file, pid_file }) do os.remove(f) end
-  end
-  return h
+  return run.spawn("lua5.4 bin/dynlog " .. args, e)
 end
 
 return _M
