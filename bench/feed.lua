@@ -25,26 +25,11 @@ local n1, n2 = tonumber(arg[4]), tonumber(arg[5])
 -- Write units of the feed's transactions, by DynamoDB's documented rule
 -- (DynamoDB Local reports 4 units for any TransactWriteItems, whatever it
 -- holds): each item written costs ceil(size / 1 KB) units, twice within a
--- transaction; an item's size is the bytes of its attribute names and values
--- (a number: about one byte per two digits, plus one).
+-- transaction; the size is DynamoDB's count, as the C core makes it for
+-- appends (core.item_size, exact numbers kept).
 local units = 0
-local function av_size(av)
-  if av.S then return #av.S end
-  if av.N then return math.ceil(#av.N / 2) + 1 end
-  if av.B then return math.floor(#av.B * 3 / 4) end
-  if av.BOOL ~= nil or av.NULL ~= nil then return 1 end
-  local n = 3
-  if av.M then for k, v in pairs(av.M) do n = n + #k + av_size(v) + 1 end end
-  if av.L then for _, v in ipairs(av.L) do n = n + av_size(v) + 1 end end
-  for _, set in ipairs({ "SS", "NS", "BS" }) do
-    if av[set] then for _, v in ipairs(av[set]) do n = n + #v end end
-  end
-  return n
-end
 local function item_units(item)
-  local size = 0
-  for k, v in pairs(item) do size = size + #k + av_size(v) end
-  return math.ceil(size / 1024)
+  return math.ceil(core.item_size(assert(core.unmarshal_item(item, "exact"))) / 1024)
 end
 local http = curl.new()
 local transport = { request = function(_, req)
