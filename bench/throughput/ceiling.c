@@ -11,7 +11,13 @@
  * multi client doing the same spent ~5x the CPU per request, mostly inside
  * libcurl's per-transfer setup: too much to be a ceiling on a 2-core box.)
  *
- *   ceiling PORT COUNT WARMUP      prints one JSON object per measurement
+ *   ceiling PORT
+ *
+ * Creates the table, prints {"ready":true}, then runs one step per line read
+ * from stdin ("append|query|preload IN_FLIGHT OPS"), answering each with one
+ * JSON line; "quit" ends it (bench/throughput/driver.py drives it). Before a
+ * step, connections the server closed while this client waited (DynamoDB
+ * Local drops idle ones after about 30 s) are opened again.
  *
  * CPU time is getrusage(RUSAGE_SELF) of this process (user + sys). */
 #define _GNU_SOURCE
@@ -38,8 +44,6 @@
 #define N_LEN 10
 #define REQ_MAX 1024
 #define RESP_MAX 65536
-
-static const int LEVELS[] = { 1, 8, 32 };
 
 enum { W_APPEND, W_QUERY, W_PRELOAD };
 
@@ -194,11 +198,23 @@ static int response_done(struct conn *c, int *status, const char **body, size_t 
     return 1;
 }
 
+/* Opens again the connections the server closed while they were idle. */
+static void reopen_closed(void)
+{
+    for (int i = 0; i < nconns; i++) {
+        char b;
+        ssize_t got = recv(conns[i].fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+        if (got == 0 || (got < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
+            close(conns[i].fd);
+            open_conn(&conns[i]);
+        }
+    }
+}
+
 /* Runs `count` requests with n in flight; returns the failures. */
-static long run(int workload, int n, long count, long *items)
+static long run(int workload, int n, long count, long *items, long *bad)
 {
     long started = 0, done = 0, failed = 0;
-    rr = 0;
     while (nconns < n) open_conn(&conns[nconns++]);
     for (int i = 0; i < n && started < count; i++, started++) send_next(&conns[i], workload);
     struct epoll_event evs[MAX_FLIGHT];
@@ -229,7 +245,9 @@ static long run(int workload, int n, long count, long *items)
                 failed++;
             } else if (c->kind == W_QUERY) {
                 const char *cnt = strstr(body, "\"Count\":");
-                if (cnt) *items += atol(cnt + 8);
+                long got_items = cnt ? atol(cnt + 8) : 0;
+                *items += got_items;
+                if (got_items != QUERY_ITEMS) (*bad)++;
             }
             if (started < count) { started++; send_next(c, workload); }
         }
@@ -237,28 +255,23 @@ static long run(int workload, int n, long count, long *items)
     return failed;
 }
 
-static void measure(int workload, int n, long count, long warmup)
+static void step(int workload, const char *name, int n, long count)
 {
-    long items = 0, failed = run(workload, n, warmup, &items);
-    if (failed) fprintf(stderr, "ceiling: %ld failures in the warm-up\n", failed);
-    items = 0;
+    long items = 0, bad = 0;
+    reopen_closed();
     double t0 = now_s(), c0 = cpu_s();
-    failed = run(workload, n, count, &items);
+    long failed = run(workload, n, count, &items, &bad);
     double wall = now_s() - t0, cpu = cpu_s() - c0;
-    printf("{\"client\":\"ceiling\",\"workload\":\"%s\",\"in_flight\":%d,\"ops\":%ld,\"seconds\":%.4f,"
-           "\"ops_per_s\":%.1f,\"cpu_us_per_op\":%.2f,\"errors\":%ld,\"warmup_ops\":%ld",
-           workload == W_APPEND ? "append" : "query", n, count - failed, wall, (double)(count - failed) / wall,
-           cpu / (double)count * 1e6, failed, warmup);
-    if (workload == W_QUERY) printf(",\"items\":%ld", items);
-    printf("}\n");
+    printf("{\"client\":\"ceiling\",\"workload\":\"%s\",\"in_flight\":%d,\"ops\":%ld,\"seconds\":%.6f,"
+           "\"cpu_seconds\":%.6f,\"errors\":%ld,\"items\":%ld,\"bad_pages\":%ld,\"written\":%llu}\n",
+           name, n, count, wall, cpu, failed, items, bad, seq);
     fflush(stdout);
 }
 
 int main(int argc, char **argv)
 {
-    if (argc < 4) { fprintf(stderr, "usage: ceiling PORT COUNT WARMUP\n"); return 2; }
+    if (argc < 2) { fprintf(stderr, "usage: ceiling PORT\n"); return 2; }
     int port = atoi(argv[1]);
-    long count = atol(argv[2]), warmup = atol(argv[3]);
     signal(SIGPIPE, SIG_IGN);
     memset(&server, 0, sizeof server);
     server.sin_family = AF_INET;
@@ -304,13 +317,21 @@ int main(int argc, char **argv)
         return 1;
     }
 
-    long items = 0;
-    if (run(W_PRELOAD, 8, QUERY_STREAMS * QUERY_ITEMS, &items) != 0) {
-        fprintf(stderr, "ceiling: preload failed\n");
-        return 1;
+    printf("{\"ready\":true}\n");
+    fflush(stdout);
+    char line[128], name[16];
+    int n;
+    long count;
+    while (fgets(line, sizeof line, stdin) && strncmp(line, "quit", 4) != 0) {
+        if (sscanf(line, "%15s %d %ld", name, &n, &count) != 3 || n < 1 || n > MAX_FLIGHT || count < 0) {
+            fprintf(stderr, "ceiling: bad command: %s", line);
+            return 1;
+        }
+        int workload = strcmp(name, "append") == 0 ? W_APPEND : strcmp(name, "query") == 0 ? W_QUERY
+                     : strcmp(name, "preload") == 0 ? W_PRELOAD : -1;
+        if (workload < 0) { fprintf(stderr, "ceiling: unknown workload %s\n", name); return 1; }
+        step(workload, name, n, count);
     }
-    for (size_t i = 0; i < sizeof LEVELS / sizeof *LEVELS; i++) measure(W_APPEND, LEVELS[i], count, warmup);
-    for (size_t i = 0; i < sizeof LEVELS / sizeof *LEVELS; i++) measure(W_QUERY, LEVELS[i], count, warmup);
     fprintf(stderr, "ceiling: %llu items written\n", seq);
     return 0;
 }

@@ -1,28 +1,33 @@
 // The AWS SDK for JavaScript v3 (DynamoDBDocumentClient) side of
-// bench/throughput.sh (see there for the workloads).
-//   node bench/throughput/sdk_v3.js PEERS_DIR PORT COUNT WARMUP
-// PEERS_DIR holds node_modules. Prints one JSON object per measurement.
-// CPU time is process.cpuUsage(): getrusage(RUSAGE_SELF), user + sys.
+// bench/throughput.sh (see there for the workloads and
+// bench/throughput/driver.py for the protocol).
+//   node bench/throughput/sdk_v3.js PEERS_DIR PORT
+// PEERS_DIR holds node_modules. Creates the table, prints {"ready":true},
+// then runs one step per line read from stdin ("append|query|preload
+// IN_FLIGHT OPS"), answering each with one JSON line; "quit" ends it.
+// One client for the whole process, as an application keeps it, on one
+// keep-alive http.Agent with maxSockets (64) above the most requests in
+// flight (32). CPU time is process.cpuUsage(): getrusage(RUSAGE_SELF),
+// user + sys of every thread.
 "use strict";
 const path = require("path");
 const http = require("http");
-const [peers, port, countArg, warmupArg] = process.argv.slice(2);
+const readline = require("readline");
+const [peers, port] = process.argv.slice(2);
 const req = (name) => require(path.join(peers, "node_modules", name));
 const { DynamoDBClient, CreateTableCommand } = req("@aws-sdk/client-dynamodb");
+const { NodeHttpHandler } = req("@smithy/node-http-handler");
 const { DynamoDBDocumentClient, PutCommand, QueryCommand } = req("@aws-sdk/lib-dynamodb");
 
 const TABLE = "bench_events";
-const LEVELS = [1, 8, 32];
 const APPEND_STREAMS = 1000, QUERY_STREAMS = 100, QUERY_ITEMS = 10;
-const count = Number(countArg), warmup = Number(warmupArg);
 
-// Kept-alive connections, at least as many as requests in flight.
 const agent = new http.Agent({ keepAlive: true, maxSockets: 64 });
 const base = new DynamoDBClient({
   endpoint: `http://127.0.0.1:${port}`,
   region: "us-east-1",
   credentials: { accessKeyId: "AKIDBENCH", secretAccessKey: "bench-secret" },
-  requestHandler: { httpAgent: agent },
+  requestHandler: new NodeHttpHandler({ httpAgent: agent }),
 });
 const doc = DynamoDBDocumentClient.from(base);
 
@@ -34,7 +39,6 @@ function sortKey() {
 }
 
 let written = 0;
-let nextId = 0;
 async function put(id) {
   const n = ++written;
   await doc.send(new PutCommand({
@@ -47,40 +51,43 @@ async function put(id) {
 
 // Runs n operations with `inFlight` promises each looping over a shared counter.
 async function run(n, inFlight, op) {
-  let started = 0, items = 0;
+  let started = 0, items = 0, bad = 0;
   async function worker() {
     while (started < n) {
       const k = started++;
       const got = await op(k); // not `items += await …`: that reads items before the await
       items += got;
+      if (got !== QUERY_ITEMS) bad++;
     }
   }
   await Promise.all(Array.from({ length: inFlight }, worker));
-  return items;
+  return [items, bad];
 }
 
-const appendOp = async () => { await put(String(nextId++ % APPEND_STREAMS)); return 0; };
-const queryOp = async (k) => {
-  const out = await doc.send(new QueryCommand({
-    TableName: TABLE, KeyConditionExpression: "pk = :pk",
-    ExpressionAttributeValues: { ":pk": `bench#q${k % QUERY_STREAMS}#stream` }, ConsistentRead: false,
-  }));
-  if (out.LastEvaluatedKey) throw new Error("query: more than one page");
-  return out.Items.length;
+const rr = { append: 0, preload: 0 }; // round robin over the streams, kept from one step to the next
+const ops = {
+  append: async () => { await put(String(rr.append++ % APPEND_STREAMS)); return 0; },
+  preload: async () => { await put(`q${rr.preload++ % QUERY_STREAMS}`); return 0; },
+  query: async (k) => {
+    const out = await doc.send(new QueryCommand({
+      TableName: TABLE, KeyConditionExpression: "pk = :pk",
+      ExpressionAttributeValues: { ":pk": `bench#q${k % QUERY_STREAMS}#stream` }, ConsistentRead: false,
+    }));
+    if (out.LastEvaluatedKey) throw new Error("query: more than one page");
+    return out.Items.length;
+  },
 };
 
-async function measure(workload, inFlight) {
-  const op = workload === "append" ? appendOp : queryOp;
-  await run(warmup, inFlight, op);
+async function step(workload, inFlight, n) {
+  const op = ops[workload];
+  if (!op) throw new Error(`unknown workload ${workload}`);
   const t0 = process.hrtime.bigint(), c0 = process.cpuUsage();
-  const items = await run(count, inFlight, op);
+  const [items, bad] = await run(n, inFlight, op);
   const wall = Number(process.hrtime.bigint() - t0) / 1e9;
   const c = process.cpuUsage(c0);
-  const rec = { client: "sdk-v3", workload, in_flight: inFlight, ops: count, seconds: +wall.toFixed(4),
-                ops_per_s: +(count / wall).toFixed(1), cpu_us_per_op: +((c.user + c.system) / count).toFixed(2),
-                errors: 0, warmup_ops: warmup };
-  if (workload === "query") rec.items = items;
-  process.stdout.write(JSON.stringify(rec) + "\n");
+  return { client: "sdk-v3", workload, in_flight: inFlight, ops: n, seconds: wall,
+           cpu_seconds: (c.user + c.system) / 1e6, errors: 0, items: workload === "query" ? items : 0,
+           bad_pages: workload === "query" ? bad : 0, written };
 }
 
 async function main() {
@@ -91,12 +98,16 @@ async function main() {
     BillingMode: "PAY_PER_REQUEST",
     StreamSpecification: { StreamEnabled: true, StreamViewType: "NEW_AND_OLD_IMAGES" },
   }));
-  // Preload: QUERY_ITEMS items in each query stream (not measured).
-  let p = 0;
-  await run(QUERY_STREAMS * QUERY_ITEMS, 8, async () => { await put(`q${p++ % QUERY_STREAMS}`); return 0; });
-  for (const n of LEVELS) await measure("append", n);
-  for (const n of LEVELS) await measure("query", n);
+  process.stdout.write('{"ready":true}\n');
+  const lines = readline.createInterface({ input: process.stdin, crlfDelay: Infinity });
+  for await (const line of lines) {
+    if (line === "quit") break;
+    const m = /^([a-z]+) (\d+) (\d+)$/.exec(line);
+    if (!m) throw new Error(`bad command: ${line}`);
+    process.stdout.write(JSON.stringify(await step(m[1], Number(m[2]), Number(m[3]))) + "\n");
+  }
   process.stderr.write(`sdk-v3: ${written} items written\n`);
+  agent.destroy();
 }
 
 main().catch((e) => { console.error(e); process.exit(1); });
