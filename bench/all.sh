@@ -5,7 +5,8 @@
 #   micro       bench/run.sh: ULID, SigV4, marshalling beside npm ulid, aws4,
 #               the v3 SDK's signer, botocore, lua-cjson and a hashing floor
 #   throughput  bench/throughput.sh: append and query at 1, 8 and 32 in flight
-#               beside the v3 SDK's DocumentClient, boto3 and a raw ceiling
+#               beside the v3 SDK's DocumentClient, boto3 and a raw ceiling,
+#               every client warmed, the clients in turn in every round
 #   pipeline    bench/pipeline.sh: append → projection latency through nginx
 #   memory      bench/memory.sh: the client's resident size, iterating 100k events
 #   eventid     bench/eventid.sh: write units and appends per second with and
@@ -17,7 +18,7 @@
 #
 # Each part installs what it needs (npm into bench/peers/, python3-boto3 from
 # Debian) and starts its own DynamoDB Local. Defaults keep the whole run
-# under 10 minutes on 2 cores: BENCH_ROUNDS=1 (throughput), RATES="20 100"
+# about 10 minutes on 2 cores: BENCH_ROUNDS=3 (throughput), RATES="20 100"
 # DURATION=10 (pipeline), EVENTS=100000 (memory); set them to change that.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,7 +28,7 @@ part() { printf '\n===== %s =====\n' "$1"; }
 part "micro: ULID, SigV4, marshalling (bench/run.sh)"
 bench/run.sh
 part "throughput: append and query beside the SDKs (bench/throughput.sh)"
-BENCH_ROUNDS=${BENCH_ROUNDS:-1} bash bench/throughput.sh
+BENCH_ROUNDS=${BENCH_ROUNDS:-3} bash bench/throughput.sh
 part "pipeline: append → projection latency through nginx (bench/pipeline.sh)"
 RATES=${RATES:-"20 100"} DURATION=${DURATION:-10} bash bench/pipeline.sh
 part "memory: resident size while iterating a long stream (bench/memory.sh)"
