@@ -14,7 +14,7 @@ const path = require("path");
 const http = require("http");
 const readline = require("readline");
 const [peers, port] = process.argv.slice(2);
-const req = (name) => require(path.join(peers, "node_modules", name));
+const req = (name) => require(path.resolve(peers, "node_modules", name));
 const { DynamoDBClient, CreateTableCommand } = req("@aws-sdk/client-dynamodb");
 const { NodeHttpHandler } = req("@smithy/node-http-handler");
 const { DynamoDBDocumentClient, PutCommand, QueryCommand } = req("@aws-sdk/lib-dynamodb");
