@@ -1,7 +1,7 @@
 # dynlog: build, test and check.
 #
-#   make            build dynlog.core for Lua 5.4 into build54/
-#   make luajit     build dynlog.core for LuaJIT (nginx) into buildjit/
+#   make            build the C modules for Lua 5.4 into build54/ (dynlog/core.so, dynlog/curl.so)
+#   make luajit     build them for LuaJIT (nginx) into buildjit/
 #   make test       install what is missing, start DynamoDB Local, run every spec
 #   make test-unit  the specs that need no service (spec/unit), in seconds
 #   make memcheck   the specs that touch C, under valgrind
@@ -17,6 +17,11 @@
 #   make dist       dist/dynlog-<version>.tar.gz and the source rock that `luarocks install` takes offline
 #   make lambda     dist/dynlog-lambda-<arch>.zip: the Lua runtime for AWS Lambda (bootstrap, lua5.4, dynlog, libraries)
 #   make install    used by `luarocks make` (INST_LIBDIR, INST_LUADIR)
+#
+# Two C modules: dynlog.core (core.so) holds everything but HTTP and does not
+# link libcurl; dynlog.curl (curl.so) is the libcurl transport, loaded only by
+# dynlog.transport.curl and dynlog.transport.concurrent outside nginx. An nginx
+# worker (cosockets) thus maps neither libcurl nor the ~30 libraries it pulls in.
 
 LUA_PC     ?= lua5.4
 BUILD      ?= build54
@@ -32,18 +37,28 @@ else
 LUA_CFLAGS = $(shell pkg-config --cflags $(LUA_PC))
 endif
 DEP_CFLAGS = $(shell pkg-config --cflags libcurl libcrypto yajl expat)
-DEP_LIBS   = $(shell pkg-config --libs libcurl libcrypto yajl expat) -lz -pthread
+CORE_LIBS  = $(shell pkg-config --libs libcrypto yajl expat) -lz -pthread
+CURL_LIBS  = $(shell pkg-config --libs libcurl libcrypto) -pthread
 
 WARN      := -std=c99 -Wall -Wextra -Werror=implicit-function-declaration -D_POSIX_C_SOURCE=200809L
-# core.so exports luaopen_dynlog_core alone (DL_EXPORT in src/dynlog.h);
-# every other symbol stays inside it (spec/unit/symbols_spec.lua).
+# core.so exports luaopen_dynlog_core alone and curl.so luaopen_dynlog_curl
+# alone (DL_EXPORT in src/dynlog.h); every other symbol stays inside its
+# module, so the helpers both hold (buf.c, lua_util.c) never clash
+# (spec/unit/symbols_spec.lua).
 VISIBILITY := -fvisibility=hidden
 ALL_CFLAGS = $(CFLAGS) $(WARN) $(VISIBILITY) -fPIC $(LUA_CFLAGS) $(DEP_CFLAGS) -Isrc
 
 SOURCES := $(sort $(wildcard src/*.c))
 HEADERS := $(wildcard src/*.h)
-OBJECTS  = $(SOURCES:src/%.c=$(BUILD)/obj/%.o)
-MODULE   = $(BUILD)/dynlog/core.so
+# dynlog.curl: the libcurl bindings and what they share with the core.
+CURL_ONLY    := src/curl.c src/http.c src/http_multi.c src/lua_http.c src/lua_http_multi.c
+CURL_SOURCES := $(CURL_ONLY) src/buf.c src/lua_util.c
+CORE_SOURCES := $(filter-out $(CURL_ONLY),$(SOURCES))
+CORE_OBJECTS  = $(CORE_SOURCES:src/%.c=$(BUILD)/obj/%.o)
+CURL_OBJECTS  = $(CURL_SOURCES:src/%.c=$(BUILD)/obj/%.o)
+CORE_MODULE   = $(BUILD)/dynlog/core.so
+CURL_MODULE   = $(BUILD)/dynlog/curl.so
+MODULES       = $(CORE_MODULE) $(CURL_MODULE)
 
 # Every Lua module, folders included (dynlog/client/events.lua, …).
 LUA_MODULES = $(shell cd lua && find dynlog -name '*.lua' | LC_ALL=C sort)
@@ -53,7 +68,7 @@ INST_LUADIR ?= /usr/local/share/lua/5.4
 
 .PHONY: all luajit test test-unit memcheck check chaos fuzz bench bench-quick bench-compare bench-memory demo demo-clean dist lambda install clean FORCE
 
-all: $(MODULE)
+all: $(MODULES)
 
 # Objects depend on the flags too: the same build dir may be used for Lua 5.4
 # and then LuaJIT (luarocks uses one for both), and must not mix the two.
@@ -67,10 +82,15 @@ $(BUILD)/obj/%.o: src/%.c $(HEADERS) $(FLAGS_STAMP)
 	@echo "  CC      $<"
 	@$(CC) $(ALL_CFLAGS) -c $< -o $@
 
-$(MODULE): $(OBJECTS)
+$(CORE_MODULE): $(CORE_OBJECTS)
 	@mkdir -p $(dir $@)
 	@echo "  LD      $@"
-	@$(CC) $(LIBFLAG) $(LDFLAGS) -o $@ $(OBJECTS) $(DEP_LIBS)
+	@$(CC) $(LIBFLAG) $(LDFLAGS) -o $@ $(CORE_OBJECTS) $(CORE_LIBS)
+
+$(CURL_MODULE): $(CURL_OBJECTS)
+	@mkdir -p $(dir $@)
+	@echo "  LD      $@"
+	@$(CC) $(LIBFLAG) $(LDFLAGS) -o $@ $(CURL_OBJECTS) $(CURL_LIBS)
 
 luajit:
 	$(MAKE) BUILD=buildjit LUA_PC=luajit
@@ -96,7 +116,7 @@ fuzz:
 bench:
 	bench/all.sh
 
-bench-quick: $(MODULE)
+bench-quick: $(CORE_MODULE)
 	LUA_PATH='lua/?.lua;lua/?/init.lua;;' LUA_CPATH='$(BUILD)/?.so;;' lua5.4 bench/core.lua
 
 bench-memory:
@@ -118,9 +138,10 @@ dist:
 lambda:
 	scripts/lambda.sh $(LAMBDA_DIST)
 
-install: $(MODULE)
+install: $(MODULES)
 	install -d $(INST_LIBDIR)/dynlog
-	install -m 0755 $(MODULE) $(INST_LIBDIR)/dynlog/core.so
+	install -m 0755 $(CORE_MODULE) $(INST_LIBDIR)/dynlog/core.so
+	install -m 0755 $(CURL_MODULE) $(INST_LIBDIR)/dynlog/curl.so
 	cd lua && for f in $(LUA_MODULES); do install -D -m 0644 "$$f" "$(INST_LUADIR)/$$f" || exit 1; done
 
 clean:

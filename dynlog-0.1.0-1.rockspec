@@ -10,8 +10,9 @@ description = {
   detailed = [[
     dynlog keeps event streams in DynamoDB (one item per event, never
     overwritten), signs requests with SigV4, makes monotonic ULIDs, and
-    publishes new events to EventBridge. Its C core (dynlog.core) links
-    libcurl, OpenSSL's libcrypto, yajl and expat.
+    publishes new events to EventBridge. Its C core comes as two modules:
+    dynlog.core (OpenSSL's libcrypto, yajl, expat, zlib) and dynlog.curl,
+    the libcurl transport, which nginx workers (cosockets) never load.
   ]],
   license = "Apache-2.0",
 }
@@ -27,6 +28,8 @@ external_dependencies = {
   YAJL = { library = "yajl" },
   EXPAT = { library = "expat" },
 }
+-- `make` builds both C modules and `make install` puts both into the tree's
+-- LIBDIR (dynlog/core.so, dynlog/curl.so).
 build = {
   type = "make",
   build_variables = {

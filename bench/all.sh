@@ -8,7 +8,8 @@
 #               beside the v3 SDK's DocumentClient, boto3 and a raw ceiling,
 #               every client warmed, the clients in turn in every round
 #   pipeline    bench/pipeline.sh: append → projection latency through nginx
-#   memory      bench/memory.sh: the client's resident size, iterating 100k events
+#   memory      bench/memory.sh: the client's resident size, iterating 100k events;
+#               an nginx worker's, and the shared objects it maps
 #   eventid     bench/eventid.sh: write units and appends per second with and
 #               without event ids
 #   feed        bench/feed.sh: the indexer's throughput and write units per

@@ -81,8 +81,9 @@ echo "== specs, Lua 5.4, C module with ASan + UBSan (build-asan/)"
     # make reads these from the environment (BUILD and CFLAGS are ?= there)
     export CC=gcc BUILD=build-asan
     export CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined"
-    # -z nodelete: lua_close must not unload libcurl and its libraries before
-    # the leak check, or their static data shows as leaks (see memcheck.sh).
+    # -z nodelete: lua_close must not unload curl.so, libcurl and its libraries
+    # before the leak check, or their static data shows as leaks (see memcheck.sh).
+    # make builds both modules into build-asan/dynlog/ (core.so and curl.so).
     export LDFLAGS="-fsanitize=address,undefined -Wl,-z,nodelete"
     export DYNLOG_SPEC_CPATH='build-asan/?.so' LUAS=lua5.4
     # busted, and the lua5.4 it starts, is the shim; the make variables are

@@ -9,7 +9,9 @@
 #   bin/lua5.4                 this machine's Lua 5.4 interpreter
 #   lua/dynlog/...             every Lua module of dynlog
 #   lib/lua/5.4/dynlog/core.so the C core, built by `make`, stripped
-#   lib/*.so.*                 every shared library lua5.4 and core.so load (ldd),
+#   lib/lua/5.4/dynlog/curl.so the libcurl transport (dynlog.curl: the runtime's
+#                              requests go through it), built by `make`, stripped
+#   lib/*.so.*                 every shared library lua5.4, core.so and curl.so load (ldd),
 #                              except glibc's own (libc, libm, libdl, libpthread, librt,
 #                              libresolv, the dynamic loader), which Lambda's system has
 #   BUILD-INFO.txt             where it was built and the newest GLIBC_ symbol version
@@ -37,13 +39,16 @@ mkdir -p "$root/bin" "$root/lib/lua/5.4/dynlog" "$root/lua"
 
 install -m 0755 scripts/lambda-bootstrap "$root/bootstrap"
 install -m 0755 "$lua" "$root/bin/lua5.4"
-install -m 0755 build54/dynlog/core.so "$root/lib/lua/5.4/dynlog/core.so"
-strip --strip-unneeded "$root/lib/lua/5.4/dynlog/core.so"
+modules=("$root/lib/lua/5.4/dynlog/core.so" "$root/lib/lua/5.4/dynlog/curl.so")
+for module in "${modules[@]}"; do
+    install -m 0755 "build54/dynlog/$(basename "$module")" "$module"
+    strip --strip-unneeded "$module"
+done
 (cd lua && find dynlog -name '*.lua' | LC_ALL=C sort) | while read -r f; do
     install -D -m 0644 "lua/$f" "$root/lua/$f"
 done
 
-ldd "$root/bin/lua5.4" "$root/lib/lua/5.4/dynlog/core.so" | awk '$2 == "=>" && $3 ~ /^\// { print $3 }' |
+ldd "$root/bin/lua5.4" "${modules[@]}" | awk '$2 == "=>" && $3 ~ /^\// { print $3 }' |
     LC_ALL=C sort -u | while read -r lib; do
     case $(basename "$lib") in
     libc.so.* | libm.so.* | libdl.so.* | libpthread.so.* | librt.so.* | libresolv.so.* | ld-linux*) continue ;;
@@ -51,7 +56,7 @@ ldd "$root/bin/lua5.4" "$root/lib/lua/5.4/dynlog/core.so" | awk '$2 == "=>" && $
     install -m 0644 "$(readlink -f "$lib")" "$root/lib/$(basename "$lib")"
 done
 
-glibc=$(objdump -T "$root/bin/lua5.4" "$root/lib/lua/5.4/dynlog/core.so" "$root"/lib/*.so* |
+glibc=$(objdump -T "$root/bin/lua5.4" "${modules[@]}" "$root"/lib/*.so* |
     grep -o 'GLIBC_[0-9][0-9.]*' | LC_ALL=C sort -u -V | tail -n 1)
 {
     echo "dynlog $(sed -n 's/^#define DYNLOG_VERSION "\([^"]*\)"$/\1/p' src/dynlog.h) Lua runtime for AWS Lambda"

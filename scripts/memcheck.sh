@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# `make memcheck`: the specs that touch C, with the module built for valgrind
-# (-O1, and -z nodelete so that lua_close does not unload libcurl before
-# valgrind's leak check, which would turn its static data into false leaks).
+# `make memcheck`: the specs that touch C, with both modules (dynlog.core and
+# dynlog.curl) built for valgrind into build-vg/ (-O1, and -z nodelete so that
+# lua_close does not unload curl.so and libcurl before valgrind's leak check,
+# which would turn their static data into false leaks).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -1,5 +1,6 @@
 /* dynlog.core: the C half of dynlog. This file only assembles the module; each
- * concern registers its own functions (see dynlog.h). */
+ * concern registers its own functions (see dynlog.h). The libcurl transport
+ * is another module, dynlog.curl (curl.c): core.so does not link libcurl. */
 #include "dynlog.h"
 
 DL_EXPORT int luaopen_dynlog_core(lua_State *L)
@@ -13,8 +14,6 @@ DL_EXPORT int luaopen_dynlog_core(lua_State *L)
     dl_open_signal(L);
     dl_open_ulid(L);
     dl_open_sigv4(L);
-    dl_open_http(L);
-    dl_open_http_multi(L);
     dl_open_marks(L);
     dl_open_json(L);
     dl_open_xml(L);

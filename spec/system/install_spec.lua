@@ -2,6 +2,22 @@
 -- fresh tree without reaching the LuaRocks server, and it loads from there.
 local run = require("spec.support.run").run
 
+-- Both C modules are in the tree and load: dynlog.curl (the libcurl
+-- transport) beside dynlog.core, from the tree's lib/lua/<v>/dynlog/, the
+-- curl transport works from there, and dynlog.core alone maps no libcurl.
+local function assert_curl_module(lua, lua_version, tree)
+  local status, out = run("cd / && eval \"$(luarocks --lua-version=" .. lua_version .. " --tree=" .. tree
+    .. " path)\" && " .. lua .. " -e '"
+    .. "local function curl_mapped() for l in io.lines(\"/proc/self/maps\") do "
+    .. "if l:find(\"libcurl\") then return true end end return false end "
+    .. "local core = require \"dynlog.core\"; local alone = curl_mapped(); "
+    .. "local curl = require \"dynlog.curl\"; require(\"dynlog.transport.curl\").new():close(); "
+    .. "print(alone, curl._VERSION == core._VERSION, curl_mapped(), "
+    .. "package.searchpath(\"dynlog.curl\", package.cpath))'")
+  assert.are.equal(0, status, out)
+  assert.are.equal("false\ttrue\ttrue\t" .. tree .. "/lib/lua/" .. lua_version .. "/dynlog/curl.so\n", out)
+end
+
 describe("luarocks install", function()
   local tree, tree51
 
@@ -26,6 +42,7 @@ describe("luarocks install", function()
       .. "print(d._VERSION, #d.ulid(), package.searchpath(\"dynlog.core\", package.cpath))'")
     assert.are.equal(0, status, out)
     assert.matches("^%d+%.%d+%.%d+\t26\t" .. tree:gsub("%p", "%%%0") .. "/lib/lua/5%.4/dynlog/core%.so", out)
+    assert_curl_module("lua5.4", "5.4", tree)
 
     -- Every module of lua/, folders included, and nothing else.
     local _, wanted = run("cd lua && find dynlog -name '*.lua' | LC_ALL=C sort")
@@ -55,6 +72,7 @@ describe("luarocks install", function()
       .. "package.searchpath(\"dynlog.core\", package.cpath))'")
     assert.are.equal(0, status, out)
     assert.matches("^%d+%.%d+%.%d+\t26\t7\t" .. tree51:gsub("%p", "%%%0") .. "/lib/lua/5%.1/dynlog/core%.so", out)
+    assert_curl_module("luajit", "5.1", tree51)
   end)
 
   it("passes luarocks lint", function()
@@ -118,6 +136,7 @@ describe("make dist", function()
     status, out = run("cd / && env -u LUA_PATH -u LUA_CPATH " .. box .. "/tree/bin/dynlog --version")
     assert.are.equal(0, status, out)
     assert.matches("dynlog " .. version, out, 1, true)
+    assert_curl_module("lua5.4", "5.4", box .. "/tree")
 
     -- The installed command against DynamoDB Local: create, append, read back.
     local tbl = require("spec.support.ddb").table_name("dist")
@@ -158,5 +177,6 @@ describe("make dist", function()
       .. "package.searchpath(\"dynlog.core\", package.cpath))'")
     assert.are.equal(0, status, out)
     assert.matches(version .. "\t26\t" .. box .. "/tree/lib/lua/5.1/dynlog/core.so", out, 1, true)
+    assert_curl_module("luajit", "5.1", box .. "/tree")
   end)
 end)

@@ -271,7 +271,8 @@ describe("the Lua runtime for AWS Lambda", function()
       local names = {}
       for name in listing:gmatch("[^\n]+") do names[name] = true end
       for _, name in ipairs({ "bootstrap", "bin/lua5.4", "BUILD-INFO.txt", "lib/lua/5.4/dynlog/core.so",
-                              "lib/libcurl.so.4", "lib/libyajl.so.2", "lib/libcrypto.so.3",
+                              "lib/lua/5.4/dynlog/curl.so", "lib/libcurl.so.4", "lib/libyajl.so.2",
+                              "lib/libcrypto.so.3",
                               "lua/dynlog/init.lua", "lua/dynlog/lambda/runtime.lua",
                               "lua/dynlog/lambda/handlers.lua", "lua/dynlog/pipeline/trigger.lua" }) do
         assert.is_true(names[name], name .. " is not in the zip:\n" .. listing)

@@ -1,8 +1,10 @@
--- dynlog.core exports one symbol, its entry point luaopen_dynlog_core: the C
--- core is compiled with -fvisibility=hidden (DL_EXPORT in src/dynlog.h marks
--- the entry point), so none of its dl_* functions can clash with, or be
--- called by, another library loaded into the same process (nginx, a Lua
--- interpreter with other C modules).
+-- Each C module exports one symbol, its entry point: dynlog.core
+-- luaopen_dynlog_core, dynlog.curl luaopen_dynlog_curl. Both are compiled
+-- with -fvisibility=hidden (DL_EXPORT in src/dynlog.h marks the entry
+-- points), so none of their dl_* functions can clash with, or be called by,
+-- another library loaded into the same process (nginx, a Lua interpreter with
+-- other C modules), nor with each other: the helpers both hold (buf.c,
+-- lua_util.c) stay private to each.
 local runner = require "spec.support.run"
 local run, quote = runner.run, runner.quote
 
@@ -20,7 +22,23 @@ local function exported(path)
   return symbols
 end
 
-describe("dynlog.core's exported symbols", function()
+-- The libraries the shared object names as NEEDED (readelf -d), by soname.
+local function needed(path)
+  local status, out = run("readelf -d " .. quote(path))
+  assert.are.equal(0, status, out)
+  local libs = {}
+  for name in out:gmatch("%(NEEDED%)[^\n]-%[([^%]]+)%]") do libs[#libs + 1] = name end
+  return libs
+end
+
+local function has_libcurl(libs)
+  for _, name in ipairs(libs) do
+    if name:find("^libcurl") then return true end
+  end
+  return false
+end
+
+describe("the C modules' exported symbols", function()
   setup(function()
     -- The plain builds, whatever build the specs run against.
     for _, target in ipairs({ "", " luajit" }) do
@@ -30,14 +48,25 @@ describe("dynlog.core's exported symbols", function()
   end)
 
   for _, build in ipairs({ "build54", "buildjit" }) do
-    it(("are luaopen_dynlog_core alone in %s/ (%s)"):format(build,
-      build == "build54" and "Lua 5.4" or "LuaJIT"), function()
-      assert.are.same({ "T luaopen_dynlog_core" }, exported(build .. "/dynlog/core.so"))
+    local lua = build == "build54" and "Lua 5.4" or "LuaJIT"
+    for _, name in ipairs({ "core", "curl" }) do
+      it(("are luaopen_dynlog_%s alone in %s/dynlog/%s.so (%s)"):format(name, build, name, lua), function()
+        assert.are.same({ "T luaopen_dynlog_" .. name }, exported(build .. "/dynlog/" .. name .. ".so"))
+      end)
+    end
+
+    -- A process that loads only dynlog.core (an nginx worker) maps no libcurl.
+    it(("leave libcurl out of %s/dynlog/core.so and link it into curl.so (%s)"):format(build, lua), function()
+      local core, curl = needed(build .. "/dynlog/core.so"), needed(build .. "/dynlog/curl.so")
+      assert.is_false(has_libcurl(core), "core.so needs " .. table.concat(core, " "))
+      assert.is_true(has_libcurl(curl), "curl.so needs " .. table.concat(curl, " "))
     end)
   end
 
-  it("are luaopen_dynlog_core alone in the module these specs load", function()
-    local path = assert(package.searchpath("dynlog.core", package.cpath))
-    assert.are.same({ "T luaopen_dynlog_core" }, exported(path))
+  it("are the entry points alone in the modules these specs load", function()
+    for _, name in ipairs({ "core", "curl" }) do
+      local path = assert(package.searchpath("dynlog." .. name, package.cpath))
+      assert.are.same({ "T luaopen_dynlog_" .. name }, exported(path))
+    end
   end)
 end)

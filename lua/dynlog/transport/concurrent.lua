@@ -15,7 +15,9 @@
 -- An error raised in a run is raised again by run(), after the requests still
 -- in flight are abandoned.
 local core = require "dynlog.core"
-local http = require "dynlog.transport.curl"
+-- dynlog.transport.curl and the C module dynlog.curl, loaded by multi_of:
+-- outside nginx only, so that an nginx worker never maps libcurl.
+local http
 
 local error, setmetatable, tostring, type = error, setmetatable, tostring, type
 local co_create, co_resume, co_status, co_yield = coroutine.create, coroutine.resume, coroutine.status,
@@ -59,7 +61,8 @@ end
 local function multi_of(client)
   local m = client._multi
   if not m then
-    m = core.http_multi(client.transport_opts)
+    http = http or require "dynlog.transport.curl"
+    m = require("dynlog.curl").http_multi(client.transport_opts)
     client._multi = m
   end
   return m

@@ -11,7 +11,7 @@
 -- no address, the connection or the TLS handshake failed or timed out), so
 -- the server cannot have applied it. Any HTTP status, 5xx included, is a
 -- response for the caller to judge.
-local core = require "dynlog.core"
+local curl = require "dynlog.curl"
 local errors = require "dynlog.errors"
 local options = require "dynlog.base.options"
 
@@ -32,7 +32,7 @@ local REQUEST = options.known{ "method", "url", "headers", "body", "timeout" }
 function _M.new(opts)
   options.check(opts, NEW, "dynlog.transport.curl.new")
   opts = opts or {}
-  return setmetatable({ handle = core.http_client(opts) }, mt)
+  return setmetatable({ handle = curl.http_client(opts) }, mt)
 end
 
 --- The error value of a failure class ("timeout", "connection", …) that the
