@@ -18,6 +18,9 @@
 --               tombstones = false: one PutItem per append, as the floor
 --   append_many c:append_many(events, {concurrency = K}), the same client
 --   append_tomb c:append on a default client: a tombstone GetItem + the PutItem
+--   request     dynlog's transport alone: t:request of the signed PutItems dynlog made
+--   lua_only    c:append on a client whose transport answers at once: dynlog's
+--               Lua without the network (writes nothing; one thread)
 --
 -- CPU is the worker process's: os.clock() (LuaJIT's clock(3), the process's
 -- user + sys time) around the run, and utime + stime from /proc/self/stat
@@ -94,11 +97,12 @@ local function prebuilt(n)
                          tombstones = false, transport = recorder })
   local auth = "AWS4-HMAC-SHA256 Credential=" .. ACCESS_KEY .. "/20260101/us-east-1/dynamodb/aws4_request, "
     .. "SignedHeaders=content-type;host;x-amz-date;x-amz-target, Signature=" .. string.rep("0", 64)
-  local reqs = {}
+  local reqs, signed = {}, {}
   for i = 1, n do
     local id, payload = next_event()
     assert(c:append("bench", id, "tick", payload))
     local h = recorded.headers
+    signed[i] = { method = "POST", url = recorded.url, headers = h, body = recorded.body }
     reqs[i] = "POST / HTTP/1.1\r\nHost: 127.0.0.1:" .. ddb_port
       .. "\r\nContent-Type: " .. h["Content-Type"]
       .. "\r\nX-Amz-Target: " .. h["X-Amz-Target"]
@@ -107,7 +111,7 @@ local function prebuilt(n)
       .. "\r\nContent-Length: " .. #recorded.body
       .. "\r\n\r\n" .. recorded.body
   end
-  return reqs
+  return reqs, signed
 end
 
 -- One light thread of the floor: the next prebuilt request, sent on a
@@ -135,6 +139,40 @@ end
 ---------------------------------------------------------------------------
 -- dynlog
 ---------------------------------------------------------------------------
+
+-- dynlog's transport alone: the signed requests dynlog made, sent with
+-- transport:request.
+local function request_thread(state)
+  local t, reqs = state.transport, state.signed
+  while state.next <= state.n do
+    local i = state.next
+    state.next = i + 1
+    local res, err = t:request(reqs[i])
+    if not res then error("request: " .. tostring(err.code) .. ": " .. tostring(err.message)) end
+    if res.status ~= 200 then error("request: HTTP " .. res.status .. ": " .. res.body) end
+    state.done = state.done + 1
+  end
+end
+
+-- A client whose transport answers every request at once with DynamoDB
+-- Local's answer to a PutItem: dynlog's Lua without the network.
+local canned
+local function canned_client()
+  if not canned then
+    local body = "{}"
+    local answer = { request = function()
+      return { status = 200, body = body, new_connections = 0,
+               headers = { ["x-amzn-requestid"] = "00000000-0000-0000-0000-000000000000",
+                           ["x-amz-crc32"] = tostring(require("dynlog.core").crc32(body)),
+                           ["content-type"] = "application/x-amz-json-1.0", ["content-length"] = "2",
+                           date = "Wed, 02 Dec 2026 12:00:00 GMT", server = "Jetty(12.0.14)" } }
+    end }
+    canned = dynlog.new({ table = TABLE, endpoint = "http://127.0.0.1:" .. ddb_port, region = "us-east-1",
+                          credentials = { access_key_id = ACCESS_KEY, secret_access_key = SECRET },
+                          tombstones = false, transport = answer })
+  end
+  return canned
+end
 
 local function append_thread(state)
   local c = state.client
@@ -178,13 +216,14 @@ local function proc_cpu()
   return (tonumber(fields[12]) + tonumber(fields[13])) / 100 -- USER_HZ is 100 on Linux
 end
 
-local MODES = { floor = true, append = true, append_many = true, append_tomb = true }
+local MODES = { floor = true, request = true, append = true, append_many = true, append_tomb = true,
+                lua_only = true }
 
 local function params()
   local args = ngx.req.get_uri_args()
   local mode, n, inflight = args.mode, tonumber(args.n), tonumber(args.inflight)
   if not MODES[mode] or not n or not inflight then
-    return fail(400, "mode=floor|append|append_many|append_tomb, n= and inflight= please")
+    return fail(400, "mode=floor|request|append|append_many|append_tomb|lua_only, n= and inflight= please")
   end
   return mode, n, inflight
 end
@@ -196,8 +235,16 @@ local function work(mode, n, inflight, pre)
   if mode == "floor" then
     state.reqs, state.pool_opts = pre.prebuilt, { pool_size = POOL }
     body = floor_thread
+  elseif mode == "request" then
+    state.signed, state.transport = pre.signed, client(false).transport
+    body = request_thread
   else
-    state.client = client(mode == "append_tomb")
+    state.client = mode == "lua_only" and canned_client() or client(mode == "append_tomb")
+    if mode == "lua_only" then -- nothing is written: inflight is ignored
+      append_thread(state)
+      state.written = 0
+      return state
+    end
     if mode == "append_many" then
       append_many(state, inflight)
       return state
@@ -217,12 +264,12 @@ local prepared -- the requests /prepare built, for the next floor run with prepa
 
 local function prepare(mode, n)
   local state = {}
-  if mode == "floor" then
+  if mode == "floor" or mode == "request" then
     if ngx.var.arg_prepared == "1" then
-      state.prebuilt, prepared = prepared, nil
-      assert(state.prebuilt and #state.prebuilt == n, "/prepare?n= first")
+      state.prebuilt, state.signed, prepared = prepared[1], prepared[2], nil
+      assert(#state.prebuilt == n, "/prepare?n= first")
     else
-      state.prebuilt = prebuilt(n)
+      state.prebuilt, state.signed = prebuilt(n)
     end
   end
   return state
@@ -231,9 +278,9 @@ end
 -- Builds the floor's requests ahead of a run with prepared=1 (so that a
 -- profiler started meanwhile sees only the run).
 function _M.prepare()
-  prepared = prebuilt(assert(tonumber(ngx.var.arg_n), "n="))
+  prepared = { prebuilt(assert(tonumber(ngx.var.arg_n), "n=")) }
   collectgarbage()
-  say({ prepared = #prepared })
+  say({ prepared = #prepared[1] })
 end
 
 function _M.run()
@@ -247,7 +294,7 @@ function _M.run()
   local cpu, wall, proc = os.clock() - cpu0, ngx.now() - wall0, proc_cpu() - proc0
   if work_state.done ~= n then return fail(500, "did " .. work_state.done .. " of " .. n) end
   say({ mode = mode, n = n, inflight = inflight, cpu_us = cpu / n * 1e6, proc_cpu_us = proc / n * 1e6,
-        wall_s = wall, ops_per_s = n / wall, written = n })
+        wall_s = wall, ops_per_s = n / wall, written = work_state.written or n })
 end
 
 -- The same under jit.profile: samples every `interval` ms of the worker's
