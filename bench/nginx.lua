@@ -293,8 +293,17 @@ function _M.run()
   ngx.update_time()
   local cpu, wall, proc = os.clock() - cpu0, ngx.now() - wall0, proc_cpu() - proc0
   if work_state.done ~= n then return fail(500, "did " .. work_state.done .. " of " .. n) end
+  local alloc
+  if mode == "lua_only" then -- and the Lua heap it allocates per append, with the collector stopped
+    collectgarbage()
+    collectgarbage("stop")
+    local k0 = collectgarbage("count")
+    work(mode, n, inflight, pre)
+    alloc = (collectgarbage("count") - k0) * 1024 / n
+    collectgarbage("restart")
+  end
   say({ mode = mode, n = n, inflight = inflight, cpu_us = cpu / n * 1e6, proc_cpu_us = proc / n * 1e6,
-        wall_s = wall, ops_per_s = n / wall, written = work_state.written or n })
+        wall_s = wall, ops_per_s = n / wall, written = work_state.written or n, alloc_bytes = alloc })
 end
 
 -- The same under jit.profile: samples every `interval` ms of the worker's

@@ -11,7 +11,7 @@
 # free 127.0.0.1 ports, warms every mode up, then runs ROUNDS rounds of every
 # mode and level (interleaved), keeps the median CPU per PutItem of each, and
 # checks that the table holds exactly the items written. Settings:
-#   N=2000 (PutItems per measurement)  WARMUP=600  ROUNDS=3  LEVELS="1 8 32"
+#   N=1500 (PutItems per measurement)  WARMUP=600  ROUNDS=2  LEVELS="1 8 32"
 #   PROFILE=1   also print jit.profile's top lines for floor and append at 8 in flight
 #               (PROFILE_N=10000 PutItems each: Linux delivers its signal at most once a tick)
 #   PERF=1      also perf record the worker over PROFILE_N PutItems of floor and of append
@@ -19,7 +19,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
-N=${N:-2000} WARMUP=${WARMUP:-600} ROUNDS=${ROUNDS:-3} LEVELS=${LEVELS:-"1 8 32"} PROFILE_N=${PROFILE_N:-10000}
+N=${N:-1500} WARMUP=${WARMUP:-600} ROUNDS=${ROUNDS:-2} LEVELS=${LEVELS:-"1 8 32"} PROFILE_N=${PROFILE_N:-10000}
 MODES="floor request append append_many append_tomb"
 
 make -s luajit
@@ -153,7 +153,10 @@ for m in modes[:-1]:
           res[m][k]["x_floor"]) for k in map(str, levels)))
 print("%-28s" % "ops/s (floor/append)" + "".join("| %-24s" % ("%d / %d" % (res["floor"][k]["ops_per_s"],
       res["append"][k]["ops_per_s"])) for k in map(str, levels)))
-print("c:append's Lua alone (a transport that answers at once, no network): %.1f us" % res["lua_only"]["1"]["cpu_us"])
+alloc = statistics.median(r["alloc_bytes"] for r in runs if r["mode"] == "lua_only")
+res["lua_only"]["1"]["alloc_bytes"] = round(alloc)
+print("c:append's Lua alone (a transport that answers at once, no network): %.1f us, %d bytes of Lua heap"
+      % (res["lua_only"]["1"]["cpu_us"], alloc))
 print("target: c:append <= 95 us and <= 1.3x the floor, at every level:",
       "met" if all(res["append"][k]["cpu_us"] <= 95 and res["append"][k]["x_floor"] <= 1.3
                    for k in map(str, levels)) else "NOT met")
