@@ -15,7 +15,7 @@
 #   PROFILE=1   also print jit.profile's top lines for floor and append at 8 in flight
 #               (PROFILE_N=10000 PutItems each: Linux delivers its signal at most once a tick)
 #   PERF=1      also perf record the worker over PROFILE_N PutItems of floor and of append
-#               at 8 in flight; the top lines go to bench/nginx-perf-{floor,append}.txt
+#               at 8 in flight; the top lines are printed, all of them in bench/peers/nginx-perf-{floor,append}.txt
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -115,7 +115,8 @@ if [[ ${PERF:-} == 1 ]]; then
         kill -INT "$perf_pid"; wait "$perf_pid" || true
         perf report -i "$work/perf-$mode.data" --no-children -g none --sort dso,sym --stdio 2>/dev/null \
             | grep -E '^ +[0-9]' >"$work/perf-$mode.txt" || true
-        head -n 30 "$work/perf-$mode.txt" | tee "bench/nginx-perf-$mode.txt"
+        mkdir -p bench/peers && cp "$work/perf-$mode.txt" "bench/peers/nginx-perf-$mode.txt"
+        head -n 30 "$work/perf-$mode.txt"
     done
 fi
 get /count >"$work/count.json"

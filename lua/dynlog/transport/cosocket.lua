@@ -72,6 +72,7 @@ local READ_CHUNK = 65536
 local STALE_RETRIES = 2      -- fresh connections tried after a dead pooled one
 local DEFAULT_PORTS = { http = 80, https = 443 }
 local RETRYABLE = { timeout = true, connection = true }
+local COMMON_METHODS = { GET = true, POST = true, PUT = true, HEAD = true, DELETE = true } -- tokens all
 local NO_BODY_METHODS = { GET = true, HEAD = true, DELETE = true, OPTIONS = true, TRACE = true }
 local NEW = options.known{ "timeout", "connect_timeout", "pool_size", "keepalive_timeout", "verify",
                           "max_response_bytes", "cafile" }
@@ -654,7 +655,8 @@ function _M:request(req)
   if type(req) ~= "table" then error("dynlog.transport.cosocket: request expects a table", 2) end
   options.check(req, REQUEST, "dynlog.transport.cosocket request")
   local method = req.method or "GET"
-  if type(method) ~= "string" or not str_find(method, "^[%w!#$%%&'*+%-.^_`|~]+$") then
+  if not COMMON_METHODS[method]
+      and (type(method) ~= "string" or not str_find(method, "^[%w!#$%%&'*+%-.^_`|~]+$")) then
     error("dynlog.transport.cosocket: invalid method", 2)
   end
   local body = req.body
