@@ -16,6 +16,8 @@
 #               event, read_all and a subscription catching up, lag under load
 #   lambda      bench/lambda.sh: the Lambda runtime's cold start and CPU per
 #               invocation of the trigger and of a projection
+#   nginx       bench/nginx.sh: an nginx worker's CPU per append over cosockets
+#               beside a no-library floor (prebuilt requests on a pooled cosocket)
 #
 # Each part installs what it needs (npm into bench/peers/, python3-boto3 from
 # Debian) and starts its own DynamoDB Local. Defaults keep the whole run
@@ -40,11 +42,13 @@ part "feed: the indexer, reads and subscriptions (bench/feed.sh)"
 bash bench/feed.sh
 part "lambda: the Lambda runtime's cold start and CPU per invocation (bench/lambda.sh)"
 bash bench/lambda.sh
+part "nginx: worker CPU per append over cosockets beside the no-library floor (bench/nginx.sh)"
+bash bench/nginx.sh
 
 python3 - "$started" <<'PY'
 import json, sys, time, subprocess
 parts = {}
-for name in ("micro", "throughput", "pipeline", "memory", "eventid", "feed", "lambda"):
+for name in ("micro", "throughput", "pipeline", "memory", "eventid", "feed", "lambda", "nginx"):
     with open("bench/%s-results.json" % name) as f:
         parts[name] = json.load(f)
 commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()

@@ -30,12 +30,14 @@
 #include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <yajl/yajl_gen.h>
 #include <yajl/yajl_parse.h>
 
 #define JSON_MAX_DEPTH 1000
+#define JSON_INLINE_FRAMES 32
 /* yajl's generator opens at most YAJL_MAX_DEPTH - 1 nested containers. */
 #define JSON_MAX_ENCODE_DEPTH YAJL_MAX_DEPTH
 #define PARSER_MT "dynlog.json_parser"
@@ -72,9 +74,13 @@ typedef struct {
     int unwrap;
     enum dl_numbers numbers;
     int depth;
+    int frames_cap; /* frames that `frames` holds */
+    frame *frames;  /* frames_inline, or a heap array once a text nests deeper */
     const char *failure; /* set when a callback aborts the parse */
     char message[200];
-    frame frames[JSON_MAX_DEPTH];
+    /* Most texts nest a few levels: the userdata stays small (each decode
+     * makes one, and garbage collection pays for its size). */
+    frame frames_inline[JSON_INLINE_FRAMES];
 } decoder;
 
 /* What the next value must be, given the container it goes into. */
@@ -203,6 +209,17 @@ static int open_frame(decoder *d, enum frame_kind kind, int mt)
         return fail(d, "JSON nested deeper than %d levels", JSON_MAX_DEPTH);
     if (!make_room(d))
         return 0;
+    if (d->depth == d->frames_cap) {
+        int cap = d->frames_cap * 4 < JSON_MAX_DEPTH ? d->frames_cap * 4 : JSON_MAX_DEPTH;
+        frame *grown = d->frames == d->frames_inline ? malloc(sizeof *grown * (size_t)cap)
+                                                     : realloc(d->frames, sizeof *grown * (size_t)cap);
+        if (!grown)
+            return fail(d, "out of memory at JSON depth %d", d->depth);
+        if (d->frames == d->frames_inline)
+            memcpy(grown, d->frames_inline, sizeof d->frames_inline);
+        d->frames = grown;
+        d->frames_cap = cap;
+    }
     if (kind != FRAME_AV) {
         lua_newtable(d->L);
         if (mt) {
@@ -495,6 +512,10 @@ static int decoder_gc(lua_State *L)
         d->handle = NULL;
     }
     dl_buf_free(&d->scratch);
+    if (d->frames != d->frames_inline) {
+        free(d->frames);
+        d->frames = d->frames_inline;
+    }
     return 0;
 }
 
@@ -526,6 +547,8 @@ static int l_json_decode(lua_State *L)
     lua_settop(L, 3);
     decoder *d = lua_newuserdata(L, sizeof *d);
     d->handle = NULL;
+    d->frames = d->frames_inline;
+    d->frames_cap = JSON_INLINE_FRAMES;
     dl_buf_init(&d->scratch);
     luaL_setmetatable(L, PARSER_MT);
     d->L = L;

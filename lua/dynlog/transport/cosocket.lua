@@ -72,6 +72,7 @@ local READ_CHUNK = 65536
 local STALE_RETRIES = 2      -- fresh connections tried after a dead pooled one
 local DEFAULT_PORTS = { http = 80, https = 443 }
 local RETRYABLE = { timeout = true, connection = true }
+local COMMON_METHODS = { GET = true, POST = true, PUT = true, HEAD = true, DELETE = true } -- tokens all
 local NO_BODY_METHODS = { GET = true, HEAD = true, DELETE = true, OPTIONS = true, TRACE = true }
 local NEW = options.known{ "timeout", "connect_timeout", "pool_size", "keepalive_timeout", "verify",
                           "max_response_bytes", "cafile" }
@@ -142,6 +143,8 @@ function _M.new(opts)
   if opts.cafile ~= nil and type(opts.cafile) ~= "string" then
     option_error("cafile", "must be a path (and is ignored: use lua_ssl_trusted_certificate)")
   end
+  self.connect_ms, self.keepalive_ms = ms(self.connect_timeout), ms(self.keepalive_timeout)
+  self._urls, self._url_count = {}, 0
   return setmetatable(self, mt)
 end
 
@@ -202,30 +205,46 @@ local function parse_url(url)
   }
 end
 
--- Header field names are RFC 9110 tokens.
+-- Header names checked already (RFC 9110 tokens), each with its lower-case
+-- form: a client sends the same few names again and again. Bounded, as
+-- callers may make up names.
+local CHECKED_NAMES, checked_count = {}, 0
+local MAX_CHECKED_NAMES = 256
+
+-- The lower-case name of a header that is safe to send; raises otherwise.
 local function check_header(name, value)
   if type(name) ~= "string" or type(value) ~= "string" then
     error("dynlog.transport.cosocket: headers must map names to strings", 4)
   end
-  if name == "" or str_find(name, "[^%w!#$%%&'*+%-.^_`|~]") then
-    error("dynlog.transport.cosocket: invalid character in header name '" .. str_gsub(name, "%c", "?") .. "'", 4)
+  local lname = CHECKED_NAMES[name]
+  if not lname then
+    if name == "" or str_find(name, "[^%w!#$%%&'*+%-.^_`|~]") then
+      error("dynlog.transport.cosocket: invalid character in header name '" .. str_gsub(name, "%c", "?") .. "'", 4)
+    end
+    lname = str_lower(name)
+    if checked_count < MAX_CHECKED_NAMES then
+      CHECKED_NAMES[name], checked_count = lname, checked_count + 1
+    end
   end
-  if str_find(value, "[\r\n]") or str_find(value, "\0", 1, true) then
+  if str_find(value, "\r", 1, true) or str_find(value, "\n", 1, true) or str_find(value, "\0", 1, true) then
     error("dynlog.transport.cosocket: header '" .. name .. "' has a CR, LF or NUL in its value", 4)
   end
+  return lname
 end
 
--- The request head: the caller's headers, then Host, Content-Length and
--- Connection unless the caller set Host or Connection. A caller's
--- Content-Length is replaced by the body's real length. Raises on injection.
-local function build_head(method, u, headers, body)
-  local buf, n = { method, " ", u.target, " HTTP/1.1\r\n" }, 4
+-- The request as a list of pieces for sock:send, which joins them in C (no
+-- Lua string of the whole head to make and intern): the request line, the
+-- caller's headers, then Host, Content-Length and Connection unless the
+-- caller set Host or Connection, then the body. A caller's Content-Length
+-- is replaced by the body's real length. Raises on injection.
+local function build_request(method, u, headers, body)
+  local buf = { method, " ", u.target, " HTTP/1.1\r\n" }
+  local n = 4
   local has_host, connection = false, nil
   if headers ~= nil then
     if type(headers) ~= "table" then error("dynlog.transport.cosocket: headers must be a table", 3) end
     for name, value in pairs(headers) do
-      check_header(name, value)
-      local lname = str_lower(name)
+      local lname = check_header(name, value)
       if lname == "transfer-encoding" then
         error("dynlog.transport.cosocket: request bodies are sent with Content-Length, not Transfer-Encoding", 3)
       end
@@ -242,7 +261,7 @@ local function build_head(method, u, headers, body)
     n = n + 3
   end
   if body ~= nil or not NO_BODY_METHODS[method] then
-    buf[n + 1], buf[n + 2], buf[n + 3] = "Content-Length: ", tostring(body and #body or 0), "\r\n"
+    buf[n + 1], buf[n + 2], buf[n + 3] = "Content-Length: ", body and #body or 0, "\r\n"
     n = n + 3
   end
   if not connection then
@@ -250,7 +269,8 @@ local function build_head(method, u, headers, body)
     n = n + 1
   end
   buf[n + 1] = "\r\n"
-  return tbl_concat(buf), connection
+  if body and body ~= "" then buf[n + 2] = body end
+  return buf, connection
 end
 
 ---------------------------------------------------------------------------
@@ -273,14 +293,67 @@ local function left_ms(st)
   return ms(left)
 end
 
-local function receive(st, pattern, doing)
+-- The response is read through a buffer of our own, st.buf from st.pos on:
+-- one receiveany most often brings the whole response (status line,
+-- headers and a small body), which is then cut up here, instead of one
+-- call into nginx for each line.
+
+-- Reads what the socket has (or waits for it) into the buffer: true, or nil, err.
+local function fill(st, doing)
   local left = left_ms(st)
   if not left then return io_fail("timeout", doing) end
   local sock = st.sock
   sock:settimeout(left)
-  local data, err = sock:receive(pattern)
-  if data then return data end
-  return io_fail(err, doing)
+  local data, err = sock:receiveany(READ_CHUNK)
+  if not data then return io_fail(err, doing) end
+  local buf, pos = st.buf, st.pos
+  if pos > #buf then
+    st.buf = data
+  else
+    st.buf = str_sub(buf, pos) .. data
+  end
+  st.pos = 1
+  return true
+end
+
+-- The next line (LF-terminated; CRs dropped, as cosockets' "*l" does), or nil, err.
+local function read_line(st, doing)
+  while true do
+    local buf, pos = st.buf, st.pos
+    local e = str_find(buf, "\n", pos, true)
+    if e then
+      st.pos = e + 1
+      if e > pos and str_byte(buf, e - 1) == 13 then e = e - 1 end
+      local line = str_sub(buf, pos, e - 1)
+      if str_find(line, "\r", 1, true) then line = str_gsub(line, "\r", "") end
+      return line
+    end
+    if #buf - pos >= MAX_HEADER_BYTES then
+      return fail("too_large", "a response line over " .. MAX_HEADER_BYTES .. " bytes")
+    end
+    local ok, err = fill(st, doing)
+    if not ok then return nil, err end
+  end
+end
+
+-- The next `n` bytes, or nil, err.
+local function read_bytes(st, n, doing)
+  local buf, pos = st.buf, st.pos
+  local have = #buf - pos + 1
+  if have >= n then
+    st.pos = pos + n
+    return str_sub(buf, pos, pos + n - 1)
+  end
+  -- The rest comes straight from the socket, in one receive.
+  local head = have > 0 and str_sub(buf, pos) or ""
+  st.buf, st.pos = "", 1
+  local left = left_ms(st)
+  if not left then return io_fail("timeout", doing) end
+  local sock = st.sock
+  sock:settimeout(left)
+  local data, err = sock:receive(n - have)
+  if not data then return io_fail(err, doing) end
+  return head .. data
 end
 
 -- Is `token` (a pattern) one of the comma-separated items of `list`?
@@ -289,6 +362,9 @@ local function has_token(list, token)
   return str_find("," .. str_lower(list) .. ",", "[,%s]" .. token .. "[%s]*,") ~= nil
 end
 
+-- Lower-case header names seen already (bounded: servers may make up names).
+local LOWER, lower_count = {}, 0
+
 -- Adds one "Name: value" line (or a folded continuation) to headers.
 local function add_header_line(headers, line, last)
   local first = str_byte(line, 1)
@@ -296,19 +372,39 @@ local function add_header_line(headers, line, last)
     headers[last] = headers[last] .. " " .. str_match(line, "^%s*(.-)%s*$")
     return last
   end
-  local name, value = str_match(line, "^([^:%s]+)[ \t]*:[ \t]*(.-)[ \t]*$")
-  if not name then return last end
-  name = str_lower(name)
-  local prev = headers[name]
-  headers[name] = prev and (prev .. ", " .. value) or value
-  return name
+  -- Most lines are "Name: value", with a name seen before: cut at the colon.
+  local colon = str_find(line, ":", 1, true)
+  local lname = colon and LOWER[str_sub(line, 1, colon - 1)]
+  local value
+  if lname then
+    local from, last_byte = colon + 1, str_byte(line, -1)
+    local b = str_byte(line, from)
+    if b == 32 then
+      from = from + 1
+      b = str_byte(line, from)
+    end
+    if b ~= 32 and b ~= 9 and last_byte ~= 32 and last_byte ~= 9 then value = str_sub(line, from) end
+  end
+  if not value then
+    local name
+    name, value = str_match(line, "^([^:%s]+)[ \t]*:[ \t]*(.-)[ \t]*$")
+    if not name then return last end
+    lname = LOWER[name]
+    if not lname then
+      lname = str_lower(name)
+      if lower_count < MAX_CHECKED_NAMES then LOWER[name], lower_count = lname, lower_count + 1 end
+    end
+  end
+  local prev = headers[lname]
+  headers[lname] = prev and (prev .. ", " .. value) or value
+  return lname
 end
 
 -- Header (or trailer) lines up to the empty line.
 local function read_header_lines(st, headers, doing)
   local count, size, last = 0, 0, nil
   while true do
-    local line, err = receive(st, "*l", doing)
+    local line, err = read_line(st, doing)
     if not line then return nil, err end
     if line == "" then return headers end
     count, size = count + 1, size + #line
@@ -327,7 +423,7 @@ end
 local function read_chunked(st, headers, max)
   local parts, n, total = {}, 0, 0
   while true do
-    local line, err = receive(st, "*l", "reading a chunk size")
+    local line, err = read_line(st, "reading a chunk size")
     if not line then return nil, err end
     local hex = str_match(line, "^[ \t]*(%x+)[ \t]*;?")
     if not hex then return fail("connection", "malformed chunked response body") end
@@ -340,11 +436,11 @@ local function read_chunked(st, headers, max)
     end
     total = total + size
     if total > max then return too_large(max) end
-    local data, derr = receive(st, size, "reading the response body")
+    local data, derr = read_bytes(st, size, "reading the response body")
     if not data then return nil, derr end
     n = n + 1
     parts[n] = data
-    local crlf, cerr = receive(st, "*l", "reading the response body")
+    local crlf, cerr = read_line(st, "reading the response body")
     if not crlf then return nil, cerr end
     if crlf ~= "" then return fail("connection", "malformed chunked response body") end
   end
@@ -353,6 +449,12 @@ end
 -- A body delimited by the end of the connection.
 local function read_to_close(st, max)
   local parts, n, total = {}, 0, 0
+  local buf, pos = st.buf, st.pos
+  if pos <= #buf then
+    parts[1], n, total = str_sub(buf, pos), 1, #buf - pos + 1
+    if total > max then return too_large(max) end
+  end
+  st.buf, st.pos = "", 1
   local sock = st.sock
   while true do
     local left = left_ms(st)
@@ -372,6 +474,8 @@ end
 
 -- Content-Length, tolerating a repeated header with the same value.
 local function content_length(value)
+  local single = str_match(value, "^%s*(%d+)%s*$")
+  if single then return tonumber(single) end
   local len
   for item in value:gmatch("[^,]+") do
     local v = tonumber(str_match(item, "^%s*(%d+)%s*$"))
@@ -386,8 +490,8 @@ local function read_response(st, method, max)
   local line, status, major, minor
   repeat -- skip interim 1xx responses (not 101)
     local err
-    line, err = receive(st, "*l", "reading the status line")
-    if not line then return nil, err, st.received == 0 end
+    line, err = read_line(st, "reading the status line")
+    if not line then return nil, err, st.received == 0 and st.pos == 1 and st.buf == "" end
     st.received = st.received + 1
     major, minor, status = str_match(line, "^HTTP/(%d)%.(%d) (%d%d%d)")
     status = tonumber(status)
@@ -402,10 +506,11 @@ local function read_response(st, method, max)
   if not headers then return nil, herr end
 
   local keep
+  local connection = headers["connection"]
   if major == "1" and minor == "1" then
-    keep = not has_token(headers["connection"], "close")
+    keep = not (connection and has_token(connection, "close"))
   else
-    keep = has_token(headers["connection"], "keep%-alive")
+    keep = connection ~= nil and has_token(connection, "keep%-alive")
   end
 
   local body, berr
@@ -425,10 +530,12 @@ local function read_response(st, method, max)
     if len == 0 then
       body = ""
     else
-      body, berr = receive(st, len, "reading the response body")
+      body, berr = read_bytes(st, len, "reading the response body")
     end
   end
   if not body then return nil, berr end
+  -- Bytes after the response: the connection is out of step, not for reuse.
+  if st.pos <= #st.buf then keep = false end
   return { status = status, headers = headers, body = body }, keep
 end
 
@@ -455,14 +562,12 @@ end
 -- pooled connection died before the response began: worth a fresh one.
 local function exchange(self, u, method, payload, deadline, close_after)
   local sock = ngx_socket_tcp()
-  local st = { sock = sock, deadline = deadline, received = 0 }
+  local st = { sock = sock, deadline = deadline, received = 0, buf = "", pos = 1 }
   local left = left_ms(st)
   if not left then return unsent(io_fail("timeout", "before connecting")) end
-  sock:settimeouts(math_min(ms(self.connect_timeout), left), left, left)
+  sock:settimeouts(math_min(self.connect_ms, left), left, left)
 
-  local pool = str_format("dynlog:%s:%s:%d:%s", u.scheme, u.connect_host, u.port,
-    u.tls and tostring(self.verify) or "")
-  local ok, err = sock:connect(u.connect_host, u.port, { pool = pool, pool_size = self.pool_size })
+  local ok, err = sock:connect(u.connect_host, u.port, u.connect_opts)
   if not ok then return connect_error(u, err) end
   local reused = sock:getreusedtimes() > 0
 
@@ -481,12 +586,14 @@ local function exchange(self, u, method, payload, deadline, close_after)
     end
   end
 
-  left = left_ms(st)
-  if not left then
-    sock:close()
-    return unsent(io_fail("timeout", "before sending the request"))
+  if not reused then -- a pooled connection comes at once: the send timeout set above holds
+    left = left_ms(st)
+    if not left then
+      sock:close()
+      return unsent(io_fail("timeout", "before sending the request"))
+    end
+    sock:settimeout(left)
   end
-  sock:settimeout(left)
   local sent, serr = sock:send(payload)
   if not sent then
     sock:close()
@@ -509,13 +616,35 @@ local function exchange(self, u, method, payload, deadline, close_after)
     return nil, err_value, reused and nothing and err_value.code == "connection"
   end
   if keep_or_err and not close_after then
-    local kept = sock:setkeepalive(ms(self.keepalive_timeout), self.pool_size)
+    local kept = sock:setkeepalive(self.keepalive_ms, self.pool_size)
     if not kept then sock:close() end
   else
     sock:close()
   end
   res.new_connections = reused and 0 or 1
   return res
+end
+
+-- The parsed URL, with its connection pool: parsed once per URL (a client
+-- sends to one or two), kept in a bounded cache of the transport's.
+local MAX_URLS = 64
+
+function _M:_url(url)
+  local urls = self._urls
+  local u = urls[url]
+  if u then return u end
+  local err
+  u, err = parse_url(url)
+  if not u then return nil, err end
+  local pool = str_format("dynlog:%s:%s:%d:%s", u.scheme, u.connect_host, u.port,
+    u.tls and tostring(self.verify) or "")
+  u.connect_opts = { pool = pool, pool_size = self.pool_size }
+  if self._url_count >= MAX_URLS then
+    urls = {}
+    self._urls, self._url_count = urls, 0
+  end
+  urls[url], self._url_count = u, self._url_count + 1
+  return u
 end
 
 --- Sends one request: `{method=, url=, headers=, body=, timeout=}` (timeout
@@ -526,7 +655,8 @@ function _M:request(req)
   if type(req) ~= "table" then error("dynlog.transport.cosocket: request expects a table", 2) end
   options.check(req, REQUEST, "dynlog.transport.cosocket request")
   local method = req.method or "GET"
-  if type(method) ~= "string" or not str_find(method, "^[%w!#$%%&'*+%-.^_`|~]+$") then
+  if not COMMON_METHODS[method]
+      and (type(method) ~= "string" or not str_find(method, "^[%w!#$%%&'*+%-.^_`|~]+$")) then
     error("dynlog.transport.cosocket: invalid method", 2)
   end
   local body = req.body
@@ -535,14 +665,13 @@ function _M:request(req)
   if timeout ~= nil and (type(timeout) ~= "number" or not (timeout > 0) or timeout > 86400) then
     error("dynlog.transport.cosocket: timeout must be a number of seconds in (0, 86400]", 2)
   end
-  local u, uerr = parse_url(req.url)
+  local u, uerr = self:_url(req.url)
   if not u then
     -- still check the headers, so that a bad URL never hides an injection
-    if req.headers ~= nil then build_head(method, { target = "/", authority = "" }, req.headers, body) end
+    if req.headers ~= nil then build_request(method, { target = "/", authority = "" }, req.headers, body) end
     return nil, uerr
   end
-  local head, connection = build_head(method, u, req.headers, body)
-  local payload = body and body ~= "" and { head, body } or head
+  local payload, connection = build_request(method, u, req.headers, body)
   local close_after = connection ~= nil and has_token(connection, "close")
   local deadline = ngx_now() + (timeout or self.timeout)
 
