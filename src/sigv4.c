@@ -28,6 +28,8 @@ struct dl_sigv4_param {
     const char *key, *value;
 };
 
+static void cache_clear(dl_sigv4_cached_key *e);
+
 static const char hex_lower[] = "0123456789abcdef";
 static const char hex_upper[] = "0123456789ABCDEF";
 
@@ -188,6 +190,8 @@ void dl_sigv4_result_free(dl_sigv4_result *res)
 void dl_sigv4_signer_init(dl_sigv4_signer *s)
 {
     memset(s, 0, sizeof *s);
+    for (size_t i = 0; i < DL_SIGV4_KEY_CACHE_SIZE; i++)
+        dl_hmac_key_init(&s->cache[i].key);
     s->headers = NULL;
     s->params = NULL;
     dl_buf_init(&s->query_scratch);
@@ -196,7 +200,8 @@ void dl_sigv4_signer_init(dl_sigv4_signer *s)
 
 void dl_sigv4_signer_free(dl_sigv4_signer *s)
 {
-    OPENSSL_cleanse(s->cache, sizeof s->cache);
+    for (size_t i = 0; i < DL_SIGV4_KEY_CACHE_SIZE; i++)
+        cache_clear(&s->cache[i]);
     free(s->headers);
     free(s->params);
     dl_buf_free(&s->query_scratch);
@@ -757,6 +762,14 @@ static int cache_entry_matches(const dl_sigv4_cached_key *e, dl_sigv4_str secret
         && CRYPTO_memcmp(e->secret, secret.ptr, secret.len) == 0;
 }
 
+/* Wipes an entry and frees its key states. */
+static void cache_clear(dl_sigv4_cached_key *e)
+{
+    dl_hmac_key_free(&e->key);
+    OPENSSL_cleanse(e, sizeof *e);
+    dl_hmac_key_init(&e->key);
+}
+
 /* An empty slot, or else the least recently used one, wiped. */
 static dl_sigv4_cached_key *cache_victim(dl_sigv4_signer *s)
 {
@@ -770,14 +783,17 @@ static dl_sigv4_cached_key *cache_victim(dl_sigv4_signer *s)
         if (e->last_used < victim->last_used)
             victim = e;
     }
-    OPENSSL_cleanse(victim, sizeof *victim);
+    cache_clear(victim);
     return victim;
 }
 
-static void cache_store(dl_sigv4_signer *s, dl_sigv4_str secret, const char *date,
-                        dl_sigv4_str region, dl_sigv4_str service, const unsigned char *key)
+/* Stores the entry once its key states are made; returns it, or NULL. */
+static dl_sigv4_cached_key *cache_store(dl_sigv4_signer *s, dl_sigv4_str secret, const char *date,
+                                        dl_sigv4_str region, dl_sigv4_str service, const unsigned char *key)
 {
     dl_sigv4_cached_key *e = cache_victim(s);
+    if (dl_hasher_hmac_key(&s->hasher, &e->key, key, DL_SHA256_LEN) != 0)
+        return NULL;
     e->in_use = 1;
     e->last_used = ++s->tick;
     e->secret_len = secret.len;
@@ -787,14 +803,18 @@ static void cache_store(dl_sigv4_signer *s, dl_sigv4_str secret, const char *dat
     memcpy(e->region, region.ptr, region.len);
     memcpy(e->service, service.ptr, service.len);
     memcpy(e->date, date, DL_SIGV4_DATE_LEN);
-    memcpy(e->key, key, DL_SHA256_LEN);
+    return e;
 }
 
-static dl_sigv4_status get_signing_key(dl_sigv4_signer *s, const dl_sigv4_request *req,
-                                       dl_sigv4_result *res, unsigned char key[DL_SHA256_LEN])
+/* The signing key as HMAC states: a cache entry's, or else made into *tmp
+ * (which the caller frees). NULL when libcrypto failed. */
+static const dl_hmac_key *get_signing_key(dl_sigv4_signer *s, const dl_sigv4_request *req,
+                                          dl_sigv4_result *res, dl_hmac_key *tmp)
 {
     dl_sigv4_str secret = req->credentials.secret_access_key;
     const char *date = res->amz_date; /* its first 8 characters */
+    unsigned char key[DL_SHA256_LEN];
+    const dl_hmac_key *out = NULL;
     int cacheable = is_cacheable(secret, req->region, req->service);
     for (size_t i = 0; cacheable && i < DL_SIGV4_KEY_CACHE_SIZE; i++) {
         dl_sigv4_cached_key *e = &s->cache[i];
@@ -802,17 +822,21 @@ static dl_sigv4_status get_signing_key(dl_sigv4_signer *s, const dl_sigv4_reques
             e->last_used = ++s->tick;
             s->key_cache_hits++;
             res->key_was_cached = 1;
-            memcpy(key, e->key, DL_SHA256_LEN);
-            return DL_SIGV4_OK;
+            return &e->key;
         }
     }
-    dl_sigv4_status st = derive_signing_key(&s->hasher, secret, date, req->region, req->service, key);
-    if (st != DL_SIGV4_OK)
-        return st;
+    if (derive_signing_key(&s->hasher, secret, date, req->region, req->service, key) != DL_SIGV4_OK)
+        goto done;
     s->key_derivations++;
-    if (cacheable)
-        cache_store(s, secret, date, req->region, req->service, key);
-    return DL_SIGV4_OK;
+    if (cacheable) {
+        dl_sigv4_cached_key *e = cache_store(s, secret, date, req->region, req->service, key);
+        out = e ? &e->key : NULL;
+    } else if (dl_hasher_hmac_key(&s->hasher, tmp, key, sizeof key) == 0) {
+        out = tmp;
+    }
+done:
+    OPENSSL_cleanse(key, sizeof key);
+    return out;
 }
 
 /* ---- step 5: signature and Authorization ---- */
@@ -820,15 +844,16 @@ static dl_sigv4_status get_signing_key(dl_sigv4_signer *s, const dl_sigv4_reques
 static dl_sigv4_status compute_signature(dl_sigv4_signer *s, const dl_sigv4_request *req,
                                          dl_sigv4_result *res)
 {
-    unsigned char key[DL_SHA256_LEN], md[DL_SHA256_LEN];
-    dl_sigv4_status st = get_signing_key(s, req, res, key);
-    if (st == DL_SIGV4_OK) {
-        if (dl_hasher_hmac(&s->hasher, key, sizeof key, res->string_to_sign.data, res->string_to_sign.len, md) != 0)
-            st = DL_SIGV4_ECRYPTO;
-        else
-            to_hex(md, sizeof md, res->signature);
+    unsigned char md[DL_SHA256_LEN];
+    dl_hmac_key tmp;
+    dl_hmac_key_init(&tmp);
+    const dl_hmac_key *key = get_signing_key(s, req, res, &tmp);
+    dl_sigv4_status st = DL_SIGV4_ECRYPTO;
+    if (key && dl_hasher_hmac_keyed(&s->hasher, key, res->string_to_sign.data, res->string_to_sign.len, md) == 0) {
+        to_hex(md, sizeof md, res->signature);
+        st = DL_SIGV4_OK;
     }
-    OPENSSL_cleanse(key, sizeof key);
+    dl_hmac_key_free(&tmp);
     return st;
 }
 

@@ -217,10 +217,18 @@ static void sha_body_oneshot(long n)
     }
 }
 
+/* cbench BODY_FILE --profile NAME N: runs one bench N times, untimed, for
+ * valgrind --tool=callgrind (instruction counts per call). */
+static const struct { const char *name; bench_fn f; } profiles[] = {
+    { "sigv4_cached", sigv4_cached }, { "sigv4_derived", sigv4_derived },
+    { "floor_cached", floor_cached }, { "floor_derived", floor_derived },
+};
+
 int main(int argc, char **argv)
 {
-    if (argc < 2) { fprintf(stderr, "usage: cbench BODY_FILE [suffix] [sigv4-only]\n"); return 2; }
-    if (argc > 2) suffix = argv[2];
+    if (argc < 2) { fprintf(stderr, "usage: cbench BODY_FILE [suffix] [sigv4-only] | BODY_FILE --profile NAME N\n"); return 2; }
+    int profile = argc == 5 && strcmp(argv[2], "--profile") == 0;
+    if (argc > 2 && !profile) suffix = argv[2];
     int only_sigv4 = argc > 3;
     FILE *f = fopen(argv[1], "rb");
     if (!f) { perror(argv[1]); return 1; }
@@ -230,6 +238,17 @@ int main(int argc, char **argv)
     setup_sigv4();
     creq_buf = malloc(creq_len); memset(creq_buf, 'c', creq_len);
     sts_buf = malloc(sts_len); memset(sts_buf, 's', sts_len);
+    if (profile) {
+        for (size_t i = 0; i < sizeof profiles / sizeof profiles[0]; i++)
+            if (strcmp(profiles[i].name, argv[3]) == 0) {
+                profiles[i].f(atol(argv[4]));
+                dl_sigv4_result_free(&result);
+                dl_sigv4_signer_free(&signer);
+                return 0;
+            }
+        fprintf(stderr, "cbench: no bench %s\n", argv[3]);
+        return 2;
+    }
 
     if (!only_sigv4) {
         report("ulid", "C dl_ulid_next_default+encode", ulid_text, 2000000);

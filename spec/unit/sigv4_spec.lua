@@ -285,6 +285,20 @@ describe("dynlog.core sigv4 signer", function()
       }, headers)
     end)
 
+    it("signs with secrets around HMAC's 64-byte block (a longer key is hashed first)", function()
+      -- "AWS4" .. secret is the first key: 63, 64, 65 and 200 bytes, and 300 (not cached).
+      for _, len in ipairs({ 59, 60, 61, 196, 296 }) do
+        local secret = ("s"):rep(len)
+        local req = dynamodb_request({ credentials = { access_key_id = KEY_ID, secret_access_key = secret } })
+        local signer = core.sigv4_signer()
+        for _ = 1, 2 do -- derived, then from the cache when it may be cached
+          local _, steps = signer:sign(req, true)
+          assert.are.equal(expected_signature(secret, "20150830", "us-east-1", "dynamodb", steps.string_to_sign),
+            steps.signature)
+        end
+      end
+    end)
+
     it("hashes the body without adding x-amz-content-sha256 unless asked", function()
       local req = dynamodb_request()
       local plain, steps = core.sigv4_signer():sign(req, true)
