@@ -32,8 +32,13 @@ for rt in ("lua5.4", "luajit"):
 floor_c = get("sigv4_cached", "C floor")
 floor_d = get("sigv4_derived", "C floor")
 for bench, fl in (("sigv4_cached", floor_c), ("sigv4_derived", floor_d)):
-    for prefix in ("C dl_sigv4_sign", "C dl_sigv4_sign [alt hash.c: EVP_MD", "dynlog.sigv4 signer:sign (lua5.4",
-                   "dynlog.sigv4 signer:sign (luajit"):
+    for prefix in ("C dl_sigv4_sign", "C dl_sigv4_sign [alt hash.c: EVP_MD",
+                   "core signer:sign_post(url, body, ...) (lua5.4", "core signer:sign_post(url, body, ...) (luajit",
+                   "core signer:sign{...}, new request table per call (lua5.4",
+                   "core signer:sign{...}, new request table per call (luajit",
+                   "dynlog.sigv4 signer:sign{...}, new request table per call (lua5.4",
+                   "dynlog.sigv4 signer:sign{...}, new request table per call (luajit",
+                   "dynlog.sigv4 signer:sign (lua5.4", "dynlog.sigv4 signer:sign (luajit"):
         r = get(bench, prefix)
         x = ratio(r, fl)
         if x is not None:
