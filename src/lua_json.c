@@ -71,9 +71,16 @@ typedef struct {
     dl_marks marks;
     int unwrap;
     enum dl_numbers numbers;
+    int busy; /* the cached decoder is in use (a finalizer may re-enter) */
     int depth;
     const char *failure; /* set when a callback aborts the parse */
     char message[200];
+    /* How many members (objects) or elements (arrays) the last container
+     * closed at each depth had: its next sibling is made that size at once
+     * (the items of a list mostly have one shape), instead of growing by
+     * rehashing. Entries from hints_valid on are not set yet. */
+    int hints_valid;
+    int hints[JSON_MAX_DEPTH];
     frame frames[JSON_MAX_DEPTH];
 } decoder;
 
@@ -165,9 +172,16 @@ static int unexpected(decoder *d, const char *found)
     }
 }
 
+/* Stack slots a frame may use above the table it opens: a key, a value and
+ * the temporaries of a set member or a long number. Checked once per
+ * container rather than once per value. */
+#define FRAME_ROOM 12
+/* A hint is a size to preallocate: bounded, as a sibling may be far smaller. */
+#define HINT_MAX 64
+
 static int make_room(decoder *d)
 {
-    if (!lua_checkstack(d->L, 6)) {
+    if (!lua_checkstack(d->L, FRAME_ROOM)) {
         d->failure = "JSON nested too deeply for the Lua stack";
         return 0;
     }
@@ -186,6 +200,7 @@ static int store_value(decoder *d)
     case FRAME_OBJECT:
     case FRAME_ITEM:
         lua_rawset(L, -3); /* table, key, value */
+        f->count++;
         break;
     case FRAME_AV:
         break;
@@ -203,8 +218,15 @@ static int open_frame(decoder *d, enum frame_kind kind, int mt)
         return fail(d, "JSON nested deeper than %d levels", JSON_MAX_DEPTH);
     if (!make_room(d))
         return 0;
+    int depth = d->depth;
+    if (depth >= d->hints_valid) {
+        d->hints[depth] = 0;
+        d->hints_valid = depth + 1;
+    }
     if (kind != FRAME_AV) {
-        lua_newtable(d->L);
+        int hint = d->hints[depth];
+        int is_array = kind != FRAME_OBJECT && kind != FRAME_ITEM;
+        lua_createtable(d->L, is_array ? hint : 0, is_array ? 0 : hint);
         if (mt) {
             lua_pushvalue(d->L, mt);
             lua_setmetatable(d->L, -2);
@@ -224,8 +246,6 @@ static int on_null(void *ctx)
     enum expect e = expected(d);
     if (e != EXPECT_PLAIN && e != EXPECT_HOLDER)
         return unexpected(d, "null");
-    if (!make_room(d))
-        return 0;
     lua_pushlightuserdata(d->L, NULL);
     return store_value(d);
 }
@@ -233,8 +253,6 @@ static int on_null(void *ctx)
 static int on_boolean(void *ctx, int b)
 {
     decoder *d = ctx;
-    if (!make_room(d))
-        return 0;
     switch (expected(d)) {
     case EXPECT_PLAIN:
         lua_pushboolean(d->L, b);
@@ -259,8 +277,6 @@ static int on_number(void *ctx, const char *text, size_t len)
     decoder *d = ctx;
     if (expected(d) != EXPECT_PLAIN)
         return unexpected(d, "number");
-    if (!make_room(d))
-        return 0;
     if (dl_push_json_number(d->L, text, len) != 0)
         return fail(d, "number out of range");
     return store_value(d);
@@ -354,8 +370,6 @@ static int on_string(void *ctx, const unsigned char *s, size_t len)
     decoder *d = ctx;
     if (!dl_utf8_valid((const char *)s, len))
         return fail(d, "a string is not valid UTF-8");
-    if (!make_room(d))
-        return 0;
     switch (expected(d)) {
     case EXPECT_PLAIN:
         lua_pushlstring(d->L, (const char *)s, len);
@@ -419,8 +433,6 @@ static int on_map_key(void *ctx, const unsigned char *key, size_t len)
         f->type = (unsigned char)t;
         return 1;
     }
-    if (!make_room(d))
-        return 0;
     lua_pushlstring(d->L, (const char *)key, len);
     if (f->kind == FRAME_OBJECT)
         f->holds_item = (unsigned char)(d->unwrap && holds_attribute_maps(key, len));
@@ -434,6 +446,8 @@ static int on_end_map(void *ctx)
     if (f->kind == FRAME_AV && f->type == DL_AV_NONE)
         return fail(d, "AttributeValue has no type descriptor");
     d->depth--;
+    if (f->kind != FRAME_AV)
+        d->hints[d->depth] = f->count < HINT_MAX ? f->count : HINT_MAX;
     return store_value(d);
 }
 
@@ -476,6 +490,7 @@ static int on_end_array(void *ctx)
         lua_remove(d->L, -2); /* the seen-members table */
     }
     d->depth--;
+    d->hints[d->depth] = f->count < HINT_MAX ? f->count : HINT_MAX;
     return store_value(d);
 }
 
@@ -513,26 +528,27 @@ static int json_failure(lua_State *L, decoder *d, const char *text, size_t len)
     return 3;
 }
 
-/* json_decode(text [, unwrap [, numbers]]) -> value | nil, "invalid_json", message
- * unwrap: members that hold attribute maps come back as plain values;
- * numbers = "string": N values stay decimal strings; "exact": Lua numbers
- * when they hold the N exactly, else number marks with the N's text. */
-static int l_json_decode(lua_State *L)
+/* A decoder, as userdata on the stack: the yajl handle and the scratch
+ * buffer are freed by its __gc if a Lua error is raised half-way. */
+static decoder *new_decoder(lua_State *L)
 {
-    size_t len;
-    const char *text = luaL_checklstring(L, 1, &len);
-    int unwrap = lua_toboolean(L, 2);
-    enum dl_numbers numbers = dl_check_numbers_arg(L, 3);
-    lua_settop(L, 3);
     decoder *d = lua_newuserdata(L, sizeof *d);
     d->handle = NULL;
     dl_buf_init(&d->scratch);
+    d->busy = 0;
+    d->hints_valid = 0;
     luaL_setmetatable(L, PARSER_MT);
+    return d;
+}
+
+static int decode(lua_State *L, decoder *d, const char *text, size_t len)
+{
     d->L = L;
-    d->unwrap = unwrap;
-    d->numbers = numbers;
     d->depth = 0;
     d->failure = NULL;
+    d->scratch.len = 0;
+    if (d->handle) /* left by an error raised in the middle of the last parse */
+        yajl_free(d->handle);
     d->handle = yajl_alloc(&decode_callbacks, NULL, d);
     if (!d->handle)
         return luaL_error(L, "dynlog.core: out of memory");
@@ -541,6 +557,7 @@ static int l_json_decode(lua_State *L)
     yajl_config(d->handle, yajl_dont_validate_strings, 1);
     dl_marks_push(L, &d->marks);
     int base = lua_gettop(L);
+    luaL_checkstack(L, FRAME_ROOM, "dynlog.core: no room on the Lua stack"); /* for a root scalar */
     yajl_status st = yajl_parse(d->handle, (const unsigned char *)text, len);
     if (st == yajl_status_ok)
         st = yajl_complete_parse(d->handle);
@@ -551,6 +568,36 @@ static int l_json_decode(lua_State *L)
     if (lua_gettop(L) != base + 1) /* empty input gives no value */
         return dl_push_failure(L, "invalid_json", "empty JSON text");
     return 1;
+}
+
+/* json_decode(text [, unwrap [, numbers]]) -> value | nil, "invalid_json", message
+ * unwrap: members that hold attribute maps come back as plain values;
+ * numbers = "string": N values stay decimal strings; "exact": Lua numbers
+ * when they hold the N exactly, else number marks with the N's text.
+ * One decoder (upvalue 1) serves every call: no frame stack to allocate and
+ * collect per document, and the container sizes of the last documents
+ * carry over. A call made while it is busy (from a finalizer run by the
+ * collector in the middle of a decode) gets a decoder of its own. */
+static int l_json_decode(lua_State *L)
+{
+    size_t len;
+    const char *text = luaL_checklstring(L, 1, &len);
+    int unwrap = lua_toboolean(L, 2);
+    enum dl_numbers numbers = dl_check_numbers_arg(L, 3);
+    lua_settop(L, 3);
+    decoder *d = lua_touserdata(L, lua_upvalueindex(1));
+    if (d->busy)
+        d = new_decoder(L);
+    d->busy = 1;
+    d->unwrap = unwrap;
+    d->numbers = numbers;
+    int n = decode(L, d, text, len);
+    yajl_free(d->handle);
+    d->handle = NULL;
+    if (d->scratch.cap > KEEP_BUFFER_MAX)
+        dl_buf_free(&d->scratch);
+    d->busy = 0;
+    return n;
 }
 
 static int vet_string(void *ctx, const unsigned char *s, size_t len)
@@ -1107,13 +1154,15 @@ static void register_gc(lua_State *L, const char *name, lua_CFunction gc)
 void dl_open_json(lua_State *L)
 {
     static const luaL_Reg funcs[] = {
-        { "json_decode", l_json_decode },
         { "json_is_object", l_json_is_object },
         { NULL, NULL },
     };
     register_gc(L, PARSER_MT, decoder_gc);
     register_gc(L, ENCODER_MT, encoder_gc);
     luaL_setfuncs(L, funcs, 0);
+    new_decoder(L);
+    lua_pushcclosure(L, l_json_decode, 1);
+    lua_setfield(L, -2, "json_decode");
     new_encoder(L);
     lua_pushcclosure(L, l_json_encode, 1);
     lua_pushvalue(L, -1);
