@@ -29,6 +29,7 @@
 
 #include <limits.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -272,11 +273,54 @@ static int on_boolean(void *ctx, int b)
     }
 }
 
+/* The common numbers without strtoll/strtod: [+-]digits[.digits] with at
+ * most 15 digits in all. An integer is pushed as strtoll reads it; a
+ * fraction is digits / 10^k, both exact doubles (below 2^53 and 10^22), so
+ * the one IEEE division rounds it correctly, as strtod does (Clinger's fast
+ * path). Returns 0, pushing nothing, for any other text. */
+#define SIMPLE_DIGITS_MAX 15
+
+static int push_simple_number(lua_State *L, const char *s, size_t len)
+{
+    static const double pow10[SIMPLE_DIGITS_MAX + 1] = {
+        1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+    };
+    size_t i = 0, digits = 0, frac = 0;
+    int negative = 0, point = 0;
+    int64_t v = 0;
+    if (i < len && (s[i] == '-' || s[i] == '+'))
+        negative = s[i++] == '-';
+    for (; i < len; i++) {
+        char c = s[i];
+        if (c >= '0' && c <= '9') {
+            if (++digits > SIMPLE_DIGITS_MAX)
+                return 0;
+            v = v * 10 + (c - '0');
+            frac += (size_t)point;
+        } else if (c == '.' && !point) {
+            point = 1;
+        } else {
+            return 0;
+        }
+    }
+    if (digits == 0)
+        return 0;
+    if (!point) {
+        lua_pushinteger(L, (lua_Integer)(negative ? -v : v));
+        return 1;
+    }
+    double x = (double)v / pow10[frac];
+    lua_pushnumber(L, (lua_Number)(negative ? -x : x));
+    return 1;
+}
+
 static int on_number(void *ctx, const char *text, size_t len)
 {
     decoder *d = ctx;
     if (expected(d) != EXPECT_PLAIN)
         return unexpected(d, "number");
+    if (push_simple_number(d->L, text, len))
+        return store_value(d);
     if (dl_push_json_number(d->L, text, len) != 0)
         return fail(d, "number out of range");
     return store_value(d);
@@ -285,6 +329,9 @@ static int on_number(void *ctx, const char *text, size_t len)
 static int push_number(decoder *d, const unsigned char *s, size_t len)
 {
     const char *why;
+    /* a simple form is always a valid DynamoDB number */
+    if (d->numbers == DL_NUMBERS_NUMBER && push_simple_number(d->L, (const char *)s, len))
+        return 1;
     if (dl_push_av_number(d->L, (const char *)s, len, d->numbers, &d->marks, &why) == 0)
         return 1;
     return fail(d, "N \"%.*s\" is not a DynamoDB number: %s", len > 40 ? 40 : (int)len, s, why);
