@@ -33,11 +33,11 @@ floor_c = get("sigv4_cached", "C floor")
 floor_d = get("sigv4_derived", "C floor")
 for bench, fl in (("sigv4_cached", floor_c), ("sigv4_derived", floor_d)):
     for prefix in ("C dl_sigv4_sign", "C dl_sigv4_sign [alt hash.c: EVP_MD",
-                   "core signer:sign_post(url, body, ...) (lua5.4", "core signer:sign_post(url, body, ...) (luajit",
-                   "core signer:sign{...}, new request table per call (lua5.4",
-                   "core signer:sign{...}, new request table per call (luajit",
-                   "dynlog.sigv4 signer:sign{...}, new request table per call (lua5.4",
-                   "dynlog.sigv4 signer:sign{...}, new request table per call (luajit",
+                   "core sign_post(url, body, ...) (lua5.4", "core sign_post(url, body, ...) (luajit",
+                   "core sign{req}, table per call (lua5.4",
+                   "core sign{req}, table per call (luajit",
+                   "dynlog.sigv4 sign{req}, table per call (lua5.4",
+                   "dynlog.sigv4 sign{req}, table per call (luajit",
                    "dynlog.sigv4 signer:sign (lua5.4", "dynlog.sigv4 signer:sign (luajit"):
         r = get(bench, prefix)
         x = ratio(r, fl)
