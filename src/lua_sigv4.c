@@ -496,7 +496,12 @@ static int l_signer_sign(lua_State *L)
 }
 
 /* sign_post's upvalues: the signer metatable, then the header names it sets. */
-enum { UP_MT = 1, UP_CONTENT_TYPE, UP_TARGET, UP_HOST, UP_DATE, UP_TOKEN, UP_AUTHORIZATION };
+enum { UP_MT = 1, UP_CONTENT_TYPE, UP_TARGET, UP_HOST, UP_DATE, UP_TOKEN, UP_AUTHORIZATION, UP_STRINGS };
+/* UP_STRINGS: the last Host and X-Amz-Date values pushed, as Lua strings:
+ * the next request mostly has the same, and reusing them skips hashing
+ * and interning the text again. Any signer may use them: they are checked
+ * byte for byte. */
+enum { LAST_HOST = 1, LAST_DATE };
 static const char *const post_names[] = {
     "Content-Type", "X-Amz-Target", "Host", "X-Amz-Date", "X-Amz-Security-Token", "Authorization",
 };
@@ -513,6 +518,23 @@ static void set_upvalue_string(lua_State *L, int t, int name, const char *p, siz
 {
     lua_pushvalue(L, lua_upvalueindex(name));
     lua_pushlstring(L, p, n);
+    lua_rawset(L, t);
+}
+
+/* t[upvalue name] = the text p[0..n), from the last-strings table when it
+ * holds that text at slot. */
+static void set_last_string(lua_State *L, int t, int name, int slot, const char *p, size_t n)
+{
+    size_t len;
+    lua_pushvalue(L, lua_upvalueindex(name));
+    lua_rawgeti(L, lua_upvalueindex(UP_STRINGS), slot);
+    const char *last = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &len) : NULL;
+    if (!last || len != n || memcmp(last, p, n) != 0) {
+        lua_pop(L, 1);
+        lua_pushlstring(L, p, n);
+        lua_pushvalue(L, -1);
+        lua_rawseti(L, lua_upvalueindex(UP_STRINGS), slot);
+    }
     lua_rawset(L, t);
 }
 
@@ -599,8 +621,8 @@ static int l_signer_sign_post(lua_State *L)
     set_value(L, out, UP_CONTENT_TYPE, POST_CONTENT_TYPE);
     if (has_target)
         set_value(L, out, UP_TARGET, POST_TARGET);
-    set_upvalue_string(L, out, UP_HOST, url.host.ptr, url.host.len);
-    set_upvalue_string(L, out, UP_DATE, res->amz_date, DL_SIGV4_AMZ_DATE_LEN);
+    set_last_string(L, out, UP_HOST, LAST_HOST, url.host.ptr, url.host.len);
+    set_last_string(L, out, UP_DATE, LAST_DATE, res->amz_date, DL_SIGV4_AMZ_DATE_LEN);
     if (has_token)
         set_value(L, out, UP_TOKEN, POST_TOKEN);
     set_upvalue_string(L, out, UP_AUTHORIZATION, res->authorization.data, res->authorization.len);
@@ -676,7 +698,8 @@ void dl_open_sigv4(lua_State *L)
     lua_pushvalue(L, -2); /* the metatable */
     for (size_t i = 0; i < sizeof post_names / sizeof post_names[0]; i++)
         lua_pushstring(L, post_names[i]);
-    lua_pushcclosure(L, l_signer_sign_post, 1 + (int)(sizeof post_names / sizeof post_names[0]));
+    lua_createtable(L, 2, 0); /* UP_STRINGS */
+    lua_pushcclosure(L, l_signer_sign_post, 2 + (int)(sizeof post_names / sizeof post_names[0]));
     lua_setfield(L, -2, "sign_post");
     lua_setfield(L, -2, "__index");
     lua_pop(L, 1);

@@ -251,6 +251,19 @@ describe("dynlog.core sigv4 signer", function()
       assert.are.equal(os.date("!%Y%m%d", os.time()), now["X-Amz-Date"]:sub(1, 8))
     end)
 
+    it("gives each signer its own Host and date when signers and seconds alternate", function()
+      local a, b = core.sigv4_signer(), core.sigv4_signer()
+      for i = 1, 4 do
+        local t = SUITE_TIME + i * 3600
+        local ha = a:sign_post("https://a.example.com/", "", t, "us-east-1", "s", CREDS, "t/t")
+        local hb = b:sign_post("https://b.example.com:8443/", "", t + 1, "us-east-1", "s", CREDS, "t/t")
+        assert.are.equal("a.example.com", ha.Host)
+        assert.are.equal("b.example.com:8443", hb.Host)
+        assert.are.equal(os.date("!%Y%m%dT%H%M%SZ", t), ha["X-Amz-Date"])
+        assert.are.equal(os.date("!%Y%m%dT%H%M%SZ", t + 1), hb["X-Amz-Date"])
+      end
+    end)
+
     it("raises what sign raises, naming the field and showing no secret", function()
       local signer = core.sigv4_signer()
       local function post_error(...)
