@@ -13,6 +13,7 @@
 #include <openssl/hmac.h>
 #include <openssl/sha.h>
 
+#include "floor.h"
 #include "hash.h"
 #include "sigv4.h"
 #include "ulid.h"
@@ -147,36 +148,10 @@ static void sigv4_derived(long n)
 /* ---- the floor: only the hashing SigV4 cannot avoid ---- */
 static unsigned char *creq_buf, *sts_buf;
 
-/* HMAC-SHA256 from SHA256_CTX: just the compression-function work. */
-static void raw_hmac(const unsigned char *key, size_t klen, const void *d, size_t n, unsigned char out[32])
-{
-    unsigned char pad[64], inner[32];
-    SHA256_CTX c;
-    memset(pad, 0x36, 64);
-    for (size_t i = 0; i < klen; i++) pad[i] ^= key[i];
-    SHA256_Init(&c); SHA256_Update(&c, pad, 64); SHA256_Update(&c, d, n); SHA256_Final(inner, &c);
-    memset(pad, 0x5c, 64);
-    for (size_t i = 0; i < klen; i++) pad[i] ^= key[i];
-    SHA256_Init(&c); SHA256_Update(&c, pad, 64); SHA256_Update(&c, inner, 32); SHA256_Final(out, &c);
-}
-
-/* SHA-256 from SHA256_CTX: OpenSSL 3's one-shot SHA256() looks the
- * algorithm up on every call, which is no part of the floor. */
-static void raw_sha256(const void *d, size_t n, unsigned char out[32])
-{
-    SHA256_CTX c;
-    SHA256_Init(&c); SHA256_Update(&c, d, n); SHA256_Final(out, &c);
-}
-
 static void floor_cached(long n)
 {
-    unsigned char md[32], key[32] = { 1 };
-    for (long i = 0; i < n; i++) {
-        raw_sha256(body, body_len, md);
-        raw_sha256(creq_buf, creq_len, md);
-        raw_hmac(key, 32, sts_buf, sts_len, md);
-        sink += md[0];
-    }
+    for (long i = 0; i < n; i++)
+        sink += floor_cached_once(body, body_len, creq_buf, creq_len, sts_buf, sts_len);
 }
 
 static void floor_derived(long n)
