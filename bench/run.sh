@@ -42,13 +42,25 @@ CSRC="src/ulid.c src/buf.c src/sigv4.c"
 log "building bench/peers/bin/cbench"
 cc $CFLAGS_B bench/c/cbench.c $CSRC src/hash.c -o "$PEERS/bin/cbench" -lcrypto -pthread
 
+# The hashing floor as a Lua module, measured by lua_bench.lua beside each
+# Lua signer in the same process (bench/c/lfloor.c).
+log "building bench/peers/lib54/benchfloor.so and bench/peers/libjit/benchfloor.so"
+mkdir -p "$PEERS/lib54" "$PEERS/libjit"
+for v in "lua5.4 lib54" "luajit libjit"; do
+  set -- $v
+  rm -f "$PEERS/$2/benchfloor.so"
+  cc -O2 -std=c99 -Wall -Wextra -Wno-deprecated-declarations -shared -fPIC $(pkg-config --cflags "$1") \
+    bench/c/lfloor.c -o "$PEERS/$2/benchfloor.so" -lcrypto \
+    || log "benchfloor not built for $1: its Lua SigV4 rows are compared with cbench's floor"
+done
+
 # ---- runs (each bounded) ----
 T="timeout 120"
 log "C";        $T "$PEERS/bin/cbench" "$BODY" > "$OUT/c.jsonl" 2> "$OUT/c.err"
 log "building bench/peers/bin/cbench"
 cc $CFLAGS_B bench/c/cbench.c $CSRC src/hash.c -o "$PEERS/bin/cbench" -lcrypto -pthread
-log "Lua 5.4";  LUA_PATH='lua/?.lua;lua/?/init.lua;;' LUA_CPATH='build54/?.so;;' $T lua5.4 bench/lua_bench.lua lua5.4 "$BODY" > "$OUT/lua54.jsonl" 2> "$OUT/lua54.err"
-log "LuaJIT";   LUA_PATH='lua/?.lua;lua/?/init.lua;;' LUA_CPATH='buildjit/?.so;;' $T luajit bench/lua_bench.lua luajit "$BODY" > "$OUT/luajit.jsonl" 2> "$OUT/luajit.err"
+log "Lua 5.4";  LUA_PATH='lua/?.lua;lua/?/init.lua;;' LUA_CPATH="build54/?.so;$PEERS/lib54/?.so;;" $T lua5.4 bench/lua_bench.lua lua5.4 "$BODY" > "$OUT/lua54.jsonl" 2> "$OUT/lua54.err"
+log "LuaJIT";   LUA_PATH='lua/?.lua;lua/?/init.lua;;' LUA_CPATH="buildjit/?.so;$PEERS/libjit/?.so;;" $T luajit bench/lua_bench.lua luajit "$BODY" > "$OUT/luajit.jsonl" 2> "$OUT/luajit.err"
 log "node";     $T node bench/node_bench.js "$PEERS" "$BODY" > "$OUT/node.jsonl" 2> "$OUT/node.err"
 log "python";   $T "$PY" bench/py_bench.py "$BODY" > "$OUT/py.jsonl" 2> "$OUT/py.err"
 

@@ -29,15 +29,14 @@
 
 #include <limits.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include <yajl/yajl_gen.h>
 #include <yajl/yajl_parse.h>
 
 #define JSON_MAX_DEPTH 1000
-#define JSON_INLINE_FRAMES 32
 /* yajl's generator opens at most YAJL_MAX_DEPTH - 1 nested containers. */
 #define JSON_MAX_ENCODE_DEPTH YAJL_MAX_DEPTH
 #define PARSER_MT "dynlog.json_parser"
@@ -73,14 +72,17 @@ typedef struct {
     dl_marks marks;
     int unwrap;
     enum dl_numbers numbers;
+    int busy; /* the cached decoder is in use (a finalizer may re-enter) */
     int depth;
-    int frames_cap; /* frames that `frames` holds */
-    frame *frames;  /* frames_inline, or a heap array once a text nests deeper */
     const char *failure; /* set when a callback aborts the parse */
     char message[200];
-    /* Most texts nest a few levels: the userdata stays small (each decode
-     * makes one, and garbage collection pays for its size). */
-    frame frames_inline[JSON_INLINE_FRAMES];
+    /* How many members (objects) or elements (arrays) the last container
+     * closed at each depth had: its next sibling is made that size at once
+     * (the items of a list mostly have one shape), instead of growing by
+     * rehashing. Entries from hints_valid on are not set yet. */
+    int hints_valid;
+    int hints[JSON_MAX_DEPTH];
+    frame frames[JSON_MAX_DEPTH];
 } decoder;
 
 /* What the next value must be, given the container it goes into. */
@@ -171,9 +173,16 @@ static int unexpected(decoder *d, const char *found)
     }
 }
 
+/* Stack slots a frame may use above the table it opens: a key, a value and
+ * the temporaries of a set member or a long number. Checked once per
+ * container rather than once per value. */
+#define FRAME_ROOM 12
+/* A hint is a size to preallocate: bounded, as a sibling may be far smaller. */
+#define HINT_MAX 64
+
 static int make_room(decoder *d)
 {
-    if (!lua_checkstack(d->L, 6)) {
+    if (!lua_checkstack(d->L, FRAME_ROOM)) {
         d->failure = "JSON nested too deeply for the Lua stack";
         return 0;
     }
@@ -192,6 +201,7 @@ static int store_value(decoder *d)
     case FRAME_OBJECT:
     case FRAME_ITEM:
         lua_rawset(L, -3); /* table, key, value */
+        f->count++;
         break;
     case FRAME_AV:
         break;
@@ -209,19 +219,15 @@ static int open_frame(decoder *d, enum frame_kind kind, int mt)
         return fail(d, "JSON nested deeper than %d levels", JSON_MAX_DEPTH);
     if (!make_room(d))
         return 0;
-    if (d->depth == d->frames_cap) {
-        int cap = d->frames_cap * 4 < JSON_MAX_DEPTH ? d->frames_cap * 4 : JSON_MAX_DEPTH;
-        frame *grown = d->frames == d->frames_inline ? malloc(sizeof *grown * (size_t)cap)
-                                                     : realloc(d->frames, sizeof *grown * (size_t)cap);
-        if (!grown)
-            return fail(d, "out of memory at JSON depth %d", d->depth);
-        if (d->frames == d->frames_inline)
-            memcpy(grown, d->frames_inline, sizeof d->frames_inline);
-        d->frames = grown;
-        d->frames_cap = cap;
+    int depth = d->depth;
+    if (depth >= d->hints_valid) {
+        d->hints[depth] = 0;
+        d->hints_valid = depth + 1;
     }
     if (kind != FRAME_AV) {
-        lua_newtable(d->L);
+        int hint = d->hints[depth];
+        int is_array = kind != FRAME_OBJECT && kind != FRAME_ITEM;
+        lua_createtable(d->L, is_array ? hint : 0, is_array ? 0 : hint);
         if (mt) {
             lua_pushvalue(d->L, mt);
             lua_setmetatable(d->L, -2);
@@ -241,8 +247,6 @@ static int on_null(void *ctx)
     enum expect e = expected(d);
     if (e != EXPECT_PLAIN && e != EXPECT_HOLDER)
         return unexpected(d, "null");
-    if (!make_room(d))
-        return 0;
     lua_pushlightuserdata(d->L, NULL);
     return store_value(d);
 }
@@ -250,8 +254,6 @@ static int on_null(void *ctx)
 static int on_boolean(void *ctx, int b)
 {
     decoder *d = ctx;
-    if (!make_room(d))
-        return 0;
     switch (expected(d)) {
     case EXPECT_PLAIN:
         lua_pushboolean(d->L, b);
@@ -271,13 +273,54 @@ static int on_boolean(void *ctx, int b)
     }
 }
 
+/* The common numbers without strtoll/strtod: [+-]digits[.digits] with at
+ * most 15 digits in all. An integer is pushed as strtoll reads it; a
+ * fraction is digits / 10^k, both exact doubles (below 2^53 and 10^22), so
+ * the one IEEE division rounds it correctly, as strtod does (Clinger's fast
+ * path). Returns 0, pushing nothing, for any other text. */
+#define SIMPLE_DIGITS_MAX 15
+
+static int push_simple_number(lua_State *L, const char *s, size_t len)
+{
+    static const double pow10[SIMPLE_DIGITS_MAX + 1] = {
+        1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+    };
+    size_t i = 0, digits = 0, frac = 0;
+    int negative = 0, point = 0;
+    int64_t v = 0;
+    if (i < len && (s[i] == '-' || s[i] == '+'))
+        negative = s[i++] == '-';
+    for (; i < len; i++) {
+        char c = s[i];
+        if (c >= '0' && c <= '9') {
+            if (++digits > SIMPLE_DIGITS_MAX)
+                return 0;
+            v = v * 10 + (c - '0');
+            frac += (size_t)point;
+        } else if (c == '.' && !point) {
+            point = 1;
+        } else {
+            return 0;
+        }
+    }
+    if (digits == 0)
+        return 0;
+    if (!point) {
+        lua_pushinteger(L, (lua_Integer)(negative ? -v : v));
+        return 1;
+    }
+    double x = (double)v / pow10[frac];
+    lua_pushnumber(L, (lua_Number)(negative ? -x : x));
+    return 1;
+}
+
 static int on_number(void *ctx, const char *text, size_t len)
 {
     decoder *d = ctx;
     if (expected(d) != EXPECT_PLAIN)
         return unexpected(d, "number");
-    if (!make_room(d))
-        return 0;
+    if (push_simple_number(d->L, text, len))
+        return store_value(d);
     if (dl_push_json_number(d->L, text, len) != 0)
         return fail(d, "number out of range");
     return store_value(d);
@@ -286,6 +329,9 @@ static int on_number(void *ctx, const char *text, size_t len)
 static int push_number(decoder *d, const unsigned char *s, size_t len)
 {
     const char *why;
+    /* a simple form is always a valid DynamoDB number */
+    if (d->numbers == DL_NUMBERS_NUMBER && push_simple_number(d->L, (const char *)s, len))
+        return 1;
     if (dl_push_av_number(d->L, (const char *)s, len, d->numbers, &d->marks, &why) == 0)
         return 1;
     return fail(d, "N \"%.*s\" is not a DynamoDB number: %s", len > 40 ? 40 : (int)len, s, why);
@@ -371,8 +417,6 @@ static int on_string(void *ctx, const unsigned char *s, size_t len)
     decoder *d = ctx;
     if (!dl_utf8_valid((const char *)s, len))
         return fail(d, "a string is not valid UTF-8");
-    if (!make_room(d))
-        return 0;
     switch (expected(d)) {
     case EXPECT_PLAIN:
         lua_pushlstring(d->L, (const char *)s, len);
@@ -436,8 +480,6 @@ static int on_map_key(void *ctx, const unsigned char *key, size_t len)
         f->type = (unsigned char)t;
         return 1;
     }
-    if (!make_room(d))
-        return 0;
     lua_pushlstring(d->L, (const char *)key, len);
     if (f->kind == FRAME_OBJECT)
         f->holds_item = (unsigned char)(d->unwrap && holds_attribute_maps(key, len));
@@ -451,6 +493,8 @@ static int on_end_map(void *ctx)
     if (f->kind == FRAME_AV && f->type == DL_AV_NONE)
         return fail(d, "AttributeValue has no type descriptor");
     d->depth--;
+    if (f->kind != FRAME_AV)
+        d->hints[d->depth] = f->count < HINT_MAX ? f->count : HINT_MAX;
     return store_value(d);
 }
 
@@ -493,6 +537,7 @@ static int on_end_array(void *ctx)
         lua_remove(d->L, -2); /* the seen-members table */
     }
     d->depth--;
+    d->hints[d->depth] = f->count < HINT_MAX ? f->count : HINT_MAX;
     return store_value(d);
 }
 
@@ -512,10 +557,6 @@ static int decoder_gc(lua_State *L)
         d->handle = NULL;
     }
     dl_buf_free(&d->scratch);
-    if (d->frames != d->frames_inline) {
-        free(d->frames);
-        d->frames = d->frames_inline;
-    }
     return 0;
 }
 
@@ -534,28 +575,27 @@ static int json_failure(lua_State *L, decoder *d, const char *text, size_t len)
     return 3;
 }
 
-/* json_decode(text [, unwrap [, numbers]]) -> value | nil, "invalid_json", message
- * unwrap: members that hold attribute maps come back as plain values;
- * numbers = "string": N values stay decimal strings; "exact": Lua numbers
- * when they hold the N exactly, else number marks with the N's text. */
-static int l_json_decode(lua_State *L)
+/* A decoder, as userdata on the stack: the yajl handle and the scratch
+ * buffer are freed by its __gc if a Lua error is raised half-way. */
+static decoder *new_decoder(lua_State *L)
 {
-    size_t len;
-    const char *text = luaL_checklstring(L, 1, &len);
-    int unwrap = lua_toboolean(L, 2);
-    enum dl_numbers numbers = dl_check_numbers_arg(L, 3);
-    lua_settop(L, 3);
     decoder *d = lua_newuserdata(L, sizeof *d);
     d->handle = NULL;
-    d->frames = d->frames_inline;
-    d->frames_cap = JSON_INLINE_FRAMES;
     dl_buf_init(&d->scratch);
+    d->busy = 0;
+    d->hints_valid = 0;
     luaL_setmetatable(L, PARSER_MT);
+    return d;
+}
+
+static int decode(lua_State *L, decoder *d, const char *text, size_t len)
+{
     d->L = L;
-    d->unwrap = unwrap;
-    d->numbers = numbers;
     d->depth = 0;
     d->failure = NULL;
+    d->scratch.len = 0;
+    if (d->handle) /* left by an error raised in the middle of the last parse */
+        yajl_free(d->handle);
     d->handle = yajl_alloc(&decode_callbacks, NULL, d);
     if (!d->handle)
         return luaL_error(L, "dynlog.core: out of memory");
@@ -564,6 +604,7 @@ static int l_json_decode(lua_State *L)
     yajl_config(d->handle, yajl_dont_validate_strings, 1);
     dl_marks_push(L, &d->marks);
     int base = lua_gettop(L);
+    luaL_checkstack(L, FRAME_ROOM, "dynlog.core: no room on the Lua stack"); /* for a root scalar */
     yajl_status st = yajl_parse(d->handle, (const unsigned char *)text, len);
     if (st == yajl_status_ok)
         st = yajl_complete_parse(d->handle);
@@ -574,6 +615,36 @@ static int l_json_decode(lua_State *L)
     if (lua_gettop(L) != base + 1) /* empty input gives no value */
         return dl_push_failure(L, "invalid_json", "empty JSON text");
     return 1;
+}
+
+/* json_decode(text [, unwrap [, numbers]]) -> value | nil, "invalid_json", message
+ * unwrap: members that hold attribute maps come back as plain values;
+ * numbers = "string": N values stay decimal strings; "exact": Lua numbers
+ * when they hold the N exactly, else number marks with the N's text.
+ * One decoder (upvalue 1) serves every call: no frame stack to allocate and
+ * collect per document, and the container sizes of the last documents
+ * carry over. A call made while it is busy (from a finalizer run by the
+ * collector in the middle of a decode) gets a decoder of its own. */
+static int l_json_decode(lua_State *L)
+{
+    size_t len;
+    const char *text = luaL_checklstring(L, 1, &len);
+    int unwrap = lua_toboolean(L, 2);
+    enum dl_numbers numbers = dl_check_numbers_arg(L, 3);
+    lua_settop(L, 3);
+    decoder *d = lua_touserdata(L, lua_upvalueindex(1));
+    if (d->busy)
+        d = new_decoder(L);
+    d->busy = 1;
+    d->unwrap = unwrap;
+    d->numbers = numbers;
+    int n = decode(L, d, text, len);
+    yajl_free(d->handle);
+    d->handle = NULL;
+    if (d->scratch.cap > KEEP_BUFFER_MAX)
+        dl_buf_free(&d->scratch);
+    d->busy = 0;
+    return n;
 }
 
 static int vet_string(void *ctx, const unsigned char *s, size_t len)
@@ -1130,13 +1201,15 @@ static void register_gc(lua_State *L, const char *name, lua_CFunction gc)
 void dl_open_json(lua_State *L)
 {
     static const luaL_Reg funcs[] = {
-        { "json_decode", l_json_decode },
         { "json_is_object", l_json_is_object },
         { NULL, NULL },
     };
     register_gc(L, PARSER_MT, decoder_gc);
     register_gc(L, ENCODER_MT, encoder_gc);
     luaL_setfuncs(L, funcs, 0);
+    new_decoder(L);
+    lua_pushcclosure(L, l_json_decode, 1);
+    lua_setfield(L, -2, "json_decode");
     new_encoder(L);
     lua_pushcclosure(L, l_json_encode, 1);
     lua_pushvalue(L, -1);

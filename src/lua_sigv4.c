@@ -23,12 +23,24 @@
  * (lua_rawgeti takes an int on LuaJIT). */
 #define MAX_HEADER_VALUES 10000
 
+/* The last URL split, as offsets into it: a client signs request after
+ * request to the same endpoint. Longer URLs are split every time. */
+#define URL_CACHE_MAX 256
+
+typedef struct url_cache {
+    size_t len;             /* 0: empty */
+    char url[URL_CACHE_MAX];
+    size_t host_off, host_len, path_off, path_len, query_off, query_len;
+    int path_is_root;       /* the URL has no path: "/" is signed */
+} url_cache;
+
 typedef struct lua_signer {
     dl_sigv4_signer signer;
     dl_sigv4_result result;
     dl_sigv4_header *headers; /* the request's headers as C views */
     size_t headers_cap;
     dl_buf join;              /* list values joined with ',' for the output */
+    url_cache url;
 } lua_signer;
 
 /* Stack slots of sign(): the fields are pushed in this order and stay there. */
@@ -103,9 +115,9 @@ static int bool_slot(lua_State *L, int slot, const char *field, int fallback)
 }
 
 /* Epoch seconds, fractions dropped; the real clock when absent. */
-static int64_t time_slot(lua_State *L)
+static int64_t time_slot(lua_State *L, int slot)
 {
-    int type = lua_type(L, SLOT_TIME);
+    int type = lua_type(L, slot);
     if (type == LUA_TNIL) {
         time_t now = time(NULL);
         if (now == (time_t)-1)
@@ -113,8 +125,8 @@ static int64_t time_slot(lua_State *L)
         return (int64_t)now;
     }
     if (type != LUA_TNUMBER)
-        field_error(L, "time", "number (epoch seconds)", SLOT_TIME);
-    lua_Number t = lua_tonumber(L, SLOT_TIME);
+        field_error(L, "time", "number (epoch seconds)", slot);
+    lua_Number t = lua_tonumber(L, slot);
     if (!(t >= 0 && t < (lua_Number)DL_SIGV4_TIME_MAX)) /* also catches NaN */
         request_error(L, "req.time: outside 1970-01-01 .. 9999-12-31");
     return (int64_t)t;
@@ -223,6 +235,31 @@ static const char *split_url(const char *url, size_t len, url_parts *out)
     return NULL;
 }
 
+/* split_url with the last URL's answer kept: the parts are offsets, so
+ * they point into this call's string whatever its address. */
+static const char *split_url_cached(url_cache *c, const char *url, size_t len, url_parts *out)
+{
+    if (len > 0 && c->len == len && memcmp(c->url, url, len) == 0) {
+        out->host = view(url + c->host_off, c->host_len);
+        out->path = c->path_is_root ? view("/", 1) : view(url + c->path_off, c->path_len);
+        out->query = view(url + c->query_off, c->query_len);
+        return NULL;
+    }
+    const char *bad = split_url(url, len, out);
+    if (bad || len > URL_CACHE_MAX)
+        return bad;
+    c->len = len;
+    memcpy(c->url, url, len);
+    c->host_off = (size_t)(out->host.ptr - url);
+    c->host_len = out->host.len;
+    c->path_is_root = !(out->path.ptr >= url && out->path.ptr < url + len);
+    c->path_off = c->path_is_root ? 0 : (size_t)(out->path.ptr - url);
+    c->path_len = out->path.len;
+    c->query_off = (size_t)(out->query.ptr - url);
+    c->query_len = out->query.len;
+    return NULL;
+}
+
 /* ---- the headers table ---- */
 
 static void push_header(lua_State *L, lua_signer *ls, size_t *n, dl_sigv4_str name,
@@ -317,12 +354,12 @@ static int has_header(const lua_signer *ls, size_t n, const char *name)
 
 /* ---- from the Lua table to a dl_sigv4_request ---- */
 
-static void fill_request(lua_State *L, dl_sigv4_request *req, url_parts *url)
+static void fill_request(lua_State *L, lua_signer *ls, dl_sigv4_request *req, url_parts *url)
 {
     dl_sigv4_request_init(req);
     req->method = string_slot(L, SLOT_METHOD, "method", 1);
     dl_sigv4_str u = string_slot(L, SLOT_URL, "url", 1);
-    const char *bad = split_url(u.ptr, u.len, url);
+    const char *bad = split_url_cached(&ls->url, u.ptr, u.len, url);
     if (bad)
         request_error(L, bad);
     req->path = url->path;
@@ -334,7 +371,7 @@ static void fill_request(lua_State *L, dl_sigv4_request *req, url_parts *url)
     req->credentials.secret_access_key =
         string_slot(L, SLOT_SECRET, "credentials.secret_access_key", 1);
     req->credentials.session_token = string_slot(L, SLOT_TOKEN, "credentials.session_token", 0);
-    req->time = time_slot(L);
+    req->time = time_slot(L, SLOT_TIME);
     /* S3 signs the path exactly as sent; every other service signs it with
      * dot segments and repeated slashes removed. */
     int is_s3 = req->service.len == 2 && memcmp(req->service.ptr, "s3", 2) == 0;
@@ -439,7 +476,7 @@ static int l_signer_sign(lua_State *L)
     push_request_fields(L);
     dl_sigv4_request req;
     url_parts url;
-    fill_request(L, &req, &url);
+    fill_request(L, ls, &req, &url);
     size_t n = collect_headers(L, ls);
     int host_added = !has_header(ls, n, "host");
     if (host_added)
@@ -456,6 +493,140 @@ static int l_signer_sign(lua_State *L)
         return 1;
     push_steps(L, ls);
     return 2;
+}
+
+/* sign_post's upvalues: the signer metatable, then the header names it sets. */
+enum { UP_MT = 1, UP_CONTENT_TYPE, UP_TARGET, UP_HOST, UP_DATE, UP_TOKEN, UP_AUTHORIZATION, UP_STRINGS };
+/* UP_STRINGS: the last Host and X-Amz-Date values pushed, as Lua strings:
+ * the next request mostly has the same, and reusing them skips hashing
+ * and interning the text again. Any signer may use them: they are checked
+ * byte for byte. */
+enum { LAST_HOST = 1, LAST_DATE };
+static const char *const post_names[] = {
+    "Content-Type", "X-Amz-Target", "Host", "X-Amz-Date", "X-Amz-Security-Token", "Authorization",
+};
+
+/* t[upvalue name] = the value at idx */
+static void set_value(lua_State *L, int t, int name, int idx)
+{
+    lua_pushvalue(L, lua_upvalueindex(name));
+    lua_pushvalue(L, idx);
+    lua_rawset(L, t);
+}
+
+static void set_upvalue_string(lua_State *L, int t, int name, const char *p, size_t n)
+{
+    lua_pushvalue(L, lua_upvalueindex(name));
+    lua_pushlstring(L, p, n);
+    lua_rawset(L, t);
+}
+
+/* t[upvalue name] = the text p[0..n), from the last-strings table when it
+ * holds that text at slot. */
+static void set_last_string(lua_State *L, int t, int name, int slot, const char *p, size_t n)
+{
+    size_t len;
+    lua_pushvalue(L, lua_upvalueindex(name));
+    lua_rawgeti(L, lua_upvalueindex(UP_STRINGS), slot);
+    const char *last = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &len) : NULL;
+    if (!last || len != n || memcmp(last, p, n) != 0) {
+        lua_pop(L, 1);
+        lua_pushlstring(L, p, n);
+        lua_pushvalue(L, -1);
+        lua_rawseti(L, lua_upvalueindex(UP_STRINGS), slot);
+    }
+    lua_rawset(L, t);
+}
+
+/* The signer argument, checked against the metatable held as an upvalue
+ * (luaL_checkudata looks the metatable up by name in the registry). */
+static lua_signer *check_post_signer(lua_State *L)
+{
+    void *p = lua_touserdata(L, ARG_SIGNER);
+    if (p && lua_getmetatable(L, ARG_SIGNER)) {
+        int same = lua_rawequal(L, -1, lua_upvalueindex(UP_MT));
+        lua_pop(L, 1);
+        if (same)
+            return (lua_signer *)p;
+    }
+    return check_signer(L); /* raises the usual message */
+}
+
+/* Stack slots of sign_post(): its arguments, then the credentials' fields. */
+enum {
+    POST_URL = 2, POST_BODY, POST_TIME, POST_REGION, POST_SERVICE, POST_CREDENTIALS,
+    POST_CONTENT_TYPE, POST_TARGET, POST_ACCESS_KEY, POST_SECRET, POST_TOKEN,
+    POST_LAST = POST_TOKEN
+};
+
+/* signer:sign_post(url, body, time, region, service, credentials, content_type [, target])
+ *   -> headers | nil, code, message
+ * What sign returns for {method = "POST", url =, body =, time =, region =,
+ * service =, credentials =, headers = {["Content-Type"] = content_type,
+ * ["X-Amz-Target"] = target}}, with the same errors, but read from the
+ * arguments: no request table to build and read, no headers table to walk. */
+static int l_signer_sign_post(lua_State *L)
+{
+    lua_signer *ls = check_post_signer(L);
+    lua_settop(L, POST_TARGET);
+    luaL_checkstack(L, POST_LAST + 8, "sigv4: no room on the Lua stack");
+    if (lua_type(L, POST_CREDENTIALS) != LUA_TTABLE)
+        field_error(L, "credentials", "table", POST_CREDENTIALS);
+    push_field(L, POST_CREDENTIALS, "access_key_id");
+    push_field(L, POST_CREDENTIALS, "secret_access_key");
+    push_field(L, POST_CREDENTIALS, "session_token");
+
+    dl_sigv4_request req;
+    url_parts url;
+    dl_sigv4_request_init(&req);
+    req.method = view("POST", 4);
+    dl_sigv4_str u = string_slot(L, POST_URL, "url", 1);
+    const char *bad = split_url_cached(&ls->url, u.ptr, u.len, &url);
+    if (bad)
+        request_error(L, bad);
+    req.path = url.path;
+    req.query = url.query;
+    req.payload = string_slot(L, POST_BODY, "body", 0);
+    req.region = string_slot(L, POST_REGION, "region", 1);
+    req.service = string_slot(L, POST_SERVICE, "service", 1);
+    req.credentials.access_key_id = string_slot(L, POST_ACCESS_KEY, "credentials.access_key_id", 1);
+    req.credentials.secret_access_key = string_slot(L, POST_SECRET, "credentials.secret_access_key", 1);
+    req.credentials.session_token = string_slot(L, POST_TOKEN, "credentials.session_token", 0);
+    req.time = time_slot(L, POST_TIME);
+    req.normalize_path = !(req.service.len == 2 && memcmp(req.service.ptr, "s3", 2) == 0);
+    size_t n = 0;
+    if (lua_type(L, POST_CONTENT_TYPE) != LUA_TSTRING)
+        header_value_error(L, "Content-Type", POST_CONTENT_TYPE);
+    push_header(L, ls, &n, view("Content-Type", 12), string_at(L, POST_CONTENT_TYPE));
+    int has_target = lua_type(L, POST_TARGET) != LUA_TNIL;
+    if (has_target) {
+        if (lua_type(L, POST_TARGET) != LUA_TSTRING)
+            header_value_error(L, "X-Amz-Target", POST_TARGET);
+        push_header(L, ls, &n, view("X-Amz-Target", 12), string_at(L, POST_TARGET));
+    }
+    push_header(L, ls, &n, view("Host", 4), url.host);
+    req.headers = ls->headers;
+    req.header_count = n;
+    dl_sigv4_status st = dl_sigv4_sign(&ls->signer, &req, &ls->result);
+    if (st == DL_SIGV4_EINVAL)
+        return raise_invalid(L, &ls->result);
+    if (st != DL_SIGV4_OK)
+        return dl_push_failure(L, "signing_failed", dl_sigv4_status_text(st));
+
+    const dl_sigv4_result *res = &ls->result;
+    int has_token = req.credentials.session_token.len > 0;
+    lua_createtable(L, 0, 4 + has_target + has_token);
+    int out = lua_gettop(L);
+    /* the names are upvalues: no interning of a C string per call */
+    set_value(L, out, UP_CONTENT_TYPE, POST_CONTENT_TYPE);
+    if (has_target)
+        set_value(L, out, UP_TARGET, POST_TARGET);
+    set_last_string(L, out, UP_HOST, LAST_HOST, url.host.ptr, url.host.len);
+    set_last_string(L, out, UP_DATE, LAST_DATE, res->amz_date, DL_SIGV4_AMZ_DATE_LEN);
+    if (has_token)
+        set_value(L, out, UP_TOKEN, POST_TOKEN);
+    set_upvalue_string(L, out, UP_AUTHORIZATION, res->authorization.data, res->authorization.len);
+    return 1;
 }
 
 /* signer:stats() -> {key_derivations=, key_cache_hits=, cached_keys=} */
@@ -503,6 +674,7 @@ static int l_sigv4_signer(lua_State *L)
     ls->headers = NULL;
     ls->headers_cap = 0;
     dl_buf_init(&ls->join);
+    ls->url.len = 0;
     luaL_setmetatable(L, SIGNER_MT);
     return 1;
 }
@@ -523,6 +695,12 @@ void dl_open_sigv4(lua_State *L)
     luaL_setfuncs(L, metamethods, 0);
     lua_newtable(L);
     luaL_setfuncs(L, methods, 0);
+    lua_pushvalue(L, -2); /* the metatable */
+    for (size_t i = 0; i < sizeof post_names / sizeof post_names[0]; i++)
+        lua_pushstring(L, post_names[i]);
+    lua_createtable(L, 2, 0); /* UP_STRINGS */
+    lua_pushcclosure(L, l_signer_sign_post, 2 + (int)(sizeof post_names / sizeof post_names[0]));
+    lua_setfield(L, -2, "sign_post");
     lua_setfield(L, -2, "__index");
     lua_pop(L, 1);
     lua_pushcfunction(L, l_sigv4_signer);

@@ -28,7 +28,45 @@ struct dl_sigv4_param {
     const char *key, *value;
 };
 
-static const char hex_lower[] = "0123456789abcdef";
+static void cache_clear(dl_sigv4_cached_key *e);
+
+/* Character classes, one lookup per byte (ASCII only: locale must not matter). */
+enum {
+    C_TCHAR = 1,      /* RFC 7230 tchar: a header name or a method */
+    C_SCOPE = 2,      /* [A-Za-z0-9._-]: region and service */
+    C_VALUE = 4,      /* a header value byte needing no second look (not CR, LF or another control) */
+    C_SPACE = 8,      /* header-value white space: SP, HTAB, CR, LF */
+    C_UNRESERVED = 16,/* RFC 3986 unreserved: left as is by URI encoding */
+    C_VISIBLE = 32    /* visible ASCII, 0x21-0x7e */
+};
+
+static const unsigned char char_class[256] = {
+     0,  0,  0,  0,  0,  0,  0,  0,  0, 12,  8,  0,  0,  8,  0,  0,
+     0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,
+    12, 37, 36, 37, 37, 37, 37, 37, 36, 36, 37, 37, 36, 55, 55, 36,
+    55, 55, 55, 55, 55, 55, 55, 55, 55, 55, 36, 36, 36, 36, 36, 36,
+    36, 55, 55, 55, 55, 55, 55, 55, 55, 55, 55, 55, 55, 55, 55, 55,
+    55, 55, 55, 55, 55, 55, 55, 55, 55, 55, 55, 36, 36, 36, 37, 55,
+    37, 55, 55, 55, 55, 55, 55, 55, 55, 55, 55, 55, 55, 55, 55, 55,
+    55, 55, 55, 55, 55, 55, 55, 55, 55, 55, 55, 36, 37, 36, 53,  0,
+     4,  4,  4,  4,  4,  4,  4,  4,  4,  4,  4,  4,  4,  4,  4,  4,
+     4,  4,  4,  4,  4,  4,  4,  4,  4,  4,  4,  4,  4,  4,  4,  4,
+     4,  4,  4,  4,  4,  4,  4,  4,  4,  4,  4,  4,  4,  4,  4,  4,
+     4,  4,  4,  4,  4,  4,  4,  4,  4,  4,  4,  4,  4,  4,  4,  4,
+     4,  4,  4,  4,  4,  4,  4,  4,  4,  4,  4,  4,  4,  4,  4,  4,
+     4,  4,  4,  4,  4,  4,  4,  4,  4,  4,  4,  4,  4,  4,  4,  4,
+     4,  4,  4,  4,  4,  4,  4,  4,  4,  4,  4,  4,  4,  4,  4,  4,
+     4,  4,  4,  4,  4,  4,  4,  4,  4,  4,  4,  4,  4,  4,  4,  4,
+};
+
+/* "000102...ff": the two hex digits of each byte. */
+static const char hex_pairs[] =
+    "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f202122232425262728292a2b2c2d2e2f"
+    "303132333435363738393a3b3c3d3e3f404142434445464748494a4b4c4d4e4f505152535455565758595a5b5c5d5e5f"
+    "606162636465666768696a6b6c6d6e6f707172737475767778797a7b7c7d7e7f808182838485868788898a8b8c8d8e8f"
+    "909192939495969798999a9b9c9d9e9fa0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebf"
+    "c0c1c2c3c4c5c6c7c8c9cacbcccdcecfd0d1d2d3d4d5d6d7d8d9dadbdcdddedfe0e1e2e3e4e5e6e7e8e9eaebecedeeef"
+    "f0f1f2f3f4f5f6f7f8f9fafbfcfdfeff";
 static const char hex_upper[] = "0123456789ABCDEF";
 
 /* ---- small character helpers (ASCII only: locale must not matter) ---- */
@@ -43,21 +81,10 @@ static char ascii_upper(char c)
     return (c >= 'a' && c <= 'z') ? (char)(c - 'a' + 'A') : c;
 }
 
-static int is_alnum(unsigned char c)
-{
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
-}
-
 /* RFC 3986 unreserved characters: the only ones SigV4 leaves unencoded. */
 static int is_unreserved(unsigned char c)
 {
-    return is_alnum(c) || c == '-' || c == '.' || c == '_' || c == '~';
-}
-
-/* RFC 7230 tchar: what a header name or a method may consist of. */
-static int is_tchar(unsigned char c)
-{
-    return is_alnum(c) || (c != 0 && strchr("!#$%&'*+-.^_`|~", c) != NULL);
+    return (char_class[c] & C_UNRESERVED) != 0;
 }
 
 static int is_hex_digit(unsigned char c)
@@ -68,7 +95,7 @@ static int is_hex_digit(unsigned char c)
 /* Header-value white space, including the line breaks of a folded value. */
 static int is_value_space(unsigned char c)
 {
-    return c == ' ' || c == '\t' || c == '\r' || c == '\n';
+    return (char_class[c] & C_SPACE) != 0;
 }
 
 static int str_ieq(dl_sigv4_str s, const char *lower_literal)
@@ -85,7 +112,7 @@ static int str_ieq(dl_sigv4_str s, const char *lower_literal)
 static int all_tchars(dl_sigv4_str s)
 {
     for (size_t i = 0; i < s.len; i++)
-        if (!is_tchar((unsigned char)s.ptr[i]))
+        if (!(char_class[(unsigned char)s.ptr[i]] & C_TCHAR))
             return 0;
     return s.len > 0;
 }
@@ -94,22 +121,18 @@ static int all_tchars(dl_sigv4_str s)
  * parts: keep them to the characters AWS uses. */
 static int is_scope_name(dl_sigv4_str s)
 {
-    for (size_t i = 0; i < s.len; i++) {
-        unsigned char c = (unsigned char)s.ptr[i];
-        if (!is_alnum(c) && c != '-' && c != '_' && c != '.')
+    for (size_t i = 0; i < s.len; i++)
+        if (!(char_class[(unsigned char)s.ptr[i]] & C_SCOPE))
             return 0;
-    }
     return s.len > 0;
 }
 
 /* Session tokens are base64-like and sent as a header value as they are. */
 static int is_visible_ascii(dl_sigv4_str s)
 {
-    for (size_t i = 0; i < s.len; i++) {
-        unsigned char c = (unsigned char)s.ptr[i];
-        if (c < 0x21 || c > 0x7e)
+    for (size_t i = 0; i < s.len; i++)
+        if (!(char_class[(unsigned char)s.ptr[i]] & C_VISIBLE))
             return 0;
-    }
     return 1;
 }
 
@@ -120,6 +143,8 @@ static int is_valid_header_value(dl_sigv4_str v)
 {
     for (size_t i = 0; i < v.len; i++) {
         unsigned char c = (unsigned char)v.ptr[i];
+        if (char_class[c] & C_VALUE)
+            continue;
         if (c == '\r') {
             if (i + 1 >= v.len || v.ptr[i + 1] != '\n')
                 return 0;
@@ -136,6 +161,28 @@ static int is_valid_header_value(dl_sigv4_str v)
 static const char *nonnull(const char *p)
 {
     return p ? p : "";
+}
+
+/* ---- appending to a dl_buf without a call when it has room ---- */
+
+static int put(dl_buf *b, const void *p, size_t n)
+{
+    if (b->cap - b->len <= n)
+        return dl_buf_add(b, p, n);
+    memcpy(b->data + b->len, p, n);
+    b->len += n;
+    b->data[b->len] = '\0';
+    return 0;
+}
+
+static int putc1(dl_buf *b, char c)
+{
+    return put(b, &c, 1);
+}
+
+static int puts0(dl_buf *b, const char *s)
+{
+    return put(b, s, strlen(s));
 }
 
 /* ---- growable scratch arrays ---- */
@@ -188,6 +235,8 @@ void dl_sigv4_result_free(dl_sigv4_result *res)
 void dl_sigv4_signer_init(dl_sigv4_signer *s)
 {
     memset(s, 0, sizeof *s);
+    for (size_t i = 0; i < DL_SIGV4_KEY_CACHE_SIZE; i++)
+        dl_hmac_key_init(&s->cache[i].key);
     s->headers = NULL;
     s->params = NULL;
     dl_buf_init(&s->query_scratch);
@@ -196,7 +245,8 @@ void dl_sigv4_signer_init(dl_sigv4_signer *s)
 
 void dl_sigv4_signer_free(dl_sigv4_signer *s)
 {
-    OPENSSL_cleanse(s->cache, sizeof s->cache);
+    for (size_t i = 0; i < DL_SIGV4_KEY_CACHE_SIZE; i++)
+        cache_clear(&s->cache[i]);
     free(s->headers);
     free(s->params);
     dl_buf_free(&s->query_scratch);
@@ -342,10 +392,8 @@ static dl_sigv4_status validate_request(const dl_sigv4_request *req, dl_sigv4_re
 
 static void to_hex(const unsigned char *p, size_t n, char *out)
 {
-    for (size_t i = 0; i < n; i++) {
-        out[2 * i] = hex_lower[p[i] >> 4];
-        out[2 * i + 1] = hex_lower[p[i] & 15];
-    }
+    for (size_t i = 0; i < n; i++)
+        memcpy(out + 2 * i, hex_pairs + 2 * p[i], 2);
     out[2 * n] = '\0';
 }
 
@@ -411,7 +459,7 @@ static int add_normalized_path(dl_buf *out, const char *p, size_t n)
 {
     size_t root = out->len;
     int trailing_slash = 1;
-    if (dl_buf_addc(out, '/') != 0)
+    if (putc1(out, '/') != 0)
         return -1;
     size_t start = 0;
     while (start < n) {
@@ -425,7 +473,7 @@ static int add_normalized_path(dl_buf *out, const char *p, size_t n)
             pop_segment(out, root);
             trailing_slash = 1;
         } else {
-            if (add_uri_encoded(out, seg, len, 0, 0) != 0 || dl_buf_addc(out, '/') != 0)
+            if (add_uri_encoded(out, seg, len, 0, 0) != 0 || putc1(out, '/') != 0)
                 return -1;
             trailing_slash = 0;
         }
@@ -447,7 +495,7 @@ int dl_sigv4_add_canonical_path(dl_buf *out, dl_sigv4_str path, int normalize)
     const char *p = nonnull(path.ptr);
     if (normalize)
         return add_normalized_path(out, p, path.len);
-    if ((path.len == 0 || p[0] != '/') && dl_buf_addc(out, '/') != 0)
+    if ((path.len == 0 || p[0] != '/') && putc1(out, '/') != 0)
         return -1;
     return add_uri_encoded(out, p, path.len, 1, 0);
 }
@@ -527,8 +575,8 @@ static int add_canonical_query(dl_sigv4_signer *s, dl_buf *out, dl_sigv4_str q)
         qsort(s->params, n, sizeof *s->params, compare_params);
     for (size_t i = 0; i < n; i++) {
         const struct dl_sigv4_param *prm = &s->params[i];
-        if ((i > 0 && dl_buf_addc(out, '&') != 0) || dl_buf_add(out, prm->key, prm->key_len) != 0
-            || dl_buf_addc(out, '=') != 0 || dl_buf_add(out, prm->value, prm->value_len) != 0)
+        if ((i > 0 && putc1(out, '&') != 0) || put(out, prm->key, prm->key_len) != 0
+            || putc1(out, '=') != 0 || put(out, prm->value, prm->value_len) != 0)
             return -1;
     }
     return 0;
@@ -598,7 +646,17 @@ static int collect_headers(dl_sigv4_signer *s, const dl_sigv4_request *req,
         added->value.len = DL_SIGV4_HEX_LEN;
         added->order = n++;
     }
-    qsort(s->headers, n, sizeof *s->headers, compare_header_refs);
+    /* Insertion sort: a request has a handful of headers, and the sort is
+     * then stable by itself. */
+    for (size_t i = 1; i < n; i++) {
+        struct dl_sigv4_header_ref h = s->headers[i];
+        size_t j = i;
+        while (j > 0 && compare_header_refs(&s->headers[j - 1], &h) > 0) {
+            s->headers[j] = s->headers[j - 1];
+            j--;
+        }
+        s->headers[j] = h;
+    }
     *count = n;
     return 0;
 }
@@ -618,6 +676,11 @@ static int add_lower(dl_buf *out, dl_sigv4_str s)
  * breaks included) into one space. */
 static int add_trimmed_value(dl_buf *out, dl_sigv4_str v)
 {
+    size_t plain = 0; /* most values have no white space at all */
+    while (plain < v.len && !is_value_space((unsigned char)v.ptr[plain]))
+        plain++;
+    if (plain == v.len)
+        return put(out, v.ptr, v.len);
     if (dl_buf_reserve(out, v.len) != 0)
         return -1;
     char *w = out->data + out->len;
@@ -652,20 +715,21 @@ static int add_canonical_headers(dl_sigv4_signer *s, const dl_sigv4_request *req
         const struct dl_sigv4_header_ref *h = &s->headers[i];
         int repeated = i > 0 && compare_names(s->headers[i - 1].name, h->name) == 0;
         if (repeated) {
-            if (dl_buf_addc(out, ',') != 0)
+            if (putc1(out, ',') != 0)
                 return -1;
         } else {
-            if ((i > 0 && dl_buf_addc(out, '\n') != 0) || add_lower(out, h->name) != 0
-                || dl_buf_addc(out, ':') != 0)
+            if ((i > 0 && putc1(out, '\n') != 0) || add_lower(out, h->name) != 0)
                 return -1;
-            if ((i > 0 && dl_buf_addc(&res->signed_headers, ';') != 0)
-                || add_lower(&res->signed_headers, h->name) != 0)
+            /* the name just lowered, again for the signed headers list */
+            if ((i > 0 && putc1(&res->signed_headers, ';') != 0)
+                || put(&res->signed_headers, out->data + out->len - h->name.len, h->name.len) != 0
+                || putc1(out, ':') != 0)
                 return -1;
         }
         if (add_trimmed_value(out, h->value) != 0)
             return -1;
     }
-    return dl_buf_addc(out, '\n'); /* n >= 1: x-amz-date is always there */
+    return putc1(out, '\n'); /* n >= 1: x-amz-date is always there */
 }
 
 static dl_sigv4_status build_canonical_request(dl_sigv4_signer *s, const dl_sigv4_request *req,
@@ -674,13 +738,13 @@ static dl_sigv4_status build_canonical_request(dl_sigv4_signer *s, const dl_sigv
     dl_buf *out = &res->canonical_request;
     dl_buf_reset(out);
     dl_buf_reset(&res->signed_headers);
-    if (dl_buf_add(out, req->method.ptr, req->method.len) != 0 || dl_buf_addc(out, '\n') != 0
+    if (put(out, req->method.ptr, req->method.len) != 0 || putc1(out, '\n') != 0
         || dl_sigv4_add_canonical_path(out, req->path, req->normalize_path) != 0
-        || dl_buf_addc(out, '\n') != 0 || add_canonical_query(s, out, req->query) != 0
-        || dl_buf_addc(out, '\n') != 0 || add_canonical_headers(s, req, res) != 0
-        || dl_buf_addc(out, '\n') != 0
-        || dl_buf_add(out, res->signed_headers.data, res->signed_headers.len) != 0
-        || dl_buf_addc(out, '\n') != 0 || dl_buf_add(out, res->payload_hash, DL_SIGV4_HEX_LEN) != 0)
+        || putc1(out, '\n') != 0 || add_canonical_query(s, out, req->query) != 0
+        || putc1(out, '\n') != 0 || add_canonical_headers(s, req, res) != 0
+        || putc1(out, '\n') != 0
+        || put(out, res->signed_headers.data, res->signed_headers.len) != 0
+        || putc1(out, '\n') != 0 || put(out, res->payload_hash, DL_SIGV4_HEX_LEN) != 0)
         return DL_SIGV4_ENOMEM;
     return DL_SIGV4_OK;
 }
@@ -690,10 +754,10 @@ static dl_sigv4_status build_canonical_request(dl_sigv4_signer *s, const dl_sigv
 /* "20150830/us-east-1/service/aws4_request" */
 static int add_scope(dl_buf *out, const dl_sigv4_request *req, const dl_sigv4_result *res)
 {
-    return dl_buf_add(out, res->amz_date, DL_SIGV4_DATE_LEN) != 0 || dl_buf_addc(out, '/') != 0
-        || dl_buf_add(out, req->region.ptr, req->region.len) != 0 || dl_buf_addc(out, '/') != 0
-        || dl_buf_add(out, req->service.ptr, req->service.len) != 0
-        || dl_buf_adds(out, "/aws4_request") != 0 ? -1 : 0;
+    return put(out, res->amz_date, DL_SIGV4_DATE_LEN) != 0 || putc1(out, '/') != 0
+        || put(out, req->region.ptr, req->region.len) != 0 || putc1(out, '/') != 0
+        || put(out, req->service.ptr, req->service.len) != 0
+        || puts0(out, "/aws4_request") != 0 ? -1 : 0;
 }
 
 static dl_sigv4_status build_string_to_sign(dl_hasher *h, const dl_sigv4_request *req, dl_sigv4_result *res)
@@ -705,10 +769,10 @@ static dl_sigv4_status build_string_to_sign(dl_hasher *h, const dl_sigv4_request
         return DL_SIGV4_ECRYPTO;
     to_hex(md, sizeof md, hex);
     dl_buf_reset(out);
-    if (dl_buf_adds(out, DL_SIGV4_ALGORITHM "\n") != 0
-        || dl_buf_add(out, res->amz_date, DL_SIGV4_AMZ_DATE_LEN) != 0 || dl_buf_addc(out, '\n') != 0
-        || add_scope(out, req, res) != 0 || dl_buf_addc(out, '\n') != 0
-        || dl_buf_add(out, hex, DL_SIGV4_HEX_LEN) != 0)
+    if (puts0(out, DL_SIGV4_ALGORITHM "\n") != 0
+        || put(out, res->amz_date, DL_SIGV4_AMZ_DATE_LEN) != 0 || putc1(out, '\n') != 0
+        || add_scope(out, req, res) != 0 || putc1(out, '\n') != 0
+        || put(out, hex, DL_SIGV4_HEX_LEN) != 0)
         return DL_SIGV4_ENOMEM;
     return DL_SIGV4_OK;
 }
@@ -723,8 +787,8 @@ static dl_sigv4_status derive_signing_key(dl_hasher *h, dl_sigv4_str secret, con
     dl_buf k = DL_BUF_INIT;
     /* One exact allocation: a growing buffer would leave unwiped copies of
      * the secret behind in memory that realloc freed. */
-    if (dl_buf_reserve(&k, 4 + secret.len) != 0 || dl_buf_adds(&k, "AWS4") != 0
-        || dl_buf_add(&k, secret.ptr, secret.len) != 0)
+    if (dl_buf_reserve(&k, 4 + secret.len) != 0 || puts0(&k, "AWS4") != 0
+        || put(&k, secret.ptr, secret.len) != 0)
         goto done;
     st = DL_SIGV4_ECRYPTO;
     if (dl_hasher_hmac(h, k.data, k.len, date, DL_SIGV4_DATE_LEN, a) != 0
@@ -757,6 +821,14 @@ static int cache_entry_matches(const dl_sigv4_cached_key *e, dl_sigv4_str secret
         && CRYPTO_memcmp(e->secret, secret.ptr, secret.len) == 0;
 }
 
+/* Wipes an entry and frees its key states. */
+static void cache_clear(dl_sigv4_cached_key *e)
+{
+    dl_hmac_key_free(&e->key);
+    OPENSSL_cleanse(e, sizeof *e);
+    dl_hmac_key_init(&e->key);
+}
+
 /* An empty slot, or else the least recently used one, wiped. */
 static dl_sigv4_cached_key *cache_victim(dl_sigv4_signer *s)
 {
@@ -770,14 +842,17 @@ static dl_sigv4_cached_key *cache_victim(dl_sigv4_signer *s)
         if (e->last_used < victim->last_used)
             victim = e;
     }
-    OPENSSL_cleanse(victim, sizeof *victim);
+    cache_clear(victim);
     return victim;
 }
 
-static void cache_store(dl_sigv4_signer *s, dl_sigv4_str secret, const char *date,
-                        dl_sigv4_str region, dl_sigv4_str service, const unsigned char *key)
+/* Stores the entry once its key states are made; returns it, or NULL. */
+static dl_sigv4_cached_key *cache_store(dl_sigv4_signer *s, dl_sigv4_str secret, const char *date,
+                                        dl_sigv4_str region, dl_sigv4_str service, const unsigned char *key)
 {
     dl_sigv4_cached_key *e = cache_victim(s);
+    if (dl_hasher_hmac_key(&s->hasher, &e->key, key, DL_SHA256_LEN) != 0)
+        return NULL;
     e->in_use = 1;
     e->last_used = ++s->tick;
     e->secret_len = secret.len;
@@ -787,14 +862,18 @@ static void cache_store(dl_sigv4_signer *s, dl_sigv4_str secret, const char *dat
     memcpy(e->region, region.ptr, region.len);
     memcpy(e->service, service.ptr, service.len);
     memcpy(e->date, date, DL_SIGV4_DATE_LEN);
-    memcpy(e->key, key, DL_SHA256_LEN);
+    return e;
 }
 
-static dl_sigv4_status get_signing_key(dl_sigv4_signer *s, const dl_sigv4_request *req,
-                                       dl_sigv4_result *res, unsigned char key[DL_SHA256_LEN])
+/* The signing key as HMAC states: a cache entry's, or else made into *tmp
+ * (which the caller frees). NULL when libcrypto failed. */
+static const dl_hmac_key *get_signing_key(dl_sigv4_signer *s, const dl_sigv4_request *req,
+                                          dl_sigv4_result *res, dl_hmac_key *tmp)
 {
     dl_sigv4_str secret = req->credentials.secret_access_key;
     const char *date = res->amz_date; /* its first 8 characters */
+    unsigned char key[DL_SHA256_LEN];
+    const dl_hmac_key *out = NULL;
     int cacheable = is_cacheable(secret, req->region, req->service);
     for (size_t i = 0; cacheable && i < DL_SIGV4_KEY_CACHE_SIZE; i++) {
         dl_sigv4_cached_key *e = &s->cache[i];
@@ -802,17 +881,21 @@ static dl_sigv4_status get_signing_key(dl_sigv4_signer *s, const dl_sigv4_reques
             e->last_used = ++s->tick;
             s->key_cache_hits++;
             res->key_was_cached = 1;
-            memcpy(key, e->key, DL_SHA256_LEN);
-            return DL_SIGV4_OK;
+            return &e->key;
         }
     }
-    dl_sigv4_status st = derive_signing_key(&s->hasher, secret, date, req->region, req->service, key);
-    if (st != DL_SIGV4_OK)
-        return st;
+    if (derive_signing_key(&s->hasher, secret, date, req->region, req->service, key) != DL_SIGV4_OK)
+        goto done;
     s->key_derivations++;
-    if (cacheable)
-        cache_store(s, secret, date, req->region, req->service, key);
-    return DL_SIGV4_OK;
+    if (cacheable) {
+        dl_sigv4_cached_key *e = cache_store(s, secret, date, req->region, req->service, key);
+        out = e ? &e->key : NULL;
+    } else if (dl_hasher_hmac_key(&s->hasher, tmp, key, sizeof key) == 0) {
+        out = tmp;
+    }
+done:
+    OPENSSL_cleanse(key, sizeof key);
+    return out;
 }
 
 /* ---- step 5: signature and Authorization ---- */
@@ -820,15 +903,16 @@ static dl_sigv4_status get_signing_key(dl_sigv4_signer *s, const dl_sigv4_reques
 static dl_sigv4_status compute_signature(dl_sigv4_signer *s, const dl_sigv4_request *req,
                                          dl_sigv4_result *res)
 {
-    unsigned char key[DL_SHA256_LEN], md[DL_SHA256_LEN];
-    dl_sigv4_status st = get_signing_key(s, req, res, key);
-    if (st == DL_SIGV4_OK) {
-        if (dl_hasher_hmac(&s->hasher, key, sizeof key, res->string_to_sign.data, res->string_to_sign.len, md) != 0)
-            st = DL_SIGV4_ECRYPTO;
-        else
-            to_hex(md, sizeof md, res->signature);
+    unsigned char md[DL_SHA256_LEN];
+    dl_hmac_key tmp;
+    dl_hmac_key_init(&tmp);
+    const dl_hmac_key *key = get_signing_key(s, req, res, &tmp);
+    dl_sigv4_status st = DL_SIGV4_ECRYPTO;
+    if (key && dl_hasher_hmac_keyed(&s->hasher, key, res->string_to_sign.data, res->string_to_sign.len, md) == 0) {
+        to_hex(md, sizeof md, res->signature);
+        st = DL_SIGV4_OK;
     }
-    OPENSSL_cleanse(key, sizeof key);
+    dl_hmac_key_free(&tmp);
     return st;
 }
 
@@ -836,13 +920,13 @@ static dl_sigv4_status build_authorization(const dl_sigv4_request *req, dl_sigv4
 {
     dl_buf *out = &res->authorization;
     dl_buf_reset(out);
-    if (dl_buf_adds(out, DL_SIGV4_ALGORITHM " Credential=") != 0
-        || dl_buf_add(out, req->credentials.access_key_id.ptr, req->credentials.access_key_id.len) != 0
-        || dl_buf_addc(out, '/') != 0 || add_scope(out, req, res) != 0
-        || dl_buf_adds(out, ", SignedHeaders=") != 0
-        || dl_buf_add(out, res->signed_headers.data, res->signed_headers.len) != 0
-        || dl_buf_adds(out, ", Signature=") != 0
-        || dl_buf_add(out, res->signature, DL_SIGV4_HEX_LEN) != 0)
+    if (puts0(out, DL_SIGV4_ALGORITHM " Credential=") != 0
+        || put(out, req->credentials.access_key_id.ptr, req->credentials.access_key_id.len) != 0
+        || putc1(out, '/') != 0 || add_scope(out, req, res) != 0
+        || puts0(out, ", SignedHeaders=") != 0
+        || put(out, res->signed_headers.data, res->signed_headers.len) != 0
+        || puts0(out, ", Signature=") != 0
+        || put(out, res->signature, DL_SIGV4_HEX_LEN) != 0)
         return DL_SIGV4_ENOMEM;
     return DL_SIGV4_OK;
 }

@@ -119,7 +119,7 @@ typedef struct dl_sigv4_cached_key {
     char region[DL_SIGV4_CACHE_NAME_MAX];
     char service[DL_SIGV4_CACHE_NAME_MAX];
     char date[DL_SIGV4_DATE_LEN];
-    unsigned char key[DL_SHA256_LEN];
+    dl_hmac_key key; /* the signing key, made ready for HMAC */
 } dl_sigv4_cached_key;
 
 struct dl_sigv4_header_ref;

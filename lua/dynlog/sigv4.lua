@@ -60,6 +60,18 @@ function signer_mt:explain(req)
   return checked(self.core:sign(req, true))
 end
 
+--- Signs a POST whose only headers are Content-Type and X-Amz-Target (an
+-- AWS JSON or query API call): the headers sign would return for
+-- {method = "POST", url =, body =, time =, region =, service =, credentials =,
+--  headers = {["Content-Type"] = content_type, ["X-Amz-Target"] = target}},
+-- or nil, err. target may be nil.
+function signer_mt:sign_post(url, body, time, region, service, credentials, content_type, target)
+  if type(credentials) == "table" then
+    options.check(credentials, CREDENTIALS, "signer:sign_post: credentials", 2)
+  end
+  return checked(self.core:sign_post(url, body, time, region, service, credentials, content_type, target))
+end
+
 --- {key_derivations=, key_cache_hits=, cached_keys=}
 function signer_mt:stats()
   return self.core:stats()

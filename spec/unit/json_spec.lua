@@ -65,6 +65,94 @@ describe("dynlog.json", function()
     it("rejects non-string input as a programming error", function()
       assert.has_error(function() json.decode({}) end)
     end)
+
+    it("reads short decimals exactly as tonumber (strtod) does, in plain JSON and in N values", function()
+      local core = require "dynlog.core"
+      local seed = 12345
+      local function rand(n) -- a small LCG: the same numbers on every run and Lua
+        seed = (seed * 1103515245 + 12345) % 2147483648
+        return seed % n
+      end
+      local texts = { "0.1", "0.3", "-0.0", "0.0", "1.0", "2.5e-7", "123456789012345", "-123456789012345",
+        "1234567890.12345", "0.000000000000001", "999999999999999", "1.7976931348623157",
+        "0.1000000000000001", "42", "-7", "0", "-0" }
+      for _ = 1, 3000 do
+        local int, frac = tostring(rand(1000000000)), tostring(rand(1000000))
+        local sign = rand(2) == 0 and "-" or ""
+        texts[#texts + 1] = sign .. int:sub(1, 1 + rand(9)) .. "." .. ("0"):rep(rand(4)) .. frac:sub(1, 1 + rand(6))
+      end
+      for _, text in ipairs(texts) do
+        local want = tonumber(text)
+        local plain = assert(json.decode("[" .. text .. "]"))[1]
+        local av = assert(core.json_decode('{"Item":{"n":{"N":"' .. text .. '"}}}', true)).Item.n
+        for _, got in ipairs({ plain, av }) do
+          assert.are.equal(want, got, text)
+          if text:find(".", 1, true) then -- "-0" is the integer 0
+            assert.are.equal(1 / want, 1 / got, text .. " (sign of zero)")
+          end
+          if has_integers then assert.are.equal(math.type(want), math.type(got), text) end
+        end
+      end
+      -- N values may have forms JSON numbers may not
+      local item = assert(core.json_decode('{"Item":{"a":{"N":"+5"},"b":{"N":"5."},"c":{"N":".5"},'
+        .. '"d":{"N":"007"},"e":{"N":"-.25"}}}', true)).Item
+      assert.are.same({ a = 5, b = 5.0, c = 0.5, d = 7, e = -0.25 }, item)
+      if has_integers then
+        assert.are.same({ "integer", "float", "float", "integer", "float" },
+          { math.type(item.a), math.type(item.b), math.type(item.c), math.type(item.d), math.type(item.e) })
+      end
+    end)
+
+    it("decodes siblings of any size, whatever the size of the ones before", function()
+      local text = '[{"a":1,"b":2,"c":3},{"x":1},{},{"p":1,"q":2,"r":3,"s":4,"t":5,"u":6,"v":7,"w":8,"y":9},'
+        .. '[1,2,3,4,5,6,7,8,9,10],[1],[],[1,2,3]]'
+      for _ = 1, 3 do -- later documents start from the sizes of earlier ones
+        local v = assert(json.decode(text))
+        assert.are.same({ { a = 1, b = 2, c = 3 }, { x = 1 }, {}, { p = 1, q = 2, r = 3, s = 4, t = 5, u = 6, v = 7,
+          w = 8, y = 9 }, { 1, 2, 3, 4, 5, 6, 7, 8, 9, 10 }, { 1 }, {}, { 1, 2, 3 } }, v)
+        assert.are.equal(3, #v[8])
+      end
+    end)
+
+    it("decodes after a failed decode as before it", function()
+      local good = '{"a":{"b":[1,"x",{"c":true}]}}'
+      for _, bad in ipairs({ '{"a":{"b":[1,', '{"a":{"b":[1,"\255"]}}', '[1,2', '{"a"' }) do
+        assert.is_nil(json.decode(bad))
+        assert.are.same({ a = { b = { 1, "x", { c = true } } } }, json.decode(good))
+      end
+    end)
+
+    it("decodes in a finalizer that the collector runs in the middle of a decode", function()
+      local core = require "dynlog.core"
+      local in_decode, during, results = false, 0, {}
+      local function on_gc()
+        if in_decode then during = during + 1 end
+        results[#results + 1] = core.json_decode('{"k":[1,2,{"z":"inner"}]}')
+      end
+      local newproxy = rawget(_G, "newproxy") -- LuaJIT: tables have no __gc
+      local big = "[" .. string.rep('{"a":"aaaa","b":[1,2,3],"c":{"d":"e"}},', 2000) .. "1]"
+      collectgarbage("collect")
+      local pause = collectgarbage("setpause", 10)
+      for _ = 1, 20 do
+        for _ = 1, 50 do
+          if newproxy then
+            local p = newproxy(true)
+            getmetatable(p).__gc = on_gc
+          else
+            setmetatable({}, { __gc = on_gc })
+          end
+        end
+        in_decode = true
+        local v = core.json_decode(big)
+        in_decode = false
+        assert.are.equal(2001, #v)
+        assert.are.equal("e", v[2000].c.d)
+      end
+      collectgarbage("setpause", pause)
+      collectgarbage("collect")
+      assert.is_true(during > 0, "no finalizer ran during a decode")
+      for _, r in ipairs(results) do assert.are.same({ k = { 1, 2, { z = "inner" } } }, r) end
+    end)
   end)
 
   describe("strictness found by fuzzing", function()

@@ -196,6 +196,101 @@ describe("dynlog.core sigv4 signer", function()
     end
   end)
 
+  describe("sign_post", function()
+    local CREDS = { access_key_id = KEY_ID, secret_access_key = SECRET }
+
+    -- The botocore cases that are a POST with a Content-Type and nothing else.
+    for _, name in ipairs({ "post-x-www-form-urlencoded", "post-x-www-form-urlencoded-parameters" }) do
+      it("signs " .. name .. " exactly as the suite expects", function()
+        local base = EXTRA .. "/" .. name .. "/" .. name
+        local parsed = parse_request(read_file(base .. ".req"))
+        local headers = core.sigv4_signer():sign_post("https://example.amazonaws.com/", parsed.body, SUITE_TIME,
+          "us-east-1", "service", CREDS, header(parsed.headers, "content-type"))
+        assert.are.equal(read_file(base .. ".authz"), headers.Authorization)
+        local signed = parse_request(read_file(base .. ".sreq"))
+        assert.are.same(by_lower_name(signed.headers), by_lower_name(headers))
+      end)
+    end
+
+    it("returns what sign returns for the same POST, with or without a target and a token", function()
+      local signer = core.sigv4_signer()
+      local cases = {
+        { "https://dynamodb.us-east-1.amazonaws.com/", "DynamoDB_20120810.PutItem", nil },
+        { "https://dynamodb.us-east-1.amazonaws.com/", "DynamoDB_20120810.PutItem", TOKEN },
+        { "https://sts.amazonaws.com/", nil, nil },
+        { "http://localhost:8000", "DynamoDB_20120810.Query", nil },           -- no path: "/"
+        { "https://Example.com:443/a/./b//c?b=2&a=1#frag", "T.x", TOKEN },      -- normalised, sorted
+        { "https://[::1]:8443/x%2Fy?q", "T.y", nil },
+      }
+      for i, c in ipairs(cases) do
+        for round = 1, 2 do -- the second time from the cached URL parts
+          local creds = { access_key_id = KEY_ID, secret_access_key = SECRET, session_token = c[3] }
+          local body = ('{"n":%d}'):format(i)
+          local post = signer:sign_post(c[1], body, SUITE_TIME + round, "us-east-1", "dynamodb", creds,
+            "application/x-amz-json-1.0", c[2])
+          local general = signer:sign({ method = "POST", url = c[1], body = body, time = SUITE_TIME + round,
+            region = "us-east-1", service = "dynamodb", credentials = creds,
+            headers = { ["Content-Type"] = "application/x-amz-json-1.0", ["X-Amz-Target"] = c[2] } })
+          assert.are.same(general, post)
+        end
+      end
+      -- one key for the whole day, shared by both methods
+      assert.are.equal(1, signer:stats().key_derivations)
+    end)
+
+    it("signs another URL after a cached one, and with the real clock when time is nil", function()
+      local signer = core.sigv4_signer()
+      local a = signer:sign_post("https://a.example.com/x", "", SUITE_TIME, "us-east-1", "s", CREDS, "t/t")
+      local b = signer:sign_post("https://b.example.com/y?z", "", SUITE_TIME, "us-east-1", "s", CREDS, "t/t")
+      assert.are.equal("a.example.com", a.Host)
+      assert.are.equal("b.example.com", b.Host)
+      local _, steps = signer:sign({ method = "POST", url = "https://b.example.com/y?z", region = "us-east-1",
+        service = "s", credentials = CREDS, time = SUITE_TIME, headers = { ["Content-Type"] = "t/t" } }, true)
+      assert.truthy(b.Authorization:find("Signature=" .. steps.signature, 1, true))
+      local now = signer:sign_post("https://a.example.com/", "", nil, "us-east-1", "s", CREDS, "t/t")
+      assert.are.equal(os.date("!%Y%m%d", os.time()), now["X-Amz-Date"]:sub(1, 8))
+    end)
+
+    it("gives each signer its own Host and date when signers and seconds alternate", function()
+      local a, b = core.sigv4_signer(), core.sigv4_signer()
+      for i = 1, 4 do
+        local t = SUITE_TIME + i * 3600
+        local ha = a:sign_post("https://a.example.com/", "", t, "us-east-1", "s", CREDS, "t/t")
+        local hb = b:sign_post("https://b.example.com:8443/", "", t + 1, "us-east-1", "s", CREDS, "t/t")
+        assert.are.equal("a.example.com", ha.Host)
+        assert.are.equal("b.example.com:8443", hb.Host)
+        assert.are.equal(os.date("!%Y%m%dT%H%M%SZ", t), ha["X-Amz-Date"])
+        assert.are.equal(os.date("!%Y%m%dT%H%M%SZ", t + 1), hb["X-Amz-Date"])
+      end
+    end)
+
+    it("raises what sign raises, naming the field and showing no secret", function()
+      local signer = core.sigv4_signer()
+      local function post_error(...)
+        local ok, err = pcall(signer.sign_post, signer, ...)
+        assert.is_false(ok, "expected an error")
+        return tostring(err)
+      end
+      local url = "https://dynamodb.us-east-1.amazonaws.com/"
+      assert.truthy(post_error(url, "", 1, "r", "s", nil, "t/t"):find("req.credentials: table expected", 1, true))
+      assert.truthy(post_error(nil, "", 1, "r", "s", CREDS, "t/t"):find("req.url: string expected", 1, true))
+      assert.truthy(post_error("ftp://x/", "", 1, "r", "s", CREDS, "t/t"):find("the scheme must be http", 1, true))
+      assert.truthy(post_error(url, "", -1, "r", "s", CREDS, "t/t"):find("req.time: outside", 1, true))
+      assert.truthy(post_error(url, "", 1, "r/x", "s", CREDS, "t/t"):find("req.region", 1, true))
+      assert.truthy(post_error(url, "", 1, "r", "s", CREDS, nil):find('req.headers["Content-Type"]', 1, true))
+      assert.truthy(post_error(url, "", 1, "r", "s", CREDS, "t/t", 5):find('req.headers["X-Amz-Target"]', 1, true))
+      local err = post_error(url, "", 1, "r", "s", { access_key_id = KEY_ID }, "t/t")
+      assert.truthy(err:find("credentials.secret_access_key", 1, true))
+      err = post_error(url, "", 1, "r", "s", CREDS, "t/t\r\nX-Evil: 1")
+      assert.truthy(err:find('req.headers["Content-Type"]', 1, true))
+      assert.is_nil(err:find(SECRET, 1, true))
+      assert.truthy(post_error({}, "", 1, "r", "s", CREDS, "t/t"):find("req.url: string expected", 1, true))
+      local ok, msg = pcall(core.sigv4_signer().sign_post, {}, url)
+      assert.is_false(ok)
+      assert.truthy(tostring(msg):find("sigv4_signer", 1, true))
+    end)
+  end)
+
   describe("signing key cache", function()
     it("gives the same signature for the same inputs and derives the key once", function()
       local signer = core.sigv4_signer()
@@ -283,6 +378,20 @@ describe("dynlog.core sigv4 signer", function()
           .. "SignedHeaders=content-type;host;x-amz-date;x-amz-security-token;x-amz-target, "
           .. "Signature=" .. signature,
       }, headers)
+    end)
+
+    it("signs with secrets around HMAC's 64-byte block (a longer key is hashed first)", function()
+      -- "AWS4" .. secret is the first key: 63, 64, 65 and 200 bytes, and 300 (not cached).
+      for _, len in ipairs({ 59, 60, 61, 196, 296 }) do
+        local secret = ("s"):rep(len)
+        local req = dynamodb_request({ credentials = { access_key_id = KEY_ID, secret_access_key = secret } })
+        local signer = core.sigv4_signer()
+        for _ = 1, 2 do -- derived, then from the cache when it may be cached
+          local _, steps = signer:sign(req, true)
+          assert.are.equal(expected_signature(secret, "20150830", "us-east-1", "dynamodb", steps.string_to_sign),
+            steps.signature)
+        end
+      end
     end)
 
     it("hashes the body without adding x-amz-content-sha256 unless asked", function()
@@ -487,6 +596,22 @@ describe("dynlog.sigv4", function()
     assert.truthy(headers.Authorization:find(steps.signature, 1, true))
     assert.are.equal(core.sha256_hex(steps.canonical_request), steps.string_to_sign:match("[^\n]+$"))
     assert.are.equal("content-type;host;x-amz-date;x-amz-target", steps.signed_headers)
+  end)
+
+  it("signs a POST from its parts with signer:sign_post, checking the credentials' fields", function()
+    local signer = sigv4.new_signer()
+    local creds = { access_key_id = KEY_ID, secret_access_key = SECRET }
+    local headers = signer:sign_post("https://dynamodb.us-east-1.amazonaws.com/", "{}", SUITE_TIME, "us-east-1",
+      "dynamodb", creds, "application/x-amz-json-1.0", "DynamoDB_20120810.ListTables")
+    local same = signer:sign({ method = "POST", url = "https://dynamodb.us-east-1.amazonaws.com/", body = "{}",
+      time = SUITE_TIME, region = "us-east-1", service = "dynamodb", credentials = creds,
+      headers = { ["Content-Type"] = "application/x-amz-json-1.0",
+                  ["X-Amz-Target"] = "DynamoDB_20120810.ListTables" } })
+    assert.are.same(same, headers)
+    local ok, err = pcall(signer.sign_post, signer, "https://x.example.com/", "", SUITE_TIME, "r", "s",
+      { access_key_id = KEY_ID, secret_acess_key = SECRET }, "t/t")
+    assert.is_false(ok)
+    assert.truthy(tostring(err):find('unknown option "secret_acess_key"', 1, true))
   end)
 
   it("makes independent signers with their own caches", function()
