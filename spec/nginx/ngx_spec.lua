@@ -798,14 +798,14 @@ describe("examples/nginx.conf", function()
     assert.are.same({ M = { lat = { N = "7" }, long = { N = "-7" } } }, resp.Item.location)
 
     -- /metrics: every worker's metrics of that work, in a text promtool accepts.
-    local status_m, metrics_text = request("GET", "http://127.0.0.1:" .. port .. "/metrics")
-    assert.are.equal(200, status_m, metrics_text)
-    local pstatus, pout = promtool.check(metrics_text)
-    assert.are.equal(0, pstatus, pout .. "\n" .. metrics_text)
-    assert.are.equal("", pout)
+    -- The read models are written before the receiver counts its delivery
+    -- and before the consumer counts the batch (after its checkpoint): wait
+    -- for the counters to catch up with the projections seen above.
+    local events = users * 4
+    local status_m, metrics_text
     local function sample(name, want)
       local total, found = 0, false
-      for line in metrics_text:gmatch("[^\n]+") do
+      for line in (metrics_text or ""):gmatch("[^\n]+") do
         local n, labels, v = line:match("^([%w_]+){?(.-)}? (%S+)$")
         if n == name then
           local all = true
@@ -817,7 +817,17 @@ describe("examples/nginx.conf", function()
       end
       return found and total or nil
     end
-    local events = users * 4
+    local counted = socket.gettime() + 15
+    repeat
+      status_m, metrics_text = request("GET", "http://127.0.0.1:" .. port .. "/metrics")
+      assert.are.equal(200, status_m, metrics_text)
+      local done_counting = (sample("dynlog_receiver_deliveries_total", { status = "200" }) or 0) >= events
+        and (sample("dynlog_consumer_records_total", { group = c.table }) or 0) >= events
+      if not done_counting then socket.sleep(0.1) end
+    until done_counting or socket.gettime() > counted
+    local pstatus, pout = promtool.check(metrics_text)
+    assert.are.equal(0, pstatus, pout .. "\n" .. metrics_text)
+    assert.are.equal("", pout)
     assert.are.equal(events, sample("dynlog_projection_events_applied_total", { table = core_table }))
     assert.is_true(sample("dynlog_receiver_deliveries_total", { status = "200" }) >= events)
     assert.is_true(sample("dynlog_consumer_records_total", { group = c.table }) >= events)
