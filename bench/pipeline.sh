@@ -9,13 +9,15 @@
 # examples/nginx.conf on a free 127.0.0.1 port (in a temporary prefix, as
 # spec/nginx/ngx_spec.lua does), runs bench/pipeline.lua, and stops both on exit,
 # failure or Ctrl-C. About 2-3 minutes. Settings (see bench/pipeline.lua):
-#   RATES="20 100 300"  DURATION=15  WARMUP=3  POLL_MS=20  DRAIN=30
+#   RATES="20 100 300"  DURATION=15  WARMUP=3  POLL_MS=50  DRAIN=30
+#   STOP_AFTER=1        the ramp stops after this many rates in a row not sustained
+#   NGINX_WORKERS=n     worker_processes instead of examples/nginx.conf's
 #   KEEP_LOG=1          keep nginx's error log (info level) as bench/pipeline-error.log
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 command_line="bench/pipeline.sh${*:+ $*}"
-for v in RATES DURATION WARMUP POLL_MS DRAIN; do
+for v in RATES DURATION WARMUP POLL_MS DRAIN NGINX_WORKERS; do
     if [[ -n ${!v:-} ]]; then command_line="$v=\"${!v}\" $command_line"; fi
 done
 
@@ -77,6 +79,7 @@ mkdir -p "$prefix/logs" "$prefix/tmp"
 for dir in lua buildjit examples; do ln -s "$root/$dir" "$prefix/$dir"; done
 sed "s/listen 127.0.0.1:8088;/listen 127.0.0.1:$port;/" examples/nginx.conf >"$prefix/nginx.conf"
 grep -q "listen 127.0.0.1:$port;" "$prefix/nginx.conf" || { echo "examples/nginx.conf: no listen line to replace" >&2; exit 1; }
+if [[ -n ${NGINX_WORKERS:-} ]]; then sed -i "s/^worker_processes [0-9]*;/worker_processes $NGINX_WORKERS;/" "$prefix/nginx.conf"; fi
 # As root, nginx's workers would run as nobody; let them read the repository.
 if [[ $(id -u) == 0 ]]; then sed -i '1i user root;' "$prefix/nginx.conf"; fi
 
