@@ -367,9 +367,12 @@ local function phase(label, rate, seconds)
     if ev.ack_ms and ev.ack_ms > last_ack_ms then last_ack_ms = ev.ack_ms end
   end
 
-  local requests, cpu_ms = {}, {}
+  local requests, cpu_ms, request_ms = {}, {}, {}
   for k, v in pairs(work) do
-    if k:match("^%l+ %u") then requests[k] = v / appended end
+    if k:match("^%l+ %u") then
+      requests[k] = v / appended
+      request_ms[k] = (work["seconds " .. k] or 0) * 1000 / v
+    end
   end
   local tick_ms = 1000 / CLK_TCK
   cpu_ms.dynamodb_local = (cpu_after.ddb - cpu_before.ddb) * tick_ms / appended
@@ -379,7 +382,7 @@ local function phase(label, rate, seconds)
     wrong = wrong,
     first_quarter_p50_ms = first_q, last_quarter_p50_ms = last_q,
     drain_ms = last_projected - last_ack_ms,
-    requests_per_event = requests,
+    requests_per_event = requests, request_ms = request_ms,
     cpu_ms_per_event = cpu_ms,
     conflicts = work.dynlog_projection_conflicts_total or 0,
     receiver_deliveries = work.dynlog_receiver_deliveries_total or 0,
@@ -524,6 +527,14 @@ for _, r in ipairs(results) do
   end
   print(("  %.3f"):format(r.conflicts / r.events))
 end
+print("Mean time of one such request, ms")
+for _, r in ipairs(results) do
+  io.write(("%8d"):format(r.offered_per_s))
+  for _, k in ipairs(op_list) do
+    io.write((" %" .. #(k:gsub("^%l+ ", "")) .. ".1f"):format(r.request_ms[k] or 0))
+  end
+  print()
+end
 print()
 print(("CPU during each phase, %% of one core and ms per event (appends and drain; the machine has %d cores)")
   :format(NPROC))
@@ -555,6 +566,11 @@ for _, r in ipairs(results) do
     { "poll_request_ms", round1(r.poll_request_ms) },
     { "published", r.published }, { "deliveries", r.deliveries },
     { "requests_per_event", { fields = req } },
+    { "request_ms", { fields = (function()
+      local t = {}
+      for _, k in ipairs(op_list) do t[#t + 1] = { k, round1(r.request_ms[k]) } end
+      return t
+    end)() } },
     { "projection_conflicts", r.conflicts }, { "consumer_batches", r.consumer_batches },
     { "publish_calls", r.publish_calls },
     { "duration_s", round1(r.seconds) },
