@@ -107,6 +107,10 @@ for first = 1, users, USERS_PER_BATCH do
       core.sleep(math.max(0, math.min(due, next_poll) - core.monotonic()))
     end
   end
+  if core.monotonic() >= next_poll and pending_count > 0 then -- appends behind schedule: poll between them
+    poll()
+    next_poll = core.monotonic() + POLL
+  end
   local batch = {}
   for i = first, last do
     local id = ("%s-%d"):format(run_id, i)
