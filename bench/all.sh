@@ -6,7 +6,8 @@
 #               the v3 SDK's signer, botocore, lua-cjson and a hashing floor
 #   throughput  bench/throughput.sh: append and query at 1, 8 and 32 in flight
 #               beside the v3 SDK's DocumentClient, boto3 and a raw ceiling
-#   pipeline    bench/pipeline.sh: append → projection latency through nginx
+#   pipeline    bench/pipeline.sh: append → projection latency through nginx at
+#               a ramp of rates, and the maximum rate it sustains
 #   memory      bench/memory.sh: the client's resident size, iterating 100k events
 #   eventid     bench/eventid.sh: write units and appends per second with and
 #               without event ids
@@ -17,8 +18,9 @@
 #
 # Each part installs what it needs (npm into bench/peers/, python3-boto3 from
 # Debian) and starts its own DynamoDB Local. Defaults keep the whole run
-# under 10 minutes on 2 cores: BENCH_ROUNDS=1 (throughput), RATES="20 100"
-# DURATION=10 (pipeline), EVENTS=100000 (memory); set them to change that.
+# under 10 minutes on 2 cores: BENCH_ROUNDS=1 (throughput), RATES="100 200
+# 300 400 500 600 700 800" DURATION=10 (pipeline: the ramp stops at the first
+# rate not sustained), EVENTS=100000 (memory); set them to change that.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 started=$(date +%s)
@@ -28,8 +30,8 @@ part "micro: ULID, SigV4, marshalling (bench/run.sh)"
 bench/run.sh
 part "throughput: append and query beside the SDKs (bench/throughput.sh)"
 BENCH_ROUNDS=${BENCH_ROUNDS:-1} bash bench/throughput.sh
-part "pipeline: append → projection latency through nginx (bench/pipeline.sh)"
-RATES=${RATES:-"20 100"} DURATION=${DURATION:-10} bash bench/pipeline.sh
+part "pipeline: append → projection latency and the maximum sustained rate through nginx (bench/pipeline.sh)"
+RATES=${RATES:-"100 200 300 400 500 600 700 800"} DURATION=${DURATION:-10} bash bench/pipeline.sh
 part "memory: resident size while iterating a long stream (bench/memory.sh)"
 bash bench/memory.sh
 part "eventid: what an event id costs (bench/eventid.sh)"

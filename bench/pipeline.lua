@@ -8,7 +8,9 @@
 -- Environment: DYNLOG_TABLE, DYNLOG_NGINX_URL, AWS_ENDPOINT_URL_DYNAMODB,
 -- AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (the same as nginx's: DynamoDB
 -- Local in memory keeps tables per access key), and
---   RATES="20 100 300"  offered events/s, one phase each
+--   RATES="100 200 300 400 500 600 700 800"  offered events/s, one phase each, in turn
+--   STOP_AFTER=1        stop after this many rates in a row not sustained
+--   MAX_P99_MS=1000     the p99 a sustained rate keeps
 --   DURATION=15         seconds of appends per phase
 --   WARMUP=3            seconds of appends at the first rate before, not measured
 --   POLL_MS=50          read-model poll period
@@ -45,7 +47,9 @@ local function num_env(name, default)
 end
 
 local RATES = {}
-for r in (os.getenv("RATES") or "20 100 300"):gmatch("%S+") do RATES[#RATES + 1] = assert(tonumber(r)) end
+for r in (os.getenv("RATES") or "100 200 300 400 500 600 700 800"):gmatch("%S+") do
+  RATES[#RATES + 1] = assert(tonumber(r))
+end
 local DURATION = num_env("DURATION", 15)
 local WARMUP = num_env("WARMUP", 3)
 local POLL = num_env("POLL_MS", 50) / 1000
