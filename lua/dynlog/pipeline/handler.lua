@@ -19,7 +19,9 @@
 -- Two shortcuts save requests without weakening either rule (the log is
 -- the truth; every write is conditional on the version it replaces):
 -- - Each process keeps the {version, state} of the read models it last
---   wrote (spec.cache entries, default 10000; false: none). A delivery of
+--   wrote (spec.cache entries, default 10000; false: none; none either with
+--   spec.deleted, which may replace a read model by another state at the
+--   same version). A delivery of
 --   an event after the cached version starts from it: the Query of the log
 --   after that version and the conditional write, no GetItem. If the read
 --   model moved meanwhile (another process, a deletion), the condition
@@ -107,7 +109,10 @@ local caches = setmetatable({}, { __mode = "k" })
 
 local function cache_of(c, spec)
   local limit = spec.cache
-  if limit == false then return nil end
+  -- spec.deleted may replace a read model by a state at the same version:
+  -- a write conditional on the version alone could not tell it from the
+  -- cached one.
+  if limit == false or spec.deleted then return nil end
   local by_table = caches[c]
   if not by_table then
     by_table = {}
