@@ -511,7 +511,8 @@ print("  poll ms: measured period of the read-model polls; n/a: the percentile f
 print(("  ok: sustained (achieved >= 98 %% of offered, p99 <= %d ms, no growing backlog, every read model at"
   .. " its user's last event)"):format(MAX_P99))
 print()
-print(("Maximum sustained rate: %s"):format(max_sustained and max_sustained .. " events/s" or "none of the rates offered"))
+print(("Maximum sustained rate: %s"):format(max_sustained and max_sustained .. " events/s"
+  or "none of the rates offered"))
 print()
 print("The pipeline's requests per event (nginx's /metrics; the driver's appends and polls not counted)")
 local ops = {}
