@@ -147,24 +147,19 @@ for _, mode in ipairs({ "version", "ulid" }) do
       assert.are.equal("+7", user.phoneNumber)
     end)
 
-    it("answers a delivery of an event it wrote moments ago without a request; a replay reads the read model",
+    it("reads the read model for an event it has seen, so a read model deleted by hand is projected again",
       function()
       local evs = signup_story("12")
       local counting, log = counting_client()
       assert.are.equal(4, assert(handler.project(counting, delivery(evs[1]), spec)).applied)
       log.ops = {}
-      for i = 1, 4 do
-        local again = assert(handler.project(counting, delivery(evs[i]), spec))
-        assert.are.equal(0, again.applied)
-        assert.are.equal(evs[4].sk, again.version)
-      end
-      assert.are.same({}, log.ops)
-      -- A replay into a wiped table projects it again.
+      local again = assert(handler.project(counting, delivery(evs[2]), spec))
+      assert.are.equal(0, again.applied)
+      assert.are.same({ "GetItem" }, log.ops)
+      -- Deleted to be rebuilt, then the same event again (examples/forget.lua does this).
       local key = { pk = { S = "users#12" }, sk = { S = "users#12" } }
       assert(c:call("DeleteItem", { TableName = spec.table, Key = key }))
-      local replayed = delivery(evs[1])
-      replayed.detail["replay-name"] = "again"
-      assert.are.equal(4, assert(handler.project(counting, replayed, spec)).applied)
+      assert.are.equal(4, assert(handler.project(counting, delivery(evs[4]), spec)).applied)
       assert.are.equal(evs[4].sk, read_model(c, spec, "users#12").version)
     end)
 

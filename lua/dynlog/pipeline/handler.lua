@@ -26,15 +26,10 @@
 --   after that version and the conditional write, no GetItem. If the read
 --   model moved meanwhile (another process, a deletion), the condition
 --   fails, the entry is dropped and the round is made again from a
---   consistent read. A delivery of an event at or before a version this
---   process wrote (or read) less than SEEN_SECONDS (10 s) ago (a duplicate, or one a
---   previous round caught up with) is done without a request: read models
---   move only forward, by conditional writes, so the read model is still
---   at that version or past it. Only a read model deleted by hand (not by
---   the stream's deletion, which comes through here) in those seconds is
---   left to the stream's next event; a replayed delivery (detail
---   "replay-name") always reads the read model, so a replay into a wiped
---   table projects it again. Older entries read the read model, as before.
+--   consistent read. A delivery of an event at or before the cached version
+--   (a duplicate, or one a previous round caught up with) is not answered
+--   from the cache: it reads the read model, as before, so a read model
+--   deleted by hand (to rebuild it) is projected again.
 -- - Inside nginx, deliveries of one read model that arrive while a
 --   projection of it runs in the same worker wait for it instead of making
 --   their own rounds: when it ends at a version at or past theirs (it wrote
@@ -65,8 +60,6 @@ local MAX_ROUNDS = 5
 
 local NUMBERS = "exact"
 
--- The field of a replayed event's detail that names its replay.
-local REPLAY_NAME = require("dynlog.pipeline.trigger").REPLAY_NAME
 
 -- What a round returns when another projection wrote first: never given
 -- to a caller.
@@ -76,10 +69,6 @@ local SPEC = options.known{ "table", "handlers", "key", "deleted", "cache" }
 
 -- Read models cached per process, at most this many per client and table.
 local DEFAULT_CACHE = 10000
-
--- How long after this process wrote (or read) a read model a delivery of an event
--- at or before that version is taken as seen without reading it (seconds).
-local SEEN_SECONDS = 10
 
 -- How long a delivery waits for the projection of its read model that runs
 -- before it (seconds); then it makes its own round.
@@ -148,7 +137,7 @@ local function deep_copy(t)
   return setmetatable(out, getmetatable(t))
 end
 
-local function cache_put(cache, key, version, state, seen_at)
+local function cache_put(cache, key, version, state)
   if not cache or version == nil or state == nil then return end
   local entries = cache.entries
   if not entries[key] then
@@ -159,7 +148,7 @@ local function cache_put(cache, key, version, state, seen_at)
     end
     cache.count = cache.count + 1
   end
-  entries[key] = { version = version, state = deep_copy(state), seen_at = seen_at }
+  entries[key] = { version = version, state = deep_copy(state) }
 end
 
 -- Projections in flight in this nginx worker: client → key → flight.
@@ -237,34 +226,24 @@ end
 -- One round: read the state, apply what follows it, write the new state
 -- once. Returns the result, or nil, err; err is MOVED_ON when another
 -- writer moved the version.
-local function round(c, spec, log, id, pk, sk, detail, result, cache, key)
-  local delivered_sk = detail.key.sk
+local function round(c, spec, log, id, pk, sk, delivered_sk, result, cache, key)
   local entry = cache_take(cache, key)
   local state, version
-  if entry and entry.seen_at and seen(c, entry.version, delivered_sk) and detail[REPLAY_NAME] == nil
-      and c.now() - entry.seen_at < SEEN_SECONDS then
-    -- Written (or read) by this process at or past this event moments ago.
-    cache.entries[key], cache.count = entry, cache.count + 1
-    result.version, result.state = entry.version, deep_copy(entry.state)
-    return result
-  end
-  local seen_at
   if entry and delivered_sk ~= nil and not seen(c, entry.version, delivered_sk) then
     -- The read model as this process last wrote it: the write below is
     -- conditional on that version, which proves it still current.
-    state, version, seen_at = deep_copy(entry.state), entry.version, entry.seen_at
+    state, version = deep_copy(entry.state), entry.version
     result.version, result.state = version, state
   else
     local item, err = read_state(c, spec.table, pk, sk)
     if item == nil then return nil, err end
-    seen_at = c.now()
     state = item or nil
     version = state and state.version
     result.version, result.state = version, state
     -- A delivery that an earlier one caught up with (deliveries run apart,
     -- and each applies all it finds) has nothing left to do: skip the query.
     if seen(c, version, delivered_sk) then
-      cache_put(cache, key, version, state, seen_at)
+      cache_put(cache, key, version, state)
       return result
     end
   end
@@ -317,7 +296,7 @@ local function round(c, spec, log, id, pk, sk, detail, result, cache, key)
   local flushed, ferr = flush()
   if not flushed then return nil, ferr end
   result.version, result.state = applied_version, state
-  cache_put(cache, key, applied_version, state, applied_version ~= version and c.now() or seen_at)
+  cache_put(cache, key, applied_version, state)
   return result
 end
 
@@ -377,7 +356,8 @@ function rounds(c, spec, log, id, pk, sk, detail, cache, key)
     if detail.deleted == true then
       result, err = deletion_round(c, spec, pk, sk, detail, { applied = 0, skipped = array(), deleted = false })
     else
-      result, err = round(c, spec, log, id, pk, sk, detail, { applied = 0, skipped = array() }, cache, key)
+      result, err = round(c, spec, log, id, pk, sk, detail.key.sk, { applied = 0, skipped = array() }, cache,
+        key)
     end
     if result then
       metrics.inc("dynlog_projection_events_applied_total", result.applied, spec.table)
