@@ -19,8 +19,8 @@
 # Each part installs what it needs (npm into bench/peers/, python3-boto3 from
 # Debian) and starts its own DynamoDB Local. Defaults keep the whole run
 # under 10 minutes on 2 cores: BENCH_ROUNDS=1 (throughput), RATES="100 200
-# 300 400 500 600 700 800" DURATION=10 (pipeline: the ramp stops at the first
-# rate not sustained), EVENTS=100000 (memory); set them to change that.
+# 300 400 500 600 700 800" DURATION=10 (pipeline: the ramp stops after two
+# rates in a row not sustained), EVENTS=100000 (memory); set them to change that.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 started=$(date +%s)

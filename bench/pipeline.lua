@@ -9,7 +9,7 @@
 -- AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (the same as nginx's: DynamoDB
 -- Local in memory keeps tables per access key), and
 --   RATES="100 200 300 400 500 600 700 800"  offered events/s, one phase each, in turn
---   STOP_AFTER=1        stop after this many rates in a row not sustained
+--   STOP_AFTER=2        stop after this many rates in a row not sustained
 --   MAX_P99_MS=1000     the p99 a sustained rate keeps
 --   DURATION=15         seconds of appends per phase
 --   WARMUP=3            seconds of appends at the first rate before, not measured
@@ -55,7 +55,7 @@ local WARMUP = num_env("WARMUP", 3)
 local POLL = num_env("POLL_MS", 50) / 1000
 local DRAIN = num_env("DRAIN", 30)
 local MAX_P99 = num_env("MAX_P99_MS", 1000)
-local STOP_AFTER = num_env("STOP_AFTER", 1)
+local STOP_AFTER = num_env("STOP_AFTER", 2)
 local GROUP, CONCURRENCY, MAX_BATCH = 8, 16, 256
 local TYPES = { "signup", "addPhoneNumber", "verifyPhoneNumber", "addLocation" }
 

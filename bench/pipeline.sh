@@ -14,7 +14,7 @@
 # failure or Ctrl-C. About 2-3 minutes. Settings (see bench/pipeline.lua):
 #   RATES="100 200 300 400 500 600 700 800"  DURATION=15  WARMUP=3
 #   POLL_MS=50  DRAIN=30
-#   STOP_AFTER=1        the ramp stops after this many rates in a row not sustained
+#   STOP_AFTER=2        the ramp stops after this many rates in a row not sustained
 #   NGINX_WORKERS=n     worker_processes instead of examples/nginx.conf's
 #   KEEP_LOG=1          keep nginx's error log (info level) as bench/pipeline-error.log
 set -euo pipefail
