@@ -12,7 +12,7 @@
 #   make bench-quick    micro-benchmarks of the C core alone (ns per call, no peers)
 #   make bench-compare  ULID, SigV4, marshalling beside npm ulid, aws4, the v3 signer, botocore, cjson
 #   make bench-memory   the client's resident size appending and iterating 100k events
-#   make demo       the whole pipeline on this machine (DEMO_USERS=1000, KEEP=1)
+#   make demo       the whole pipeline on this machine (DEMO_USERS=1000, DEMO_RATE=200, KEEP=1)
 #   make demo-clean wipes the demo's data (.demo/)
 #   make dist       dist/dynlog-<version>.tar.gz and the source rock that `luarocks install` takes offline
 #   make lambda     dist/dynlog-lambda-<arch>.zip: the Lua runtime for AWS Lambda (bootstrap, lua5.4, dynlog, libraries)

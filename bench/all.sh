@@ -7,7 +7,8 @@
 #   throughput  bench/throughput.sh: append and query at 1, 8 and 32 in flight
 #               beside the v3 SDK's DocumentClient, boto3 and a raw ceiling,
 #               every client warmed, the clients in turn in every round
-#   pipeline    bench/pipeline.sh: append → projection latency through nginx
+#   pipeline    bench/pipeline.sh: append → projection latency through nginx at
+#               a ramp of rates, and the maximum rate it sustains
 #   memory      bench/memory.sh: the client's resident size, iterating 100k events;
 #               an nginx worker's, and the shared objects it maps
 #   eventid     bench/eventid.sh: write units and appends per second with and
@@ -21,8 +22,9 @@
 #
 # Each part installs what it needs (npm into bench/peers/, python3-boto3 from
 # Debian) and starts its own DynamoDB Local. Defaults keep the whole run
-# about 10 minutes on 2 cores: BENCH_ROUNDS=3 (throughput), RATES="20 100"
-# DURATION=10 (pipeline), EVENTS=100000 (memory); set them to change that.
+# about 10 minutes on 2 cores: BENCH_ROUNDS=3 (throughput), RATES="100 200
+# 300 400 500 600 700 800" DURATION=10 (pipeline: the ramp stops after two
+# rates in a row not sustained), EVENTS=100000 (memory); set them to change that.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 started=$(date +%s)
@@ -32,8 +34,8 @@ part "micro: ULID, SigV4, marshalling (bench/run.sh)"
 bench/run.sh
 part "throughput: append and query beside the SDKs (bench/throughput.sh)"
 BENCH_ROUNDS=${BENCH_ROUNDS:-3} bash bench/throughput.sh
-part "pipeline: append → projection latency through nginx (bench/pipeline.sh)"
-RATES=${RATES:-"20 100"} DURATION=${DURATION:-10} bash bench/pipeline.sh
+part "pipeline: append → projection latency and the maximum sustained rate through nginx (bench/pipeline.sh)"
+RATES=${RATES:-"100 200 300 400 500 600 700 800"} DURATION=${DURATION:-10} bash bench/pipeline.sh
 part "memory: resident size while iterating a long stream (bench/memory.sh)"
 bash bench/memory.sh
 part "eventid: what an event id costs (bench/eventid.sh)"

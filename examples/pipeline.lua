@@ -33,6 +33,8 @@ M.client = dynlog.new({ table = log_table, events_endpoint = base_url .. "/bus" 
 M.consumer = {
   client = M.client,
   checkpoint_table = log_table .. "-checkpoints",
+  -- An idle shard is asked again after 0.1 s (a busy one at once).
+  poll_interval = 0.1,
   handler = function(batch)
     local result = trigger.handle(M.client, batch)
     count("published", #batch.Records - #result.batchItemFailures)
@@ -43,6 +45,9 @@ M.consumer = {
 -- For the bus location: one rule, the users log's events to the receiver.
 M.bus = {
   name = "dynamodb-log",
+  -- Deliveries under way at once to the receiver: those of a read model
+  -- being projected wait for it and hold their place meanwhile.
+  max_in_flight = 32,
   rules = {
     {
       name = "users-to-core",

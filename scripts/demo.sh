@@ -10,6 +10,8 @@
 # failure) unless KEEP=1.
 #
 #   DEMO_USERS=1000   users to generate (4 events each)
+#   DEMO_RATE=200     events appended per second (0: as fast as appends go,
+#                     which shows a backlog draining rather than latency)
 #   DEMO_PORT=8088    nginx's port
 #   KEEP=1            leave `dynlog up` (DynamoDB Local and nginx) running afterwards
 set -euo pipefail

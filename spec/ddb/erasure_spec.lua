@@ -265,6 +265,34 @@ for _, mode in ipairs({ "ulid", "version" }) do
       end)
     end
 
+    if mode == "ulid" then
+      it("projects a stream opened again onto the state spec.deleted kept, whatever another process cached",
+        function()
+        local core_table = ddb.table_name("core")
+        assert(handler.create_table(c, core_table))
+        local spec = { table = core_table,
+          handlers = { signup = function(_, ev) return { name = ev.payload.name } end,
+                       rename = function(u, ev) u.name = ev.payload.name return u end },
+          deleted = function(state) return { name = state.name, gone = true } end }
+        local other = ddb.client({ table = c.table, sort_key = mode }) -- another process
+        local key = assert(c:append("users", "a", "signup", { name = "Ada" }))
+        assert(handler.project(c, { detail = json.decode(trigger.detail(assert(c:get("users", "a", key.sk)))) },
+          spec))
+        local detail = { log = "users", key = { pk = "users#a#stream", sk = key.sk }, payload = { id = "a" },
+                         deleted = true }
+        assert(handler.project(other, { detail = detail }, spec))
+        assert(c:delete_stream("users", "a", { reopen = true }))
+        local again = assert(c:append("users", "a", "rename", { name = "Bo" }))
+        assert(handler.project(c, { detail = json.decode(trigger.detail(assert(c:get("users", "a", again.sk)))) },
+          spec))
+        local resp = assert(c:call("GetItem", { TableName = core_table, ConsistentRead = true,
+          Key = { pk = { S = "users#a" }, sk = { S = "users#a" } } }))
+        assert.are.equal("Bo", resp.Item.name.S)
+        assert.is_true(resp.Item.gone and resp.Item.gone.BOOL, "the state spec.deleted kept")
+        assert.are.equal(again.sk, resp.Item.version.S)
+      end)
+    end
+
     it("lets spec.deleted keep a read model in another shape", function()
       local core_table = ddb.table_name("core")
       assert(handler.create_table(c, core_table))

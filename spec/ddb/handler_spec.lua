@@ -101,29 +101,100 @@ for _, mode in ipairs({ "version", "ulid" }) do
       assert.are.equal("+2", read_model(c, spec, "users#5").phoneNumber)
     end)
 
+    -- A client that records the operation and body of every request it sends.
+    local function counting_client(opts)
+      local real, log = require("dynlog.transport.curl").new(), { ops = {}, bodies = {} }
+      opts = opts or {}
+      opts.table, opts.sort_key = c.table, mode
+      opts.transport = { request = function(_, req)
+        log.ops[#log.ops + 1] = req.headers["X-Amz-Target"]:match("%.(%a+)$")
+        log.bodies[#log.bodies + 1] = json.decode(req.body)
+        return real:request(req)
+      end }
+      return ddb.client(opts), log
+    end
+
     it("writes once for all it applies, and reads only the read model for an event it has seen", function()
       local evs = signup_story("8")
-      local real, ops = require("dynlog.transport.curl").new(), {}
-      local counting = ddb.client({ table = c.table, sort_key = mode, transport = { request = function(_, req)
-        local op = req.headers["X-Amz-Target"]:match("%.(%a+)$")
-        ops[#ops + 1] = op
-        return real:request(req)
-      end } })
-      local bodies = {}
-      local real_request = counting.transport.request
-      counting.transport.request = function(t, req)
-        bodies[#bodies + 1] = json.decode(req.body)
-        return real_request(t, req)
-      end
-      assert.are.equal(4, assert(handler.project(counting, delivery(evs[1]), spec)).applied)
-      assert.are.same({ "GetItem", "Query", "PutItem" }, ops)
-      assert.is_true(bodies[1].ConsistentRead, "the read model's version is read consistently")
-      assert.are.equal("attribute_not_exists(pk)", bodies[3].ConditionExpression)
-      ops = {}
-      local again = assert(handler.project(counting, delivery(evs[3]), spec))
+      local counting, log = counting_client()
+      local uncached = { table = spec.table, handlers = spec.handlers, cache = false }
+      assert.are.equal(4, assert(handler.project(counting, delivery(evs[1]), uncached)).applied)
+      assert.are.same({ "GetItem", "Query", "PutItem" }, log.ops)
+      assert.is_true(log.bodies[1].ConsistentRead, "the read model's version is read consistently")
+      assert.are.equal("attribute_not_exists(pk)", log.bodies[3].ConditionExpression)
+      log.ops = {}
+      local again = assert(handler.project(counting, delivery(evs[3]), uncached))
       assert.are.equal(0, again.applied)
       assert.are.equal(evs[4].sk, again.version)
-      assert.are.same({ "GetItem" }, ops)
+      assert.are.same({ "GetItem" }, log.ops)
+    end)
+
+    it("starts from the version it wrote last: Query and a conditional PutItem, no GetItem", function()
+      local counting, log = counting_client()
+      local k1 = assert(c:append("users", "11", "signup", { name = "Cache" }))
+      assert.are.equal(1, assert(handler.project(counting, delivery(c:get("users", "11", k1.sk)), spec)).applied)
+      assert.are.same({ "GetItem", "Query", "PutItem" }, log.ops)
+      local k2 = assert(c:append("users", "11", "addPhoneNumber", { phoneNumber = "+7" }))
+      log.ops, log.bodies = {}, {}
+      local result = assert(handler.project(counting, delivery(c:get("users", "11", k2.sk)), spec))
+      assert.are.equal(1, result.applied)
+      assert.are.same({ "Query", "PutItem" }, log.ops)
+      assert.is_true(log.bodies[1].ConsistentRead, "the log is read consistently")
+      assert.are.equal("#version = :previous", log.bodies[2].ConditionExpression)
+      local user = read_model(c, spec, "users#11")
+      assert.are.equal(k2.sk, user.version)
+      assert.are.equal("Cache", user.name)
+      assert.are.equal("+7", user.phoneNumber)
+    end)
+
+    it("reads the read model for an event it has seen, so a read model deleted by hand is projected again",
+      function()
+      local evs = signup_story("12")
+      local counting, log = counting_client()
+      assert.are.equal(4, assert(handler.project(counting, delivery(evs[1]), spec)).applied)
+      log.ops = {}
+      local again = assert(handler.project(counting, delivery(evs[2]), spec))
+      assert.are.equal(0, again.applied)
+      assert.are.same({ "GetItem" }, log.ops)
+      -- Deleted to be rebuilt, then the same event again (examples/forget.lua does this).
+      local key = { pk = { S = "users#12" }, sk = { S = "users#12" } }
+      assert(c:call("DeleteItem", { TableName = spec.table, Key = key }))
+      assert.are.equal(4, assert(handler.project(counting, delivery(evs[4]), spec)).applied)
+      assert.are.equal(evs[4].sk, read_model(c, spec, "users#12").version)
+    end)
+
+    it("makes the round again from a consistent read when the read model moved away from the cached version",
+      function()
+      local counting, log = counting_client()
+      local k1 = assert(c:append("users", "13", "signup", { name = "Moved" }))
+      assert(handler.project(counting, delivery(c:get("users", "13", k1.sk)), spec))
+      -- Deleted behind this process's back, then a new event.
+      local key = { pk = { S = "users#13" }, sk = { S = "users#13" } }
+      assert(c:call("DeleteItem", { TableName = spec.table, Key = key }))
+      local k2 = assert(c:append("users", "13", "addPhoneNumber", { phoneNumber = "+8" }))
+      log.ops = {}
+      local result = assert(handler.project(counting, delivery(c:get("users", "13", k2.sk)), spec))
+      assert.are.same({ "Query", "PutItem", "GetItem", "Query", "PutItem" }, log.ops)
+      assert.are.equal(2, result.applied)
+      local user = read_model(c, spec, "users#13")
+      assert.are.equal(k2.sk, user.version)
+      assert.are.equal("Moved", user.name)
+      assert.are.equal("+8", user.phoneNumber)
+    end)
+
+    it("caches nothing from a handler that raised: the next delivery reads the read model", function()
+      local counting, log = counting_client()
+      local k1 = assert(c:append("users", "14", "signup", { name = "Raise" }))
+      assert(handler.project(counting, delivery(c:get("users", "14", k1.sk)), spec))
+      local k2 = assert(c:append("users", "14", "addPhoneNumber", { phoneNumber = "+9" }))
+      local failing = { table = spec.table, handlers = setmetatable({
+        addPhoneNumber = function(u) u.name = "changed in place" error("down", 0) end,
+      }, { __index = users.handlers }) }
+      assert.is_false(pcall(handler.project, counting, delivery(c:get("users", "14", k2.sk)), failing))
+      log.ops = {}
+      assert.are.equal(1, assert(handler.project(counting, delivery(c:get("users", "14", k2.sk)), spec)).applied)
+      assert.are.same({ "GetItem", "Query", "PutItem" }, log.ops)
+      assert.are.equal("Raise", read_model(c, spec, "users#14").name)
     end)
 
     it("keeps the events applied before a handler that raises, and raises its error", function()

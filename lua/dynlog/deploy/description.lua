@@ -313,7 +313,7 @@ local function trigger(v, path, d)
   t.batch_size = integer_field(v.batch_size, join(path, "batch_size"), 1, 1000, 100)
   if t.kind == "consumer" then
     if v.max_retries ~= nil then invalid(join(path, "max_retries"), "only for kind = \"lambda\" or \"pipe\"") end
-    t.workers = integer_field(v.workers, join(path, "workers"), 1, 64, 2)
+    t.workers = integer_field(v.workers, join(path, "workers"), 1, 64, 1)
   else
     if v.workers ~= nil then invalid(join(path, "workers"), "only for kind = \"consumer\"") end
     t.max_retries = integer_field(v.max_retries, join(path, "max_retries"), 0, 10000, 10)

@@ -72,6 +72,7 @@ local function pipeline()
   local p = { d = d, client = client, receivers = {} }
   p.consumer = {
     client = client,
+    poll_interval = 0.1,
     checkpoint_table = d.checkpoints and d.checkpoints.table or (d.log.table .. "-checkpoints"),
     handler = function(batch)
       local result = trigger.handle(client, batch)
@@ -109,7 +110,9 @@ local function pipeline()
     end
     rules[i] = { name = r.name, pattern = r.pattern, targets = targets }
   end
-  p.bus = { name = d.bus.name, rules = rules }
+  -- Deliveries of a read model being projected wait for it, holding
+  -- their place: room for more of them at once than the bus's default.
+  p.bus = { name = d.bus.name, rules = rules, max_in_flight = 32 }
   P = p
   return p
 end
@@ -148,7 +151,7 @@ function _M.nginx_conf(d, opts)
   add("# Written by `dynlog up` for the pipeline ", d.name, " (", d.file or "?", "); rewritten on every run.")
   if opts.as_root then add("user root;") end
   for _, m in ipairs(opts.modules or {}) do add("load_module ", m, ";") end
-  add("worker_processes ", d.trigger.workers or 2, ";")
+  add("worker_processes ", d.trigger.workers or 1, ";")
   add("error_log logs/error.log info;")
   add("pid logs/nginx.pid;")
   for _, name in ipairs(_M.ENV) do add("env ", name, ";") end
