@@ -64,6 +64,80 @@ int dl_http_set_cafile(dl_http *h, const char *path)
     }
     free(h->cafile);
     h->cafile = copy;
+    h->configured = 0;
+    return 0;
+}
+
+void dl_http_headers_init(dl_http_headers *h)
+{
+    dl_buf_init(&h->text);
+    h->nodes = NULL;
+    h->count = h->cap = 0;
+}
+
+void dl_http_headers_free(dl_http_headers *h)
+{
+    dl_buf_free_secret(&h->text); /* Authorization, the session token */
+    free(h->nodes);
+    dl_http_headers_init(h);
+}
+
+void dl_http_headers_reset(dl_http_headers *h)
+{
+    dl_buf_reset(&h->text);
+    h->count = 0;
+}
+
+static int add_node(dl_http_headers *h)
+{
+    if (h->count == h->cap) {
+        size_t cap = h->cap ? h->cap * 2 : 16;
+        struct curl_slist *grown = realloc(h->nodes, cap * sizeof *grown);
+        if (!grown)
+            return -1;
+        h->nodes = grown;
+        h->cap = cap;
+    }
+    h->count++;
+    return 0;
+}
+
+int dl_http_headers_add(dl_http_headers *h, const char *name, size_t nlen, const char *value, size_t vlen)
+{
+    if (dl_buf_reserve(&h->text, nlen + vlen + 3) != 0 || add_node(h) != 0)
+        return -1;
+    dl_buf_add(&h->text, name, nlen);
+    if (!value) {
+        dl_buf_add(&h->text, ":", 2);
+    } else if (vlen == 0) {
+        dl_buf_add(&h->text, ";", 2);
+    } else {
+        dl_buf_add(&h->text, ": ", 2);
+        dl_buf_add(&h->text, value, vlen);
+        dl_buf_add(&h->text, "", 1);
+    }
+    return 0;
+}
+
+struct curl_slist *dl_http_headers_list(dl_http_headers *h)
+{
+    char *p = h->text.data;
+    for (size_t i = 0; i < h->count; i++) {
+        h->nodes[i].data = p;
+        h->nodes[i].next = i + 1 < h->count ? &h->nodes[i + 1] : NULL;
+        p += strlen(p) + 1;
+    }
+    return h->count ? h->nodes : NULL;
+}
+
+int dl_http_headers_copy(dl_http_headers *dst, const dl_http_headers *src)
+{
+    dl_http_headers_reset(dst);
+    if (dl_buf_add(&dst->text, src->text.data, src->text.len) != 0)
+        return -1;
+    for (size_t i = 0; i < src->count; i++)
+        if (add_node(dst) != 0)
+            return -1;
     return 0;
 }
 
@@ -227,19 +301,17 @@ static CURLcode set_method(CURL *c, const dl_http_request *req)
     return rc;
 }
 
-static CURLcode set_options(dl_http *h, const dl_http_request *req)
+/* The options every request of the handle has alike: set once (again
+ * after the CA file changes), since each setopt costs. */
+static CURLcode set_constant_options(dl_http *h)
 {
     CURL *c = h->curl;
-    long timeout = req->timeout_ms > 0 ? req->timeout_ms : req->timeout_ms < 0 ? 0L : h->timeout_ms;
     CURLcode rc = CURLE_OK;
 #define SET(opt, val) \
     if (rc == CURLE_OK) \
     rc = curl_easy_setopt(c, opt, val)
-    SET(CURLOPT_URL, req->url);
-    SET(CURLOPT_HTTPHEADER, req->headers);
     SET(CURLOPT_NOSIGNAL, 1L); /* no SIGALRM for timeouts: we live in threads and nginx */
     SET(CURLOPT_CONNECTTIMEOUT_MS, h->connect_timeout_ms);
-    SET(CURLOPT_TIMEOUT_MS, timeout);
     SET(CURLOPT_SSL_VERIFYPEER, 1L);
     SET(CURLOPT_SSL_VERIFYHOST, 2L);
     SET(CURLOPT_CAINFO, h->cafile);
@@ -255,6 +327,18 @@ static CURLcode set_options(dl_http *h, const dl_http_request *req)
     SET(CURLOPT_READDATA, h);
     SET(CURLOPT_SEEKFUNCTION, on_seek);
     SET(CURLOPT_SEEKDATA, h);
+    h->configured = rc == CURLE_OK;
+    return rc;
+}
+
+static CURLcode set_options(dl_http *h, const dl_http_request *req)
+{
+    CURL *c = h->curl;
+    long timeout = req->timeout_ms > 0 ? req->timeout_ms : req->timeout_ms < 0 ? 0L : h->timeout_ms;
+    CURLcode rc = h->configured ? CURLE_OK : set_constant_options(h);
+    SET(CURLOPT_URL, req->url);
+    SET(CURLOPT_HTTPHEADER, req->headers);
+    SET(CURLOPT_TIMEOUT_MS, timeout);
 #undef SET
     if (rc == CURLE_OK)
         rc = set_method(c, req);

@@ -22,7 +22,7 @@ static void free_slot(dl_http_multi *m, dl_http_slot *s)
         curl_multi_remove_handle(m->multi, s->http.curl);
     dl_http_cleanup(&s->http);
     dl_http_response_free(&s->response);
-    curl_slist_free_all(s->headers);
+    dl_http_headers_free(&s->headers);
     dl_buf_free(&s->body);
     free(s);
 }
@@ -56,6 +56,7 @@ static dl_http_slot *new_slot(dl_http_multi *m)
         return NULL;
     }
     dl_http_response_init(&s->response);
+    dl_http_headers_init(&s->headers);
     dl_buf_init(&s->body);
     s->index = (long)m->count;
     m->slots[m->count++] = s;
@@ -70,28 +71,23 @@ static dl_http_slot *idle_slot(dl_http_multi *m)
     return new_slot(m);
 }
 
-long dl_http_multi_start(dl_http_multi *m, const dl_http_request *req, struct curl_slist *headers,
+long dl_http_multi_start(dl_http_multi *m, const dl_http_request *req, const dl_http_headers *headers,
                          const char **code, const char **message)
 {
     *code = DL_HTTP_NOMEM;
+    *message = "out of memory";
     dl_http_slot *s = idle_slot(m);
-    if (!s) {
-        curl_slist_free_all(headers);
-        *message = "out of memory";
+    if (!s)
         return -1;
-    }
     dl_http_response_reset(&s->response);
     dl_buf_reset(&s->body);
-    s->headers = headers;
+    if (dl_http_headers_copy(&s->headers, headers) != 0)
+        return -1;
     dl_http_request copy = *req;
-    copy.headers = headers;
+    copy.headers = dl_http_headers_list(&s->headers);
     if (req->body) {
-        if (dl_buf_add(&s->body, req->body, req->body_len) != 0) {
-            curl_slist_free_all(headers);
-            s->headers = NULL;
-            *message = "out of memory";
+        if (dl_buf_add(&s->body, req->body, req->body_len) != 0)
             return -1;
-        }
         copy.body = s->body.data ? s->body.data : "";
     }
     CURLcode rc = dl_http_prepare(&s->http, &copy, &s->response);
@@ -106,8 +102,6 @@ long dl_http_multi_start(dl_http_multi *m, const dl_http_request *req, struct cu
             *message = curl_multi_strerror(mc);
         else
             *message = curl_easy_strerror(rc);
-        curl_slist_free_all(headers);
-        s->headers = NULL;
         return -1;
     }
     s->busy = 1;
@@ -176,8 +170,6 @@ int dl_http_multi_finish(dl_http_multi *m, long i, dl_http_response **r, const c
 void dl_http_multi_release(dl_http_multi *m, long i)
 {
     dl_http_slot *s = m->slots[i];
-    curl_slist_free_all(s->headers);
-    s->headers = NULL;
     s->busy = 0;
 }
 

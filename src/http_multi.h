@@ -13,7 +13,7 @@
 typedef struct dl_http_slot {
     dl_http http;
     dl_http_response response;
-    struct curl_slist *headers; /* owned while the slot is busy */
+    dl_http_headers headers; /* the request's, kept for the next one's memory */
     dl_buf body;                /* a copy: the caller's may not outlive the call */
     long index; /* in the multi's slots */
     int busy;   /* started and not yet released */
@@ -32,10 +32,10 @@ typedef struct dl_http_multi {
 int dl_http_multi_init(dl_http_multi *m);
 void dl_http_multi_cleanup(dl_http_multi *m);
 
-/* Starts req on an idle slot (a new one when all are busy), taking
- * ownership of headers in every case. Returns the slot's index, or -1 with
+/* Starts req on an idle slot (a new one when all are busy), with a copy of
+ * headers (req->headers is not read). Returns the slot's index, or -1 with
  * *code (a DL_HTTP_* class) and *message set. */
-long dl_http_multi_start(dl_http_multi *m, const dl_http_request *req, struct curl_slist *headers,
+long dl_http_multi_start(dl_http_multi *m, const dl_http_request *req, const dl_http_headers *headers,
                          const char **code, const char **message);
 
 /* Drives the transfers until one ends or timeout_ms passes. Returns the
