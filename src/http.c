@@ -5,6 +5,16 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* From curl 7.80 the request body goes as CURLOPT_POSTFIELDS, which curl
+ * sends with the headers in one write, and a curl that sends the request
+ * again tells it through CURLOPT_PREREQFUNCTION. Before, the body goes
+ * through a read callback, whose rewind tells a sending again. */
+#if LIBCURL_VERSION_NUM >= 0x075000
+#define DL_HTTP_POSTFIELDS 1
+#else
+#define DL_HTTP_POSTFIELDS 0
+#endif
+
 static pthread_once_t global_once = PTHREAD_ONCE_INIT;
 static CURLcode global_status = CURLE_FAILED_INIT;
 
@@ -242,7 +252,7 @@ static int before_sending(CURLcode rc)
 static int never_sent(dl_http *h, CURLcode rc, const dl_http_response *r)
 {
     long request_size = -1;
-    if (!before_sending(rc) || r->resent || h->upload_pos > 0)
+    if (!before_sending(rc) || r->resent || (!DL_HTTP_POSTFIELDS && h->upload_pos > 0))
         return 0;
     if (curl_easy_getinfo(h->curl, CURLINFO_REQUEST_SIZE, &request_size) != CURLE_OK)
         return 0;
@@ -276,6 +286,27 @@ static int on_seek(void *userdata, curl_off_t offset, int origin)
     return CURL_SEEKFUNC_OK;
 }
 
+#if DL_HTTP_POSTFIELDS
+/* Called each time curl is about to send the request: a second call is
+ * curl sending it again, after a reused connection died with no answer.
+ * When bytes of the first sending went out, it may have been applied. */
+static int on_prereq(void *userdata, char *primary_ip, char *local_ip, int primary_port, int local_port)
+{
+    dl_http *h = userdata;
+    (void)primary_ip;
+    (void)local_ip;
+    (void)primary_port;
+    (void)local_port;
+    if (h->sends++ > 0 && h->response) {
+        long sent = 1;
+        curl_easy_getinfo(h->curl, CURLINFO_REQUEST_SIZE, &sent);
+        if (sent > 0)
+            h->response->resent = 1;
+    }
+    return CURL_PREREQFUNC_OK;
+}
+#endif
+
 /* The method decides which body options curl needs. Every option that a
  * previous request may have set is set again, because the handle is reused. */
 static CURLcode set_method(CURL *c, const dl_http_request *req)
@@ -294,10 +325,11 @@ static CURLcode set_method(CURL *c, const dl_http_request *req)
     if (rc == CURLE_OK)
         rc = curl_easy_setopt(c, CURLOPT_POST, 1L);
     if (rc == CURLE_OK)
-        rc = curl_easy_setopt(c, CURLOPT_POSTFIELDS, (char *)NULL);
-    if (rc == CURLE_OK)
         rc = curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE,
                               (curl_off_t)(has_body ? req->body_len : 0));
+    if (rc == CURLE_OK)
+        rc = curl_easy_setopt(c, CURLOPT_POSTFIELDS,
+                              DL_HTTP_POSTFIELDS ? (has_body ? req->body : "") : (char *)NULL);
     return rc;
 }
 
@@ -327,6 +359,10 @@ static CURLcode set_constant_options(dl_http *h)
     SET(CURLOPT_READDATA, h);
     SET(CURLOPT_SEEKFUNCTION, on_seek);
     SET(CURLOPT_SEEKDATA, h);
+#if DL_HTTP_POSTFIELDS
+    SET(CURLOPT_PREREQFUNCTION, on_prereq);
+    SET(CURLOPT_PREREQDATA, h);
+#endif
     h->configured = rc == CURLE_OK;
     return rc;
 }
@@ -352,6 +388,7 @@ CURLcode dl_http_prepare(dl_http *h, const dl_http_request *req, dl_http_respons
     h->upload = req->body ? req->body : "";
     h->upload_len = req->body ? req->body_len : 0;
     h->upload_pos = 0;
+    h->sends = 0;
     return set_options(h, req);
 }
 

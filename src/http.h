@@ -21,6 +21,7 @@ typedef struct dl_http {
     dl_http_response *response; /* where the transfer under way writes */
     const char *upload;         /* the request body curl reads through on_read */
     size_t upload_len, upload_pos;
+    int sends; /* times curl began to send the transfer under way (on_prereq) */
     int configured; /* the options that stay the same are set on the handle */
     char errbuf[CURL_ERROR_SIZE];
 } dl_http;

@@ -10,6 +10,8 @@
 
 #include "http.h"
 
+#include <poll.h>
+
 typedef struct dl_http_slot {
     dl_http http;
     dl_http_response response;
@@ -20,12 +22,25 @@ typedef struct dl_http_slot {
     CURLcode result;
 } dl_http_slot;
 
+/* A socket curl asked to watch: its events (POLLIN, POLLOUT). */
+typedef struct dl_http_watch {
+    curl_socket_t fd;
+    short events;
+} dl_http_watch;
+
 typedef struct dl_http_multi {
     CURLM *multi;
     dl_http config; /* timeouts, limit and CA file for new slots (no handle) */
     dl_http_slot **slots;
     size_t count, capacity;
     size_t in_flight;
+    /* curl tells which sockets to watch and when its next timeout is
+     * (CURLMOPT_SOCKETFUNCTION, _TIMERFUNCTION); one poll() over them all
+     * then wakes only the transfers whose sockets are ready. */
+    struct pollfd *fds;
+    dl_http_watch *ready; /* the sockets one poll() found ready */
+    size_t nfds, fds_capacity;
+    long long timer_at; /* monotonic microseconds of curl's timeout; -1: none */
 } dl_http_multi;
 
 /* Returns 0, or -1 when curl could not be set up. */
