@@ -59,6 +59,11 @@ void dl_http_cleanup(dl_http *h)
 {
     if (h->curl)
         curl_easy_cleanup(h->curl);
+    if (h->url)
+        curl_url_cleanup(h->url);
+    free(h->url_text);
+    h->url = NULL;
+    h->url_text = NULL;
     free(h->cafile);
     h->curl = NULL;
     h->cafile = NULL;
@@ -367,12 +372,32 @@ static CURLcode set_constant_options(dl_http *h)
     return rc;
 }
 
+/* The request's URL parsed, as curl would parse CURLOPT_URL: requests go to
+ * the same URL again and again, and curl would parse it at every one. A
+ * URL that does not parse is given as it is, for curl to tell why. */
+static CURLU *parsed_url(dl_http *h, const char *url)
+{
+    if (h->url_text && strcmp(h->url_text, url) == 0)
+        return h->url;
+    free(h->url_text);
+    h->url_text = NULL;
+    if (!h->url && !(h->url = curl_url()))
+        return NULL;
+    if (curl_url_set(h->url, CURLUPART_URL, url, CURLU_GUESS_SCHEME | CURLU_NON_SUPPORT_SCHEME) != CURLUE_OK)
+        return NULL;
+    h->url_text = strdup(url);
+    return h->url_text ? h->url : NULL;
+}
+
 static CURLcode set_options(dl_http *h, const dl_http_request *req)
 {
     CURL *c = h->curl;
     long timeout = req->timeout_ms > 0 ? req->timeout_ms : req->timeout_ms < 0 ? 0L : h->timeout_ms;
     CURLcode rc = h->configured ? CURLE_OK : set_constant_options(h);
-    SET(CURLOPT_URL, req->url);
+    CURLU *url = rc == CURLE_OK ? parsed_url(h, req->url) : NULL;
+    SET(CURLOPT_CURLU, url);
+    if (!url)
+        SET(CURLOPT_URL, req->url);
     SET(CURLOPT_HTTPHEADER, req->headers);
     SET(CURLOPT_TIMEOUT_MS, timeout);
 #undef SET

@@ -23,6 +23,8 @@ typedef struct dl_http {
     size_t upload_len, upload_pos;
     int sends; /* times curl began to send the transfer under way (on_prereq) */
     int configured; /* the options that stay the same are set on the handle */
+    CURLU *url;     /* the last request's URL, parsed (NULL: none yet) */
+    char *url_text; /* and as given */
     char errbuf[CURL_ERROR_SIZE];
 } dl_http;
 
