@@ -5,6 +5,16 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* From curl 7.80 the request body goes as CURLOPT_POSTFIELDS, which curl
+ * sends with the headers in one write, and a curl that sends the request
+ * again tells it through CURLOPT_PREREQFUNCTION. Before, the body goes
+ * through a read callback, whose rewind tells a sending again. */
+#if LIBCURL_VERSION_NUM >= 0x075000
+#define DL_HTTP_POSTFIELDS 1
+#else
+#define DL_HTTP_POSTFIELDS 0
+#endif
+
 static pthread_once_t global_once = PTHREAD_ONCE_INIT;
 static CURLcode global_status = CURLE_FAILED_INIT;
 
@@ -49,6 +59,11 @@ void dl_http_cleanup(dl_http *h)
 {
     if (h->curl)
         curl_easy_cleanup(h->curl);
+    if (h->url)
+        curl_url_cleanup(h->url);
+    free(h->url_text);
+    h->url = NULL;
+    h->url_text = NULL;
     free(h->cafile);
     h->curl = NULL;
     h->cafile = NULL;
@@ -64,6 +79,80 @@ int dl_http_set_cafile(dl_http *h, const char *path)
     }
     free(h->cafile);
     h->cafile = copy;
+    h->configured = 0;
+    return 0;
+}
+
+void dl_http_headers_init(dl_http_headers *h)
+{
+    dl_buf_init(&h->text);
+    h->nodes = NULL;
+    h->count = h->cap = 0;
+}
+
+void dl_http_headers_free(dl_http_headers *h)
+{
+    dl_buf_free_secret(&h->text); /* Authorization, the session token */
+    free(h->nodes);
+    dl_http_headers_init(h);
+}
+
+void dl_http_headers_reset(dl_http_headers *h)
+{
+    dl_buf_reset(&h->text);
+    h->count = 0;
+}
+
+static int add_node(dl_http_headers *h)
+{
+    if (h->count == h->cap) {
+        size_t cap = h->cap ? h->cap * 2 : 16;
+        struct curl_slist *grown = realloc(h->nodes, cap * sizeof *grown);
+        if (!grown)
+            return -1;
+        h->nodes = grown;
+        h->cap = cap;
+    }
+    h->count++;
+    return 0;
+}
+
+int dl_http_headers_add(dl_http_headers *h, const char *name, size_t nlen, const char *value, size_t vlen)
+{
+    if (dl_buf_reserve(&h->text, nlen + vlen + 3) != 0 || add_node(h) != 0)
+        return -1;
+    dl_buf_add(&h->text, name, nlen);
+    if (!value) {
+        dl_buf_add(&h->text, ":", 2);
+    } else if (vlen == 0) {
+        dl_buf_add(&h->text, ";", 2);
+    } else {
+        dl_buf_add(&h->text, ": ", 2);
+        dl_buf_add(&h->text, value, vlen);
+        dl_buf_add(&h->text, "", 1);
+    }
+    return 0;
+}
+
+struct curl_slist *dl_http_headers_list(dl_http_headers *h)
+{
+    char *p = h->text.data;
+    for (size_t i = 0; i < h->count; i++) {
+        h->nodes[i].data = p;
+        h->nodes[i].next = i + 1 < h->count ? &h->nodes[i + 1] : NULL;
+        p += strlen(p) + 1;
+    }
+    return h->count ? h->nodes : NULL;
+}
+
+int dl_http_headers_copy(dl_http_headers *dst, const dl_http_headers *src)
+{
+    dl_http_headers_reset(dst);
+    if (dl_buf_add(&dst->text, src->text.data, src->text.len) != 0)
+        return -1;
+    for (size_t i = 0; i < src->count; i++)
+        if (add_node(dst) != 0)
+            return -1;
     return 0;
 }
 
@@ -168,7 +257,7 @@ static int before_sending(CURLcode rc)
 static int never_sent(dl_http *h, CURLcode rc, const dl_http_response *r)
 {
     long request_size = -1;
-    if (!before_sending(rc) || r->resent || h->upload_pos > 0)
+    if (!before_sending(rc) || r->resent || (!DL_HTTP_POSTFIELDS && h->upload_pos > 0))
         return 0;
     if (curl_easy_getinfo(h->curl, CURLINFO_REQUEST_SIZE, &request_size) != CURLE_OK)
         return 0;
@@ -202,6 +291,27 @@ static int on_seek(void *userdata, curl_off_t offset, int origin)
     return CURL_SEEKFUNC_OK;
 }
 
+#if DL_HTTP_POSTFIELDS
+/* Called each time curl is about to send the request: a second call is
+ * curl sending it again, after a reused connection died with no answer.
+ * When bytes of the first sending went out, it may have been applied. */
+static int on_prereq(void *userdata, char *primary_ip, char *local_ip, int primary_port, int local_port)
+{
+    dl_http *h = userdata;
+    (void)primary_ip;
+    (void)local_ip;
+    (void)primary_port;
+    (void)local_port;
+    if (h->sends++ > 0 && h->response) {
+        long sent = 1;
+        curl_easy_getinfo(h->curl, CURLINFO_REQUEST_SIZE, &sent);
+        if (sent > 0)
+            h->response->resent = 1;
+    }
+    return CURL_PREREQFUNC_OK;
+}
+#endif
+
 /* The method decides which body options curl needs. Every option that a
  * previous request may have set is set again, because the handle is reused. */
 static CURLcode set_method(CURL *c, const dl_http_request *req)
@@ -220,26 +330,25 @@ static CURLcode set_method(CURL *c, const dl_http_request *req)
     if (rc == CURLE_OK)
         rc = curl_easy_setopt(c, CURLOPT_POST, 1L);
     if (rc == CURLE_OK)
-        rc = curl_easy_setopt(c, CURLOPT_POSTFIELDS, (char *)NULL);
-    if (rc == CURLE_OK)
         rc = curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE,
                               (curl_off_t)(has_body ? req->body_len : 0));
+    if (rc == CURLE_OK)
+        rc = curl_easy_setopt(c, CURLOPT_POSTFIELDS,
+                              DL_HTTP_POSTFIELDS ? (has_body ? req->body : "") : (char *)NULL);
     return rc;
 }
 
-static CURLcode set_options(dl_http *h, const dl_http_request *req)
+/* The options every request of the handle has alike: set once (again
+ * after the CA file changes), since each setopt costs. */
+static CURLcode set_constant_options(dl_http *h)
 {
     CURL *c = h->curl;
-    long timeout = req->timeout_ms > 0 ? req->timeout_ms : req->timeout_ms < 0 ? 0L : h->timeout_ms;
     CURLcode rc = CURLE_OK;
 #define SET(opt, val) \
     if (rc == CURLE_OK) \
     rc = curl_easy_setopt(c, opt, val)
-    SET(CURLOPT_URL, req->url);
-    SET(CURLOPT_HTTPHEADER, req->headers);
     SET(CURLOPT_NOSIGNAL, 1L); /* no SIGALRM for timeouts: we live in threads and nginx */
     SET(CURLOPT_CONNECTTIMEOUT_MS, h->connect_timeout_ms);
-    SET(CURLOPT_TIMEOUT_MS, timeout);
     SET(CURLOPT_SSL_VERIFYPEER, 1L);
     SET(CURLOPT_SSL_VERIFYHOST, 2L);
     SET(CURLOPT_CAINFO, h->cafile);
@@ -255,6 +364,42 @@ static CURLcode set_options(dl_http *h, const dl_http_request *req)
     SET(CURLOPT_READDATA, h);
     SET(CURLOPT_SEEKFUNCTION, on_seek);
     SET(CURLOPT_SEEKDATA, h);
+#if DL_HTTP_POSTFIELDS
+    SET(CURLOPT_PREREQFUNCTION, on_prereq);
+    SET(CURLOPT_PREREQDATA, h);
+#endif
+    h->configured = rc == CURLE_OK;
+    return rc;
+}
+
+/* The request's URL parsed, as curl would parse CURLOPT_URL: requests go to
+ * the same URL again and again, and curl would parse it at every one. A
+ * URL that does not parse is given as it is, for curl to tell why. */
+static CURLU *parsed_url(dl_http *h, const char *url)
+{
+    if (h->url_text && strcmp(h->url_text, url) == 0)
+        return h->url;
+    free(h->url_text);
+    h->url_text = NULL;
+    if (!h->url && !(h->url = curl_url()))
+        return NULL;
+    if (curl_url_set(h->url, CURLUPART_URL, url, CURLU_GUESS_SCHEME | CURLU_NON_SUPPORT_SCHEME) != CURLUE_OK)
+        return NULL;
+    h->url_text = strdup(url);
+    return h->url_text ? h->url : NULL;
+}
+
+static CURLcode set_options(dl_http *h, const dl_http_request *req)
+{
+    CURL *c = h->curl;
+    long timeout = req->timeout_ms > 0 ? req->timeout_ms : req->timeout_ms < 0 ? 0L : h->timeout_ms;
+    CURLcode rc = h->configured ? CURLE_OK : set_constant_options(h);
+    CURLU *url = rc == CURLE_OK ? parsed_url(h, req->url) : NULL;
+    SET(CURLOPT_CURLU, url);
+    if (!url)
+        SET(CURLOPT_URL, req->url);
+    SET(CURLOPT_HTTPHEADER, req->headers);
+    SET(CURLOPT_TIMEOUT_MS, timeout);
 #undef SET
     if (rc == CURLE_OK)
         rc = set_method(c, req);
@@ -268,6 +413,7 @@ CURLcode dl_http_prepare(dl_http *h, const dl_http_request *req, dl_http_respons
     h->upload = req->body ? req->body : "";
     h->upload_len = req->body ? req->body_len : 0;
     h->upload_pos = 0;
+    h->sends = 0;
     return set_options(h, req);
 }
 

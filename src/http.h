@@ -21,8 +21,34 @@ typedef struct dl_http {
     dl_http_response *response; /* where the transfer under way writes */
     const char *upload;         /* the request body curl reads through on_read */
     size_t upload_len, upload_pos;
+    int sends; /* times curl began to send the transfer under way (on_prereq) */
+    int configured; /* the options that stay the same are set on the handle */
+    CURLU *url;     /* the last request's URL, parsed (NULL: none yet) */
+    char *url_text; /* and as given */
     char errbuf[CURL_ERROR_SIZE];
 } dl_http;
+
+/* A request's header lines as curl's list, in memory of its own that is
+ * reused from one request to the next: building one allocates nothing once
+ * the buffers have grown to the requests' size. curl only reads the list
+ * (never frees it), so its nodes need not come from curl_slist_append. */
+typedef struct dl_http_headers {
+    dl_buf text;              /* the lines, each NUL-terminated */
+    struct curl_slist *nodes; /* count used, cap allocated */
+    size_t count, cap;
+} dl_http_headers;
+
+void dl_http_headers_init(dl_http_headers *h);
+void dl_http_headers_free(dl_http_headers *h);
+void dl_http_headers_reset(dl_http_headers *h);
+/* Adds "Name: value", or "Name;" for an empty value (curl's way to send
+ * one); value NULL adds "Name:", which tells curl not to send a header of
+ * its own by that name. Returns 0, or -1 when memory runs out. */
+int dl_http_headers_add(dl_http_headers *h, const char *name, size_t nlen, const char *value, size_t vlen);
+/* h as a curl list (NULL when empty), valid until h changes. */
+struct curl_slist *dl_http_headers_list(dl_http_headers *h);
+/* dst = a copy of src. Returns 0 or -1. */
+int dl_http_headers_copy(dl_http_headers *dst, const dl_http_headers *src);
 
 typedef struct dl_http_request {
     const char *method;

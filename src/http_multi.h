@@ -10,15 +10,23 @@
 
 #include "http.h"
 
+#include <poll.h>
+
 typedef struct dl_http_slot {
     dl_http http;
     dl_http_response response;
-    struct curl_slist *headers; /* owned while the slot is busy */
+    dl_http_headers headers; /* the request's, kept for the next one's memory */
     dl_buf body;                /* a copy: the caller's may not outlive the call */
     long index; /* in the multi's slots */
     int busy;   /* started and not yet released */
     CURLcode result;
 } dl_http_slot;
+
+/* A socket curl asked to watch: its events (POLLIN, POLLOUT). */
+typedef struct dl_http_watch {
+    curl_socket_t fd;
+    short events;
+} dl_http_watch;
 
 typedef struct dl_http_multi {
     CURLM *multi;
@@ -26,16 +34,23 @@ typedef struct dl_http_multi {
     dl_http_slot **slots;
     size_t count, capacity;
     size_t in_flight;
+    /* curl tells which sockets to watch and when its next timeout is
+     * (CURLMOPT_SOCKETFUNCTION, _TIMERFUNCTION); one poll() over them all
+     * then wakes only the transfers whose sockets are ready. */
+    struct pollfd *fds;
+    dl_http_watch *ready; /* the sockets one poll() found ready */
+    size_t nfds, fds_capacity;
+    long long timer_at; /* monotonic microseconds of curl's timeout; -1: none */
 } dl_http_multi;
 
 /* Returns 0, or -1 when curl could not be set up. */
 int dl_http_multi_init(dl_http_multi *m);
 void dl_http_multi_cleanup(dl_http_multi *m);
 
-/* Starts req on an idle slot (a new one when all are busy), taking
- * ownership of headers in every case. Returns the slot's index, or -1 with
+/* Starts req on an idle slot (a new one when all are busy), with a copy of
+ * headers (req->headers is not read). Returns the slot's index, or -1 with
  * *code (a DL_HTTP_* class) and *message set. */
-long dl_http_multi_start(dl_http_multi *m, const dl_http_request *req, struct curl_slist *headers,
+long dl_http_multi_start(dl_http_multi *m, const dl_http_request *req, const dl_http_headers *headers,
                          const char **code, const char **message);
 
 /* Drives the transfers until one ends or timeout_ms passes. Returns the

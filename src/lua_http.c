@@ -23,7 +23,7 @@
 
 typedef struct {
     dl_http http;
-    struct curl_slist *headers; /* owned between building and the request's end */
+    dl_http_headers headers; /* the request's, kept for the next one's memory */
     int closed;
 } client;
 
@@ -35,11 +35,6 @@ static client *check_client(lua_State *L)
     return c;
 }
 
-static void drop_headers(client *c)
-{
-    curl_slist_free_all(c->headers);
-    c->headers = NULL;
-}
 
 long dl_seconds_to_ms(lua_State *L, int idx, const char *field)
 {
@@ -53,7 +48,7 @@ static int l_client_gc(lua_State *L)
 {
     client *c = luaL_checkudata(L, 1, CLIENT_MT);
     if (!c->closed) {
-        drop_headers(c);
+        dl_http_headers_free(&c->headers);
         dl_http_cleanup(&c->http);
         c->closed = 1;
     }
@@ -93,6 +88,7 @@ static int l_http_client(lua_State *L)
 {
     client *c = lua_newuserdata(L, sizeof *c);
     memset(c, 0, sizeof *c);
+    dl_http_headers_init(&c->headers);
     c->closed = 1; /* until curl is set up, __gc has nothing to free */
     luaL_setmetatable(L, CLIENT_MT);
     if (dl_http_global_init() != 0 || dl_http_init(&c->http) != 0)
@@ -116,9 +112,22 @@ static int raise_at_caller(lua_State *L, const char *fmt, ...)
     return lua_error(L);
 }
 
+/* tchar of RFC 9110: the characters of header names and methods. */
+static const unsigned char token_chars[256] = {
+    ['!'] = 1, ['#'] = 1, ['$'] = 1, ['%'] = 1, ['&'] = 1, ['\''] = 1, ['*'] = 1, ['+'] = 1, ['-'] = 1,
+    ['.'] = 1, ['^'] = 1, ['_'] = 1, ['`'] = 1, ['|'] = 1, ['~'] = 1,
+    ['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1, ['6'] = 1, ['7'] = 1, ['8'] = 1, ['9'] = 1,
+    ['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1, ['F'] = 1, ['G'] = 1, ['H'] = 1, ['I'] = 1,
+    ['J'] = 1, ['K'] = 1, ['L'] = 1, ['M'] = 1, ['N'] = 1, ['O'] = 1, ['P'] = 1, ['Q'] = 1, ['R'] = 1,
+    ['S'] = 1, ['T'] = 1, ['U'] = 1, ['V'] = 1, ['W'] = 1, ['X'] = 1, ['Y'] = 1, ['Z'] = 1,
+    ['a'] = 1, ['b'] = 1, ['c'] = 1, ['d'] = 1, ['e'] = 1, ['f'] = 1, ['g'] = 1, ['h'] = 1, ['i'] = 1,
+    ['j'] = 1, ['k'] = 1, ['l'] = 1, ['m'] = 1, ['n'] = 1, ['o'] = 1, ['p'] = 1, ['q'] = 1, ['r'] = 1,
+    ['s'] = 1, ['t'] = 1, ['u'] = 1, ['v'] = 1, ['w'] = 1, ['x'] = 1, ['y'] = 1, ['z'] = 1,
+};
+
 static int is_token_char(unsigned char ch)
 {
-    return ch > 32 && ch < 127 && !strchr("\"(),/:;<=>?@[\\]{}", ch);
+    return token_chars[ch];
 }
 
 static void check_header(lua_State *L, const char *name, size_t nlen, const char *value, size_t vlen)
@@ -133,22 +142,20 @@ static void check_header(lua_State *L, const char *name, size_t nlen, const char
             raise_at_caller(L, "dynlog.core: header '%s' has a CR, LF or NUL in its value", name);
 }
 
-static void append_header(lua_State *L, struct curl_slist **list, const char *line)
+static void append_header(lua_State *L, dl_http_headers *list, const char *name, size_t nlen,
+                          const char *value, size_t vlen)
 {
-    struct curl_slist *next = curl_slist_append(*list, line);
-    if (!next)
+    if (dl_http_headers_add(list, name, nlen, value, vlen) != 0)
         luaL_error(L, "dynlog.core: out of memory");
-    *list = next;
 }
 
 /* Turns the Lua headers table into curl's list. Also switches off curl's
  * additions that AWS services neither need nor expect: `Expect: 100-continue`
  * and a form Content-Type on POSTs. */
-void dl_http_build_headers(lua_State *L, int idx, struct curl_slist **list)
+void dl_http_build_headers(lua_State *L, int idx, dl_http_headers *list)
 {
     int has_content_type = 0;
-    curl_slist_free_all(*list);
-    *list = NULL;
+    dl_http_headers_reset(list);
     if (!lua_isnoneornil(L, idx)) {
         luaL_checktype(L, idx, LUA_TTABLE);
         lua_pushnil(L);
@@ -159,17 +166,15 @@ void dl_http_build_headers(lua_State *L, int idx, struct curl_slist **list)
             const char *name = lua_tolstring(L, -2, &nlen);
             const char *value = lua_tolstring(L, -1, &vlen);
             check_header(L, name, nlen, value, vlen);
-            if (strcasecmp(name, "content-type") == 0)
+            if (nlen == 12 && strcasecmp(name, "content-type") == 0)
                 has_content_type = 1;
-            /* "Name;" is curl's way to send a header with an empty value */
-            lua_pushfstring(L, vlen ? "%s: %s" : "%s;", name, value);
-            append_header(L, list, lua_tostring(L, -1));
-            lua_pop(L, 2);
+            append_header(L, list, name, nlen, value, vlen);
+            lua_pop(L, 1);
         }
     }
-    append_header(L, list, "Expect:");
+    append_header(L, list, "Expect", 6, NULL, 0);
     if (!has_content_type)
-        append_header(L, list, "Content-Type:");
+        append_header(L, list, "Content-Type", 12, NULL, 0);
 }
 
 static void push_lower(lua_State *L, const char *s, size_t n)
@@ -246,7 +251,7 @@ static const char *checked_url(lua_State *L, int idx)
     return url;
 }
 
-void dl_http_read_request(lua_State *L, dl_http_request *req, struct curl_slist **headers)
+void dl_http_read_request(lua_State *L, dl_http_request *req, dl_http_headers *headers)
 {
     memset(req, 0, sizeof *req);
     req->method = checked_method(L, 2);
@@ -260,7 +265,7 @@ void dl_http_read_request(lua_State *L, dl_http_request *req, struct curl_slist 
     else if (!lua_isnoneornil(L, 6))
         req->timeout_ms = dl_seconds_to_ms(L, 6, "timeout");
     dl_http_build_headers(L, 4, headers);
-    req->headers = *headers;
+    req->headers = dl_http_headers_list(headers);
 }
 
 void dl_http_push_response(lua_State *L, const dl_http_response *r)
@@ -304,7 +309,6 @@ static int l_request(lua_State *L)
     luaL_setmetatable(L, RESPONSE_MT);
     const char *code = NULL, *message = NULL;
     int rc = dl_http_perform(&c->http, &req, r, &code, &message);
-    drop_headers(c);
     if (rc != 0) {
         dl_push_failure(L, code, message);
         lua_pushboolean(L, r->unsent);

@@ -23,7 +23,7 @@
 
 typedef struct {
     dl_http_multi multi;
-    struct curl_slist *building; /* headers while a start may still raise */
+    dl_http_headers building; /* a request's headers, read before it starts */
     int closed;
 } multi_ud;
 
@@ -39,8 +39,7 @@ static int l_multi_gc(lua_State *L)
 {
     multi_ud *u = luaL_checkudata(L, 1, MULTI_MT);
     if (!u->closed) {
-        curl_slist_free_all(u->building);
-        u->building = NULL;
+        dl_http_headers_free(&u->building);
         dl_http_multi_cleanup(&u->multi);
         u->closed = 1;
     }
@@ -52,6 +51,7 @@ static int l_http_multi(lua_State *L)
 {
     multi_ud *u = lua_newuserdata(L, sizeof *u);
     memset(u, 0, sizeof *u);
+    dl_http_headers_init(&u->building);
     u->closed = 1; /* until curl is set up, __gc has nothing to free */
     luaL_setmetatable(L, MULTI_MT);
     if (dl_http_global_init() != 0 || dl_http_multi_init(&u->multi) != 0)
@@ -67,10 +67,8 @@ static int l_start(lua_State *L)
     multi_ud *u = check_multi(L);
     dl_http_request req;
     dl_http_read_request(L, &req, &u->building);
-    struct curl_slist *headers = u->building;
-    u->building = NULL; /* the multi owns them from here, even on failure */
     const char *code = NULL, *message = NULL;
-    long id = dl_http_multi_start(&u->multi, &req, headers, &code, &message);
+    long id = dl_http_multi_start(&u->multi, &req, &u->building, &code, &message);
     if (id < 0)
         return dl_push_failure(L, code, message);
     lua_pushinteger(L, (lua_Integer)id + 1);

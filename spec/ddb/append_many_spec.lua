@@ -158,15 +158,16 @@ describe("append_many", function()
     end
 
     it("has `concurrency` requests out at once", function()
-      -- The server answers only when 6 requests wait at once.
-      s = server.start({ { method = "POST", path = "/", responses = { { together = 6, body = {} } } } })
+      -- The server answers the read of the tombstones (one request), then
+      -- only when 6 requests wait at once.
+      s = server.start({ { method = "POST", path = "/", responses = { { body = {} }, { together = 6, body = {} } } } })
       local results, errs = client_of(s.url):append_many(interleaved(12, 6), { concurrency = 6 })
       assert.is_nil(errs)
       assert.are.equal(12, count(results))
     end)
 
     it("has only one request of a stream out at a time", function()
-      s = server.start({ { method = "POST", path = "/", responses = { { together = 2, body = {} } } } })
+      s = server.start({ { method = "POST", path = "/", responses = { { body = {} }, { together = 2, body = {} } } } })
       local _, errs = client_of(s.url, { timeout = 1 }):append_many(interleaved(4, 1), { concurrency = 4 })
       assert.are.equal("timeout", errs[1].code)
       for i = 2, 4 do assert.are.equal("aborted", errs[i].code) end
@@ -182,11 +183,14 @@ describe("append_many", function()
     end)
 
     it("takes turns on a transport of the caller's", function()
-      local seen = 0
+      local seen, reads = 0, 0
       local transport = { request = function(_, req)
-        -- Each stream's tombstone is read once (GetItem, none here) before its appends.
-        if req.headers["X-Amz-Target"] == "DynamoDB_20120810.GetItem" then
-          assert.matches("#tombstone", req.body, 1, true)
+        -- The streams' tombstones are read together (one BatchGetItem, none
+        -- there) before any append.
+        if req.headers["X-Amz-Target"] == "DynamoDB_20120810.BatchGetItem" then
+          assert.are.equal(0, seen)
+          for i = 0, 4 do assert.matches("users#u" .. i .. "#tombstone", req.body, 1, true) end
+          reads = reads + 1
           return { status = 200, headers = {}, body = "{}" }
         end
         seen = seen + 1
@@ -198,7 +202,46 @@ describe("append_many", function()
       assert.is_nil(errs)
       assert.are.equal(5, count(results))
       assert.are.equal(5, seen)
+      assert.are.equal(1, reads)
     end)
+
+    it("reads the tombstones of 250 streams 100 to a request, asks again for unprocessed keys, refuses a deleted one",
+      function()
+        local json = require("dynlog.core")
+        local reads, unprocessed_sent, puts = {}, false, 0
+        local transport = { request = function(_, req)
+          local doc = json.json_decode(req.body)
+          if req.headers["X-Amz-Target"] == "DynamoDB_20120810.BatchGetItem" then
+            local keys = doc.RequestItems.events.Keys
+            assert.is_true(doc.RequestItems.events.ConsistentRead)
+            reads[#reads + 1] = #keys
+            local answer = { Responses = { events = {} } }
+            for _, key in ipairs(keys) do
+              if key.pk.S == "users#u7#tombstone" then
+                answer.Responses.events[1] = { pk = key.pk, sk = key.sk, state = { S = "deleted" } }
+              end
+            end
+            if not unprocessed_sent then
+              -- The first answer leaves its first key for later.
+              unprocessed_sent = true
+              answer.UnprocessedKeys = { events = { Keys = { keys[1] } } }
+            end
+            return { status = 200, headers = {}, body = json.json_encode(answer) }
+          end
+          puts = puts + 1
+          return { status = 200, headers = {}, body = "{}" }
+        end }
+        local c = client_of("http://127.0.0.1:1", { transport = transport, base_delay = 0.001, max_attempts = 3 })
+        local none, errs, results = c:append_many(interleaved(500, 250), { concurrency = 4 })
+        assert.is_nil(none)
+        table.sort(reads)
+        assert.are.same({ 1, 50, 100, 100 }, reads)
+        assert.are.equal(498, puts)
+        assert.are.equal(498, count(results))
+        assert.are.equal("stream_deleted", errs[7].code)
+        assert.are.equal("deleted", errs[7].state)
+        assert.are.equal("aborted", errs[257].code)
+      end)
   end)
 end)
 

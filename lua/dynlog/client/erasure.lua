@@ -71,6 +71,90 @@ function _M:_refuse_deleted(pk)
     { state = tomb.state })
 end
 
+-- The pause before another round of unprocessed items: the client's backoff.
+local function backoff(client, attempt)
+  client.sleep(math_random() * math_min(client.max_delay, client.base_delay * 2 ^ attempt))
+end
+
+-- Tombstones read per BatchGetItem (its limit).
+local MAX_READ_BATCH = 100
+
+-- A failure of a read of many tombstones, for one of their streams: its own
+-- copy, since append_many names the event in each copy's message.
+local function copy_error(err)
+  local fields = {}
+  for k, v in pairs(err) do fields[k] = v end
+  return errors.new(err.code, err.message, fields)
+end
+
+--- _refuse_deleted_many(pks, into) -> into: what _refuse_deleted answers of
+-- each stream of pks (at most 100), into[pk] = true or an error value, from
+-- one consistent BatchGetItem of their tombstones (keys left unprocessed are
+-- asked again, with backoff). A stream the read could not answer for (a key
+-- of the wrong type: a table of the other sort-key mode) is left out, for
+-- its caller to ask _refuse_deleted. Nothing is read for a client made with
+-- tombstones = false: every stream is open.
+function _M:_refuse_deleted_many(pks, into)
+  if #pks > MAX_READ_BATCH then error("_refuse_deleted_many: at most " .. MAX_READ_BATCH .. " streams", 2) end
+  if not self.tombstones then
+    for _, pk in ipairs(pks) do into[pk] = true end
+    return into
+  end
+  local keys, by_tpk = array(), {}
+  for _, pk in ipairs(pks) do
+    local tpk, tsk = tombstone_key(self, pk)
+    keys[#keys + 1] = attribute_map({ pk = tpk, sk = tsk })
+    by_tpk[tpk] = pk
+  end
+  local request = { [self.table] = { Keys = keys, ConsistentRead = true } }
+  local attempt = 0
+  while request do
+    local resp, err = self:_request("dynamodb", "BatchGetItem", { RequestItems = request }, false)
+    if not resp then
+      if err.code == "ValidationException" then return into end
+      for _, pk in ipairs(pks) do
+        if into[pk] == nil then into[pk] = copy_error(err) end
+      end
+      return into
+    end
+    for _, item in ipairs((resp.Responses or {})[self.table] or {}) do
+      local pk = by_tpk[item.pk and item.pk.S]
+      if pk then
+        local state = item.state and item.state.S
+        into[pk] = errors.new("stream_deleted", pk .. " was deleted (its tombstone is " .. tostring(state)
+          .. "); no events can be appended to it. delete_stream(log, id, {reopen = true}) opens it again",
+          { state = state })
+      end
+    end
+    request = resp.UnprocessedKeys
+    if request and not request[self.table] then request = nil end
+    if request then
+      -- Keys answered for and not left over have no tombstone.
+      local left = {}
+      for _, key in ipairs(request[self.table].Keys or {}) do left[key.pk and key.pk.S or ""] = true end
+      for tpk, pk in pairs(by_tpk) do
+        if not left[tpk] and into[pk] == nil then into[pk] = true end
+      end
+      request[self.table].ConsistentRead = true
+      attempt = attempt + 1
+      if attempt >= self.max_attempts then
+        for _, pk in ipairs(pks) do
+          if into[pk] == nil then
+            into[pk] = errors.new("throttled", "the tombstone of " .. pk .. " was still unprocessed after "
+              .. attempt .. " BatchGetItem attempts", { retryable = true })
+          end
+        end
+        return into
+      end
+      backoff(self, attempt)
+    end
+  end
+  for _, pk in ipairs(pks) do
+    if into[pk] == nil then into[pk] = true end
+  end
+  return into
+end
+
 --- _expires_at(log) -> the expiry (epoch seconds) of an event of `log`
 -- appended now, when the client has a max_age for that log; else nil.
 function _M:_expires_at(log)
@@ -93,11 +177,6 @@ local function first_keys(client, pk, before, limit)
     Limit = limit }, false)
   if not resp then return nil, err end
   return resp.Items or {}, resp.LastEvaluatedKey
-end
-
--- The pause before another round of unprocessed items: the client's backoff.
-local function backoff(client, attempt)
-  client.sleep(math_random() * math_min(client.max_delay, client.base_delay * 2 ^ attempt))
 end
 
 -- Deletes `keys` (typed {pk=, sk=} as Query gives them), 25 per request,

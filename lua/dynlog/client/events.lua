@@ -761,13 +761,43 @@ local function put_kept(client, item, body)
   return nil, err
 end
 
+-- Tombstones read per BatchGetItem (its limit).
+local TOMBSTONE_READS = 100
+
+-- Whether each lane's stream takes appends (see _refuse_deleted_many): the
+-- tombstones of all of them, read 100 to a request with up to `concurrency`
+-- requests in flight, before any event is written. {[pk] = true | err}.
+local function open_streams(client, lanes, concurrency)
+  if not client.tombstones then return {} end
+  local chunks = {}
+  for first = 1, #lanes, TOMBSTONE_READS do
+    local pks = {}
+    for i = first, math_min(first + TOMBSTONE_READS - 1, #lanes) do pks[#pks + 1] = lanes[i][1].item.pk end
+    chunks[#chunks + 1] = pks
+  end
+  local open, next_chunk = {}, 0
+  concurrent.run(client, math_min(concurrency, #chunks), function(view)
+    while next_chunk < #chunks do
+      next_chunk = next_chunk + 1
+      view:_refuse_deleted_many(chunks[next_chunk], open)
+    end
+  end)
+  return open
+end
+
 -- Appends the events of one stream, one after the other. After a failure
 -- the rest of the stream is not sent, so that no later event lands before
--- an earlier one that may still be retried.
-local function append_lane(view, lane, results, errs)
+-- an earlier one that may still be retried. `known` is what open_streams
+-- learnt of the stream's tombstone (nil: nothing, read it now).
+local function append_lane(view, lane, results, errs, known)
   local failed, head
   -- A deleted stream (or a failure to tell) fails its first event.
-  local open, derr = view:_refuse_deleted(lane[1].item.pk)
+  local open, derr = known, nil
+  if known == nil then
+    open, derr = view:_refuse_deleted(lane[1].item.pk)
+  elseif known ~= true then
+    open, derr = nil, known
+  end
   if not open then
     failed = lane[1].index
     errs[failed] = indexed(failed, derr)
@@ -820,11 +850,13 @@ function _M:append_many(events, opts)
   local results, errs = {}, {}
   local lanes = stream_lanes(self, events, errs)
   if #lanes > 0 then
+    local open = open_streams(self, lanes, concurrency)
     local next_lane = 0
     concurrent.run(self, math_min(concurrency, #lanes), function(view)
       while next_lane < #lanes do
         next_lane = next_lane + 1
-        append_lane(view, lanes[next_lane], results, errs)
+        local lane = lanes[next_lane]
+        append_lane(view, lane, results, errs, open[lane[1].item.pk])
       end
     end)
   end

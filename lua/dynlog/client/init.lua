@@ -186,7 +186,7 @@ function _M.new(opts)
     if str_find(url, "^%a+://[^/]+$") then url = url .. "/" end
     services[name] = { name = name, url = url, signing_name = endpoint.signing_name,
                        signing_region = endpoint.region, target = svc.target, content_type = svc.content_type,
-                       protocol = svc.protocol or "json", version = svc.version }
+                       protocol = svc.protocol or "json", version = svc.version, targets = {} }
     origins[name] = endpoint.origin
   end
   -- AWS_CA_BUNDLE and the profile's ca_bundle, as the AWS CLI reads them.
@@ -322,6 +322,18 @@ local function checked_crc32(res)
     { status = res.status, retryable = true })
 end
 
+-- The X-Amz-Target of a service's operation ("DynamoDB_20120810.PutItem"),
+-- made once per service and operation rather than at every request.
+local function target_of(svc, operation)
+  local targets = svc.targets
+  local target = targets[operation]
+  if not target then
+    target = svc.target .. operation
+    targets[operation] = target
+  end
+  return target
+end
+
 local function attempt(self, svc, operation, body, unwrap, numbers)
   local creds, cerr = self.provider:get()
   if not creds then return nil, cerr end
@@ -330,7 +342,7 @@ local function attempt(self, svc, operation, body, unwrap, numbers)
     region = svc.signing_region or self.region, service = svc.signing_name, credentials = creds,
     time = math_floor(self.now() + self.clock_skew),
     -- A query-protocol request has no target header: its action is in the body.
-    headers = { ["Content-Type"] = svc.content_type, ["X-Amz-Target"] = svc.target and svc.target .. operation },
+    headers = { ["Content-Type"] = svc.content_type, ["X-Amz-Target"] = svc.target and target_of(svc, operation) },
   })
   -- Never send a request unsigned: AWS would only say that it has no
   -- signature (MissingAuthenticationTokenException), hiding the cause.
@@ -428,7 +440,7 @@ end
 -- err.ambiguous tells that an earlier attempt may have been applied
 -- although this one failed.
 local function send(self, svc, operation, body, unwrap, numbers)
-  local was_ambiguous, recovered = false, {}
+  local was_ambiguous, recovered_skew, recovered_token = false, false, false
   local n = 0
   while true do
     n = n + 1
@@ -442,11 +454,11 @@ local function send(self, svc, operation, body, unwrap, numbers)
     end
     metrics_inc("dynlog_requests_total", 1, name, operation, outcome_of(err))
     -- One free re-sign for each kind of recovery, not counted as an attempt.
-    if not recovered.skew and learn_clock_skew(self, err, res) then
-      recovered.skew, n = true, n - 1
-    elseif not recovered.token and EXPIRED_TOKEN_CODES[err.code] and self.provider.invalidate then
+    if not recovered_skew and learn_clock_skew(self, err, res) then
+      recovered_skew, n = true, n - 1
+    elseif not recovered_token and EXPIRED_TOKEN_CODES[err.code] and self.provider.invalidate then
       self.provider:invalidate()
-      recovered.token, n = true, n - 1
+      recovered_token, n = true, n - 1
     elseif err.retryable and n < self.max_attempts then
       was_ambiguous = was_ambiguous or ambiguous(err)
       metrics_inc("dynlog_request_retries_total", 1, name, operation)
