@@ -31,7 +31,7 @@ static client *check_client(lua_State *L)
 {
     client *c = luaL_checkudata(L, 1, CLIENT_MT);
     if (c->closed)
-        luaL_error(L, "dynlog.core: http client is closed");
+        luaL_error(L, "dynlog.curl: http client is closed");
     return c;
 }
 
@@ -40,7 +40,7 @@ long dl_seconds_to_ms(lua_State *L, int idx, const char *field)
 {
     lua_Number s = lua_tonumber(L, idx);
     if (!(s > 0) || s > 86400)
-        luaL_error(L, "dynlog.core: %s must be a number of seconds in (0, 86400]", field);
+        luaL_error(L, "dynlog.curl: %s must be a number of seconds in (0, 86400]", field);
     return (long)(s * 1000 + 0.5);
 }
 
@@ -70,15 +70,15 @@ void dl_http_read_options(lua_State *L, int idx, dl_http *h)
     if (!lua_isnil(L, -1)) {
         lua_Number n = lua_tonumber(L, -1);
         if (!(n >= 1024))
-            luaL_error(L, "dynlog.core: max_response_bytes must be at least 1024");
+            luaL_error(L, "dynlog.curl: max_response_bytes must be at least 1024");
         h->max_response_bytes = (size_t)n;
     }
     lua_getfield(L, idx, "cafile");
     if (!lua_isnil(L, -1)) {
         if (lua_type(L, -1) != LUA_TSTRING)
-            luaL_error(L, "dynlog.core: cafile must be a path");
+            luaL_error(L, "dynlog.curl: cafile must be a path");
         if (dl_http_set_cafile(h, lua_tostring(L, -1)) != 0)
-            luaL_error(L, "dynlog.core: out of memory");
+            luaL_error(L, "dynlog.curl: out of memory");
     }
     lua_pop(L, 4);
 }
@@ -92,7 +92,7 @@ static int l_http_client(lua_State *L)
     c->closed = 1; /* until curl is set up, __gc has nothing to free */
     luaL_setmetatable(L, CLIENT_MT);
     if (dl_http_global_init() != 0 || dl_http_init(&c->http) != 0)
-        return luaL_error(L, "dynlog.core: libcurl could not be initialised");
+        return luaL_error(L, "dynlog.curl: libcurl could not be initialised");
     c->closed = 0;
     dl_http_read_options(L, 1, &c->http);
     return 1;
@@ -133,20 +133,20 @@ static int is_token_char(unsigned char ch)
 static void check_header(lua_State *L, const char *name, size_t nlen, const char *value, size_t vlen)
 {
     if (nlen == 0)
-        raise_at_caller(L, "dynlog.core: empty header name");
+        raise_at_caller(L, "dynlog.curl: empty header name");
     for (size_t i = 0; i < nlen; i++)
         if (!is_token_char((unsigned char)name[i]))
-            raise_at_caller(L, "dynlog.core: invalid character in header name '%s'", name);
+            raise_at_caller(L, "dynlog.curl: invalid character in header name '%s'", name);
     for (size_t i = 0; i < vlen; i++)
         if (value[i] == '\r' || value[i] == '\n' || value[i] == '\0')
-            raise_at_caller(L, "dynlog.core: header '%s' has a CR, LF or NUL in its value", name);
+            raise_at_caller(L, "dynlog.curl: header '%s' has a CR, LF or NUL in its value", name);
 }
 
 static void append_header(lua_State *L, dl_http_headers *list, const char *name, size_t nlen,
                           const char *value, size_t vlen)
 {
     if (dl_http_headers_add(list, name, nlen, value, vlen) != 0)
-        luaL_error(L, "dynlog.core: out of memory");
+        luaL_error(L, "dynlog.curl: out of memory");
 }
 
 /* Turns the Lua headers table into curl's list. Also switches off curl's
@@ -161,7 +161,7 @@ void dl_http_build_headers(lua_State *L, int idx, dl_http_headers *list)
         lua_pushnil(L);
         while (lua_next(L, idx)) {
             if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TSTRING)
-                luaL_error(L, "dynlog.core: headers must map names to strings");
+                luaL_error(L, "dynlog.curl: headers must map names to strings");
             size_t nlen, vlen;
             const char *name = lua_tolstring(L, -2, &nlen);
             const char *value = lua_tolstring(L, -1, &vlen);
@@ -230,10 +230,10 @@ static const char *checked_method(lua_State *L, int idx)
     size_t len;
     const char *method = luaL_checklstring(L, idx, &len);
     if (len == 0)
-        raise_at_caller(L, "dynlog.core: bad argument #%d to 'request' (the method is empty)", idx);
+        raise_at_caller(L, "dynlog.curl: bad argument #%d to 'request' (the method is empty)", idx);
     for (size_t i = 0; i < len; i++)
         if (!is_token_char((unsigned char)method[i]))
-            raise_at_caller(L, "dynlog.core: bad argument #%d to 'request' "
+            raise_at_caller(L, "dynlog.curl: bad argument #%d to 'request' "
                                "(the method is not an HTTP token)", idx);
     return method;
 }
@@ -245,7 +245,7 @@ static const char *checked_url(lua_State *L, int idx)
     for (size_t i = 0; i < len; i++) {
         unsigned char ch = (unsigned char)url[i];
         if (ch <= 32 || ch == 127)
-            raise_at_caller(L, "dynlog.core: bad argument #%d to 'request' "
+            raise_at_caller(L, "dynlog.curl: bad argument #%d to 'request' "
                                "(the URL holds a space, a control character or a NUL)", idx);
     }
     return url;

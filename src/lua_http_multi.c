@@ -31,7 +31,7 @@ static multi_ud *check_multi(lua_State *L)
 {
     multi_ud *u = luaL_checkudata(L, 1, MULTI_MT);
     if (u->closed)
-        luaL_error(L, "dynlog.core: http multi is closed");
+        luaL_error(L, "dynlog.curl: http multi is closed");
     return u;
 }
 
@@ -55,7 +55,7 @@ static int l_http_multi(lua_State *L)
     u->closed = 1; /* until curl is set up, __gc has nothing to free */
     luaL_setmetatable(L, MULTI_MT);
     if (dl_http_global_init() != 0 || dl_http_multi_init(&u->multi) != 0)
-        return luaL_error(L, "dynlog.core: libcurl could not be initialised");
+        return luaL_error(L, "dynlog.curl: libcurl could not be initialised");
     u->closed = 0;
     dl_http_read_options(L, 1, &u->multi.config);
     return 1;
@@ -81,7 +81,7 @@ static int l_next(lua_State *L)
     multi_ud *u = check_multi(L);
     lua_Number seconds = luaL_optnumber(L, 2, 1);
     if (!(seconds >= 0) || seconds > 86400)
-        return luaL_error(L, "dynlog.core: next expects a number of seconds in [0, 86400]");
+        return luaL_error(L, "dynlog.curl: next expects a number of seconds in [0, 86400]");
     long i = dl_http_multi_next(&u->multi, (long)(seconds * 1000 + 0.5));
     if (i < 0) {
         lua_pushnil(L);

@@ -697,7 +697,7 @@ describe("a failed signature", function()
     local calls = 0
     local transport = c:_transport()
     c.transport = { request = function(_, req) calls = calls + 1 return transport:request(req) end }
-    c.signer = { sign = function() return nil, "signing_failed", "HMAC failed" end }
+    c.signer = { sign_post = function() return nil, "signing_failed", "HMAC failed" end }
     local key, err = c:append("users", "unsigned", "t", {})
     assert.is_nil(key)
     assert.are.equal("signing_failed", err.code)

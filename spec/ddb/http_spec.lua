@@ -164,7 +164,7 @@ describe("dynlog.transport.curl failures", function()
   it("raises when used after close", function()
     local t = http.new()
     t:close()
-    assert.has_error(function() t:request({ url = "http://127.0.0.1:1/" }) end, "dynlog.core: http client is closed")
+    assert.has_error(function() t:request({ url = "http://127.0.0.1:1/" }) end, "dynlog.curl: http client is closed")
   end)
 end)
 

@@ -337,13 +337,12 @@ end
 local function attempt(self, svc, operation, body, unwrap, numbers)
   local creds, cerr = self.provider:get()
   if not creds then return nil, cerr end
-  local headers, scode, smessage = self.signer:sign({
-    method = "POST", url = svc.url, body = body,
-    region = svc.signing_region or self.region, service = svc.signing_name, credentials = creds,
-    time = math_floor(self.now() + self.clock_skew),
-    -- A query-protocol request has no target header: its action is in the body.
-    headers = { ["Content-Type"] = svc.content_type, ["X-Amz-Target"] = svc.target and target_of(svc, operation) },
-  })
+  -- sign_post: the same headers as sign{method = "POST", …} without a
+  -- request table. A query-protocol request has no target header: its
+  -- action is in the body.
+  local headers, scode, smessage = self.signer:sign_post(svc.url, body, math_floor(self.now() + self.clock_skew),
+    svc.signing_region or self.region, svc.signing_name, creds, svc.content_type,
+    svc.target and target_of(svc, operation))
   -- Never send a request unsigned: AWS would only say that it has no
   -- signature (MissingAuthenticationTokenException), hiding the cause.
   if not headers then
