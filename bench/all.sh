@@ -23,7 +23,7 @@
 # Each part installs what it needs (npm into bench/peers/, python3-boto3 from
 # Debian) and starts its own DynamoDB Local. Defaults keep the whole run
 # about 10 minutes on 2 cores: BENCH_ROUNDS=3 (throughput), RATES="100 200
-# 300 400 500 600 700 800" DURATION=10 (pipeline: the ramp stops after two
+# 400 600 800 1000 1200 1400" DURATION=10 (pipeline: the ramp stops after two
 # rates in a row not sustained), EVENTS=100000 (memory); set them to change that.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,7 +35,7 @@ bench/run.sh
 part "throughput: append and query beside the SDKs (bench/throughput.sh)"
 BENCH_ROUNDS=${BENCH_ROUNDS:-3} bash bench/throughput.sh
 part "pipeline: append → projection latency and the maximum sustained rate through nginx (bench/pipeline.sh)"
-RATES=${RATES:-"100 200 300 400 500 600 700 800"} DURATION=${DURATION:-10} bash bench/pipeline.sh
+RATES=${RATES:-"100 200 400 600 800 1000 1200 1400"} DURATION=${DURATION:-10} bash bench/pipeline.sh
 part "memory: resident size while iterating a long stream (bench/memory.sh)"
 bash bench/memory.sh
 part "eventid: what an event id costs (bench/eventid.sh)"
