@@ -26,7 +26,7 @@ describe("make demo", function()
     assert.matches("events appended     20", out, 1, true)
     assert.matches("events published    20", out, 1, true)
     assert.matches("events projected    20 (5 users at their latest version)", out, 1, true)
-    assert.matches("append → projection p50 %d+ ms, p99 %d+ ms", out)
+    assert.matches("append → projection p50 %d+ ms, p90 %d+ ms, p99 %d+ ms", out)
     local samples = 0
     for line in out:gmatch("\n  (%b{})") do
       if line:find('"verifiedPhoneNumber":true', 1, true) then samples = samples + 1 end
