@@ -78,6 +78,18 @@ void dl_hmac_key_free(dl_hmac_key *k)
 }
 
 /* ctx := the digest state after one block of K ^ pad. */
+/* HMAC's key as one block (RFC 2104): a key longer than a block is
+ * replaced by its digest, a shorter one padded with zeros (block starts
+ * zeroed). */
+static int key_block(dl_hasher *h, const void *key, size_t key_len, unsigned char block[HMAC_BLOCK])
+{
+    if (key_len > HMAC_BLOCK)
+        return digest(h, key, key_len, block);
+    if (key_len > 0)
+        memcpy(block, key, key_len);
+    return 0;
+}
+
 static int keyed_state(dl_hasher *h, EVP_MD_CTX *ctx, const unsigned char block[HMAC_BLOCK], unsigned char pad)
 {
     unsigned char x[HMAC_BLOCK];
@@ -100,13 +112,8 @@ int dl_hasher_hmac_key(dl_hasher *h, dl_hmac_key *k, const void *key, size_t key
         k->outer = EVP_MD_CTX_new();
     if (!k->inner || !k->outer)
         goto done;
-    /* A key longer than a block is replaced by its digest (RFC 2104). */
-    if (key_len > HMAC_BLOCK) {
-        if (digest(h, key, key_len, block) != 0)
-            goto done;
-    } else if (key_len > 0) {
-        memcpy(block, key, key_len);
-    }
+    if (key_block(h, key, key_len, block) != 0)
+        goto done;
     rc = keyed_state(h, k->inner, block, 0x36) == 0 && keyed_state(h, k->outer, block, 0x5c) == 0 ? 0 : -1;
 done:
     OPENSSL_cleanse(block, sizeof block);
@@ -136,12 +143,8 @@ int dl_hasher_hmac(dl_hasher *h, const void *key, size_t key_len, const void *da
     int rc = -1;
     if (ready_md(h) != 0)
         goto done;
-    if (key_len > HMAC_BLOCK) {
-        if (digest(h, key, key_len, block) != 0)
-            goto done;
-    } else if (key_len > 0) {
-        memcpy(block, key, key_len);
-    }
+    if (key_block(h, key, key_len, block) != 0)
+        goto done;
     if (keyed_state(h, h->md_ctx, block, 0x36) != 0 || !EVP_DigestUpdate(h->md_ctx, data, len)
         || !EVP_DigestFinal_ex(h->md_ctx, inner, NULL) || keyed_state(h, h->md_ctx, block, 0x5c) != 0
         || !EVP_DigestUpdate(h->md_ctx, inner, sizeof inner) || !EVP_DigestFinal_ex(h->md_ctx, out, NULL))
